@@ -1,0 +1,3 @@
+from keras_unet.models.unet import UNet
+
+__all__ = ["UNet"]
