@@ -70,7 +70,12 @@ class DecoderBlock(keras.layers.Layer):
 
     @staticmethod
     def _split(inputs):
-        if isinstance(inputs, (list, tuple)):
+        """`(below, skip)` from a tensor, a `[below, skip]` list, or their shapes."""
+        # Shapes come back from a saved config as lists, so a list of ints is one shape.
+        is_shape = isinstance(inputs, (list, tuple)) and all(
+            d is None or isinstance(d, int) for d in inputs
+        )
+        if isinstance(inputs, (list, tuple)) and not is_shape:
             if len(inputs) == 1:
                 return inputs[0], None
             below, skip = inputs
@@ -79,8 +84,6 @@ class DecoderBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         below_shape, skip_shape = self._split(input_shape)
-        if isinstance(below_shape, int) or below_shape is None:  # a bare shape tuple
-            below_shape, skip_shape = input_shape, None
         self.up.build(below_shape)
         up_shape = self.up.compute_output_shape(below_shape)
         joined_channels = up_shape[-1]
@@ -101,8 +104,6 @@ class DecoderBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         below_shape, _ = self._split(input_shape)
-        if isinstance(below_shape, int) or below_shape is None:
-            below_shape = input_shape
         up_shape = self.up.compute_output_shape(below_shape)
         return tuple(up_shape[:-1]) + (self.filters,)
 

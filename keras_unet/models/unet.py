@@ -1,6 +1,7 @@
 """`UNet`: a subclassed `keras.Model` built functionally from the keras_unet layers."""
 
 import keras
+import numpy as np
 
 from keras_unet.encoders import get_encoder
 from keras_unet.layers import UPSAMPLE_MODES, DecoderBlock
@@ -184,18 +185,24 @@ class UNet(keras.Model):
         self.output_activation = output_activation
         self.bn_momentum = bn_momentum
 
+    def _check_image_size(self, shape):
+        if shape is None or len(shape) != 4:
+            return
+        multiple = 2**self.depth
+        for side, size in zip(("height", "width"), shape[1:3]):
+            if isinstance(size, (int, np.integer)) and size % multiple:
+                raise ValueError(
+                    _size_message(tuple(shape[1:]), self.depth, f"Image {side} {int(size)}")
+                )
+
     def call(self, inputs, training=None, mask=None):
-        shape = getattr(inputs, "shape", None)
-        if shape is not None and len(shape) == 4:
-            multiple = 2**self.depth
-            for side, size in zip(("height", "width"), shape[1:3]):
-                if isinstance(size, int) and size % multiple:
-                    raise ValueError(
-                        _size_message(
-                            (shape[1], shape[2], shape[3]), self.depth, f"Image {side} {size}"
-                        )
-                    )
+        self._check_image_size(getattr(inputs, "shape", None))
         return super().call(inputs, training=training, mask=mask)
+
+    def predict(self, x, *args, **kwargs):
+        # predict() may retrace with relaxed (None) sizes, which call() cannot check.
+        self._check_image_size(getattr(x, "shape", None))
+        return super().predict(x, *args, **kwargs)
 
     def get_config(self):
         return {
