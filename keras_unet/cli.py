@@ -1,0 +1,64 @@
+"""The `keras-unet` command. Each subcommand lives in its own module (see COMMANDS).
+
+Command modules define `HELP`, `add_arguments(parser)` and `run(args) -> int`, and import
+TensorFlow/Keras only inside `run`, so `keras-unet --help` answers at once.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+# TensorFlow's C++ start-up logging would bury the command's own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+COMMANDS = {
+    "info": "keras_unet.commands.info",
+    "train": "keras_unet.commands.train",
+    "predict": "keras_unet.commands.predict",
+    "evaluate": "keras_unet.commands.evaluate",
+    "export": "export.cli",
+    "bench": "benchmarks.cli",
+    "demo": "keras_unet.commands.demo",
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-unet",
+        description="Train U-Nets with Keras 3, export them to TFLite/ONNX, benchmark the exports.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            # A command whose optional dependency is missing stays listed, and says why.
+            sub = subparsers.add_parser(name, help=f"(unavailable: {error})")
+            sub.set_defaults(handler=None, unavailable=str(error))
+            continue
+        sub = subparsers.add_parser(
+            name,
+            help=module.HELP,
+            description=(module.__doc__ or module.HELP).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.handler is None:
+        print(f"keras-unet {args.command}: {args.unavailable}", file=sys.stderr)
+        return 2
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `keras-unet` CLI, one module each."""
