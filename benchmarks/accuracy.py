@@ -1,0 +1,181 @@
+"""Segmentation quality in numpy: IoU and Dice from a confusion matrix, and mask agreement.
+
+Runs on an edge device (numpy only). The numbers follow the Keras IoU metrics that training
+uses (`keras.metrics.MeanIoU` / `BinaryIoU`, wrapped in `keras_unet.metrics`): one confusion
+matrix accumulated over the whole data set (not a mean of per-image scores), IoU per class
+`tp / (tp + fp + fn)`, and the mean taken over the classes whose denominator is not zero.
+Pixels whose ground truth equals `ignore_index` count nowhere.
+
+Binary models (`num_classes=1`) have two classes in the matrix, background 0 and foreground 1;
+their headline `iou`/`dice` is the foreground class (background IoU of a nuclei image is close
+to 1 whatever the model does, and would hide the differences a benchmark is looking for).
+Multi-class models report the mean over classes.
+
+Example:
+```python
+import numpy as np
+from benchmarks.accuracy import segmentation_scores
+
+truth = np.array([[[0, 1], [1, 1]]])
+pred = np.array([[[0, 1], [0, 1]]])
+segmentation_scores(truth, pred, num_classes=1)["iou"]  # 2 / 3
+```
+"""
+
+import numpy as np
+
+
+def _matrix_size(num_classes):
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(
+            f"`num_classes` must be a positive integer (1 for binary). Received: num_classes={num_classes!r}"
+        )
+    return 2 if num_classes == 1 else int(num_classes)
+
+
+def _as_list(masks):
+    if isinstance(masks, np.ndarray):
+        if masks.ndim == 2:
+            return [masks]
+        return list(masks)
+    return list(masks)
+
+
+def confusion_matrix(y_true, y_pred, num_classes, ignore_index=None):
+    """Accumulate a confusion matrix over mask pairs.
+
+    Args:
+        y_true: ground-truth masks, an int array `(N, H, W)` or `(H, W)`, or a list of `(H, W)`
+            arrays of any sizes.
+        y_pred: predicted masks, matching `y_true` pair by pair.
+        num_classes: model classes; 1 means binary (matrix of background and foreground).
+        ignore_index: ground-truth value to leave out, or None.
+
+    Returns:
+        int64 array `(C, C)`, rows are the truth, columns the prediction (`C = 2` for binary).
+
+    Example:
+    ```python
+    confusion_matrix(np.zeros((1, 4, 4), int), np.zeros((1, 4, 4), int), num_classes=3)[0, 0]  # 16
+    ```
+    """
+    size = _matrix_size(num_classes)
+    truths, preds = _as_list(y_true), _as_list(y_pred)
+    if len(truths) != len(preds):
+        raise ValueError(
+            f"`y_true` and `y_pred` must hold the same number of masks. "
+            f"Received: len(y_true)={len(truths)}, len(y_pred)={len(preds)}"
+        )
+    matrix = np.zeros((size, size), np.int64)
+    for index, (truth, pred) in enumerate(zip(truths, preds)):
+        truth, pred = np.asarray(truth), np.asarray(pred)
+        if truth.shape != pred.shape:
+            raise ValueError(
+                f"Mask {index}: ground truth and prediction must have the same shape. "
+                f"Received: y_true.shape={truth.shape}, y_pred.shape={pred.shape}"
+            )
+        truth = truth.astype(np.int64).ravel()
+        pred = pred.astype(np.int64).ravel()
+        keep = np.ones(truth.shape, bool) if ignore_index is None else truth != ignore_index
+        truth, pred = truth[keep], pred[keep]
+        bad = (truth < 0) | (truth >= size) | (pred < 0) | (pred >= size)
+        if bad.any():
+            values = np.unique(np.concatenate([truth[bad], pred[bad]]))[:8]
+            raise ValueError(
+                f"Mask {index} holds class values outside [0, {size - 1}] for num_classes={num_classes} "
+                f"(set `ignore_index` for void pixels). Received values: {values.tolist()}"
+            )
+        matrix += np.bincount(truth * size + pred, minlength=size * size).reshape(size, size)
+    return matrix
+
+
+def scores_from_confusion(matrix, binary=False):
+    """IoU and Dice per class and their means, from a confusion matrix.
+
+    Args:
+        matrix: `(C, C)` counts, rows truth, columns prediction.
+        binary: if True, the headline `iou`/`dice` is class 1 (foreground), else the mean.
+
+    Returns:
+        dict with `iou`, `dice`, `mean_iou`, `mean_dice`, `iou_per_class`, `dice_per_class`
+        (lists, NaN where a class is absent from both truth and prediction), `pixel_accuracy`
+        and `pixels`.
+
+    Example:
+    ```python
+    scores_from_confusion(np.array([[5, 0], [1, 2]]), binary=True)["iou"]  # 2 / 3
+    ```
+    """
+    matrix = np.asarray(matrix, np.float64)
+    tp = np.diag(matrix)
+    fp = matrix.sum(axis=0) - tp
+    fn = matrix.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+        dice = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    valid = ~np.isnan(iou)
+    mean_iou = float(iou[valid].mean()) if valid.any() else float("nan")
+    mean_dice = float(dice[valid].mean()) if valid.any() else float("nan")
+    pixels = float(matrix.sum())
+    result = {
+        "mean_iou": mean_iou,
+        "mean_dice": mean_dice,
+        "iou_per_class": [float(x) for x in iou],
+        "dice_per_class": [float(x) for x in dice],
+        "pixel_accuracy": float(tp.sum() / pixels) if pixels else float("nan"),
+        "pixels": int(pixels),
+    }
+    result["iou"] = float(iou[1]) if binary else mean_iou
+    result["dice"] = float(dice[1]) if binary else mean_dice
+    return result
+
+
+def segmentation_scores(y_true, y_pred, num_classes, ignore_index=None):
+    """IoU and Dice of predicted masks against ground truth, per class and mean.
+
+    Args:
+        y_true: ground-truth masks (see `confusion_matrix`).
+        y_pred: predicted masks.
+        num_classes: model classes; 1 means binary.
+        ignore_index: ground-truth value to leave out, or None.
+
+    Returns:
+        the dict of `scores_from_confusion`.
+
+    Example:
+    ```python
+    segmentation_scores([np.eye(3, dtype=int)], [np.eye(3, dtype=int)], num_classes=1)["iou"]  # 1.0
+    ```
+    """
+    matrix = confusion_matrix(y_true, y_pred, num_classes, ignore_index)
+    return scores_from_confusion(matrix, binary=num_classes == 1)
+
+
+def agreement_iou(masks, reference_masks, num_classes, ignore_index=None):
+    """How closely one model's masks match a reference model's masks (the reference as truth).
+
+    The IoU of `segmentation_scores` with the reference's masks standing in for the ground truth.
+    Two mask sets that are identical agree fully (1.0), also when both are empty.
+
+    Args:
+        masks: masks of the model under test.
+        reference_masks: masks of the reference model, same shapes.
+        num_classes: model classes; 1 means binary (foreground IoU).
+        ignore_index: value in `reference_masks` to leave out (rarely needed), or None.
+
+    Returns:
+        float in [0, 1].
+
+    Example:
+    ```python
+    masks = np.random.randint(0, 2, (2, 8, 8))
+    agreement_iou(masks, masks, num_classes=1)  # 1.0
+    ```
+    """
+    matrix = confusion_matrix(reference_masks, masks, num_classes, ignore_index)
+    if matrix.sum() == np.trace(matrix):
+        return 1.0
+    value = scores_from_confusion(matrix, binary=num_classes == 1)["iou"]
+    # Foreground absent from both while background differs cannot happen (that would put
+    # counts off the diagonal in the foreground row or column), so NaN here means no pixels.
+    return 1.0 if np.isnan(value) else float(value)

@@ -1,0 +1,125 @@
+"""`keras-unet bench` and `python -m benchmarks`: benchmark model files from the command line.
+
+Imports no TensorFlow or Keras (a `.keras` model imports Keras when it is loaded), so the same
+command runs on an edge device with only numpy, pillow and a runtime installed.
+
+Example:
+```
+python -m benchmarks unet.tflite unet_int8.tflite unet.onnx --data data/val \
+    --reference unet.keras --threads 2 --runs 100 --json bench.json --csv bench.csv --plot bench.png
+```
+"""
+
+import argparse
+import sys
+
+HELP = "Benchmark .keras/.tflite/.onnx models: latency, size, memory, IoU, agreement."
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
+    return value
+
+
+def add_arguments(parser):
+    """Add the bench options to an `argparse` parser.
+
+    Args:
+        parser: an `argparse.ArgumentParser` (the `bench` subparser of `keras-unet`).
+
+    Example:
+    ```python
+    parser = argparse.ArgumentParser(); add_arguments(parser)
+    ```
+    """
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=".keras, .tflite or .onnx files")
+    parser.add_argument("--data", metavar="DIR", help="labelled images (DIR/images, DIR/masks) for IoU, Dice, agreement")
+    parser.add_argument("--reference", metavar="MODEL.keras", help="full-precision model to compare against "
+                        "(default: the first .keras among MODELs)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="threads for every runtime (pin it)")
+    parser.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed calls per model (default 5)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--runs", type=_positive_int, default=None, help="timed calls per model (default 50)")
+    budget.add_argument("--seconds", type=_positive_float, default=None, help="timing budget per model instead of --runs")
+    parser.add_argument("--batch-size", type=_positive_int, default=1, help="images per call (default 1)")
+    parser.add_argument("--rounds", type=_positive_int, default=5,
+                        help="alternating blocks when timing a .tflite next to a bare invoke loop (default 5)")
+    parser.add_argument("--no-compare-bare", dest="compare_bare", action="store_false",
+                        help="skip the bare interpreter.invoke() baseline for .tflite files")
+    parser.add_argument("--isolate", action="store_true", help="run each model in its own process")
+    parser.add_argument("--mask-encoding", choices=["auto", "binary", "index", "trimap"], default=None,
+                        help="how mask files encode classes (default: from the model's metadata)")
+    parser.add_argument("--ignore-index", type=int, default=None, help="mask value to leave out of IoU/Dice")
+    parser.add_argument("--max-images", type=_positive_int, default=None, help="use at most this many images")
+    parser.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    parser.add_argument("--csv", metavar="FILE", help="write one CSV line per model")
+    parser.add_argument("--plot", metavar="FILE.png", help="plot latency against IoU")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args):
+    """Run the benchmark described by parsed arguments; print the table. Returns the exit code.
+
+    The exit code is 0 when at least one model ran, 1 when every model failed.
+
+    Example:
+    ```python
+    run(parser.parse_args(["m.tflite", "--data", "data/"]))
+    ```
+    """
+    from benchmarks.suite import run_benchmark
+
+    report = run_benchmark(
+        args.models,
+        data=args.data,
+        reference=args.reference,
+        threads=args.threads,
+        warmup=args.warmup,
+        runs=args.runs,
+        seconds=args.seconds,
+        batch_size=args.batch_size,
+        compare_bare=args.compare_bare,
+        rounds=args.rounds,
+        isolate=args.isolate,
+        mask_encoding=args.mask_encoding,
+        ignore_index=args.ignore_index,
+        max_images=args.max_images,
+        progress=not args.quiet,
+        json_path=args.json,
+        csv_path=args.csv,
+        plot_path=args.plot,
+    )
+    report.print_table()
+    for label, path in (("JSON", args.json), ("CSV", args.csv)):
+        if path:
+            print(f"{label} written to {path}")
+    return 0 if any(row.error is None for row in report.rows) else 1
+
+
+def main(argv=None):
+    """Entry point of `python -m benchmarks`.
+
+    Example:
+    ```python
+    main(["m.onnx", "--data", "data/", "--runs", "20"])
+    ```
+    """
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

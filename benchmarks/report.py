@@ -1,0 +1,236 @@
+"""Benchmark results: one row per model, the environment, and their table, JSON and CSV forms.
+
+Keys are snake_case with units (`latency_p50_ms`, `model_size_mb`, `throughput_ips`). The JSON
+holds everything, including each run's latency (`latency_runs_ms`); the CSV holds the same row
+fields except that per-run list (lists such as `iou_per_class` are JSON-encoded in their cell).
+
+Example:
+```python
+from benchmarks.report import BenchmarkReport, BenchmarkRow
+
+report = BenchmarkReport(environment={}, rows=[BenchmarkRow(model="m.onnx", format="onnx")])
+print(report.format_table())
+report.to_json("bench.json"); report.to_csv("bench.csv")
+```
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import tempfile
+
+
+@dataclasses.dataclass
+class BenchmarkRow:
+    """The measurements of one model file. Fields that could not be measured stay None.
+
+    Example:
+    ```python
+    BenchmarkRow(model="m.tflite", format="tflite", latency_p50_ms=12.5).name  # "m.tflite"
+    ```
+    """
+
+    model: str
+    name: str = None
+    format: str = None
+    quantization: str = None
+    is_reference: bool = False
+    model_size_mb: float = None
+    load_time_s: float = None
+    input_size: str = None
+    batch_size: int = None
+    threads: int = None
+    warmup: int = None
+    runs: int = None
+    latency_mean_ms: float = None
+    latency_std_ms: float = None
+    latency_min_ms: float = None
+    latency_p50_ms: float = None
+    latency_p90_ms: float = None
+    latency_p99_ms: float = None
+    latency_max_ms: float = None
+    throughput_ips: float = None
+    speedup_vs_reference: float = None
+    bare_latency_p50_ms: float = None
+    harness_overhead: float = None
+    rss_before_mb: float = None
+    peak_rss_mb: float = None
+    model_rss_delta_mb: float = None
+    memory_method: str = None
+    num_classes: int = None
+    quality_images: int = None
+    iou: float = None
+    dice: float = None
+    mean_iou: float = None
+    pixel_accuracy: float = None
+    iou_per_class: list = None
+    dice_per_class: list = None
+    iou_drop: float = None
+    agreement_iou: float = None
+    runtime: str = None
+    runtime_version: str = None
+    execution_provider: str = None
+    error: str = None
+    latency_runs_ms: list = None
+
+    def __post_init__(self):
+        if self.name is None:
+            self.name = os.path.basename(str(self.model))
+
+    @property
+    def ok(self):
+        return self.error is None
+
+    def to_dict(self):
+        return {key: _clean(value) for key, value in dataclasses.asdict(self).items()}
+
+
+CSV_FIELDS = [f.name for f in dataclasses.fields(BenchmarkRow) if f.name != "latency_runs_ms"]
+
+
+def _clean(value):
+    # JSON has no NaN/inf; None says "not measured" just as well.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _write_atomic(path, write):
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            write(stream)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+    return path
+
+
+def _fmt(value, spec, empty="-"):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return empty
+    return format(value, spec)
+
+
+@dataclasses.dataclass
+class BenchmarkReport:
+    """All rows of one benchmark run, with the environment and the settings used.
+
+    Args:
+        environment: dict from `benchmarks.environment.collect_environment`.
+        rows: list of `BenchmarkRow`.
+        settings: dict of the options (warmup, runs, seconds, threads, batch size, data).
+
+    Example:
+    ```python
+    report = run_benchmark(["m.tflite"], data="data/")
+    report.print_table(); report.to_json("bench.json")
+    ```
+    """
+
+    environment: dict
+    rows: list
+    settings: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def reference(self):
+        return next((row for row in self.rows if row.is_reference), None)
+
+    def to_dict(self):
+        return {
+            "environment": self.environment,
+            "settings": self.settings,
+            "rows": [row.to_dict() for row in self.rows],
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        rows = [BenchmarkRow(**row) for row in data.get("rows", [])]
+        return cls(environment=data.get("environment", {}), rows=rows, settings=data.get("settings", {}))
+
+    def to_json(self, path):
+        """Write the whole report as JSON (atomically); returns the path."""
+        return _write_atomic(path, lambda stream: json.dump(self.to_dict(), stream, indent=2))
+
+    def to_csv(self, path):
+        """Write one CSV line per row with `CSV_FIELDS` (atomically); returns the path."""
+
+        def write(stream):
+            writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            for row in self.rows:
+                values = row.to_dict()
+                writer.writerow(
+                    {
+                        key: json.dumps(values[key]) if isinstance(values[key], list) else values[key]
+                        for key in CSV_FIELDS
+                    }
+                )
+
+        return _write_atomic(path, write)
+
+    def format_table(self):
+        """The report as a fixed-width text table, one line per model, errors below.
+
+        Example:
+        ```python
+        print(report.format_table())
+        ```
+        """
+        headers = ["model", "format", "quant", "size MB", "p50 ms", "p90 ms", "p99 ms",
+                   "speed-up", "IoU", "IoU drop", "agreement"]
+        lines = []
+        for row in self.rows:
+            name = row.name + (" (ref)" if row.is_reference else "")
+            if row.error is not None:
+                cells = [name, row.format or "?", row.quantization or "-", _fmt(row.model_size_mb, ".2f")]
+                cells += ["error"] + [""] * (len(headers) - 5)
+            else:
+                cells = [
+                    name,
+                    row.format or "?",
+                    row.quantization or "-",
+                    _fmt(row.model_size_mb, ".2f"),
+                    _fmt(row.latency_p50_ms, ".2f"),
+                    _fmt(row.latency_p90_ms, ".2f"),
+                    _fmt(row.latency_p99_ms, ".2f"),
+                    _fmt(row.speedup_vs_reference, ".2f") + ("x" if row.speedup_vs_reference else ""),
+                    _fmt(row.iou, ".4f"),
+                    _fmt(row.iou_drop, "+.4f"),
+                    _fmt(row.agreement_iou, ".4f"),
+                ]
+            lines.append(cells)
+        widths = [max([len(h)] + [len(c[i]) for c in lines]) for i, h in enumerate(headers)]
+
+        def join(cells):
+            return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+        out = [join(headers), join(["-" * w for w in widths])] + [join(c) for c in lines]
+        for row in self.rows:
+            if row.error is not None:
+                out.append(f"error in {row.name}: {row.error}")
+        overheads = [r for r in self.rows if r.harness_overhead is not None]
+        for row in overheads:
+            out.append(
+                f"harness overhead {row.name}: p50 {row.latency_p50_ms:.3f} ms vs bare invoke "
+                f"{row.bare_latency_p50_ms:.3f} ms = {row.harness_overhead:.3f}x"
+            )
+        env = self.environment or {}
+        if env:
+            runtimes = sorted({f"{r.runtime} {r.runtime_version}" for r in self.rows if r.runtime})
+            parts = [f"{env.get('cpu')} ({env.get('cpu_count')} cores)", f"threads={env.get('threads')}",
+                     f"gpu={env.get('gpu') or 'none'}"] + runtimes + [str(env.get("date"))]
+            out.append(", ".join(parts))
+        return "\n".join(out)
+
+    def print_table(self):
+        print(self.format_table())

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from benchmarks import accuracy
+
+
+def test_binary_iou_and_dice_match_hand_computation():
+    truth = np.array([[[1, 1, 0], [1, 0, 0], [0, 0, 0]]])
+    pred = np.array([[[1, 0, 0], [1, 1, 0], [0, 0, 1]]])
+    # foreground: tp=2, fp=2, fn=1 -> IoU 2/5, Dice 4/7; background: tp=4, fp=1, fn=2 -> IoU 4/7
+    scores = accuracy.segmentation_scores(truth, pred, num_classes=1)
+    assert scores["iou"] == pytest.approx(2 / 5)
+    assert scores["dice"] == pytest.approx(4 / 7)
+    assert scores["iou_per_class"] == pytest.approx([4 / 7, 2 / 5])
+    assert scores["mean_iou"] == pytest.approx((4 / 7 + 2 / 5) / 2)
+    assert scores["pixel_accuracy"] == pytest.approx(6 / 9)
+
+
+def test_multiclass_ignore_index_and_absent_class():
+    truth = np.array([[0, 1, 1, 255], [2, 2, 0, 255]])
+    pred = np.array([[0, 1, 2, 3], [2, 2, 0, 0]])
+    # 255 pixels are ignored whatever was predicted there; class 3 never appears -> NaN, not in mean.
+    scores = accuracy.segmentation_scores([truth], [pred], num_classes=4, ignore_index=255)
+    expected = [1.0, 1 / 2, 2 / 3]
+    assert scores["iou_per_class"][:3] == pytest.approx(expected)
+    assert np.isnan(scores["iou_per_class"][3])
+    assert scores["iou"] == pytest.approx(np.mean(expected))
+    assert scores["pixels"] == 6
+
+
+def test_masks_of_different_sizes_accumulate_one_matrix():
+    a = np.ones((2, 2), int)
+    b = np.zeros((3, 1), int)
+    matrix = accuracy.confusion_matrix([a, b], [a, b], num_classes=1)
+    assert matrix.tolist() == [[3, 0], [0, 4]]
+
+
+def test_agreement_with_itself_is_one():
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 3, (4, 9, 7))
+    assert accuracy.agreement_iou(masks, masks.copy(), num_classes=3) == 1.0
+    empty = np.zeros((2, 5, 5), int)
+    assert accuracy.agreement_iou(empty, empty, num_classes=1) == 1.0
+
+
+def test_agreement_below_one_when_masks_differ():
+    reference = np.zeros((1, 4, 4), int)
+    reference[0, :2] = 1
+    other = reference.copy()
+    other[0, 0, 0] = 0
+    assert accuracy.agreement_iou(other, reference, num_classes=1) == pytest.approx(7 / 8)
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match="num_classes"):
+        accuracy.segmentation_scores(np.zeros((1, 2, 2)), np.zeros((1, 2, 2)), num_classes=0)
+    with pytest.raises(ValueError, match="same shape"):
+        accuracy.segmentation_scores(np.zeros((1, 2, 2)), np.zeros((1, 2, 3)), num_classes=1)
+    with pytest.raises(ValueError, match="ignore_index"):
+        accuracy.segmentation_scores(np.full((1, 2, 2), 255), np.zeros((1, 2, 2)), num_classes=1)

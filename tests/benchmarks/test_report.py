@@ -1,0 +1,91 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.plot import pareto_front, plot_latency_vs_iou
+from benchmarks.report import CSV_FIELDS, BenchmarkReport, BenchmarkRow
+
+
+def _report():
+    rows = [
+        BenchmarkRow(model="/m/ref.keras", format="keras", quantization="none", is_reference=True,
+                     model_size_mb=1.5, latency_min_ms=9.0, latency_p50_ms=10.0, latency_p90_ms=11.0,
+                     latency_p99_ms=12.0, iou=0.8, iou_per_class=[0.9, 0.8], speedup_vs_reference=1.0,
+                     iou_drop=0.0, agreement_iou=1.0, latency_runs_ms=[9.0, 10.0, 12.0]),
+        BenchmarkRow(model="/m/int8.tflite", format="tflite", quantization="int8", model_size_mb=0.4,
+                     latency_min_ms=2.0, latency_p50_ms=2.5, latency_p90_ms=3.0, latency_p99_ms=3.5,
+                     iou=0.78, speedup_vs_reference=4.0, iou_drop=0.02, agreement_iou=0.95,
+                     bare_latency_p50_ms=2.45, harness_overhead=2.5 / 2.45),
+        BenchmarkRow(model="/m/slow.onnx", format="onnx", quantization="none", latency_p50_ms=20.0,
+                     latency_p90_ms=21.0, latency_p99_ms=22.0, iou=0.7, iou_drop=float("nan")),
+        BenchmarkRow(model="/m/broken.tflite", format="tflite", error="ValueError: Could not open 'broken.tflite'"),
+    ]
+    return BenchmarkReport(environment={"cpu": "Test CPU", "cpu_count": 2, "threads": 2, "date": "2026-01-01"},
+                           rows=rows, settings={"runs": 3})
+
+
+def test_pareto_front_marks_non_dominated_points():
+    points = [(10.0, 0.8), (2.5, 0.78), (20.0, 0.7), (2.5, 0.6), (1.0, 0.5)]
+    assert pareto_front(points) == [0, 1, 4]
+    assert pareto_front([(1.0, 0.5), (1.0, 0.5)]) == [0, 1]
+
+
+def test_json_and_csv_hold_the_same_numbers(tmp_path):
+    report = _report()
+    report.to_json(tmp_path / "r.json")
+    report.to_csv(tmp_path / "r.csv")
+    data = json.loads((tmp_path / "r.json").read_text())
+    with open(tmp_path / "r.csv", newline="") as handle:
+        lines = list(csv.DictReader(handle))
+    assert [r["name"] for r in data["rows"]] == [r["name"] for r in lines] == [
+        "ref.keras", "int8.tflite", "slow.onnx", "broken.tflite"]
+    assert list(lines[0].keys()) == CSV_FIELDS
+    for from_json, from_csv in zip(data["rows"], lines):
+        for key in ("latency_p50_ms", "latency_p99_ms", "model_size_mb", "iou", "iou_drop", "agreement_iou"):
+            if from_json[key] is None:
+                assert from_csv[key] == ""
+            else:
+                assert float(from_csv[key]) == pytest.approx(from_json[key])
+    assert data["rows"][0]["latency_runs_ms"] == [9.0, 10.0, 12.0]
+    assert json.loads(lines[0]["iou_per_class"]) == [0.9, 0.8]
+    assert data["rows"][2]["iou_drop"] is None  # NaN is not JSON
+    assert data["rows"][3]["error"].startswith("ValueError")
+    assert BenchmarkReport.from_dict(data).rows[1].harness_overhead == pytest.approx(2.5 / 2.45)
+
+
+def test_table_has_one_line_per_model_and_the_error():
+    table = _report().format_table()
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["model", "format", "quant", "size"]
+    assert any(line.startswith("ref.keras (ref)") and "1.00x" in line for line in lines)
+    int8 = next(line for line in lines if line.startswith("int8.tflite"))
+    assert "4.00x" in int8 and "0.7800" in int8 and "+0.0200" in int8 and "0.9500" in int8
+    assert "error in broken.tflite: ValueError" in table
+    assert "harness overhead int8.tflite" in table
+
+
+def test_plot_is_written(tmp_path):
+    path = plot_latency_vs_iou(_report(), tmp_path / "plot.png")
+    assert path is not None
+    from PIL import Image
+
+    image = np.asarray(Image.open(path))
+    assert image.shape[0] > 100 and image.std() > 0  # not a blank canvas
+
+
+def test_plot_without_matplotlib_is_skipped_with_a_note(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def blocked(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", blocked)
+    assert plot_latency_vs_iou(_report(), tmp_path / "plot.png") is None
+    assert "matplotlib is not installed" in capsys.readouterr().out
+    assert not (tmp_path / "plot.png").exists()
