@@ -1,0 +1,178 @@
+"""The Keras side of an export: load the source model and fix its input shape.
+
+Example:
+```python
+from export.source import load_source_model, resolve_input_size, static_model
+
+model, source = load_source_model("model.keras")
+height, width = resolve_input_size(model, input_size=None, source=source)
+fixed = static_model(model, (height, width))  # batch 1, static spatial size
+```
+"""
+
+from pathlib import Path
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+# A fully convolutional model with no fixed size is verified at this size when the
+# caller gives none (any multiple of 2**depth works for a UNet of depth <= 7).
+DEFAULT_VERIFY_SIZE = (128, 128)
+
+
+def load_source_model(model_or_path):
+    """Return `(model, source_name)` for a `keras.Model` or the path of a saved one.
+
+    Args:
+        model_or_path: a `keras.Model`, or the path of a `.keras` (or legacy `.h5`) file.
+
+    Example:
+    ```python
+    model, source = load_source_model("runs/unet/model.keras")
+    ```
+    """
+    import keras
+
+    import keras_unet  # noqa: F401  (registers the UNet layers for load_model)
+
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path, model_or_path.name
+    if not isinstance(model_or_path, (str, Path)):
+        raise ValueError(
+            "`model` must be a keras.Model or the path of a .keras file. "
+            f"Received: model={model_or_path!r}"
+        )
+    path = Path(model_or_path)
+    if not path.exists():
+        raise FileNotFoundError(f"No Keras model at this path. Received: model='{path}'")
+    if path.is_dir() or path.suffix.lower() not in KERAS_SUFFIXES:
+        raise ValueError(
+            "`model` must be a Keras model file saved with `model.save('model.keras')` "
+            f"(suffix one of {list(KERAS_SUFFIXES)}). Received: model='{path}'"
+        )
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # load_model raises many types for a bad file
+        raise ValueError(
+            f"Could not read a Keras model from '{path}': it is not a valid .keras file "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            f"Received: model='{path}'"
+        ) from error
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"'{path}' does not hold a keras.Model. Received: model='{path}'")
+    return model, path.name
+
+
+def model_input_shape(model):
+    """`(height, width, channels)` of a single-input image model; None for a free size."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        raise ValueError(
+            "Export needs a model with exactly one image input (N, H, W, C). "
+            f"Received: a model with {len(inputs or [])} inputs"
+        )
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"Export needs a 4D image input (N, H, W, C). Received: input shape {shape}"
+        )
+    return shape[1], shape[2], shape[3]
+
+
+def _check_size(input_size):
+    if (
+        not isinstance(input_size, (tuple, list))
+        or len(input_size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
+    ):
+        raise ValueError(
+            f"`input_size` must be (height, width), two positive integers. "
+            f"Received: input_size={input_size!r}"
+        )
+    return int(input_size[0]), int(input_size[1])
+
+
+def resolve_input_size(model, input_size=None, source="model", required=True):
+    """The static `(height, width)` to export at.
+
+    Order: `input_size` if given, else the model's own static input size. A model that
+    accepts any size (`None` height/width) needs `input_size` when `required`.
+
+    Args:
+        model: the Keras model.
+        input_size: `(height, width)` or None.
+        source: name used in error messages.
+        required: raise if no static size can be found; else return `(None, None)`.
+
+    Example:
+    ```python
+    resolve_input_size(model, (256, 256))
+    ```
+    """
+    if input_size is not None:
+        return _check_size(input_size)
+    height, width, _ = model_input_shape(model)
+    if height is None or width is None:
+        # UNet records the shape it was built with; a None there means any size.
+        recorded = getattr(model, "input_shape_", None)
+        if recorded and recorded[0] is not None and recorded[1] is not None:
+            return int(recorded[0]), int(recorded[1])
+        if not required:
+            return None, None
+        multiple = 2 ** getattr(model, "depth", 0) if hasattr(model, "depth") else None
+        hint = f" (multiples of {multiple} for this UNet)" if multiple else ""
+        raise ValueError(
+            f"'{source}' accepts any input size (input shape {(None, height, width)}), "
+            "but this export needs a static one: pass input_size=(height, width) "
+            f"(CLI: --input-size H W){hint}. Received: input_size=None"
+        )
+    return int(height), int(width)
+
+
+def static_model(model, input_size, batch_size=1):
+    """A functional wrapper of `model` with a fixed `(batch, H, W, C)` input.
+
+    TFLite wants static shapes: a `None` spatial size becomes `1x1` in the converted file
+    (the runtime must then resize the input tensor), and a `None` batch makes every
+    `Conv2DTranspose` compute its output shape at run time (SHAPE/STRIDED_SLICE/PACK
+    ops), which keeps XNNPACK from taking those layers. The wrapper shares the weights.
+
+    Args:
+        model: the Keras model.
+        input_size: `(height, width)`.
+        batch_size: the static batch size (None keeps it dynamic).
+
+    Example:
+    ```python
+    fixed = static_model(model, (128, 128))
+    ```
+    """
+    import keras
+
+    height, width = _check_size(input_size)
+    _, _, channels = model_input_shape(model)
+    inputs = keras.Input(
+        shape=(height, width, channels), batch_size=batch_size, name="image", dtype="float32"
+    )
+    try:
+        outputs = model(inputs, training=False)
+    except ValueError as error:
+        raise ValueError(
+            f"The model cannot run at input_size={(height, width)}: {error}"
+        ) from error
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def model_facts(model):
+    """`num_classes`, `output_activation`, `channels` of the model, for the metadata.
+
+    A `keras_unet.UNet` reports its own; for another model, the last layer's activation
+    and the output channel count decide.
+    """
+    _, _, channels = model_input_shape(model)
+    output_shape = tuple(model.outputs[0].shape)
+    num_classes = getattr(model, "num_classes", None) or int(output_shape[-1])
+    if hasattr(model, "output_activation"):
+        activation = model.output_activation
+    else:
+        name = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
+        activation = name if name in ("sigmoid", "softmax") else None
+    return {"num_classes": int(num_classes), "output_activation": activation, "channels": int(channels)}
