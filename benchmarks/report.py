@@ -121,6 +121,13 @@ def _fmt(value, spec, empty="-"):
     return format(value, spec)
 
 
+def _num(value):
+    # Two decimals for ordinary values, three significant digits for tiny ones (0.006 ms).
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, ".2f") if abs(value) >= 1 or value == 0 else format(value, ".3g")
+
+
 @dataclasses.dataclass
 class BenchmarkReport:
     """All rows of one benchmark run, with the environment and the settings used.
@@ -192,17 +199,17 @@ class BenchmarkReport:
         for row in self.rows:
             name = row.name + (" (ref)" if row.is_reference else "")
             if row.error is not None:
-                cells = [name, row.format or "?", row.quantization or "-", _fmt(row.model_size_mb, ".2f")]
+                cells = [name, row.format or "?", row.quantization or "-", _num(row.model_size_mb)]
                 cells += ["error"] + [""] * (len(headers) - 5)
             else:
                 cells = [
                     name,
                     row.format or "?",
                     row.quantization or "-",
-                    _fmt(row.model_size_mb, ".2f"),
-                    _fmt(row.latency_p50_ms, ".2f"),
-                    _fmt(row.latency_p90_ms, ".2f"),
-                    _fmt(row.latency_p99_ms, ".2f"),
+                    _num(row.model_size_mb),
+                    _num(row.latency_p50_ms),
+                    _num(row.latency_p90_ms),
+                    _num(row.latency_p99_ms),
                     _fmt(row.speedup_vs_reference, ".2f") + ("x" if row.speedup_vs_reference else ""),
                     _fmt(row.iou, ".4f"),
                     _fmt(row.iou_drop, "+.4f"),
