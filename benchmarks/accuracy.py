@@ -9,7 +9,10 @@ Pixels whose ground truth equals `ignore_index` count nowhere.
 Binary models (`num_classes=1`) have two classes in the matrix, background 0 and foreground 1;
 their headline `iou`/`dice` is the foreground class (background IoU of a nuclei image is close
 to 1 whatever the model does, and would hide the differences a benchmark is looking for).
-Multi-class models report the mean over classes.
+Multi-class models report the mean over classes. `tests/benchmarks/test_accuracy.py` checks
+that these numbers equal `keras_unet.metrics.IoU`/`Dice` on the same masks. One deliberate
+difference: when no pixel of the scored class(es) occurs in truth or prediction, the Keras metric
+returns 0 and this module NaN (reported as empty), since nothing was there to get wrong.
 
 Example:
 ```python

@@ -58,3 +58,31 @@ def test_errors_name_the_problem():
         accuracy.segmentation_scores(np.zeros((1, 2, 2)), np.zeros((1, 2, 3)), num_classes=1)
     with pytest.raises(ValueError, match="ignore_index"):
         accuracy.segmentation_scores(np.full((1, 2, 2), 255), np.zeros((1, 2, 2)), num_classes=1)
+
+
+@pytest.mark.parametrize("num_classes, ignore_index", [(1, None), (1, 7), (4, None), (4, 255)])
+def test_numpy_scores_equal_the_training_metrics(num_classes, ignore_index):
+    import keras_unet.metrics
+
+    rng = np.random.default_rng(num_classes + (ignore_index or 0))
+    classes = max(num_classes, 2)
+    truth = rng.integers(0, classes, (3, 16, 12))
+    pred = np.where(rng.random(truth.shape) < 0.7, truth, rng.integers(0, classes, truth.shape))
+    if ignore_index is not None:
+        truth[rng.random(truth.shape) < 0.1] = ignore_index
+    # The training metrics take probabilities: a sigmoid channel or a softmax over classes.
+    if num_classes == 1:
+        probabilities = np.where(pred == 1, 0.9, 0.1)[..., None].astype("float32")
+    else:
+        probabilities = np.eye(num_classes, dtype="float32")[pred] * 0.8 + 0.05
+    iou = keras_unet.metrics.IoU(num_classes, ignore_index=ignore_index)
+    dice = keras_unet.metrics.Dice(num_classes, ignore_index=ignore_index)
+    iou.update_state(truth[:2], probabilities[:2])
+    iou.update_state(truth[2:], probabilities[2:])  # accumulated over batches, like ours
+    dice.update_state(truth, probabilities)
+
+    scores = accuracy.segmentation_scores(truth, pred, num_classes, ignore_index)
+    assert scores["iou"] == pytest.approx(float(iou.result()), rel=1e-5)
+    assert scores["dice"] == pytest.approx(float(dice.result()), rel=1e-5)
+    np.testing.assert_allclose(scores["iou_per_class"], np.asarray(iou.per_class_result()), rtol=1e-5)
+    np.testing.assert_allclose(scores["dice_per_class"], np.asarray(dice.per_class_result()), rtol=1e-5)
