@@ -1,0 +1,105 @@
+"""Segment a folder of images with a .keras, .tflite or .onnx model.
+
+Writes OUT/<stem>.png per image at the image's own size: 0/255 for a binary model, the
+class index per pixel for a multi-class model (a palette PNG, so viewers show colours
+while the pixel values stay class indices). --overlay also writes OUT/overlays/<stem>.png,
+the mask blended over the image. Existing files in OUT are never replaced unless
+--overwrite is given.
+
+Example:
+  keras-unet predict runs/nuclei/model.keras --images photos/ --out masks/ --overlay
+"""
+
+import os
+
+import numpy as np
+
+HELP = "write one mask PNG per image (and optional overlays)"
+
+# Distinct colours for up to 20 classes (class 0 black: background stays dark).
+PALETTE = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128]], dtype=np.uint8)  # fmt: skip
+
+
+def add_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help=".keras, .tflite or .onnx file")
+    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
+    parser.add_argument("--out", required=True, metavar="OUTDIR", help="folder for the masks (created)")
+    parser.add_argument("--overlay", action="store_true", help="also write mask-over-image pictures")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="binary threshold (default: the model's metadata, else 0.5)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="runtime threads")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
+
+
+def colorize(mask):
+    """RGB picture of a class-index mask."""
+    return PALETTE[np.asarray(mask) % len(PALETTE)]
+
+
+def overlay(image, mask, alpha=0.5):
+    """The mask's colours blended over the image where the mask is not background."""
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    colours = colorize(mask).astype(np.float32)
+    blended = rgb.astype(np.float32)
+    foreground = np.asarray(mask) > 0
+    blended[foreground] = (1 - alpha) * blended[foreground] + alpha * colours[foreground]
+    return blended.round().astype(np.uint8)
+
+
+def _save_png(array, path, palette=False):
+    from PIL import Image
+
+    picture = Image.fromarray(array)
+    if palette:
+        picture = picture.convert("P") if picture.mode != "L" else picture
+        picture.putpalette(PALETTE.flatten().tolist())
+    tmp = f"{path}.tmp.png"
+    picture.save(tmp)
+    os.replace(tmp, path)
+
+
+def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshold=None,
+                   batch_size=8, threads=None, overwrite=False):
+    """Writes the masks; returns the list of mask paths."""
+    from export.runtime import imageio, load_runner
+
+    runner = load_runner(model_path, threads=threads)
+    paths = imageio.list_images(images_dir)
+    targets = [os.path.join(out_dir, f"{os.path.splitext(os.path.basename(p))[0]}.png") for p in paths]
+    if not overwrite:
+        existing = [t for t in targets if os.path.exists(t)]
+        if existing:
+            raise FileExistsError(
+                f"{len(existing)} mask file(s) already exist in {out_dir!r} (e.g. {existing[0]!r}); "
+                "pass --overwrite to replace them or choose another --out."
+            )
+    os.makedirs(out_dir, exist_ok=True)
+    if with_overlay:
+        os.makedirs(os.path.join(out_dir, "overlays"), exist_ok=True)
+    channels = runner.metadata.get("channels", 3)
+    binary = runner.num_classes == 1
+    kwargs = {} if threshold is None else {"threshold": threshold}
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch"):
+        chunk = paths[start : start + batch_size]
+        images = [imageio.read_image(p, channels=channels) for p in chunk]
+        masks = runner.predict_masks(images, **kwargs)
+        for image, mask, target in zip(images, masks, targets[start : start + batch_size]):
+            mask = np.asarray(mask).astype(np.uint8)
+            _save_png(mask * 255 if binary else mask, target, palette=not binary)
+            if with_overlay:
+                _save_png(overlay(image, mask), os.path.join(out_dir, "overlays", os.path.basename(target)))
+    return targets
+
+
+def run(args):
+    written = predict_folder(args.model, args.images, args.out, args.overlay, args.threshold,
+                             args.batch_size, args.threads, args.overwrite)
+    print(f"wrote {len(written)} masks to {args.out}")
+    return 0

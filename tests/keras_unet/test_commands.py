@@ -1,0 +1,142 @@
+"""The train / evaluate / predict / demo commands, run in-process on tiny settings."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_unet import cli
+from keras_unet.datasets import nuclei_path
+
+TINY = ["--image-size", "32", "--channels", "1", "--filters", "4", "--depth", "2",
+        "--batch-size", "4", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def nuclei_subset(tmp_path_factory):
+    """12 training and 4 validation pairs copied from the shipped set."""
+    root = tmp_path_factory.mktemp("nuclei")
+    names = sorted(os.listdir(nuclei_path() / "images"))[:16]
+    for split, chunk in (("train", names[:12]), ("val", names[12:])):
+        for sub in ("images", "masks"):
+            os.makedirs(root / split / sub)
+            for name in chunk:
+                shutil.copy(nuclei_path() / sub / name, root / split / sub / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(nuclei_subset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    code = cli.main(["train", "--data", str(nuclei_subset / "train"), "--val-data",
+                     str(nuclei_subset / "val"), "--out", str(out), "--epochs", "2", *TINY])
+    assert code == 0
+    return out
+
+
+def test_train_writes_model_metrics_and_log(trained_run):
+    for name in ("model.keras", "last.keras", "training.csv", "metrics.json", "config.json"):
+        assert (trained_run / name).is_file(), name
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert 0.0 <= metrics["val_iou"] <= 1.0 and 0.0 <= metrics["val_dice"] <= 1.0
+    assert metrics["epochs_completed"] == 2
+    with open(trained_run / "training.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert "val_iou" in rows[0]
+
+
+def test_finished_run_is_not_overwritten_but_can_be_extended(trained_run, nuclei_subset, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = (run / "model.keras").read_bytes()
+    args = ["train", "--data", str(nuclei_subset / "train"), "--val-data", str(nuclei_subset / "val"),
+            "--out", str(run), *TINY]
+    with pytest.raises(ValueError, match="finished run \\(2 epochs"):
+        cli.main([*args, "--epochs", "2"])
+    assert (run / "model.keras").read_bytes() == before
+    with pytest.raises(ValueError, match="different settings.*--filters was 4, now 8"):
+        cli.main([*args, "--epochs", "3", "--filters", "8"])
+    assert cli.main([*args, "--epochs", "3"]) == 0
+    with open(run / "training.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+
+
+def test_train_refuses_a_folder_that_is_not_a_run(nuclei_subset, tmp_path):
+    (tmp_path / "precious.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a keras-unet run folder"):
+        cli.main(["train", "--data", str(nuclei_subset / "train"), "--out", str(tmp_path), *TINY])
+    assert (tmp_path / "precious.txt").read_text() == "mine"
+
+
+def test_evaluate_matches_numpy_scores_of_predicted_masks(trained_run, nuclei_subset, tmp_path):
+    from benchmarks.accuracy import segmentation_scores
+    from export.runtime import imageio, load_runner
+
+    report = tmp_path / "scores.json"
+    assert cli.main(["evaluate", str(trained_run / "model.keras"), "--data",
+                     str(nuclei_subset / "val"), "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    runner = load_runner(trained_run / "model.keras")
+    pairs = imageio.list_pairs(nuclei_subset / "val")
+    predicted = runner.predict_masks([imageio.read_image(i, channels=1) for i, _ in pairs])
+    truth = [imageio.decode_mask(imageio.read_mask(m), "binary") for _, m in pairs]
+    expected = segmentation_scores(truth, predicted, num_classes=1)
+    assert scores["images"] == 4
+    assert scores["iou"] == pytest.approx(expected["iou"], abs=1e-9)
+
+
+def test_predict_writes_masks_at_each_image_size_and_never_overwrites(trained_run, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"a.png": (40, 56), "b.jpg": (32, 32)}
+    for name, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(images / name)
+    out = tmp_path / "masks"
+    assert cli.main(["predict", str(trained_run / "model.keras"), "--images", str(images),
+                     "--out", str(out), "--overlay"]) == 0
+    for name, (h, w) in sizes.items():
+        mask = np.asarray(Image.open(out / (os.path.splitext(name)[0] + ".png")))
+        assert mask.shape == (h, w)
+        assert set(np.unique(mask)) <= {0, 255}
+        assert (out / "overlays" / (os.path.splitext(name)[0] + ".png")).is_file()
+    before = (out / "a.png").read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        cli.main(["predict", str(trained_run / "model.keras"), "--images", str(images), "--out", str(out)])
+    assert (out / "a.png").read_bytes() == before
+
+
+def test_bad_image_size_is_rejected(nuclei_subset, tmp_path):
+    with pytest.raises(ValueError, match="multiples of 2\\*\\*depth = 4"):
+        cli.main(["train", "--data", str(nuclei_subset / "train"), "--out", str(tmp_path / "r"),
+                  *TINY, "--image-size", "30"])
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(nuclei_subset, tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from keras_unet import cli
+        sys.exit(cli.main(sys.argv[1:]))
+        """
+    )
+    out = tmp_path / "mirrored"
+    result = subprocess.run(
+        [sys.executable, "-c", script, "train", "--data", str(nuclei_subset / "train"),
+         "--val-data", str(nuclei_subset / "val"), "--out", str(out), "--epochs", "1",
+         "--strategy", "mirrored", *TINY],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training on 2 replica(s)" in result.stdout
+    assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 1
