@@ -12,6 +12,8 @@ fixed = static_model(model, (height, width))  # batch 1, static spatial size
 
 from pathlib import Path
 
+import numpy as np
+
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 # A fully convolutional model with no fixed size is verified at this size when the
 # caller gives none (any multiple of 2**depth works for a UNet of depth <= 7).
@@ -154,11 +156,15 @@ def static_model(model, input_size, batch_size=1):
     )
     try:
         outputs = model(inputs, training=False)
+        fixed = keras.Model(inputs, outputs, name=model.name)
+        # Symbolic calls skip shape checks that only run on real tensors (a UNet's
+        # "multiple of 2**depth"); one real call surfaces them here, with their message.
+        fixed(np.zeros((batch_size or 1, height, width, channels), "float32"), training=False)
     except ValueError as error:
         raise ValueError(
             f"The model cannot run at input_size={(height, width)}: {error}"
         ) from error
-    return keras.Model(inputs, outputs, name=model.name)
+    return fixed
 
 
 def model_facts(model):

@@ -37,7 +37,11 @@ print(result.summary())
 ```
 """
 
+import contextlib
+import functools
+import io
 import re
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -137,11 +141,28 @@ def _raise_unsupported(ops, source):
 
 
 def _convert(model, quantize, io_dtype, calibration_images, source, progress):
+    import keras
     import tensorflow as tf
 
+    # `from_keras_model` writes this same SavedModel for Keras 3, but if that fails it
+    # swallows the error and falls back to a Keras 2 path that dies with "'NoneType'
+    # object is not callable". Writing it here lets the real error through.
+    with tempfile.TemporaryDirectory(prefix="keras_unet_tflite_") as saved_model:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        signature = [tf.TensorSpec(x.shape, dtype=x.dtype, name="image") for x in model.inputs]
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                             signature)
+        with contextlib.redirect_stdout(io.StringIO()):  # "Saved artifact at ..." listing
+            archive.write_out(saved_model)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        return _run_converter(converter, tf, quantize, io_dtype, calibration_images, source,
+                              progress)
+
+
+def _run_converter(converter, tf, quantize, io_dtype, calibration_images, source, progress):
     from export.calibration import pin_input_range, tflite_representative_dataset
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -1,0 +1,119 @@
+"""`keras-unet export` end to end, in-process (main([...]) rather than a subprocess)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+
+import keras_unet  # noqa: E402
+from export import cli  # noqa: E402
+from export.runtime import imageio  # noqa: E402
+from export.runtime.metadata import read_metadata  # noqa: E402
+from keras_unet.cli import main as keras_unet_main  # noqa: E402
+from keras_unet.datasets import nuclei_path  # noqa: E402
+
+SIZE = (32, 32)
+
+
+def trained_unet(tmp_path_factory):
+    """The tiny UNet trained on nuclei, cached for the whole session as a .keras file."""
+    path = tmp_path_factory.getbasetemp() / "export_tests_trained_unet.keras"
+    if not path.exists():
+        images, masks = imageio.load_dataset_arrays(nuclei_path(), size=SIZE, channels=3)
+        keras.utils.set_random_seed(0)
+        model = keras_unet.UNet((*SIZE, 3), filters=4, depth=2)
+        model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+        model.fit(images[:64].astype("float32"), masks[:64, ..., None].astype("float32"),
+                  batch_size=16, epochs=30, verbose=0)
+        model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return trained_unet(tmp_path_factory)
+
+
+def test_tflite_fp32_through_the_keras_unet_command(model_path, tmp_path, capsys):
+    out = tmp_path / "model.tflite"
+    status = keras_unet_main(["export", str(model_path), "--format", "tflite", "--out", str(out),
+                              "--quiet"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert out.exists()
+    assert "verification passed" in printed and "max_abs_diff=" in printed and "MB" in printed
+    assert read_metadata(out)["quantization"] == "none"
+
+
+def test_int8_onnx_with_calibration_folder(model_path, tmp_path, capsys):
+    out = tmp_path / "model_int8.onnx"
+    status = cli.main([str(model_path), "--out", str(out), "--quantize", "int8",
+                       "--calibration-data", str(nuclei_path()), "--calibration-size", "24",
+                       "--dynamic-batch", "--quiet"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert "onnx, quantize=int8" in printed  # format taken from the suffix
+    assert "mask_agreement_iou=" in printed and "ConvTranspose" in printed
+    assert read_metadata(out)["quantization"] == "int8"
+
+
+def test_int8_tflite_uint8_io(model_path, tmp_path, capsys):
+    out = tmp_path / "model_int8.tflite"
+    status = cli.main([str(model_path), "--format", "tflite", "--out", str(out), "--quantize",
+                       "int8", "--io", "uint8", "--calibration-data", str(nuclei_path()),
+                       "--calibration-size", "24", "--agreement-floor", "0.9", "--quiet"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert "input (1, 32, 32, 3) uint8" in printed
+    assert read_metadata(out)["input_dtype"] == "uint8"
+
+
+def test_existing_output_needs_force_and_survives_a_failed_export(model_path, tmp_path, capsys):
+    out = tmp_path / "model.tflite"
+    out.write_bytes(b"earlier export")
+    args = [str(model_path), "--out", str(out), "--quantize", "int8", "--quiet"]
+    dark = tmp_path / "dark"
+    dark.mkdir()
+    images, _ = imageio.load_dataset_arrays(nuclei_path(), size=SIZE, channels=1)
+    for i, image in enumerate(images[:16]):
+        Image.fromarray((image[..., 0] // 20).astype(np.uint8)).save(dark / f"{i}.png")
+    calibration = ["--calibration-data", str(dark), "--verification-data", str(nuclei_path())]
+
+    assert cli.main(args + calibration) == 2
+    assert "--force" in capsys.readouterr().err
+    # Calibrated on images 20x too dark, the int8 file fails verification: exit 1 with
+    # the numbers, and the earlier file stays.
+    assert cli.main(args + calibration + ["--force"]) == 1
+    err = capsys.readouterr().err
+    assert "mask_agreement_iou=" in err and "FAILED" in err
+    assert out.read_bytes() == b"earlier export"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--format", "onnx", "--out", "{tmp}/m.tflite"], "must end in '.onnx'"),
+        (["--out", "{tmp}/m.pb"], "Cannot tell the format"),
+        (["--out", "{tmp}/m.onnx", "--quantize", "dynamic"], "not supported for ONNX"),
+        (["--out", "{tmp}/m.tflite", "--quantize", "int8"], "--calibration-data"),
+        (["--out", "{tmp}/m.tflite", "--quantize", "int8", "--calibration-data", "{tmp}/none"],
+         "not found"),
+        (["--out", "{tmp}/m.tflite", "--quantize", "int8", "--calibration-data", "{tmp}"],
+         "holds no images"),
+        (["--out", "{tmp}/m.onnx", "--io", "uint8"], "TFLite only"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(model_path, tmp_path, capsys, extra, message):
+    argv = [str(model_path)] + [a.replace("{tmp}", str(tmp_path)) for a in extra] + ["--quiet"]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not any(p.suffix in (".onnx", ".tflite") for p in tmp_path.iterdir())
+
+
+def test_not_a_keras_model_exits_2(tmp_path, capsys):
+    fake = tmp_path / "model.keras"
+    fake.write_bytes(b"PK\x03\x04 definitely not a zip")
+    assert keras_unet_main(["export", str(fake), "--out", str(tmp_path / "m.tflite")]) == 2
+    assert "not a valid .keras file" in capsys.readouterr().err

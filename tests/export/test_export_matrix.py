@@ -1,0 +1,72 @@
+"""Every encoder, upsample mode, attention, batch norm, multi-class, and the seed-sized model
+export to TFLite and ONNX (float32 and int8) and run.
+
+Float32 files must match Keras within 1e-4. The models here are untrained (training each
+variant would not fit CI's time), so their probabilities sit near 0.5 and mask agreement
+says little; for int8 the bound is on the probabilities instead: mean absolute
+difference <= 0.05 on real nuclei images (the largest seen is 0.024, ResNet50 TFLite; a
+broken calibration or input scale gives ~0.3). Mask agreement of trained models is
+tested in test_tflite.py and test_onnx.py.
+"""
+
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+
+import keras_unet  # noqa: E402
+from export.onnx import export_onnx  # noqa: E402
+from export.runtime.metadata import read_metadata  # noqa: E402
+from export.tflite import export_tflite  # noqa: E402
+from keras_unet.datasets import nuclei_path  # noqa: E402
+
+INT8_MEAN_ABS_DIFF = 0.05
+
+VARIANTS = {
+    "mobilenet_v2": dict(encoder="mobilenet_v2"),
+    "mobilenet_v3_small": dict(encoder="mobilenet_v3_small"),
+    "mobilenet_v3_large": dict(encoder="mobilenet_v3_large"),
+    "resnet50": dict(encoder="resnet50"),
+    "bilinear_attention": dict(upsample="bilinear", use_attention=True),
+    "nearest_batchnorm_3_classes": dict(upsample="nearest", use_batchnorm=True, num_classes=3),
+    "transpose_attention_batchnorm_residual": dict(use_attention=True, use_batchnorm=True,
+                                                   residual=True),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_exports_in_both_formats(variant, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras_unet.UNet((32, 32, 3), filters=4, depth=2, **VARIANTS[variant])
+    common = dict(calibration_data=nuclei_path(), calibration_size=16, verification_size=8,
+                  progress=False)
+    results = {
+        "tflite": export_tflite(model, tmp_path / "m.tflite", **common),
+        "onnx": export_onnx(model, tmp_path / "m.onnx", **common),
+        "tflite_int8": export_tflite(model, tmp_path / "m8.tflite", quantize="int8",
+                                     agreement_floor=0.0, **common),
+        "onnx_int8": export_onnx(model, tmp_path / "m8.onnx", quantize="int8",
+                                 agreement_floor=0.0, **common),
+    }
+    for name, result in results.items():
+        report = result.verification
+        assert report.n_images == 8, name
+        if result.quantization == "none":
+            assert report.passed and report.max_abs_diff <= 1e-4, (name, report.summary())
+        else:
+            assert report.mean_abs_diff <= INT8_MEAN_ABS_DIFF, (name, report.summary())
+        metadata = read_metadata(result.path)
+        assert metadata["num_classes"] == model.num_classes
+        assert metadata["output_activation"] == model.output_activation
+    assert results["tflite_int8"].input_dtype == "uint8"
+    if VARIANTS[variant].get("upsample", "transpose") != "transpose":
+        assert results["onnx_int8"].float_ops_left == {}
+
+
+def test_seed_sized_default_model_exports_to_tflite(tmp_path):
+    model = keras_unet.UNet((128, 128, 3))  # the original U-Net, 31M parameters
+    result = export_tflite(model, tmp_path / "seed.tflite", verification_size=4,
+                           progress=False)
+    assert result.verification.passed and result.verification.max_abs_diff <= 1e-4
+    assert result.input_shape == (1, 128, 128, 3)
+    assert result.size_bytes > 4 * 31_000_000  # float32 weights are all there

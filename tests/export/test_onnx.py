@@ -1,0 +1,159 @@
+"""Keras -> ONNX: float32 (static, dynamic batch, dynamic size), int8 QDQ and float16,
+checked against Keras under onnxruntime's CPU provider.
+
+The tiny UNet is trained for a few seconds on the shipped nuclei images (cached for the
+session) so that mask agreement of the quantized files measures something.
+"""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import keras_unet  # noqa: E402
+from export.onnx import export_onnx  # noqa: E402
+from export.runtime import imageio, load_runner  # noqa: E402
+from export.runtime.metadata import read_metadata  # noqa: E402
+from keras_unet.datasets import nuclei_path  # noqa: E402
+
+SIZE = (32, 32)
+
+
+def trained_unet(tmp_path_factory):
+    """The tiny UNet trained on nuclei, cached for the whole session as a .keras file."""
+    path = tmp_path_factory.getbasetemp() / "export_tests_trained_unet.keras"
+    if path.exists():
+        return keras.saving.load_model(path)
+    images, masks = imageio.load_dataset_arrays(nuclei_path(), size=SIZE, channels=3)
+    keras.utils.set_random_seed(0)
+    model = keras_unet.UNet((*SIZE, 3), filters=4, depth=2)
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    model.fit(images[:64].astype("float32"), masks[:64, ..., None].astype("float32"),
+              batch_size=16, epochs=30, verbose=0)
+    model.save(path)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return trained_unet(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    images, _ = imageio.load_dataset_arrays(nuclei_path(), size=SIZE, channels=3)
+    return images[150:182].astype("float32")
+
+
+@pytest.fixture(scope="module")
+def exports(model, held_out, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    modes = {
+        "none": dict(quantize="none", dynamic_batch=True, opset=13),
+        "int8": dict(quantize="int8"),
+        "int8_s8": dict(quantize="int8", activation_type="int8"),
+        "fp16": dict(quantize="fp16"),
+    }
+    return {
+        name: export_onnx(model, folder / f"{name}.onnx", calibration_data=nuclei_path(),
+                          calibration_size=32, verification_data=held_out, verification_size=32,
+                            progress=False,
+                          **options)
+        for name, options in modes.items()
+    }
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_float32_matches_keras_with_dynamic_batch_and_opset(model, held_out, exports):
+    result = exports["none"]
+    assert result.verification.passed and result.verification.max_abs_diff <= 1e-4
+    assert result.input_shape == (None, 32, 32, 3)
+    outputs = session(result.path).run(None, {"image": held_out[:5]})[0]  # batch of 5 at once
+    np.testing.assert_allclose(outputs, model.predict(held_out[:5], verbose=0), atol=1e-4)
+    opsets = {o.domain: o.version for o in onnx.load(result.path).opset_import}
+    assert opsets[""] == 13
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8_s8", "fp16"])
+def test_quantized_masks_agree_with_keras(model, held_out, exports, mode):
+    result = exports[mode]
+    assert result.verification.passed and result.verification.mask_agreement_iou >= 0.95
+    ours = load_runner(result.path).predict_masks(held_out)
+    reference = (model.predict(held_out, verbose=0)[..., 0] > 0.5).astype(int)
+    union = np.logical_or(ours, reference).sum()
+    assert union > 0
+    assert np.logical_and(ours, reference).sum() / union >= 0.95
+
+
+def test_int8_is_qdq_with_uint8_activations_by_default(exports):
+    def activation_zero_point_types(path):
+        graph = onnx.load(path).graph
+        inits = {i.name: i for i in graph.initializer}
+        return {inits[n.input[2]].data_type for n in graph.node
+                if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits}
+
+    assert activation_zero_point_types(exports["int8"].path) == {onnx.TensorProto.UINT8}
+    assert activation_zero_point_types(exports["int8_s8"].path) == {onnx.TensorProto.INT8}
+    assert exports["int8"].input_dtype == "float32"  # QDQ keeps float I/O
+
+
+def test_transposed_convs_left_in_float_are_reported(model, exports, tmp_path):
+    # onnxruntime's CPU provider has no int8 ConvTranspose: the 2 decoder upsamplings stay float.
+    result = exports["int8"]
+    assert result.float_ops_left == {"ConvTranspose": 2}
+    assert any("ConvTranspose" in w for w in result.warnings)
+    bilinear = keras_unet.UNet((32, 32, 3), filters=4, depth=2, upsample="bilinear")
+    result = export_onnx(bilinear, tmp_path / "bilinear.onnx", quantize="int8",
+                         calibration_data=nuclei_path(), calibration_size=8,
+                         agreement_floor=0.0, progress=False)
+    assert result.float_ops_left == {}
+    assert not any("ConvTranspose" in w for w in result.warnings)
+
+
+def test_sizes_and_metadata(exports):
+    full = exports["none"].size_bytes
+    assert exports["fp16"].size_bytes < 0.7 * full
+    for result in exports.values():
+        metadata = read_metadata(result.path)
+        assert metadata["format"] == "onnx" and metadata["quantization"] == result.quantization
+        assert metadata["num_classes"] == 1 and list(metadata["input_size"]) == [32, 32]
+
+
+def test_dynamic_size_runs_at_other_sizes(model, tmp_path):
+    free = keras_unet.UNet((None, None, 3), filters=4, depth=2)
+    free.set_weights(model.get_weights())
+    with pytest.raises(ValueError, match="--input-size"):
+        export_onnx(free, tmp_path / "free.onnx", progress=False)
+    result = export_onnx(free, tmp_path / "free.onnx", dynamic_size=True, dynamic_batch=True,
+                         progress=False)
+    assert result.input_shape == (None, None, None, 3)
+    assert result.verification.max_abs_diff <= 1e-4
+    images = np.stack([imageio.resize_image(imageio.read_image(p, 3), (64, 48))
+                       for p in imageio.list_images(nuclei_path() / "images")[:2]])
+    images = images.astype("float32")
+    outputs = session(result.path).run(None, {"image": images})[0]
+    np.testing.assert_allclose(outputs, free.predict(images, verbose=0), atol=1e-4)
+
+
+def test_bad_inputs_are_clear_errors(model, tmp_path):
+    with pytest.raises(ValueError, match="'dynamic' is not supported for ONNX"):
+        export_onnx(model, tmp_path / "m.onnx", quantize="dynamic")
+    with pytest.raises(ValueError, match="must end in '.onnx'"):
+        export_onnx(model, tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match="float32 input and output"):
+        export_onnx(model, tmp_path / "m.onnx", io_dtype="uint8")
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(model, tmp_path / "m.onnx", opset=9)
+    with pytest.raises(ValueError, match="real calibration images"):
+        export_onnx(model, tmp_path / "m.onnx", quantize="int8")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        export_onnx(model, tmp_path / "m.onnx", quantize="int8",
+                    calibration_data=tmp_path / "empty")
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,0 +1,200 @@
+"""Keras -> TFLite in every quantization mode, checked against Keras through the runtime.
+
+A tiny UNet (32x32, filters=4, depth=2) is trained for a few seconds on the shipped nuclei
+images so its masks are decisive: an untrained model's probabilities sit at 0.5, where any
+rounding flips pixels and mask agreement measures nothing. Calibration and verification
+use real nuclei images, never noise.
+"""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+
+import keras_unet  # noqa: E402
+from export.runtime import imageio, load_runner  # noqa: E402
+from export.runtime.metadata import read_metadata  # noqa: E402
+from export.tflite import UnsupportedOpsError, export_tflite  # noqa: E402
+from export.verify import VerificationError  # noqa: E402
+from keras_unet.datasets import nuclei_path  # noqa: E402
+
+SIZE = (32, 32)
+
+
+def trained_unet(tmp_path_factory):
+    """The tiny UNet trained on nuclei, cached for the whole session as a .keras file."""
+    path = tmp_path_factory.getbasetemp() / "export_tests_trained_unet.keras"
+    if path.exists():
+        return keras.saving.load_model(path)
+    images, masks = imageio.load_dataset_arrays(nuclei_path(), size=SIZE, channels=3)
+    keras.utils.set_random_seed(0)
+    model = keras_unet.UNet((*SIZE, 3), filters=4, depth=2)
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    model.fit(images[:64].astype("float32"), masks[:64, ..., None].astype("float32"),
+              batch_size=16, epochs=30, verbose=0)
+    model.save(path)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return trained_unet(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    images, _ = imageio.load_dataset_arrays(nuclei_path(), size=SIZE, channels=3)
+    return images[150:182].astype("float32")
+
+
+@pytest.fixture(scope="module")
+def exports(model, held_out, tmp_path_factory):
+    """One export per mode, shared by the tests below."""
+    folder = tmp_path_factory.mktemp("tflite")
+    modes = {
+        "none": dict(quantize="none"),
+        "fp16": dict(quantize="fp16"),
+        "dynamic": dict(quantize="dynamic"),
+        "int8": dict(quantize="int8"),
+        "int8_int8io": dict(quantize="int8", io_dtype="int8"),
+        "int8_floatio": dict(quantize="int8", io_dtype="float32"),
+    }
+    return {
+        name: export_tflite(model, folder / f"{name}.tflite", calibration_data=nuclei_path(),
+                            calibration_size=32, verification_data=held_out, verification_size=32,
+                            progress=False,
+                            **options)
+        for name, options in modes.items()
+    }
+
+
+def test_float32_matches_keras_within_1e_4(model, held_out, exports):
+    result = exports["none"]
+    assert result.verification.passed and result.verification.max_abs_diff <= 1e-4
+    assert result.verification.n_images == len(held_out)
+    # Independent of the verification code: run the file through the runtime here.
+    probabilities = load_runner(result.path).predict(held_out)
+    np.testing.assert_allclose(probabilities, model.predict(held_out, verbose=0), atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["fp16", "dynamic", "int8", "int8_int8io", "int8_floatio"])
+def test_quantized_masks_agree_with_keras(model, held_out, exports, mode):
+    result = exports[mode]
+    assert result.verification.passed
+    assert result.verification.mask_agreement_iou >= 0.95
+    runner = load_runner(result.path)
+    ours = runner.predict_masks(held_out)
+    reference = (model.predict(held_out, verbose=0)[..., 0] > 0.5).astype(int)
+    assert ours.shape == reference.shape
+    union = np.logical_or(ours, reference).sum()
+    assert union > 0  # the model does segment something: agreement is not vacuous
+    assert np.logical_and(ours, reference).sum() / union >= 0.95
+
+
+def test_quantized_files_store_smaller_weights(model, exports):
+    # Bytes saved per parameter against float32 (4 bytes each). Ideal: fp16 2, int8 3.
+    # Tiny tensors (biases, and for dynamic-range any weight under 1024 elements) stay
+    # float, so the bounds sit below the ideal.
+    params = model.count_params()
+    full = exports["none"].size_bytes
+    assert full > 4 * params
+    assert full - exports["fp16"].size_bytes > 0.5 * params
+    assert full - exports["dynamic"].size_bytes > 1.0 * params
+    assert full - exports["int8"].size_bytes > 2.0 * params
+
+
+def test_int8_io_dtypes_and_pinned_input_quantization(exports):
+    uint8, int8, floatio = exports["int8"], exports["int8_int8io"], exports["int8_floatio"]
+    assert (uint8.input_dtype, uint8.output_dtype) == ("uint8", "uint8")
+    assert (int8.input_dtype, int8.output_dtype) == ("int8", "int8")
+    assert (floatio.input_dtype, floatio.output_dtype) == ("float32", "float32")
+    # The input range is pinned to [0, 255]: raw uint8 pixels pass straight in.
+    assert uint8.metadata["input_quantization"] == {"scale": 1.0, "zero_point": 0}
+    assert int8.metadata["input_quantization"] == {"scale": 1.0, "zero_point": -128}
+    assert exports["none"].input_shape == (1, 32, 32, 3)
+
+
+def test_metadata_is_embedded_in_every_file(exports):
+    for name, result in exports.items():
+        metadata = read_metadata(result.path)
+        assert metadata["format"] == "tflite"
+        assert metadata["quantization"] == result.quantization
+        assert list(metadata["input_size"]) == [32, 32]
+        assert metadata["num_classes"] == 1 and metadata["output_activation"] == "sigmoid"
+        assert metadata["input_dtype"] == result.input_dtype, name
+
+
+def test_dynamic_range_speed_is_measured(exports):
+    timings = exports["dynamic"].timings_ms
+    assert set(timings) == {"float32", "dynamic"} and all(t > 0 for t in timings.values())
+
+
+def test_model_path_and_free_input_size(model, tmp_path):
+    keras_path = tmp_path / "model.keras"
+    free = keras_unet.UNet((None, None, 3), filters=4, depth=2)
+    free.set_weights(model.get_weights())
+    free.save(keras_path)
+    with pytest.raises(ValueError, match="--input-size"):
+        export_tflite(keras_path, tmp_path / "free.tflite", progress=False)
+    with pytest.raises(ValueError, match="multiples of"):
+        export_tflite(keras_path, tmp_path / "free.tflite", input_size=(30, 30), progress=False)
+    result = export_tflite(keras_path, tmp_path / "free.tflite", input_size=(64, 48),
+                           progress=False)
+    assert result.input_shape == (1, 64, 48, 3)
+    assert result.verification.max_abs_diff <= 1e-4
+    assert read_metadata(result.path)["source_model"] == "model.keras"
+
+
+def test_failed_verification_leaves_the_earlier_file_untouched(model, held_out, tmp_path):
+    out = tmp_path / "model.tflite"
+    out.write_bytes(b"a previous, good export")
+    # Calibrating on images 20x darker than the real ones squeezes every activation range:
+    # real images then clip inside the network and the masks fall apart.
+    dark = np.round(held_out / 20.0)
+    with pytest.raises(VerificationError, match="mask_agreement_iou=") as info:
+        export_tflite(model, out, quantize="int8", calibration_data=dark,
+                      verification_data=held_out, progress=False)
+    assert info.value.report.mask_agreement_iou < 0.95
+    assert out.read_bytes() == b"a previous, good export"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
+
+
+def test_flex_ops_are_refused_with_their_names(tmp_path):
+    import tensorflow as tf
+
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Lambda(lambda x: tf.math.erfinv(x / 256.0))(inputs)
+    with pytest.raises(UnsupportedOpsError, match="Erfinv.*Flex"):
+        export_tflite(keras.Model(inputs, outputs), tmp_path / "flex.tflite", verify=False,
+                      progress=False)
+    assert not (tmp_path / "flex.tflite").exists()
+
+
+def test_bad_inputs_are_clear_errors(model, tmp_path):
+    not_keras = tmp_path / "notes.keras"
+    not_keras.write_text("not a model")
+    with pytest.raises(ValueError, match="not a valid .keras file"):
+        export_tflite(not_keras, tmp_path / "m.tflite")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model either")
+    with pytest.raises(ValueError, match="suffix"):
+        export_tflite(text, tmp_path / "m.tflite")
+    with pytest.raises(FileNotFoundError, match="No Keras model"):
+        export_tflite(tmp_path / "missing.keras", tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match="must end in '.tflite'"):
+        export_tflite(model, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="quantize"):
+        export_tflite(model, tmp_path / "m.tflite", quantize="int4")
+    with pytest.raises(ValueError, match="real calibration images"):
+        export_tflite(model, tmp_path / "m.tflite", quantize="int8")
+    with pytest.raises(ValueError, match="full-integer"):
+        export_tflite(model, tmp_path / "m.tflite", quantize="fp16", io_dtype="uint8")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        export_tflite(model, tmp_path / "m.tflite", quantize="int8",
+                      calibration_data=tmp_path / "no_such_dir")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        export_tflite(model, tmp_path / "m.tflite", quantize="int8",
+                      calibration_data=tmp_path / "empty")
+    assert not (tmp_path / "m.tflite").exists()
