@@ -1,8 +1,9 @@
 """Keras -> TFLite (LiteRT) with float16, dynamic-range or full-integer quantization.
 
-Conversion goes through `tf.lite.TFLiteConverter.from_keras_model` on a static-shape
-copy of the model (batch 1, fixed height and width), which gives full control over the
-quantization options (`model.export(format="litert")` hides them).
+Conversion writes a static-shape copy of the model (batch 1, fixed height and width) as
+a SavedModel through `keras.export.ExportArchive` and runs `tf.lite.TFLiteConverter`
+on it, which gives full control over the quantization options
+(`model.export(format="litert")` hides them).
 
 Known traps, handled here:
 
@@ -11,18 +12,19 @@ Known traps, handled here:
   (`input_size`, or the model's own) and fail with a message naming `--input-size` if
   there is none.
 - **Dynamic batch + `Conv2DTranspose`**: with a `None` batch every transposed conv
-  computes its output shape at run time (SHAPE/STRIDED_SLICE/PACK ops); XNNPACK then
-  leaves TRANSPOSE_CONV to the slow reference kernels. Measured on a 128x128 UNet
-  (filters=16, 2 threads): int8 8.6 -> 6.3 ms and dynamic-range 56 -> 7.4 ms with a
-  static batch of 1. So the batch is fixed to 1.
-- **Dynamic-range quantization** stores int8 weights but computes in float with
-  on-the-fly weight dequantization and no XNNPACK fast path for many ops: on the seed
-  model it ran 609 ms against 77 ms for float32. The export times both and warns when
-  dynamic-range is slower. Prefer `int8` (fastest) or `fp16` (half the size).
+  computes its output shape at run time (SHAPE/STRIDED_SLICE/PACK ops) and XNNPACK
+  leaves TRANSPOSE_CONV to slower kernels. So the batch is fixed to 1.
+- **Dynamic-range quantization** stores int8 weights and quantizes activations on the
+  fly. It is where the dynamic batch hurts most: on the seed model (128x128, 2 threads,
+  same busy machine, same run) dynamic-range took 1520 ms per image with a `None` batch
+  and 84 ms with batch 1 (float32: 484 and 420 ms); a 128x128 UNet with filters=16 went
+  from 56 to 7.4 ms. The export still times the dynamic-range file against a float32
+  conversion and warns if it is slower; prefer `int8` for speed or `fp16` for size.
 - **Full int8**: the input range is pinned to [0, 255] (see
   `export.calibration.pin_input_range`) so uint8 I/O passes raw pixels (scale 1,
-  zero point 0). TRANSPOSE_CONV is quantized (per-channel weights) and runs under
-  XNNPACK once the batch is static.
+  zero point 0). TRANSPOSE_CONV is quantized too (per-channel int8 weights); with the
+  static batch its output shape is a constant and XNNPACK takes it (128x128 UNet,
+  filters=16: 8.6 ms with a `None` batch, 6.3 ms with batch 1).
 - **Flex (Select TF) ops** are never allowed: the edge runtimes ship without them.
   Conversion uses `TFLITE_BUILTINS` (or `TFLITE_BUILTINS_INT8`) only, and an op outside
   them fails with its name and what to change.

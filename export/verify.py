@@ -151,6 +151,8 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
 
 def keras_predict(model, images, batch_size=8):
     """Probabilities of a Keras model, float32, in inference mode."""
+    static_batch = model.inputs[0].shape[0] if getattr(model, "inputs", None) else None
+    batch_size = static_batch or batch_size
     outputs = [
         np.asarray(model(images[i:i + batch_size], training=False), dtype="float32")
         for i in range(0, len(images), batch_size)
