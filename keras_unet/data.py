@@ -28,6 +28,7 @@ model.fit(train, validation_data=val, epochs=10)
 ```
 """
 
+import hashlib
 import math
 import os
 import random
@@ -281,6 +282,19 @@ def _mask_dtype(num_classes):
     return "float32" if num_classes == 1 else "int32"
 
 
+def _cache_file(cache, pairs, *settings):
+    """The `tf.data` cache argument: "" (memory), or a file name tied to data and settings.
+
+    tf.data reuses an existing cache file without checking what made it, so a file cache
+    made with other files or another image size must never be picked up again.
+    """
+    if cache is True:
+        return ""
+    key = repr(([(str(i), str(m)) for i, m in pairs], settings)).encode()
+    digest = hashlib.sha256(key).hexdigest()[:16]
+    return str(Path(cache) / f"keras_unet_{digest}")
+
+
 def _build(pairs, image_size, channels, num_classes, mask_encoding, ignore_index, batch_size,
            augment, shuffle, seed, cache, resize_mode, drop_remainder, sample_weights):
     tf = _tf()
@@ -323,7 +337,8 @@ def _build(pairs, image_size, channels, num_classes, mask_encoding, ignore_index
     )
     dataset = paths.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
-        dataset = dataset.cache(cache if isinstance(cache, str) else "")
+        dataset = dataset.cache(_cache_file(cache, pairs, image_size, channels, num_classes,
+                                            mask_encoding, ignore_index, resize_mode))
     if shuffle:
         dataset = dataset.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
@@ -376,8 +391,9 @@ def load_dataset(data, image_size=(128, 128), channels=3, num_classes=1, mask_en
             returns `(train, val)`.
         validation_data: a second folder (or list of pairs) for validation; the function
             then returns `(train, val)`. Exclusive with `validation_split`.
-        cache: True caches decoded, resized pairs in memory; a path caches them in files
-            there; False decodes every epoch (for data sets larger than memory).
+        cache: True caches decoded, resized pairs in memory; a folder path caches them in
+            files there (named by a hash of the file list and settings, so a cache made for
+            other data is never reused); False decodes every epoch.
         resize_mode: `"resize"` (bilinear for images, nearest for masks) or `"pad"` (centre
             pad or crop, padding masks with `ignore_index` or 0).
         drop_remainder: drop the last incomplete batch of the training set.
@@ -421,16 +437,15 @@ def load_dataset(data, image_size=(128, 128), channels=3, num_classes=1, mask_en
     common = dict(image_size=image_size, channels=channels, num_classes=num_classes,
                   mask_encoding=mask_encoding, ignore_index=ignore_index, batch_size=batch_size,
                   resize_mode=resize_mode, sample_weights=sample_weights)
-    train_cache = cache
     if isinstance(cache, (str, os.PathLike)):
         os.makedirs(cache, exist_ok=True)
-        train_cache = os.path.join(cache, "train")
-    train = _build(train_pairs, augment=augment, shuffle=shuffle, seed=seed, cache=train_cache,
+    elif cache not in (True, False, None):
+        raise ValueError(f"`cache` must be True, False or a folder path. Received: cache={cache!r}")
+    train = _build(train_pairs, augment=augment, shuffle=shuffle, seed=seed, cache=cache,
                    drop_remainder=drop_remainder, **common)
     if val_pairs is None:
         return train
-    val_cache = os.path.join(cache, "val") if isinstance(cache, (str, os.PathLike)) else cache
-    val = _build(val_pairs, augment=None, shuffle=False, seed=seed, cache=val_cache,
+    val = _build(val_pairs, augment=None, shuffle=False, seed=seed, cache=cache,
                  drop_remainder=False, **common)
     return train, val
 

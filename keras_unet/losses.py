@@ -15,6 +15,9 @@ Label convention (the one `keras_unet.data` produces):
   pixel by its true class's weight and divide by the sum of the weights, as PyTorch's
   `CrossEntropyLoss(weight=...)` does.
 
+Losses are registered as `keras_unet>DiceLoss`, `keras_unet>JaccardLoss` ... so that
+they never clash with the metrics of the same class name (`keras_unet>Dice`).
+
 Region losses are computed over the whole batch (one sum per class), like
 `keras.losses.Dice` with `axis=None`, so empty masks do not make them undefined. Keras'
 own `Dice` and `Tversky` losses have no `ignore_index`, no sparse labels and no per-class
@@ -172,7 +175,7 @@ class _RegionLoss(_SegmentationLoss):
         return 1.0 - _mean_over_classes(self._score(tp, fp, fn), self.class_weights)
 
 
-@keras.saving.register_keras_serializable(package="keras_unet")
+@keras.saving.register_keras_serializable(package="keras_unet", name="DiceLoss")
 class Dice(_RegionLoss):
     """Soft Dice loss: `1 - (2 TP + s) / (2 TP + FP + FN + s)` per class, then averaged.
 
@@ -205,7 +208,7 @@ class Dice(_RegionLoss):
         return (2.0 * tp + self.smooth) / (2.0 * tp + fp + fn + self.smooth)
 
 
-@keras.saving.register_keras_serializable(package="keras_unet")
+@keras.saving.register_keras_serializable(package="keras_unet", name="JaccardLoss")
 class Jaccard(_RegionLoss):
     """Soft Jaccard (IoU) loss: `1 - (TP + s) / (TP + FP + FN + s)` per class, averaged.
 
@@ -233,7 +236,7 @@ class Jaccard(_RegionLoss):
         return (tp + self.smooth) / (tp + fp + fn + self.smooth)
 
 
-@keras.saving.register_keras_serializable(package="keras_unet")
+@keras.saving.register_keras_serializable(package="keras_unet", name="TverskyLoss")
 class Tversky(_RegionLoss):
     """Tversky loss (Salehi et al., 2017): `1 - (TP + s) / (TP + a FP + b FN + s)`.
 
@@ -297,7 +300,7 @@ def _weighted_mean(values, weights):
     return ops.sum(values * weights) / ops.maximum(ops.sum(weights), _EPSILON)
 
 
-@keras.saving.register_keras_serializable(package="keras_unet")
+@keras.saving.register_keras_serializable(package="keras_unet", name="CrossEntropyLoss")
 class CrossEntropy(_SegmentationLoss):
     """Pixel-wise cross entropy: binary (one sigmoid channel or `multilabel`) or
     categorical (softmax), with `ignore_index` and class weights.
@@ -342,7 +345,7 @@ class CrossEntropy(_SegmentationLoss):
         return _weighted_mean(values, weights)
 
 
-@keras.saving.register_keras_serializable(package="keras_unet")
+@keras.saving.register_keras_serializable(package="keras_unet", name="FocalLoss")
 class Focal(CrossEntropy):
     """Focal loss (Lin et al., 2017): cross entropy scaled by `(1 - p_t) ** gamma`, so
     that easy pixels (most of the background) count less.
@@ -388,7 +391,7 @@ class Focal(CrossEntropy):
                         axis=-1, keepdims=True)
 
 
-@keras.saving.register_keras_serializable(package="keras_unet")
+@keras.saving.register_keras_serializable(package="keras_unet", name="CrossEntropyDiceLoss")
 class CrossEntropyDice(_SegmentationLoss):
     """`ce_weight * CrossEntropy + dice_weight * Dice`, the usual U-Net training loss.
 

@@ -112,6 +112,7 @@ def test_in_model_compile_and_keras_file(tmp_path):
     model.compile("adam", loss="binary_crossentropy", metrics=metrics.get_metrics(1))
     x = RNG.random((4, 8, 8, 1)).astype("float32")
     y = (x > 0.5).astype("float32")
+    model.fit(x, y, epochs=1, verbose=0)
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
     pred = (model.predict(x, verbose=0)[..., 0] >= 0.5).astype(int)
     ref_iou, ref_dice = _np_scores(y[..., 0].astype(int), pred, 2)
