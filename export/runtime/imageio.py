@@ -335,6 +335,12 @@ def mask_values(raw):
     return np.unique(raw)
 
 
+def _show(values, limit=12):
+    values = sorted(int(v) for v in values)
+    text = ", ".join(str(v) for v in values[:limit])
+    return f"[{text}{', ...' if len(values) > limit else ''}]"
+
+
 def _where(path):
     return f"The mask '{path}'" if path else "The mask"
 
@@ -408,10 +414,11 @@ def decode_mask(raw, encoding="auto", num_classes=None, ignore_index=None, path=
         if present <= {0, 255}:
             mask[raw == 255] = 1
             return mask
-        bad = sorted(present - {0, 1, 255}) or sorted(present)
+        bad = sorted(present - {0, 1, 255})
+        problem = f"bad: {_show(bad)}" if bad else "1 and 255 mixed"
         raise ValueError(
             f"{_where(path)} does not fit the 'binary' encoding: it holds the values "
-            f"{sorted(present)[:10]} (bad: {bad[:10]}), but a binary mask holds 0 and 255, or "
+            f"{_show(present)} ({problem}), but a binary mask holds 0 and 255, or "
             f"0 and 1{f', plus ignore_index={ignore_index}' if ignored else ''}. Use "
             f"mask_encoding='index' with num_classes >= {max(present) + 1} for class-index masks."
         )
@@ -420,7 +427,7 @@ def decode_mask(raw, encoding="auto", num_classes=None, ignore_index=None, path=
         if bad:
             raise ValueError(
                 f"{_where(path)} does not fit the 'trimap' encoding (1 pet, 2 background, "
-                f"3 border): it holds the values {bad[:10]}."
+                f"3 border): it holds the values {_show(bad)}."
             )
         out = np.zeros_like(mask)
         out[raw == 1] = 1
@@ -430,12 +437,12 @@ def decode_mask(raw, encoding="auto", num_classes=None, ignore_index=None, path=
         return out
     # index
     if present and min(present) < 0:
-        raise ValueError(f"{_where(path)} holds negative class indices: {sorted(present)[:10]}.")
+        raise ValueError(f"{_where(path)} holds negative class indices: {_show(v for v in present if v < 0)}.")
     if num_classes is not None and present and max(present) >= num_classes:
         bad = sorted(v for v in present if v >= num_classes)
         raise ValueError(
             f"{_where(path)} holds class index {max(present)} but num_classes={num_classes} "
-            f"allows 0..{num_classes - 1} (values too large: {bad[:10]}). Use "
+            f"allows 0..{num_classes - 1} (values too large: {_show(bad)}). Use "
             f"num_classes >= {max(present) + 1}, or ignore_index={bad[0]} if that value marks "
             f"pixels to ignore (like CamVid's void class 11)."
         )
