@@ -70,3 +70,11 @@ def test_seed_sized_default_model_exports_to_tflite(tmp_path):
     assert result.verification.passed and result.verification.max_abs_diff <= 1e-4
     assert result.input_shape == (1, 128, 128, 3)
     assert result.size_bytes > 4 * 31_000_000  # float32 weights are all there
+
+
+def test_seed_sized_default_model_exports_to_onnx(tmp_path):
+    model = keras_unet.UNet((128, 128, 3))
+    result = export_onnx(model, tmp_path / "seed.onnx", verification_size=2, progress=False)
+    assert result.verification.passed and result.verification.max_abs_diff <= 1e-4
+    assert result.input_shape == (1, 128, 128, 3)
+    assert result.size_bytes > 4 * 31_000_000
