@@ -386,7 +386,10 @@ def load_dataset(data, image_size=(128, 128), channels=3, num_classes=1, mask_en
         augment: False, True (a default `Augment(seed=seed)`), or an `Augment` (or any
             callable `(images, masks) -> (images, masks)` on batches). Training set only.
         shuffle: shuffle the training set each epoch (validation is never shuffled).
-        seed: seed for the split, the shuffle and the default augmentation.
+        seed: seed for the split, the shuffle and the default augmentation. With a seed
+            the augmentation step runs one batch at a time, because parallel calls would
+            draw the layers' random seeds in a racing order; each batched op still uses
+            all cores, and the cost measured in `benchmarks/training.py` is small.
         validation_split: fraction of `data` held out for validation; the function then
             returns `(train, val)`.
         validation_data: a second folder (or list of pairs) for validation; the function
