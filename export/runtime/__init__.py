@@ -1,0 +1,56 @@
+"""The edge side: run exported files with numpy, pillow and a runtime only.
+
+Nothing here imports TensorFlow or Keras, except `KerasRunner`, which imports Keras
+when a `.keras` file is loaded. A device needs only `numpy`, `pillow` and
+`ai-edge-litert` (or `tflite-runtime`) and/or `onnxruntime`.
+
+Example:
+```python
+from export.runtime import load_runner
+
+runner = load_runner("unet_int8.tflite", threads=2)
+probabilities = runner.predict(images)    # (N, H, W, K) at each image's own size
+masks = runner.predict_masks(images)      # (N, H, W) class indices / 0-1
+```
+"""
+
+import os
+
+RUNNERS = {".tflite": "tflite", ".onnx": "onnx", ".keras": "keras"}
+
+
+def load_runner(path, threads=None, providers=None):
+    """A runner for a `.tflite`, `.onnx` or `.keras` file (see `export.runtime.base.Runner`).
+
+    Args:
+        path: the model file.
+        threads: runtime threads (TFLite `num_threads`, ONNX Runtime intra-op threads);
+            None leaves the runtime's default.
+        providers: ONNX Runtime execution providers (default CPU).
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: an unknown suffix, or a file the runtime cannot load.
+    """
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in RUNNERS:
+        raise ValueError(
+            f"Expected a model file ending in {', '.join(RUNNERS)}. Received: path={path!r}"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model file at {path!r}.")
+    if suffix == ".tflite":
+        from export.runtime.tflite import TFLiteRunner
+
+        return TFLiteRunner(path, threads=threads)
+    if suffix == ".onnx":
+        from export.runtime.onnx import ONNXRunner
+
+        return ONNXRunner(path, threads=threads, providers=providers)
+    from export.runtime.keras import KerasRunner
+
+    return KerasRunner(path, threads=threads)
+
+
+__all__ = ["load_runner"]
