@@ -56,7 +56,9 @@ class TFLiteRunner(Runner):
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         signature = self._input.get("shape_signature", self._input["shape"])
+        # Any free dimension (batch or size) means the input tensor is resized per batch.
         self._dynamic = bool(np.any(np.asarray(signature) < 0))
+        free_size = bool(np.any(np.asarray(signature[1:3]) < 0))
         self._shape = tuple(int(s) for s in self._input["shape"])
         metadata = None
         try:
@@ -75,10 +77,7 @@ class TFLiteRunner(Runner):
         self.input_quantization = _quantization(self._input) if np.issubdtype(self.input_dtype, np.integer) else None
         out_dtype = self._output["dtype"]
         self.output_quantization = _quantization(self._output) if np.issubdtype(out_dtype, np.integer) else None
-        size = metadata.get("input_size") or [None, None]
-        self.input_size = (size[0], size[1]) if not self._dynamic else (None, None)
-        if not self._dynamic:
-            self.input_size = self._shape[1:3]
+        self.input_size = (None, None) if free_size else self._shape[1:3]
         self.batch_size = None if signature[0] < 0 else self._shape[0]
 
     def run(self, batch):
