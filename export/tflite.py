@@ -278,7 +278,8 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
     if quantize == "dynamic" and check_speed:
         float_bytes = _convert(fixed, "none", "float32", None, source, progress)
         timings = {"float32": _time_ms(float_bytes), "dynamic": _time_ms(model_bytes)}
-        if timings["dynamic"] > timings["float32"]:
+        # Below a millisecond (tiny models) the two differ by timer noise, not kernels.
+        if timings["dynamic"] > 1.2 * timings["float32"] and timings["dynamic"] > 1.0:
             _warn(result_warnings,
                   f"Dynamic-range TFLite ran {timings['dynamic'] / timings['float32']:.1f}x "
                   f"slower than float32 here ({timings['dynamic']:.1f} vs "
