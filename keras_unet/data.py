@@ -348,7 +348,8 @@ def _build(pairs, image_size, channels, num_classes, mask_encoding, ignore_index
             # Nearest-neighbour resampling only moves label values; round off float noise.
             return images, tf.cast(tf.round(masks), tf.int32)
 
-        dataset = dataset.map(run_augment, num_parallel_calls=None if seed is not None else tf.data.AUTOTUNE)
+        seeded = seed is not None or getattr(augment, "seed", None) is not None
+        dataset = dataset.map(run_augment, num_parallel_calls=None if seeded else tf.data.AUTOTUNE)
     mask_dtype = _mask_dtype(num_classes)
 
     def finish(images, masks):
