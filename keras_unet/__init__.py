@@ -12,6 +12,12 @@ Importing the package registers every layer, loss and metric with Keras, so
 `keras.models.load_model("model.keras")` needs no `custom_objects`.
 """
 
+import os
+
+# TensorFlow's C++ INFO/WARNING start-up lines (oneDNN, XNNPACK, grappler) would bury
+# the output of training and of the CLI; an explicit setting by the user still wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from keras_unet import data, datasets, encoders, layers, losses, metrics
 from keras_unet.models import UNet
 from keras_unet.version import __version__

@@ -6,11 +6,7 @@ TensorFlow/Keras only inside `run`, so `keras-unet --help` answers at once.
 
 import argparse
 import importlib
-import os
 import sys
-
-# TensorFlow's C++ start-up logging would bury the command's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 COMMANDS = {
     "info": "keras_unet.commands.info",

@@ -94,6 +94,8 @@ def run(args):
     model_path = os.path.join(run_dir, "model.keras")
 
     _step("export")
+    from export.verify import VerificationError
+
     exported, failures = [], {}
     for fmt, quantize, name in EXPORTS:
         path = os.path.join(out, name)
@@ -106,7 +108,8 @@ def run(args):
         except Exception as error:  # one failed export must not stop the demo
             failures[name] = f"{type(error).__name__}: {error}"
             print(f"{name}: FAILED {failures[name]}")
-            traceback.print_exc()
+            if not isinstance(error, VerificationError):  # a refused file is a verdict, not a bug
+                traceback.print_exc()
 
     _step("benchmark against the Keras model")
     from benchmarks.suite import run_benchmark
@@ -117,6 +120,8 @@ def run(args):
         csv_path=os.path.join(out, "bench.csv"), plot_path=os.path.join(out, "bench.png"),
     )
     print(report.format_table())
+    for name, reason in failures.items():
+        print(f"not exported: {name}: {reason}")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; everything is in {out}/")
     return 1 if failures else 0
 
