@@ -169,6 +169,7 @@ def build_model(args):
         residual=args.residual,
         encoder=args.encoder,
         encoder_weights=weights,
+        class_names=args.class_names,
     )
 
 
@@ -255,11 +256,15 @@ def run(args):
     best = keras.models.load_model(best_path)
     compile_model(best, args)
     results = best.evaluate(val, return_dict=True, verbose=0)
+    names = args.class_names or []
+    per_class = {}
+    for c in range(args.num_classes if args.num_classes > 1 else 0):
+        per_class[names[c] if c < len(names) else str(c)] = float(results[f"iou_{c}"])
     summary = {
         "val_iou": float(results["iou"]),
         "val_dice": float(results["dice"]),
         "val_loss": float(results["loss"]),
-        **{k: float(v) for k, v in results.items() if k not in ("iou", "dice", "loss")},
+        "val_iou_per_class": per_class or None,
         "epochs_completed": _load_state(args.out)["epochs_completed"],
         "class_names": args.class_names,
         "model": best_path,
@@ -268,6 +273,8 @@ def run(args):
     state = _load_state(args.out)
     state["finished"] = True
     _write_json(os.path.join(args.out, STATE_FILE), state)
+    for name, value in per_class.items():
+        print(f"  {name:<16} IoU {value:.4f}")
     print(f"validation IoU {summary['val_iou']:.4f}, Dice {summary['val_dice']:.4f} -> {best_path}")
     return 0
 

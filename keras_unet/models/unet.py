@@ -81,6 +81,9 @@ class UNet(keras.Model):
         bn_momentum: momentum of every batch norm, the encoder's included. The default
             0.9 converges within a few hundred steps; keras.applications' own 0.999 does
             not, which shows as near-zero validation IoU after short training.
+        class_names: optional names, one per class (for `num_classes=1`, the name of the
+            foreground). Stored in the model and in every export's metadata, so evaluation
+            and benchmark tables name the classes.
         name: model name.
         **kwargs: standard `keras.Model` arguments.
 
@@ -121,6 +124,7 @@ class UNet(keras.Model):
         encoder_trainable=True,
         output_activation="auto",
         bn_momentum=0.9,
+        class_names=None,
         name="unet",
         **kwargs,
     ):
@@ -137,6 +141,14 @@ class UNet(keras.Model):
                 f"so depth must be <= {spec.max_depth}. Received: depth={depth}"
             )
         input_shape = _check_input_shape(input_shape, depth)
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if len(class_names) not in (num_classes, 2 if num_classes == 1 else num_classes):
+                raise ValueError(
+                    f"`class_names` must name each of the {num_classes} class(es)"
+                    f"{' (or background and foreground)' if num_classes == 1 else ''}. "
+                    f"Received: class_names={class_names!r}"
+                )
         if output_activation == "auto":
             output_activation = "sigmoid" if num_classes == 1 else "softmax"
 
@@ -184,6 +196,7 @@ class UNet(keras.Model):
         self.encoder_trainable = encoder_trainable
         self.output_activation = output_activation
         self.bn_momentum = bn_momentum
+        self.class_names = class_names
 
     def _check_image_size(self, shape):
         if shape is None or len(shape) != 4:
@@ -222,6 +235,7 @@ class UNet(keras.Model):
             "encoder_trainable": self.encoder_trainable,
             "output_activation": self.output_activation,
             "bn_momentum": self.bn_momentum,
+            "class_names": self.class_names,
         }
 
     @classmethod

@@ -35,12 +35,14 @@ def test_defaults_reproduce_the_seed_model():
 
 @pytest.mark.parametrize("encoder", list_encoders())
 def test_every_encoder_round_trips_through_keras_file(encoder, tmp_path):
-    model = small_unet(encoder=encoder, num_classes=3, use_batchnorm=True, use_attention=True)
+    model = small_unet(encoder=encoder, num_classes=3, use_batchnorm=True, use_attention=True,
+                       class_names=["sky", "road", "car"])
     x = images()
     probabilities = model.predict(x, verbose=0)
     assert probabilities.shape == (2, 64, 64, 3)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
-    run_model_saving_test(model, x, tmp_path)
+    loaded = run_model_saving_test(model, x, tmp_path)
+    assert loaded.class_names == ["sky", "road", "car"]
     assert_config_round_trip(model)
 
 
@@ -122,6 +124,7 @@ def test_imagenet_download_failure_says_what_to_do(monkeypatch):
         ({"num_classes": -2}, "num_classes"),
         ({"output_activation": "relu"}, "output_activation"),
         ({"input_shape": (64, 64)}, "input_shape"),
+        ({"num_classes": 3, "class_names": ["a", "b"]}, "class_names.*3 class"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, pattern):
