@@ -1,6 +1,15 @@
 """Build the keras_unet metadata of an export and store it inside the file.
 
-The read side, which must run without TensorFlow, is `export.runtime.metadata`.
+The schema is in docs/ARCHITECTURE.md ("metadata stored in every exported file"); the read
+side, which runs without TensorFlow, is `export.runtime.metadata`.
+
+- TFLite: the JSON goes into a new buffer, and a `metadata` entry named `keras_unet`
+  points at it. Written with the flatbuffer object API that ai-edge-litert ships
+  (`ai_edge_litert.schema_py_generated`), so no TensorFlow is needed for this step
+  either. The interpreter ignores metadata it does not know, so the file still loads in
+  ai-edge-litert and tflite-runtime.
+- ONNX: a `metadata_props` entry `keras_unet`. `embed_onnx_metadata` takes either an
+  `onnx.ModelProto` (returned modified) or a path (rewritten in place, atomically).
 
 Example:
 ```python
@@ -14,8 +23,14 @@ tflite_bytes = embed_tflite_metadata(tflite_bytes, metadata)
 """
 
 import json
+import os
+import tempfile
 
 from export.runtime.metadata import METADATA_KEY, SCHEMA_VERSION
+
+FORMATS = ("tflite", "onnx", "keras")
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+ACTIVATIONS = ("sigmoid", "softmax", None)
 
 
 def build_metadata(model, format, quantization, input_size, input_dtype, input_quantization=None,
@@ -23,8 +38,32 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
                    class_names=None, threshold=0.5, ignore_index=None, mask_encoding=None):
     """The metadata dict (schema in docs/ARCHITECTURE.md) of `model` exported as described.
 
-    `class_names`, `ignore_index` and `mask_encoding` default to the model's attributes of
-    the same names when it has them (a `keras_unet.UNet` carries `class_names`).
+    Facts about the model (`num_classes`, `output_activation`, `channels`) come from the
+    model itself; `class_names`, `ignore_index` and `mask_encoding` default to the model's
+    attributes of the same names when it has them.
+
+    Args:
+        model: the Keras model that was exported.
+        format: `"tflite"` or `"onnx"`.
+        quantization: `"none"`, `"fp16"`, `"dynamic"` or `"int8"`.
+        input_size: `(H, W)` of the exported input, or None / `(None, None)` for any size.
+        input_dtype, output_dtype: dtype names of the file's input and output tensors.
+        input_quantization, output_quantization: `{"scale", "zero_point"}` of an integer
+            tensor, else None.
+        source_model: path of the `.keras` file exported, if any.
+        class_names: one name per class, or None.
+        threshold: probability threshold of a binary model (ignored when `K > 1`).
+        ignore_index: label ignored in masks, or None.
+        mask_encoding: `"binary"`, `"index"` or `"trimap"`; default from `num_classes`.
+
+    Returns:
+        dict, JSON-serializable.
+
+    Example:
+    ```python
+    metadata = build_metadata(model, format="onnx", quantization="none", input_size=(128, 128),
+                              input_dtype="float32")
+    ```
     """
     from export.source import model_facts
     from keras_unet.version import __version__
@@ -34,72 +73,198 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
     class_names = class_names or getattr(model, "class_names", None)
     if ignore_index is None:
         ignore_index = getattr(model, "ignore_index", None)
-    return {
+    if mask_encoding is None:
+        mask_encoding = getattr(model, "mask_encoding", None)
+    metadata = {
         "schema_version": SCHEMA_VERSION,
         "keras_unet_version": __version__,
         "format": format,
         "quantization": quantization,
-        "input_size": None if input_size is None else [int(s) if s else None for s in input_size],
+        "input_size": _size(input_size),
         "channels": facts["channels"],
         "input_dtype": str(input_dtype),
         "input_range": [0, 255],
-        "input_quantization": input_quantization,
+        "input_quantization": _quant(input_quantization, "input_quantization"),
         "output_dtype": str(output_dtype),
-        "output_quantization": output_quantization,
+        "output_quantization": _quant(output_quantization, "output_quantization"),
         "num_classes": num_classes,
-        "class_names": list(class_names) if class_names else None,
+        "class_names": [str(name) for name in class_names] if class_names else None,
         "output_activation": facts["output_activation"],
-        "threshold": threshold if num_classes == 1 else None,
-        "ignore_index": ignore_index,
+        "threshold": float(threshold) if num_classes == 1 and threshold is not None else None,
+        "ignore_index": None if ignore_index is None else int(ignore_index),
         "mask_encoding": mask_encoding or ("binary" if num_classes == 1 else "index"),
-        "source_model": None if source_model is None else str(source_model),
+        "source_model": None if source_model is None else os.path.basename(str(source_model)),
     }
+    validate_metadata(metadata)
+    return metadata
 
 
-def _payload(metadata):
-    return json.dumps(metadata, sort_keys=True).encode("utf-8")
+def _size(input_size):
+    if input_size is None:
+        return [None, None]
+    return [int(s) if s else None for s in input_size]
+
+
+def _quant(value, name):
+    if value is None:
+        return None
+    try:
+        return {"scale": float(value["scale"]), "zero_point": int(value["zero_point"])}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"`{name}` must be None or {{'scale': float, 'zero_point': int}}. Received: {name}={value!r}"
+        ) from error
+
+
+def validate_metadata(metadata):
+    """Checks the fields the runners rely on; raises `ValueError` naming the bad field.
+
+    Args:
+        metadata: a metadata dict.
+
+    Example:
+    ```python
+    validate_metadata({"num_classes": 1, "channels": 3, "format": "tflite", ...})
+    ```
+    """
+    if not isinstance(metadata, dict):
+        raise ValueError(f"`metadata` must be a dict. Received: metadata={metadata!r}")
+    checks = {
+        "format": lambda v: v in FORMATS,
+        "quantization": lambda v: v in QUANTIZATIONS,
+        "num_classes": lambda v: isinstance(v, int) and v >= 1,
+        "channels": lambda v: isinstance(v, int) and v >= 1,
+        "output_activation": lambda v: v in ACTIVATIONS,
+        "input_size": lambda v: isinstance(v, (list, tuple)) and len(v) == 2,
+    }
+    for key, ok in checks.items():
+        if key not in metadata:
+            raise ValueError(f"`metadata` lacks the field {key!r}. Received keys: {sorted(metadata)}")
+        if not ok(metadata[key]):
+            raise ValueError(f"Invalid metadata field. Received: {key}={metadata[key]!r}")
+    names = metadata.get("class_names")
+    if names is not None and len(names) != metadata["num_classes"]:
+        raise ValueError(
+            f"`class_names` needs one name per class ({metadata['num_classes']}). "
+            f"Received: class_names={names!r}"
+        )
+
+
+def _json_default(value):
+    # numpy scalars and arrays (tensor details hand those out) are not JSON by themselves.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not JSON")
+
+
+def metadata_json(metadata):
+    """The JSON text stored in a file for `metadata` (keys sorted, numpy values converted).
+
+    Example:
+    ```python
+    metadata_json({"num_classes": 1})  # '{"num_classes": 1}'
+    ```
+    """
+    return json.dumps(metadata, sort_keys=True, default=_json_default)
 
 
 def embed_tflite_metadata(model_bytes, metadata):
     """A copy of the TFLite flatbuffer `model_bytes` with `metadata` stored under `keras_unet`.
 
-    An earlier `keras_unet` entry is replaced. Uses the flatbuffer object API that
-    ai-edge-litert ships (`schema_py_generated`).
+    An earlier `keras_unet` entry is replaced (its buffer emptied); other metadata entries
+    (`min_runtime_version`, signature runners' data) are kept.
+
+    Args:
+        model_bytes: the `.tflite` file contents.
+        metadata: the metadata dict (see `build_metadata`).
+
+    Returns:
+        bytes of the new model.
+
+    Example:
+    ```python
+    data = embed_tflite_metadata(Path("m.tflite").read_bytes(), metadata)
+    ```
     """
     import flatbuffers
     import numpy as np
 
     try:
         from ai_edge_litert import schema_py_generated as schema
-    except ImportError as error:  # pragma: no cover - ai-edge-litert is a dependency
+    except ImportError as error:
         raise ImportError("Writing TFLite metadata needs `pip install ai-edge-litert`.") from error
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    payload = metadata_json(metadata).encode("utf-8")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    except Exception as error:
+        raise ValueError(f"`model_bytes` is not a TFLite flatbuffer: {error}") from error
     model.buffers = model.buffers or []
     kept = []
     for entry in model.metadata or []:
         name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        if name != METADATA_KEY:
+        if name == METADATA_KEY:
+            # Buffer indices are referenced by tensors, so the old buffer is emptied, not removed.
+            model.buffers[entry.buffer].data = None
+        else:
             kept.append(entry)
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(_payload(metadata), dtype=np.uint8)
+    buffer.data = np.frombuffer(payload, dtype=np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name = METADATA_KEY
     entry.buffer = len(model.buffers) - 1
     model.metadata = kept + [entry]
-    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    builder = flatbuffers.Builder(len(model_bytes) + len(payload) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
 
-def embed_onnx_metadata(path, metadata):
-    """Stores `metadata` in the ONNX file at `path` (in place) as `metadata_props['keras_unet']`."""
-    import onnx
+def embed_onnx_metadata(model_or_path, metadata):
+    """Stores `metadata` as the ONNX `metadata_props` entry `keras_unet`.
 
-    model = onnx.load(str(path))
+    Args:
+        model_or_path: an `onnx.ModelProto` (modified and returned), or the path of a
+            `.onnx` file (rewritten in place through a temporary file; the path is returned).
+        metadata: the metadata dict (see `build_metadata`).
+
+    Example:
+    ```python
+    embed_onnx_metadata("unet.onnx", metadata)
+    ```
+    """
+    try:
+        import onnx
+    except ImportError as error:
+        raise ImportError("Writing ONNX metadata needs `pip install onnx`.") from error
+
+    payload = metadata_json(metadata)
+    if isinstance(model_or_path, onnx.ModelProto):
+        _set_prop(model_or_path, payload)
+        return model_or_path
+    path = os.fspath(model_or_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No ONNX file at {path!r}.")
+    try:
+        model = onnx.load(path)
+    except Exception as error:
+        raise ValueError(f"{path!r} is not a valid ONNX model: {error}") from error
+    _set_prop(model, payload)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".metadata.", suffix=".onnx", dir=folder)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return model_or_path
+
+
+def _set_prop(model, payload):
     for prop in list(model.metadata_props):
         if prop.key == METADATA_KEY:
             model.metadata_props.remove(prop)
-    model.metadata_props.add(key=METADATA_KEY, value=_payload(metadata).decode("utf-8"))
-    onnx.save(model, str(path))
+    model.metadata_props.add(key=METADATA_KEY, value=payload)

@@ -11,10 +11,13 @@ from export.runtime import load_runner
 runner = load_runner("unet_int8.tflite", threads=2)
 probabilities = runner.predict(images)    # (N, H, W, K) at each image's own size
 masks = runner.predict_masks(images)      # (N, H, W) class indices / 0-1
+runner.close()                            # or: with load_runner(...) as runner:
 ```
 """
 
 import os
+
+from export.runtime.metadata import read_metadata
 
 RUNNERS = {".tflite": "tflite", ".onnx": "onnx", ".keras": "keras"}
 
@@ -28,9 +31,20 @@ def load_runner(path, threads=None, providers=None):
             None leaves the runtime's default.
         providers: ONNX Runtime execution providers (default CPU).
 
+    Returns:
+        a `export.runtime.base.Runner` (`TFLiteRunner`, `ONNXRunner` or `KerasRunner`),
+        usable as a context manager.
+
     Raises:
         FileNotFoundError: no file at `path`.
         ValueError: an unknown suffix, or a file the runtime cannot load.
+        ImportError: the runtime for this format is not installed (names the package).
+
+    Example:
+    ```python
+    with load_runner("unet.onnx", threads=2) as runner:
+        masks = runner.predict_masks(images)
+    ```
     """
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
@@ -53,4 +67,4 @@ def load_runner(path, threads=None, providers=None):
     return KerasRunner(path, threads=threads)
 
 
-__all__ = ["load_runner"]
+__all__ = ["load_runner", "read_metadata"]

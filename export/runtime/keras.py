@@ -1,17 +1,60 @@
-"""Run a .keras file through Keras (imported only here, when a .keras file is loaded)."""
+"""Run a .keras file through Keras (imported only here, when a .keras file is loaded).
+
+The only module under `export.runtime` that imports Keras, and only inside
+`KerasRunner.__init__`. `import keras_unet` comes first so its registered layers and
+the `UNet` class deserialize. The metadata is derived from the model: `num_classes` and
+`output_activation` of a `keras_unet.UNet`, else the output's last dimension and the last
+layer's activation (sigmoid/softmax; anything else counts as logits).
+
+Example:
+```python
+from export.runtime.keras import KerasRunner
+
+with KerasRunner("unet.keras") as runner:
+    masks = runner.predict_masks(images)
+```
+"""
+
+import os
 
 import numpy as np
 
 from export.runtime.base import Runner
 
 
+def _import_keras():
+    try:
+        import keras
+    except ImportError as error:
+        raise ImportError("Running .keras files needs `pip install keras tensorflow`.") from error
+    try:
+        import keras_unet  # noqa: F401  (registers the keras_unet layers for loading)
+    except ImportError as error:
+        raise ImportError(
+            "Running .keras files saved by keras_unet needs `pip install keras-unet-edge`."
+        ) from error
+    return keras
+
+
+def _activation_of(model):
+    if hasattr(model, "output_activation"):
+        return model.output_activation
+    layer = model.layers[-1]
+    if type(layer).__name__ == "Softmax":
+        return "softmax"
+    name = getattr(getattr(layer, "activation", None), "__name__", None)
+    return name if name in ("sigmoid", "softmax") else None
+
+
 class KerasRunner(Runner):
     """A `.keras` model, on whatever Keras backend and device is active (GPU included).
 
+    Args:
+        path: the `.keras` file.
+        threads: kept for the common signature; Keras' threading is set by its backend.
+
     Example:
     ```python
-    from export.runtime.keras import KerasRunner
-
     runner = KerasRunner("unet.keras")
     masks = runner.predict_masks(images)
     ```
@@ -20,43 +63,46 @@ class KerasRunner(Runner):
     format = "keras"
 
     def __init__(self, path, threads=None):
-        import keras
-
-        import keras_unet  # noqa: F401  (registers the keras_unet layers for loading)
-
+        keras = _import_keras()
+        path = os.fspath(path)
         try:
-            self.model = keras.models.load_model(path)
+            self.model = keras.models.load_model(path, compile=False)
         except Exception as error:
-            raise ValueError(f"{str(path)!r} is not a loadable Keras model: {error}") from error
+            raise ValueError(f"{path!r} is not a loadable Keras model: {error}") from error
         self.threads = threads
         shape = tuple(self.model.inputs[0].shape)
+        if len(shape) != 4:
+            raise ValueError(f"{path!r}: expected an image input (N, H, W, C). Received: input shape {shape}")
         self.input_size = (shape[1], shape[2])
-        self.input_dtype = np.float32
+        self.input_dtype = np.dtype("float32")
         self.input_quantization = self.output_quantization = None
-        self.batch_size = None
-        super().__init__(path, self._metadata(shape))
+        super().__init__(path, self._metadata(shape, path))
 
-    def _metadata(self, shape):
+    def _metadata(self, shape, path):
+        from keras_unet.version import __version__
+
         model = self.model
         num_classes = int(getattr(model, "num_classes", None) or model.outputs[0].shape[-1])
-        if hasattr(model, "output_activation"):
-            activation = model.output_activation
-        else:
-            name = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
-            activation = name if name in ("sigmoid", "softmax") else None
+        class_names = getattr(model, "class_names", None)
         return {
+            "schema_version": 1,
+            "keras_unet_version": __version__,
             "format": "keras",
             "quantization": "none",
             "input_size": [shape[1], shape[2]],
             "channels": int(shape[3]),
             "input_dtype": "float32",
             "input_range": [0, 255],
+            "input_quantization": None,
+            "output_dtype": "float32",
+            "output_quantization": None,
             "num_classes": num_classes,
-            "class_names": getattr(model, "class_names", None),
-            "output_activation": activation,
+            "class_names": list(class_names) if class_names else None,
+            "output_activation": _activation_of(model),
             "threshold": 0.5 if num_classes == 1 else None,
             "ignore_index": getattr(model, "ignore_index", None),
-            "mask_encoding": "binary" if num_classes == 1 else "index",
+            "mask_encoding": getattr(model, "mask_encoding", None) or ("binary" if num_classes == 1 else "index"),
+            "source_model": os.path.basename(path),
         }
 
     def run(self, batch):

@@ -19,6 +19,7 @@ read_metadata("unet_int8.tflite")["num_classes"]  # 1
 import json
 import os
 import struct
+import warnings
 
 METADATA_KEY = "keras_unet"
 SCHEMA_VERSION = 1
@@ -69,8 +70,19 @@ class _Table:
 
 
 def tflite_metadata_entries(model_bytes):
-    """`{name: bytes}` of every metadata entry in a TFLite flatbuffer."""
+    """`{name: bytes}` of every metadata entry in a TFLite flatbuffer.
+
+    Raises:
+        ValueError: the bytes are not a TFLite flatbuffer (no `TFL3` identifier).
+
+    Example:
+    ```python
+    tflite_metadata_entries(open("m.tflite", "rb").read()).keys()  # {'min_runtime_version', 'keras_unet'}
+    ```
+    """
     buf = memoryview(model_bytes)
+    if len(buf) < 8 or bytes(buf[4:8]) != b"TFL3":
+        raise ValueError("not a TFLite flatbuffer (the file identifier 'TFL3' is missing)")
     model = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
     buffers = model.tables(_MODEL_BUFFERS)
     entries = {}
@@ -88,25 +100,73 @@ def tflite_metadata_entries(model_bytes):
     return entries
 
 
-def read_tflite_metadata(model_bytes):
-    """The keras_unet metadata dict of a TFLite model's bytes, or None if it has none."""
+def parse_metadata(raw, where="the model file"):
+    """The metadata dict of the stored JSON text `raw` (bytes or str).
+
+    Raises:
+        ValueError: `raw` is not a JSON object, naming `where`.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        metadata = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"The {METADATA_KEY!r} metadata in {where} is not valid JSON: {error}") from error
+    if not isinstance(metadata, dict):
+        raise ValueError(
+            f"The {METADATA_KEY!r} metadata in {where} must be a JSON object. Received: {metadata!r}"
+        )
+    version = metadata.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        warnings.warn(
+            f"{where} has keras_unet metadata schema {version}; this runtime reads schema "
+            f"{SCHEMA_VERSION}. Fields it does not know are ignored: upgrade keras-unet-edge.",
+            stacklevel=3,
+        )
+    return metadata
+
+
+def read_tflite_metadata(model_bytes, where="the TFLite model"):
+    """The keras_unet metadata dict of a TFLite model's bytes, or None if it has none.
+
+    Example:
+    ```python
+    read_tflite_metadata(open("m.tflite", "rb").read())["quantization"]
+    ```
+    """
     raw = tflite_metadata_entries(model_bytes).get(METADATA_KEY)
-    return None if raw is None else json.loads(raw.decode("utf-8"))
+    return None if raw is None else parse_metadata(raw, where)
 
 
-def read_onnx_metadata(session):
-    """The keras_unet metadata dict of an `onnxruntime.InferenceSession`, or None."""
+def read_onnx_metadata(session, where="the ONNX model"):
+    """The keras_unet metadata dict of an `onnxruntime.InferenceSession`, or None.
+
+    Example:
+    ```python
+    read_onnx_metadata(onnxruntime.InferenceSession("m.onnx"))["num_classes"]
+    ```
+    """
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else parse_metadata(raw, where)
 
 
 def read_metadata(path):
     """The keras_unet metadata of a `.tflite` or `.onnx` file, or None if it has none.
 
+    Needs no TensorFlow: `.tflite` files are read by the flatbuffer walker above,
+    `.onnx` files through onnxruntime.
+
+    Args:
+        path: the model file.
+
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the suffix is neither `.tflite` nor `.onnx`, or the file is not a
             valid model of that format.
+
+    Example:
+    ```python
+    read_metadata("unet.onnx")["output_activation"]  # "sigmoid"
+    ```
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -116,11 +176,14 @@ def read_metadata(path):
         with open(path, "rb") as f:
             data = f.read()
         try:
-            return read_tflite_metadata(data)
-        except (struct.error, IndexError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            entries = tflite_metadata_entries(data)
+        except (struct.error, IndexError, UnicodeDecodeError, ValueError) as error:
             raise ValueError(f"{path!r} is not a valid TFLite model: {error}") from error
+        raw = entries.get(METADATA_KEY)
+        return None if raw is None else parse_metadata(raw, repr(path))
     if suffix == ".onnx":
         from export.runtime.onnx import create_session
 
-        return read_onnx_metadata(create_session(path))
+        # Reading metadata needs no graph optimization: skip it, loading is then faster.
+        return read_onnx_metadata(create_session(path, optimize=False), repr(path))
     raise ValueError(f"Expected a .tflite or .onnx file. Received: path={path!r}")
