@@ -45,7 +45,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from export.atomic import atomic_output
 from export.result import ExportResult

@@ -7,7 +7,6 @@ from PIL import Image
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-import keras_unet  # noqa: E402
 from export import cli  # noqa: E402
 from export.runtime import imageio  # noqa: E402
 from export.runtime.metadata import read_metadata  # noqa: E402
@@ -15,25 +14,6 @@ from keras_unet.cli import main as keras_unet_main  # noqa: E402
 from keras_unet.datasets import nuclei_path  # noqa: E402
 
 SIZE = (32, 32)
-
-
-def trained_unet(tmp_path_factory):
-    """The tiny UNet trained on nuclei, cached for the whole session as a .keras file."""
-    path = tmp_path_factory.getbasetemp() / "export_tests_trained_unet.keras"
-    if not path.exists():
-        images, masks = imageio.load_dataset_arrays(nuclei_path(), size=SIZE, channels=3)
-        keras.utils.set_random_seed(0)
-        model = keras_unet.UNet((*SIZE, 3), filters=4, depth=2)
-        model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
-        model.fit(images[:64].astype("float32"), masks[:64, ..., None].astype("float32"),
-                  batch_size=16, epochs=30, verbose=0)
-        model.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return trained_unet(tmp_path_factory)
 
 
 def test_tflite_fp32_through_the_keras_unet_command(model_path, tmp_path, capsys):

@@ -13,39 +13,13 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
 import keras_unet  # noqa: E402
-from export.runtime import imageio, load_runner  # noqa: E402
+from export.runtime import load_runner  # noqa: E402
 from export.runtime.metadata import read_metadata  # noqa: E402
 from export.tflite import UnsupportedOpsError, export_tflite  # noqa: E402
 from export.verify import VerificationError  # noqa: E402
 from keras_unet.datasets import nuclei_path  # noqa: E402
 
 SIZE = (32, 32)
-
-
-def trained_unet(tmp_path_factory):
-    """The tiny UNet trained on nuclei, cached for the whole session as a .keras file."""
-    path = tmp_path_factory.getbasetemp() / "export_tests_trained_unet.keras"
-    if path.exists():
-        return keras.saving.load_model(path)
-    images, masks = imageio.load_dataset_arrays(nuclei_path(), size=SIZE, channels=3)
-    keras.utils.set_random_seed(0)
-    model = keras_unet.UNet((*SIZE, 3), filters=4, depth=2)
-    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
-    model.fit(images[:64].astype("float32"), masks[:64, ..., None].astype("float32"),
-              batch_size=16, epochs=30, verbose=0)
-    model.save(path)
-    return model
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return trained_unet(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def held_out():
-    images, _ = imageio.load_dataset_arrays(nuclei_path(), size=SIZE, channels=3)
-    return images[150:182].astype("float32")
 
 
 @pytest.fixture(scope="module")
