@@ -140,3 +140,25 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(nuclei_subset, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training on 2 replica(s)" in result.stdout
     assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_predict_and_evaluate_take_exported_files(trained_run, nuclei_subset, tmp_path, fmt):
+    from export.onnx import export_onnx
+    from export.tflite import export_tflite
+
+    exported = tmp_path / f"model.{fmt}"
+    exporter = export_tflite if fmt == "tflite" else export_onnx
+    exporter(str(trained_run / "model.keras"), str(exported), verification_data=str(nuclei_subset / "val"),
+             progress=False)
+    keras_masks, file_masks = tmp_path / "keras_masks", tmp_path / "file_masks"
+    images = str(nuclei_subset / "val" / "images")
+    assert cli.main(["predict", str(trained_run / "model.keras"), "--images", images, "--out", str(keras_masks)]) == 0
+    assert cli.main(["predict", str(exported), "--images", images, "--out", str(file_masks)]) == 0
+    for name in os.listdir(keras_masks):
+        # float32 exports match Keras within 1e-4, so the thresholded masks are the same
+        np.testing.assert_array_equal(np.asarray(Image.open(file_masks / name)),
+                                      np.asarray(Image.open(keras_masks / name)))
+    report = tmp_path / "scores.json"
+    assert cli.main(["evaluate", str(exported), "--data", str(nuclei_subset / "val"), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["images"] == 4
