@@ -170,7 +170,6 @@ class Runner:
     def __init__(self, path, metadata):
         self.path = str(path)
         self.metadata = metadata
-        self._checked_range = False
 
     # What subclasses provide -------------------------------------------------------
     def run(self, batch):
@@ -257,11 +256,11 @@ class Runner:
 
     def _check_range(self, images):
         # [0, 1] floats are the most common mistake; the models expect [0, 255].
-        if self._checked_range:
+        if ("range", self.path) in _WARNED:
             return
-        self._checked_range = True
         floats = [image for image in images if np.issubdtype(image.dtype, np.floating)]
-        if floats and max(float(np.max(image)) for image in floats) <= 1.0:
+        top = max((float(np.max(image)) for image in floats), default=0.0)
+        if 0.0 < top <= 1.0:  # all-black images are fine
             warn_once(
                 ("range", self.path),
                 f"{self.path}: the images are floats in [0, 1], but the model expects values "
