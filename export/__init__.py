@@ -21,6 +21,7 @@ _LAZY = {
     "ExportResult": "export.result",
     "VerificationError": "export.verify",
     "load_runner": "export.runtime",
+    "read_metadata": "export.runtime.metadata",
 }
 
 
@@ -28,6 +29,10 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'export' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = sorted(_LAZY)
