@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 import traceback
+import warnings
 
 HELP = "train, export and benchmark on the shipped nuclei set"
 
@@ -101,8 +102,10 @@ def run(args):
         path = os.path.join(out, name)
         try:
             exporter = _exporter(fmt)
-            result = exporter(model_path, path, quantize=quantize, calibration_data=train_dir,
-                              verification_data=val_dir, progress=False)
+            with warnings.catch_warnings():  # the summary below prints each warning once
+                warnings.simplefilter("ignore", UserWarning)
+                result = exporter(model_path, path, quantize=quantize, calibration_data=train_dir,
+                                  verification_data=val_dir, progress=False)
             print(result.summary())
             exported.append(path)
         except Exception as error:  # one failed export must not stop the demo
