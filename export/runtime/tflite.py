@@ -124,9 +124,10 @@ class TFLiteRunner(Runner):
         """Raw output for a prepared batch: set_tensor, invoke, get_tensor (a copy)."""
         interpreter = self.interpreter
         if batch.shape != self._shape:
+            if not self._loop:
+                self._resize(batch.shape)  # may switch to looping when the graph cannot batch
             if self._loop:
                 return self._run_looped(batch)
-            self._resize(batch.shape)
         interpreter.set_tensor(self._input_index, batch)
         interpreter.invoke()
         return interpreter.get_tensor(self._output_index)

@@ -153,6 +153,24 @@ def test_batches_on_a_batch_one_model_match_image_by_image(files):
     np.testing.assert_allclose(together, apart, atol=1e-6)
 
 
+def test_a_graph_that_cannot_batch_falls_back_to_one_image_at_a_time(files, monkeypatch):
+    runner = load_runner(files["paths"]["multi"])
+    resize = runner.interpreter.resize_tensor_input
+
+    def refuse_batches(index, shape, *args, **kwargs):
+        if shape[0] != 1:  # as some graphs (e.g. nearest upsampling) refuse in practice
+            raise ValueError("cannot resize this graph")
+        return resize(index, shape, *args, **kwargs)
+
+    monkeypatch.setattr(runner.interpreter, "resize_tensor_input", refuse_batches)
+    x = runner.prepare(images(3))
+    with pytest.warns(UserWarning, match="one at a time"):
+        together = runner.run(x)
+    apart = np.concatenate([runner.run(x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(together, apart, atol=1e-6)
+    np.testing.assert_allclose(runner.run(x), together)  # later batches loop straight away
+
+
 def test_logits_get_the_activation_in_postprocess(files):
     runner = load_runner(files["paths"]["logits"])
     assert runner.metadata["output_activation"] is None
