@@ -221,10 +221,11 @@ def run(args):
     keras.utils.set_random_seed(args.seed)
     _set_precision(args.mixed_precision)
 
-    train, val = load_data(args)
+    # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     strategy = _strategy(args.strategy)
     if args.strategy != "none":
         print(f"{args.strategy} strategy: training on {strategy.num_replicas_in_sync} replica(s)")
+    train, val = load_data(args)
     last_path = os.path.join(args.out, "last.keras")
     best_path = os.path.join(args.out, "model.keras")
     with strategy.scope():

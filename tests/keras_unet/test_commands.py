@@ -120,7 +120,9 @@ def test_bad_image_size_is_rejected(nuclei_subset, tmp_path):
                   *TINY, "--image-size", "30"])
 
 
-def test_mirrored_strategy_trains_on_two_logical_cpus(nuclei_subset, tmp_path):
+@pytest.mark.parametrize("strategy, replicas", [("mirrored", "2"), ("multiworker", "1")])
+def test_distribution_strategies_train_on_two_logical_cpus(nuclei_subset, tmp_path, strategy, replicas):
+    """mirrored uses both logical CPUs; multiworker without TF_CONFIG is one worker."""
     script = textwrap.dedent(
         """
         import sys, tensorflow as tf
@@ -134,11 +136,11 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(nuclei_subset, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", script, "train", "--data", str(nuclei_subset / "train"),
          "--val-data", str(nuclei_subset / "val"), "--out", str(out), "--epochs", "1",
-         "--strategy", "mirrored", *TINY],
+         "--strategy", strategy, *TINY],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "training on 2 replica(s)" in result.stdout
+    assert f"{strategy} strategy: training on {replicas} replica(s)" in result.stdout
     assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 1
 
 
