@@ -179,6 +179,9 @@ def model_facts(model):
     if hasattr(model, "output_activation"):
         activation = model.output_activation
     else:
-        name = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
+        layer = model.layers[-1]
+        name = getattr(getattr(layer, "activation", None), "__name__", None)
+        if type(layer).__name__ == "Softmax":
+            name = "softmax"
         activation = name if name in ("sigmoid", "softmax") else None
     return {"num_classes": int(num_classes), "output_activation": activation, "channels": int(channels)}

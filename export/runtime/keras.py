@@ -2,7 +2,8 @@
 
 The only module under `export.runtime` that imports Keras, and only inside
 `KerasRunner.__init__`. `import keras_unet` comes first so its registered layers and
-the `UNet` class deserialize. The metadata is derived from the model: `num_classes` and
+the `UNet` class deserialize. The metadata is what an export of the model would carry
+(`export.metadata.build_metadata`): `num_classes` and
 `output_activation` of a `keras_unet.UNet`, else the output's last dimension and the last
 layer's activation (sigmoid/softmax; anything else counts as logits).
 
@@ -34,16 +35,6 @@ def _import_keras():
             "Running .keras files saved by keras_unet needs `pip install keras-unet-edge`."
         ) from error
     return keras
-
-
-def _activation_of(model):
-    if hasattr(model, "output_activation"):
-        return model.output_activation
-    layer = model.layers[-1]
-    if type(layer).__name__ == "Softmax":
-        return "softmax"
-    name = getattr(getattr(layer, "activation", None), "__name__", None)
-    return name if name in ("sigmoid", "softmax") else None
 
 
 class KerasRunner(Runner):
@@ -79,31 +70,11 @@ class KerasRunner(Runner):
         super().__init__(path, self._metadata(shape, path))
 
     def _metadata(self, shape, path):
-        from keras_unet.version import __version__
+        # The same description an export of this model would carry.
+        from export.metadata import build_metadata
 
-        model = self.model
-        num_classes = int(getattr(model, "num_classes", None) or model.outputs[0].shape[-1])
-        class_names = getattr(model, "class_names", None)
-        return {
-            "schema_version": 1,
-            "keras_unet_version": __version__,
-            "format": "keras",
-            "quantization": "none",
-            "input_size": [shape[1], shape[2]],
-            "channels": int(shape[3]),
-            "input_dtype": "float32",
-            "input_range": [0, 255],
-            "input_quantization": None,
-            "output_dtype": "float32",
-            "output_quantization": None,
-            "num_classes": num_classes,
-            "class_names": list(class_names) if class_names else None,
-            "output_activation": _activation_of(model),
-            "threshold": 0.5 if num_classes == 1 else None,
-            "ignore_index": getattr(model, "ignore_index", None),
-            "mask_encoding": getattr(model, "mask_encoding", None) or ("binary" if num_classes == 1 else "index"),
-            "source_model": os.path.basename(path),
-        }
+        return build_metadata(self.model, format="keras", quantization="none",
+                              input_size=shape[1:3], input_dtype="float32", source_model=path)
 
     def run(self, batch):
         # predict_on_batch runs the compiled function and returns numpy, which also
