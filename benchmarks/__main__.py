@@ -1,7 +1,7 @@
-"""`python -m benchmarks MODEL [MODEL ...] --data DIR`: see `benchmarks.cli`."""
+"""`python -m keras_unet.benchmarks MODEL [MODEL ...] --data DIR`: see `keras_unet.benchmarks.cli`."""
 
 import sys
 
-from benchmarks.cli import main
+from keras_unet.benchmarks.cli import main
 
 sys.exit(main())

@@ -1,11 +1,11 @@
-"""`keras-unet bench` and `python -m benchmarks`: benchmark model files from the command line.
+"""`keras-unet bench` and `python -m keras_unet.benchmarks`: benchmark model files from the command line.
 
 Imports no TensorFlow or Keras (a `.keras` model imports Keras when it is loaded), so the same
 command runs on an edge device with only numpy, pillow and a runtime installed.
 
 Example:
 ```
-python -m benchmarks unet.tflite unet_int8.tflite unet.onnx --data data/val \
+python -m keras_unet.benchmarks unet.tflite unet_int8.tflite unet.onnx --data data/val \
     --reference unet.keras --threads 2 --runs 100 --json bench.json --csv bench.csv --plot bench.png
 ```
 """
@@ -83,7 +83,7 @@ def run(args):
     run(parser.parse_args(["m.tflite", "--data", "data/"]))
     ```
     """
-    from benchmarks.suite import run_benchmark
+    from keras_unet.benchmarks.suite import run_benchmark
 
     report = run_benchmark(
         args.models,
@@ -113,13 +113,13 @@ def run(args):
 
 
 def main(argv=None):
-    """Entry point of `python -m benchmarks`.
+    """Entry point of `python -m keras_unet.benchmarks`.
 
     Example:
     ```python
     main(["m.onnx", "--data", "data/", "--runs", "20"])
     ```
     """
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=HELP)
+    parser = argparse.ArgumentParser(prog="python -m keras_unet.benchmarks", description=HELP)
     add_arguments(parser)
     return run(parser.parse_args(argv))

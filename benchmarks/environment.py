@@ -5,7 +5,7 @@ that is already imported (a `.keras` model was loaded): `torch.cuda` or `jax.dev
 
 Example:
 ```python
-from benchmarks.environment import collect_environment, runtime_info
+from keras_unet.benchmarks.environment import collect_environment, runtime_info
 
 collect_environment(threads=2)["cpu"]
 ```
@@ -109,7 +109,7 @@ def runtime_info(runner):
     """Runtime name, version and execution provider / delegate of a loaded runner.
 
     Args:
-        runner: an `export.runtime` runner.
+        runner: an `keras_unet.runtime` runner.
 
     Returns:
         dict with `runtime`, `runtime_version`, `execution_provider`.

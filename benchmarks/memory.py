@@ -14,7 +14,7 @@ not counted again, which is why `--isolate` (one subprocess per model) exists fo
 
 Example:
 ```python
-from benchmarks.memory import PeakRSS
+from keras_unet.benchmarks.memory import PeakRSS
 
 with PeakRSS() as memory:
     buffer = bytearray(50 * 2**20)

@@ -6,7 +6,7 @@ device without it skips the plot with a printed note.
 
 Example:
 ```python
-from benchmarks.plot import plot_latency_vs_iou
+from keras_unet.benchmarks.plot import plot_latency_vs_iou
 
 plot_latency_vs_iou(report, "bench.png")
 ```

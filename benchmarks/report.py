@@ -6,7 +6,7 @@ fields except that per-run list (lists such as `iou_per_class` are JSON-encoded 
 
 Example:
 ```python
-from benchmarks.report import BenchmarkReport, BenchmarkRow
+from keras_unet.benchmarks.report import BenchmarkReport, BenchmarkRow
 
 report = BenchmarkReport(environment={}, rows=[BenchmarkRow(model="m.onnx", format="onnx")])
 print(report.format_table())
@@ -133,7 +133,7 @@ class BenchmarkReport:
     """All rows of one benchmark run, with the environment and the settings used.
 
     Args:
-        environment: dict from `benchmarks.environment.collect_environment`.
+        environment: dict from `keras_unet.benchmarks.environment.collect_environment`.
         rows: list of `BenchmarkRow`.
         settings: dict of the options (warmup, runs, seconds, threads, batch size, data).
 

@@ -1,11 +1,11 @@
 """Benchmark a list of model files: latency, size, memory, quality, agreement; one row each.
 
-`run_benchmark` is what `keras-unet bench`, `python -m benchmarks` and `keras-unet demo` call.
+`run_benchmark` is what `keras-unet bench`, `python -m keras_unet.benchmarks` and `keras-unet demo` call.
 Per model, in this order:
 
-1. load with `export.runtime.load_runner(path, threads=threads)` (timed: `load_time_s`);
+1. load with `keras_unet.runtime.load_runner(path, threads=threads)` (timed: `load_time_s`);
 2. quality: `runner.predict_masks` on every labelled image in `data` at its own size, scored
-   against the ground truth (`benchmarks.accuracy`, `ignore_index` honoured);
+   against the ground truth (`keras_unet.runtime.scores`, `ignore_index` honoured);
 3. one batch of `batch_size` images is prepared once (`runner.prepare`) and run once;
    steps 1-3 are inside `PeakRSS`, giving `peak_rss_mb` and `model_rss_delta_mb`;
 4. latency: `warmup` untimed calls, then `runner.run(batch)` timed call by call. For `.tflite`
@@ -21,7 +21,7 @@ Nothing here imports TensorFlow or Keras; a `.keras` file imports Keras inside `
 
 Example:
 ```python
-from benchmarks import run_benchmark
+from keras_unet.benchmarks import run_benchmark
 
 report = run_benchmark(["unet.tflite", "unet_int8.tflite"], data="data/val", reference="unet.keras", threads=2)
 report.print_table()
@@ -38,10 +38,11 @@ import traceback
 
 import numpy as np
 
-from benchmarks import accuracy, timing
-from benchmarks.environment import collect_environment, runtime_info
-from benchmarks.memory import PeakRSS
-from benchmarks.report import BenchmarkReport, BenchmarkRow
+from keras_unet.benchmarks import timing
+from keras_unet.runtime import scores as accuracy
+from keras_unet.benchmarks.environment import collect_environment, runtime_info
+from keras_unet.benchmarks.memory import PeakRSS
+from keras_unet.benchmarks.report import BenchmarkReport, BenchmarkRow
 
 SUFFIXES = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 DEFAULT_SYNTHETIC_SIZE = (128, 128)
@@ -62,7 +63,7 @@ class LabelledData:
     """The labelled images of a data folder, read once and decoded per model's mask encoding.
 
     Args:
-        data_dir: folder with `images/` and `masks/` (see `export.runtime.imageio`), or None for
+        data_dir: folder with `images/` and `masks/` (see `keras_unet.runtime.imageio`), or None for
             no quality numbers (latency on random images).
         max_images: read at most this many pairs (sorted by name), or None for all.
 
@@ -81,7 +82,7 @@ class LabelledData:
                 raise FileNotFoundError(
                     f"`data` must be a folder with images/ and masks/. Received: data={self.data_dir!r}"
                 )
-            from export.runtime import imageio
+            from keras_unet.runtime import imageio
 
             self.pairs = list(imageio.list_pairs(self.data_dir))
             if max_images is not None:
@@ -97,7 +98,7 @@ class LabelledData:
 
     def images(self, channels):
         if channels not in self._images:
-            from export.runtime import imageio
+            from keras_unet.runtime import imageio
 
             self._images[channels] = [imageio.read_image(pair[0], channels) for pair in self.pairs]
         return self._images[channels]
@@ -105,7 +106,7 @@ class LabelledData:
     def masks(self, encoding, num_classes, ignore_index):
         key = (encoding, num_classes, ignore_index)
         if key not in self._masks:
-            from export.runtime import imageio
+            from keras_unet.runtime import imageio
 
             if self._raw_masks is None:
                 self._raw_masks = [imageio.read_mask(pair[1]) for pair in self.pairs]
@@ -117,7 +118,7 @@ class LabelledData:
 
 
 def _resize(image, size):
-    from export.runtime import imageio
+    from keras_unet.runtime import imageio
 
     if image.shape[:2] == tuple(size):
         return image
@@ -189,7 +190,7 @@ def measure_model(
     row, masks = measure_model("m.tflite", LabelledData("data/"), threads=2, runs=20)
     ```
     """
-    from export.runtime import load_runner
+    from keras_unet.runtime import load_runner
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -276,7 +277,7 @@ def _measure_isolated(path, options):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.suite", config], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "keras_unet.benchmarks.suite", config], env=env, capture_output=True, text=True
         )
         row_path = os.path.join(folder, "row.json")
         if done.returncode != 0 or not os.path.exists(row_path):
@@ -450,7 +451,7 @@ def run_benchmark(
     if csv_path:
         report.to_csv(csv_path)
     if plot_path:
-        from benchmarks.plot import plot_latency_vs_iou
+        from keras_unet.benchmarks.plot import plot_latency_vs_iou
 
         plot_latency_vs_iou(report, plot_path)
     return report

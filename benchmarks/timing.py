@@ -12,7 +12,7 @@ hits both of them; the median (p50) is the headline, not the mean.
 
 Example:
 ```python
-from benchmarks.timing import time_callable, summarize
+from keras_unet.benchmarks.timing import time_callable, summarize
 
 times = time_callable(lambda: sum(range(1000)), warmup=2, runs=20)
 summarize(times, batch_size=1)["latency_p50_ms"]
@@ -161,7 +161,7 @@ def synchronize_fn(runner):
     `.onnx` runners (CPU providers) return when the work is done.
 
     Args:
-        runner: an `export.runtime` runner.
+        runner: an `keras_unet.runtime` runner.
 
     Returns:
         a callable taking the run's output, or None.

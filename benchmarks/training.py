@@ -9,7 +9,7 @@ Three numbers, all measured in one process on the same batch from the same data:
    sigmoid; 31,031,745 parameters), both compiled with the seed's settings (Adam,
    binary cross entropy). Each step is one `train_on_batch` on a batch held in memory, so
    the input pipeline is out of this number. The two models are timed in alternating
-   blocks (`benchmarks.timing.time_interleaved`) so that load from other processes on a
+   blocks (`keras_unet.benchmarks.timing.time_interleaved`) so that load from other processes on a
    shared machine hits both; images/second is the batch size over the median step time.
    `unet_vs_seed_ratio` = UNet images/s / seed images/s (target >= 0.95).
 2. `pipeline_ips`: images/second that `keras_unet.data.load_dataset` (cached, shuffled,
@@ -20,12 +20,12 @@ Three numbers, all measured in one process on the same batch from the same data:
 
 Example:
 ```python
-from benchmarks.training import benchmark_training
+from keras_unet.benchmarks.training import benchmark_training
 
 result = benchmark_training(steps=10, out="training.json")
 result["unet_vs_seed_ratio"], result["pipeline_headroom"]
 ```
-or `python -m benchmarks.training --steps 10 --out training.json`.
+or `python -m keras_unet.benchmarks.training --steps 10 --out training.json`.
 """
 
 import argparse
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.environment import collect_environment
-from benchmarks.timing import summarize, time_interleaved
+from keras_unet.benchmarks.environment import collect_environment
+from keras_unet.benchmarks.timing import summarize, time_interleaved
 
 SEED_OPTIMIZER = "adam"
 SEED_LOSS = "binary_crossentropy"
@@ -245,14 +245,14 @@ def format_summary(result):
 
 
 def main(argv=None):
-    """`python -m benchmarks.training`: run `benchmark_training` from the command line.
+    """`python -m keras_unet.benchmarks.training`: run `benchmark_training` from the command line.
 
     Example:
     ```
-    python -m benchmarks.training --steps 10 --batch-size 8 --out training.json
+    python -m keras_unet.benchmarks.training --steps 10 --batch-size 8 --out training.json
     ```
     """
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m keras_unet.benchmarks.training", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="folder with images/ and masks/ (default: shipped nuclei set)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     parser.add_argument("--channels", type=int, default=3)

@@ -1,11 +1,11 @@
 """Keras -> TFLite / ONNX export with quantization, verified against the Keras model.
 
 `import export` imports no TensorFlow: the converters are loaded on first use, and
-`export.runtime` (the edge side) never imports it.
+`keras_unet.runtime` (the edge side) never imports it.
 
 Example:
 ```python
-from export import export_tflite, export_onnx, load_runner
+from keras_unet.export import export_tflite, export_onnx, load_runner
 
 export_tflite("unet.keras", "unet_int8.tflite", quantize="int8", calibration_data="data/train")
 runner = load_runner("unet_int8.tflite")
@@ -15,13 +15,13 @@ runner = load_runner("unet_int8.tflite")
 import importlib
 
 _LAZY = {
-    "export_tflite": "export.tflite",
-    "export_onnx": "export.onnx",
-    "verify_export": "export.verify",
-    "ExportResult": "export.result",
-    "VerificationError": "export.verify",
-    "load_runner": "export.runtime",
-    "read_metadata": "export.runtime.metadata",
+    "export_tflite": "keras_unet.export.tflite",
+    "export_onnx": "keras_unet.export.onnx",
+    "verify_export": "keras_unet.export.verify",
+    "ExportResult": "keras_unet.export.result",
+    "VerificationError": "keras_unet.export.verify",
+    "load_runner": "keras_unet.runtime",
+    "read_metadata": "keras_unet.runtime.metadata",
 }
 
 

@@ -4,12 +4,12 @@ Static int8 quantization picks every activation's range from the images it is sh
 those images must look like what the model will see: a range calibrated on random noise
 clips or wastes the int8 grid on real images. This module therefore only reads real
 images (a folder, a list of files, or an array the caller loaded) through
-`export.runtime.imageio`, the same reader the data pipeline and the benchmark use, and
+`keras_unet.runtime.imageio`, the same reader the data pipeline and the benchmark use, and
 rejects arrays that look like noise.
 
 Example:
 ```python
-from export.calibration import load_images
+from keras_unet.export.calibration import load_images
 
 images = load_images("data/val", size=(128, 128), channels=3, limit=100)
 images.shape  # (100, 128, 128, 3), float32 in [0, 255]
@@ -87,7 +87,7 @@ def _progress(iterable, total, desc, enabled):
 
 
 def _fit(image, size):
-    from export.runtime import imageio
+    from keras_unet.runtime import imageio
 
     if size is None or tuple(image.shape[:2]) == tuple(size):
         return image
@@ -95,7 +95,7 @@ def _fit(image, size):
 
 
 def _read_files(paths, size, channels, progress, desc):
-    from export.runtime import imageio
+    from keras_unet.runtime import imageio
 
     images = []
     for path in _progress(paths, len(paths), desc, progress):

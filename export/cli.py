@@ -79,7 +79,7 @@ def _export(args, fmt):
     if args.calibration_size <= 0:
         raise ValueError(f"--calibration-size must be positive. Received: {args.calibration_size}")
     if args.quantize == "int8" and args.calibration_data is None:
-        from export.calibration import require_calibration
+        from keras_unet.export.calibration import require_calibration
 
         require_calibration(None, "int8", "cli")
     if fmt == "onnx" and args.io not in (None, "float32"):
@@ -95,13 +95,13 @@ def _export(args, fmt):
         verification_data=args.verification_data, progress=not args.quiet,
     )
     if fmt == "tflite":
-        from export.tflite import export_tflite
+        from keras_unet.export.tflite import export_tflite
 
         if args.dynamic_batch or args.dynamic_size or args.opset != 17:
             raise ValueError("--opset, --dynamic-batch and --dynamic-size apply to ONNX only; "
                              "TFLite files have a static shape")
         return export_tflite(args.model, args.out, io_dtype=args.io, **common)
-    from export.onnx import export_onnx
+    from keras_unet.export.onnx import export_onnx
 
     return export_onnx(args.model, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
                        dynamic_size=args.dynamic_size, **common)
@@ -113,14 +113,14 @@ def run(args):
     Example:
     ```python
     import argparse
-    from export import cli
+    from keras_unet.export import cli
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     cli.run(parser.parse_args(["model.keras", "--out", "model.tflite"]))
     ```
     """
-    from export.verify import VerificationError
+    from keras_unet.export.verify import VerificationError
 
     try:
         fmt = _format(args)
@@ -139,7 +139,7 @@ def run(args):
 
 
 def main(argv=None):
-    """Parse `argv` and run, for `python -m export.cli`."""
+    """Parse `argv` and run, for `python -m keras_unet.export.cli`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="keras-unet export", description=__doc__,

@@ -1,7 +1,7 @@
 """Build the keras_unet metadata of an export and store it inside the file.
 
 The schema is in docs/ARCHITECTURE.md ("metadata stored in every exported file"); the read
-side, which runs without TensorFlow, is `export.runtime.metadata`.
+side, which runs without TensorFlow, is `keras_unet.runtime.metadata`.
 
 - TFLite: the JSON goes into a new buffer, and a `metadata` entry named `keras_unet`
   points at it. Written with the flatbuffer object API that ai-edge-litert ships
@@ -13,7 +13,7 @@ side, which runs without TensorFlow, is `export.runtime.metadata`.
 
 Example:
 ```python
-from export.metadata import build_metadata, embed_tflite_metadata
+from keras_unet.export.metadata import build_metadata, embed_tflite_metadata
 
 metadata = build_metadata(model, format="tflite", quantization="int8", input_size=(128, 128),
                           input_dtype="uint8", input_quantization={"scale": 1.0, "zero_point": 0},
@@ -26,7 +26,7 @@ import json
 import os
 import tempfile
 
-from export.runtime.metadata import METADATA_KEY, SCHEMA_VERSION
+from keras_unet.runtime.metadata import METADATA_KEY, SCHEMA_VERSION
 
 FORMATS = ("tflite", "onnx", "keras")
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
@@ -65,7 +65,7 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
                               input_dtype="float32")
     ```
     """
-    from export.source import model_facts
+    from keras_unet.export.source import model_facts
     from keras_unet.version import __version__
 
     facts = model_facts(model)

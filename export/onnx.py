@@ -29,7 +29,7 @@ through casts, so it is for size or for GPU providers, not CPU speed.
 
 Example:
 ```python
-from export.onnx import export_onnx
+from keras_unet.export.onnx import export_onnx
 
 result = export_onnx("model.keras", "model_int8.onnx", quantize="int8",
                      calibration_data="data/val")
@@ -46,10 +46,10 @@ import warnings
 from pathlib import Path
 
 
-from export.atomic import atomic_output
-from export.result import ExportResult
-from export.tflite import check_options
-from export.verify import DEFAULT_AGREEMENT_FLOOR
+from keras_unet.runtime.files import atomic_output
+from keras_unet.export.result import ExportResult
+from keras_unet.export.tflite import check_options
+from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
 
 QUANTIZE_MODES = ("none", "fp16", "int8")
 INPUT_NAME = "image"
@@ -99,7 +99,7 @@ def _quantize_int8(float_path, out_path, work, images, activation_type, dynamic,
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from export.calibration import onnx_calibration_reader, pin_input_range
+    from keras_unet.export.calibration import onnx_calibration_reader, pin_input_range
 
     prepared = Path(work) / "prepared.onnx"
     try:
@@ -202,26 +202,26 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
         progress: show progress bars.
 
     Returns:
-        `export.result.ExportResult`.
+        `keras_unet.export.result.ExportResult`.
 
     Example:
     ```python
     import keras_unet
-    from export.onnx import export_onnx
+    from keras_unet.export.onnx import export_onnx
 
     model = keras_unet.UNet((64, 64, 3), filters=8, depth=3)
     result = export_onnx(model, "unet.onnx", dynamic_batch=True)
     result.input_shape  # (None, 64, 64, 3)
     ```
     """
-    from export.calibration import load_images, require_calibration
-    from export.source import (
+    from keras_unet.export.calibration import load_images, require_calibration
+    from keras_unet.export.source import (
         DEFAULT_VERIFY_SIZE,
         load_source_model,
         model_facts,
         resolve_input_size,
     )
-    from export.verify import select_verification_images, verify_export
+    from keras_unet.export.verify import select_verification_images, verify_export
 
     if quantize == "dynamic":
         raise ValueError(
@@ -256,7 +256,7 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
         calibration = load_images(calibration_data, size, facts["channels"], calibration_size,
                                   progress=progress)
 
-    from export.metadata import build_metadata, embed_onnx_metadata
+    from keras_unet.export.metadata import build_metadata, embed_onnx_metadata
 
     result_warnings, float_ops = [], {}
     report = None

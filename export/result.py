@@ -2,7 +2,7 @@
 
 Example:
 ```python
-from export import export_tflite
+from keras_unet.export import export_tflite
 
 result = export_tflite("model.keras", "model.tflite")
 print(result.summary())

@@ -2,7 +2,7 @@
 
 Example:
 ```python
-from export.source import load_source_model, resolve_input_size, static_model
+from keras_unet.export.source import load_source_model, resolve_input_size, static_model
 
 model, source = load_source_model("model.keras")
 height, width = resolve_input_size(model, input_size=None, source=source)

@@ -21,7 +21,7 @@ Known traps, handled here:
   from 56 to 7.4 ms. The export still times the dynamic-range file against a float32
   conversion and warns if it is slower; prefer `int8` for speed or `fp16` for size.
 - **Full int8**: the input range is pinned to [0, 255] (see
-  `export.calibration.pin_input_range`) so uint8 I/O passes raw pixels (scale 1,
+  `keras_unet.export.calibration.pin_input_range`) so uint8 I/O passes raw pixels (scale 1,
   zero point 0). TRANSPOSE_CONV is quantized too (per-channel int8 weights); with the
   static batch its output shape is a constant and XNNPACK takes it (128x128 UNet,
   filters=16: 8.6 ms with a `None` batch, 6.3 ms with batch 1).
@@ -31,7 +31,7 @@ Known traps, handled here:
 
 Example:
 ```python
-from export.tflite import export_tflite
+from keras_unet.export.tflite import export_tflite
 
 result = export_tflite("model.keras", "model_int8.tflite", quantize="int8",
                        calibration_data="data/val")
@@ -50,9 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export.atomic import atomic_output
-from export.result import ExportResult
-from export.verify import DEFAULT_AGREEMENT_FLOOR
+from keras_unet.runtime.files import atomic_output
+from keras_unet.export.result import ExportResult
+from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
 
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 IO_DTYPES = ("float32", "uint8", "int8")
@@ -163,7 +163,7 @@ def _convert(model, quantize, io_dtype, calibration_images, source, progress):
 
 
 def _run_converter(converter, tf, quantize, io_dtype, calibration_images, source, progress):
-    from export.calibration import pin_input_range, tflite_representative_dataset
+    from keras_unet.export.calibration import pin_input_range, tflite_representative_dataset
 
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":
@@ -243,21 +243,21 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
         progress: show progress bars.
 
     Returns:
-        `export.result.ExportResult`.
+        `keras_unet.export.result.ExportResult`.
 
     Example:
     ```python
     import keras_unet
-    from export.tflite import export_tflite
+    from keras_unet.export.tflite import export_tflite
 
     model = keras_unet.UNet((64, 64, 3), filters=8, depth=3)
     result = export_tflite(model, "unet.tflite")
     result.verification.max_abs_diff  # ~1e-6
     ```
     """
-    from export.calibration import load_images, require_calibration
-    from export.source import load_source_model, model_facts, resolve_input_size, static_model
-    from export.verify import select_verification_images, verify_export
+    from keras_unet.export.calibration import load_images, require_calibration
+    from keras_unet.export.source import load_source_model, model_facts, resolve_input_size, static_model
+    from keras_unet.export.verify import select_verification_images, verify_export
 
     io_dtype = check_options(out, quantize, io_dtype)
     if quantize == "int8":
@@ -287,7 +287,7 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
                   "dequantizes weights on the fly outside XNNPACK's fast paths. Use "
                   "quantize='int8' for speed or 'fp16' for size.")
 
-    from export.metadata import build_metadata, embed_tflite_metadata
+    from keras_unet.export.metadata import build_metadata, embed_tflite_metadata
 
     metadata = build_metadata(
         model, format="tflite", quantization=quantize, input_size=size,

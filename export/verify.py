@@ -1,6 +1,6 @@
 """Check an exported file against the Keras model it came from.
 
-Every export runs the new file (through `export.runtime.load_runner`, the same code an
+Every export runs the new file (through `keras_unet.runtime.load_runner`, the same code an
 edge device uses) and the Keras model on the same real images and compares:
 
 - `max_abs_diff`, `mean_abs_diff`: of the probabilities;
@@ -14,7 +14,7 @@ numbers, rather than leaving a file that silently segments badly.
 
 Example:
 ```python
-from export.verify import compare_predictions
+from keras_unet.export.verify import compare_predictions
 
 report = compare_predictions(keras_probs, tflite_probs, quantization="int8")
 report.passed, report.mask_agreement_iou
@@ -182,7 +182,7 @@ def verify_export(model, path, images, quantization, threshold=0.5,
     report = verify_export(model, "model.tflite", images, "int8")
     ```
     """
-    from export.runtime import load_runner
+    from keras_unet.runtime import load_runner
 
     if reference is None:
         reference = keras_predict(model, images)
@@ -227,7 +227,7 @@ def select_verification_images(size, channels, verification_data=None, calibrati
     images, source = select_verification_images((128, 128), 3)
     ```
     """
-    from export.calibration import load_images, shipped_sample_dir
+    from keras_unet.export.calibration import load_images, shipped_sample_dir
 
     if verification_data is not None:
         images = load_images(verification_data, size, channels, limit, seed=1,

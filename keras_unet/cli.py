@@ -6,15 +6,18 @@ TensorFlow/Keras only inside `run`, so `keras-unet --help` answers at once.
 
 import argparse
 import importlib
+import os
 import sys
+
+from keras_unet.version import __version__
 
 COMMANDS = {
     "info": "keras_unet.commands.info",
     "train": "keras_unet.commands.train",
     "predict": "keras_unet.commands.predict",
     "evaluate": "keras_unet.commands.evaluate",
-    "export": "export.cli",
-    "bench": "benchmarks.cli",
+    "export": "keras_unet.export.cli",
+    "bench": "keras_unet.benchmarks.cli",
     "demo": "keras_unet.commands.demo",
 }
 
@@ -24,6 +27,7 @@ def build_parser():
         prog="keras-unet",
         description="Train U-Nets with Keras 3, export them to TFLite/ONNX, benchmark the exports.",
     )
+    parser.add_argument("--version", action="version", version=f"keras-unet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         try:
@@ -45,6 +49,10 @@ def build_parser():
 
 
 def main(argv=None):
+    # TensorFlow's C++ INFO/WARNING start-up lines (oneDNN, XNNPACK, grappler) would bury
+    # the command's own output. The command owns this process, so it sets the level
+    # before anything imports TensorFlow; an explicit setting by the user still wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,7 +1,7 @@
 """Images and masks on disk -> `tf.data.Dataset` (or a plain numpy iterator).
 
 The meaning of files (pairing, channels, mask encodings, resizing) lives in
-`export.runtime.imageio`; this module checks a data set up-front with it, so that a bad
+`keras_unet.runtime.imageio`; this module checks a data set up-front with it, so that a bad
 file is reported by name before training starts, then builds a fast input pipeline.
 
 Element convention (what `keras_unet.losses` and `keras_unet.metrics` expect):
@@ -37,7 +37,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from export.runtime import imageio
+from keras_unet.runtime import imageio
 
 __all__ = ["Augment", "check_pairs", "iterate_batches", "load_dataset", "split_pairs"]
 
@@ -107,7 +107,7 @@ def check_pairs(pairs, num_classes=1, mask_encoding="auto", ignore_index=None,
     Args:
         pairs: list of `(image_path, mask_path)`.
         num_classes: the model's classes (1 = binary).
-        mask_encoding: see `export.runtime.imageio`.
+        mask_encoding: see `keras_unet.runtime.imageio`.
         ignore_index: value of pixels to skip, or None.
         check_images: decode every image fully (slower; catches truncated files). False
             reads only the image headers.
@@ -380,7 +380,7 @@ def load_dataset(data, image_size=(128, 128), channels=3, num_classes=1, mask_en
         channels: 1 (grayscale) or 3 (RGB) (or 4); images are converted.
         num_classes: the model's classes; 1 = binary (sigmoid).
         mask_encoding: `"auto"`, `"binary"`, `"index"` or `"trimap"` (see
-            `export.runtime.imageio`).
+            `keras_unet.runtime.imageio`).
         ignore_index: mask value skipped by loss and metrics (e.g. 11 for CamVid's void),
             also given to pixels added by `resize_mode="pad"`.
         batch_size: batch size.
@@ -460,14 +460,14 @@ def iterate_batches(data, image_size=(128, 128), channels=3, num_classes=1,
     """Yield `(images, masks)` numpy batches; numpy and pillow only (JAX/PyTorch backends).
 
     Same files, checks and element convention as `load_dataset`, read with
-    `export.runtime.imageio`; pairs are loaded into memory once.
+    `keras_unet.runtime.imageio`; pairs are loaded into memory once.
 
     Args:
         data: a folder with `images/` and `masks/`, or a list of `(image_path, mask_path)`.
         image_size: `(height, width)`.
         channels: 1, 3 or 4.
         num_classes: the model's classes (1 = binary).
-        mask_encoding: see `export.runtime.imageio`.
+        mask_encoding: see `keras_unet.runtime.imageio`.
         ignore_index: mask value to skip.
         batch_size: batch size (the last batch may be smaller).
         shuffle: reshuffle every epoch.

@@ -49,7 +49,7 @@ def split_dataset(source, target, val_fraction=0.2, seed=0, max_images=None):
     """Copies `source`'s pairs into `target/train` and `target/val`; returns both folders."""
     import numpy as np
 
-    from export.runtime import imageio
+    from keras_unet.runtime import imageio
 
     pairs = imageio.list_pairs(source)
     order = np.random.default_rng(seed).permutation(len(pairs))
@@ -95,7 +95,7 @@ def run(args):
     model_path = os.path.join(run_dir, "model.keras")
 
     _step("export")
-    from export.verify import VerificationError
+    from keras_unet.export.verify import VerificationError
 
     exported, failures = [], {}
     for fmt, quantize, name in EXPORTS:
@@ -115,7 +115,7 @@ def run(args):
                 traceback.print_exc()
 
     _step("benchmark against the Keras model")
-    from benchmarks.suite import run_benchmark
+    from keras_unet.benchmarks.suite import run_benchmark
 
     report = run_benchmark(
         [model_path, *exported], data=val_dir, reference=model_path, threads=args.threads,
@@ -131,9 +131,9 @@ def run(args):
 
 def _exporter(fmt):
     if fmt == "tflite":
-        from export.tflite import export_tflite
+        from keras_unet.export.tflite import export_tflite
 
         return export_tflite
-    from export.onnx import export_onnx
+    from keras_unet.export.onnx import export_onnx
 
     return export_onnx

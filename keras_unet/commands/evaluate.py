@@ -2,7 +2,7 @@
 
 MODEL may be .keras, .tflite or .onnx; input size, channels, number of classes and the
 threshold come from the model (the metadata of an exported file), and each image is
-scored at its own size. The numbers are computed by `benchmarks.accuracy`, the same
+scored at its own size. The numbers are computed by `keras_unet.runtime.scores`, the same
 code the benchmark uses.
 
 Example:
@@ -27,9 +27,9 @@ def add_arguments(parser):
 
 
 def evaluate(model_path, data_dir, ignore_index=None, mask_encoding="auto", batch_size=8, threads=None):
-    """Scores of `model_path` on `data_dir`; see `benchmarks.accuracy.segmentation_scores`."""
-    from benchmarks.accuracy import segmentation_scores
-    from export.runtime import imageio, load_runner
+    """Scores of `model_path` on `data_dir`; see `keras_unet.runtime.scores.segmentation_scores`."""
+    from keras_unet.runtime.scores import segmentation_scores
+    from keras_unet.runtime import imageio, load_runner
 
     runner = load_runner(model_path, threads=threads)
     if ignore_index is None:

@@ -66,7 +66,7 @@ def _save_png(array, path, palette=False):
 def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshold=None,
                    batch_size=8, threads=None, overwrite=False):
     """Writes the masks; returns the list of mask paths."""
-    from export.runtime import imageio, load_runner
+    from keras_unet.runtime import imageio, load_runner
 
     runner = load_runner(model_path, threads=threads)
     paths = imageio.list_images(images_dir)

@@ -179,7 +179,7 @@ def default_loss(num_classes):
 
 def load_data(args):
     """(train, validation) tf.data datasets from the arguments."""
-    from export.runtime import imageio
+    from keras_unet.runtime import imageio
     from keras_unet import data
 
     train_data = imageio.list_pairs(args.data)[: args.max_images] if args.max_images else args.data

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from benchmarks import run_benchmark
-from benchmarks.cli import main
+from keras_unet.benchmarks import run_benchmark
+from keras_unet.benchmarks.cli import main
 
 FAST = ["--threads", "1", "--warmup", "1", "--runs", "5", "--rounds", "2", "--quiet"]
 

@@ -1,4 +1,4 @@
-"""Edge mode: `python -m benchmarks` from a copy of benchmarks/ and export/runtime/ alone,
+"""Edge mode: `python -m keras_unet.benchmarks` from a copy of benchmarks/ and export/runtime/ alone,
 in a process where importing TensorFlow, Keras (and matplotlib, tqdm) fails."""
 
 import json

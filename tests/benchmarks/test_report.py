@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.plot import pareto_front, plot_latency_vs_iou
-from benchmarks.report import CSV_FIELDS, BenchmarkReport, BenchmarkRow
+from keras_unet.benchmarks.plot import pareto_front, plot_latency_vs_iou
+from keras_unet.benchmarks.report import CSV_FIELDS, BenchmarkReport, BenchmarkRow
 
 
 def _report():

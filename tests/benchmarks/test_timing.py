@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from benchmarks import timing
+from keras_unet.benchmarks import timing
 
 
 def test_percentiles_are_ordered_and_throughput_follows_p50():

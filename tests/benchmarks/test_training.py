@@ -1,11 +1,11 @@
-"""benchmarks.training: structure of the result with a tiny model and few steps."""
+"""keras_unet.benchmarks.training: structure of the result with a tiny model and few steps."""
 
 import json
 import math
 
 import pytest
 
-from benchmarks import training
+from keras_unet.benchmarks import training
 
 
 def test_seed_model_matches_the_seed_architecture():

@@ -16,7 +16,7 @@ def trained_unet_path(tmp_path_factory):
     import keras
 
     import keras_unet
-    from export.runtime import imageio
+    from keras_unet.runtime import imageio
     from keras_unet.datasets import nuclei_path
 
     path = tmp_path_factory.getbasetemp() / "export_tests_trained_unet.keras"
@@ -46,7 +46,7 @@ def model_path(trained_unet_path):
 @pytest.fixture(scope="module")
 def held_out():
     """32 nuclei images the tiny UNet was not trained on, at its input size."""
-    from export.runtime import imageio
+    from keras_unet.runtime import imageio
     from keras_unet.datasets import nuclei_path
 
     images, _ = imageio.load_dataset_arrays(nuclei_path(), size=TRAINED_SIZE, channels=3)

@@ -7,9 +7,9 @@ from PIL import Image
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-from export import cli  # noqa: E402
-from export.runtime import imageio  # noqa: E402
-from export.runtime.metadata import read_metadata  # noqa: E402
+from keras_unet.export import cli  # noqa: E402
+from keras_unet.runtime import imageio  # noqa: E402
+from keras_unet.runtime.metadata import read_metadata  # noqa: E402
 from keras_unet.cli import main as keras_unet_main  # noqa: E402
 from keras_unet.datasets import nuclei_path  # noqa: E402
 

@@ -15,9 +15,9 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
 import keras_unet  # noqa: E402
-from export.onnx import export_onnx  # noqa: E402
-from export.runtime.metadata import read_metadata  # noqa: E402
-from export.tflite import export_tflite  # noqa: E402
+from keras_unet.export.onnx import export_onnx  # noqa: E402
+from keras_unet.runtime.metadata import read_metadata  # noqa: E402
+from keras_unet.export.tflite import export_tflite  # noqa: E402
 from keras_unet.datasets import nuclei_path  # noqa: E402
 
 INT8_MEAN_ABS_DIFF = 0.05

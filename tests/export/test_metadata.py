@@ -1,4 +1,4 @@
-"""export.metadata (write side) and export.runtime.metadata (TF-free read side)."""
+"""keras_unet.export.metadata (write side) and keras_unet.runtime.metadata (TF-free read side)."""
 
 import json
 
@@ -7,8 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
-from export.metadata import build_metadata, embed_onnx_metadata, embed_tflite_metadata, validate_metadata
-from export.runtime.metadata import read_metadata, read_tflite_metadata, tflite_metadata_entries
+from keras_unet.export.metadata import build_metadata, embed_onnx_metadata, embed_tflite_metadata, validate_metadata
+from keras_unet.runtime.metadata import read_metadata, read_tflite_metadata, tflite_metadata_entries
 
 
 def tiny_model(classes):

@@ -14,9 +14,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import keras_unet  # noqa: E402
-from export.onnx import export_onnx  # noqa: E402
-from export.runtime import imageio, load_runner  # noqa: E402
-from export.runtime.metadata import read_metadata  # noqa: E402
+from keras_unet.export.onnx import export_onnx  # noqa: E402
+from keras_unet.runtime import imageio, load_runner  # noqa: E402
+from keras_unet.runtime.metadata import read_metadata  # noqa: E402
 from keras_unet.datasets import nuclei_path  # noqa: E402
 
 SIZE = (32, 32)

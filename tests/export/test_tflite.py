@@ -13,10 +13,10 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
 import keras_unet  # noqa: E402
-from export.runtime import load_runner  # noqa: E402
-from export.runtime.metadata import read_metadata  # noqa: E402
-from export.tflite import UnsupportedOpsError, export_tflite  # noqa: E402
-from export.verify import VerificationError  # noqa: E402
+from keras_unet.runtime import load_runner  # noqa: E402
+from keras_unet.runtime.metadata import read_metadata  # noqa: E402
+from keras_unet.export.tflite import UnsupportedOpsError, export_tflite  # noqa: E402
+from keras_unet.export.verify import VerificationError  # noqa: E402
 from keras_unet.datasets import nuclei_path  # noqa: E402
 
 SIZE = (32, 32)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.atomic import atomic_output, write_bytes_atomic
-from export.calibration import (
+from keras_unet.runtime.files import atomic_output, write_bytes_atomic
+from keras_unet.export.calibration import (
     list_image_files,
     load_images,
     looks_like_noise,
@@ -13,7 +13,7 @@ from export.calibration import (
     require_calibration,
     shipped_sample_dir,
 )
-from export.verify import compare_predictions, mask_iou, select_verification_images, to_masks
+from keras_unet.export.verify import compare_predictions, mask_iou, select_verification_images, to_masks
 
 
 def blobs(n, size=32, channels=3, seed=0):

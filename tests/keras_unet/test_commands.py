@@ -77,8 +77,8 @@ def test_train_refuses_a_folder_that_is_not_a_run(nuclei_subset, tmp_path):
 
 
 def test_evaluate_matches_numpy_scores_of_predicted_masks(trained_run, nuclei_subset, tmp_path):
-    from benchmarks.accuracy import segmentation_scores
-    from export.runtime import imageio, load_runner
+    from keras_unet.runtime.scores import segmentation_scores
+    from keras_unet.runtime import imageio, load_runner
 
     report = tmp_path / "scores.json"
     assert cli.main(["evaluate", str(trained_run / "model.keras"), "--data",
@@ -146,8 +146,8 @@ def test_distribution_strategies_train_on_two_logical_cpus(nuclei_subset, tmp_pa
 
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_predict_and_evaluate_take_exported_files(trained_run, nuclei_subset, tmp_path, fmt):
-    from export.onnx import export_onnx
-    from export.tflite import export_tflite
+    from keras_unet.export.onnx import export_onnx
+    from keras_unet.export.tflite import export_tflite
 
     exported = tmp_path / f"model.{fmt}"
     exporter = export_tflite if fmt == "tflite" else export_onnx

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.runtime import imageio
+from keras_unet.runtime import imageio
 from keras_unet import data
 from keras_unet.datasets import nuclei_path
 

@@ -6,7 +6,7 @@ every exporter writes to a temporary name in the destination folder (same file s
 
 Example:
 ```python
-from export.atomic import atomic_output
+from keras_unet.runtime.files import atomic_output
 
 with atomic_output("model.tflite") as tmp_path:
     tmp_path.write_bytes(b"...")   # raise here and model.tflite is left as it was
@@ -15,8 +15,24 @@ with atomic_output("model.tflite") as tmp_path:
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
+
+
+def _new_temporary(folder, out):
+    """Create an empty file beside `out` with the permissions a plain `open()` gives.
+
+    `tempfile.mkstemp` would create it 0600 and reading the umask to fix that means
+    setting it (process-wide, racy): `os.open` with mode 0o666 lets the OS apply it.
+    """
+    for _ in range(100):
+        tmp = folder / f".{out.stem}.{secrets.token_hex(4)}.tmp{out.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"Could not create a temporary file beside '{out}'.")
 
 
 @contextlib.contextmanager
@@ -42,13 +58,7 @@ def atomic_output(out):
         raise FileNotFoundError(
             f"The output folder does not exist: create it first. Received: out='{out}'"
         )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".tmp{out.suffix}", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates 0600; give the file the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    tmp = _new_temporary(folder, out)
     try:
         yield tmp
         os.replace(tmp, out)
@@ -71,4 +81,17 @@ def write_bytes_atomic(out, data):
     """
     with atomic_output(out) as tmp:
         tmp.write_bytes(data)
+    return Path(out)
+
+
+def write_text_atomic(out, text):
+    """Write `text` (UTF-8) to `out` through a temporary file and a rename.
+
+    Example:
+    ```python
+    write_text_atomic("metrics.json", json.dumps(scores))
+    ```
+    """
+    with atomic_output(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return Path(out)

@@ -1,4 +1,7 @@
-"""Segmentation quality in numpy: IoU and Dice from a confusion matrix, and mask agreement.
+"""Segmentation quality in numpy: masks from probabilities, IoU/Dice, and mask agreement.
+
+The one implementation of these numbers: training reports (`keras_unet.metrics` is checked
+against it), export verification, `keras-unet evaluate` and the benchmark all call it.
 
 Runs on an edge device (numpy only). The numbers follow the Keras IoU metrics that training
 uses (`keras.metrics.MeanIoU` / `BinaryIoU`, wrapped in `keras_unet.metrics`): one confusion
@@ -9,7 +12,7 @@ Pixels whose ground truth equals `ignore_index` count nowhere.
 Binary models (`num_classes=1`) have two classes in the matrix, background 0 and foreground 1;
 their headline `iou`/`dice` is the foreground class (background IoU of a nuclei image is close
 to 1 whatever the model does, and would hide the differences a benchmark is looking for).
-Multi-class models report the mean over classes. `tests/benchmarks/test_accuracy.py` checks
+Multi-class models report the mean over classes. `tests/runtime/test_scores.py` checks
 that these numbers equal `keras_unet.metrics.IoU`/`Dice` on the same masks. One deliberate
 difference: when no pixel of the scored class(es) occurs in truth or prediction, the Keras metric
 returns 0 and this module NaN (reported as empty), since nothing was there to get wrong.
@@ -17,7 +20,7 @@ returns 0 and this module NaN (reported as empty), since nothing was there to ge
 Example:
 ```python
 import numpy as np
-from benchmarks.accuracy import segmentation_scores
+from keras_unet.runtime.scores import segmentation_scores
 
 truth = np.array([[[0, 1], [1, 1]]])
 pred = np.array([[[0, 1], [0, 1]]])
@@ -154,31 +157,84 @@ def segmentation_scores(y_true, y_pred, num_classes, ignore_index=None):
     return scores_from_confusion(matrix, binary=num_classes == 1)
 
 
-def agreement_iou(masks, reference_masks, num_classes, ignore_index=None):
+def probabilities_to_masks(probabilities, threshold=0.5):
+    """Class-index masks `(N, H, W)` from probabilities `(N, H, W, K)` (or one `(H, W, K)`).
+
+    Binary (`K = 1`): a pixel is 1 when `p >= threshold`, the rule `predict`, the runners,
+    export verification and the benchmark share. Multi-class: the arg-max.
+
+    Example:
+    ```python
+    probabilities_to_masks(np.full((1, 2, 2, 1), 0.5))  # all ones
+    ```
+    """
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[-1] == 1:
+        return (probabilities[..., 0] >= threshold).astype(np.uint8)
+    return np.argmax(probabilities, axis=-1).astype(np.int32)
+
+
+def mask_agreement(masks, reference_masks, num_classes, ignore_index=None):
     """How closely one model's masks match a reference model's masks (the reference as truth).
 
-    The IoU of `segmentation_scores` with the reference's masks standing in for the ground truth.
-    Two mask sets that are identical agree fully (1.0), also when both are empty.
+    Three figures, because one number misleads in either direction:
+
+    - `pixel_agreement`: the share of pixels with the same class. Readable, but for a
+      small foreground (nuclei) it stays near 1 whatever happens to the objects.
+    - `agreement_iou` (the gate): binary, the foreground IoU of the two masks; multi-class,
+      the frequency-weighted IoU (per-class IoU weighted by the reference's share of
+      pixels), so a class that one model predicts on a handful of pixels and the other not
+      at all moves it by about that handful.
+    - `agreement_mean_iou`: the plain mean of per-class IoU over the classes either model
+      predicts (the usual mIoU). On 11-class CamVid int8 vs Keras it read 0.74 where the
+      pixel agreement was 0.984: reported, never gated on.
+
+    Identical masks agree fully (1.0), also when both are empty.
 
     Args:
-        masks: masks of the model under test.
+        masks: masks of the model under test, `(N, H, W)` or a list of `(H, W)`.
         reference_masks: masks of the reference model, same shapes.
-        num_classes: model classes; 1 means binary (foreground IoU).
+        num_classes: model classes; 1 means binary.
         ignore_index: value in `reference_masks` to leave out (rarely needed), or None.
 
     Returns:
-        float in [0, 1].
+        dict with `pixel_agreement`, `agreement_iou`, `agreement_mean_iou`, `pixels`.
 
     Example:
     ```python
     masks = np.random.randint(0, 2, (2, 8, 8))
-    agreement_iou(masks, masks, num_classes=1)  # 1.0
+    mask_agreement(masks, masks, num_classes=1)["agreement_iou"]  # 1.0
     ```
     """
     matrix = confusion_matrix(reference_masks, masks, num_classes, ignore_index)
-    if matrix.sum() == np.trace(matrix):
-        return 1.0
-    value = scores_from_confusion(matrix, binary=num_classes == 1)["iou"]
-    # Foreground absent from both while background differs cannot happen (that would put
-    # counts off the diagonal in the foreground row or column), so NaN here means no pixels.
-    return 1.0 if np.isnan(value) else float(value)
+    pixels = int(matrix.sum())
+    if pixels == 0 or matrix.sum() == np.trace(matrix):
+        return {"pixel_agreement": 1.0, "agreement_iou": 1.0, "agreement_mean_iou": 1.0,
+                "pixels": pixels}
+    scores = scores_from_confusion(matrix, binary=num_classes == 1)
+    iou = np.nan_to_num(np.asarray(scores["iou_per_class"], np.float64), nan=0.0)
+    if num_classes == 1:
+        # Foreground absent from both while background differs cannot happen (that
+        # would put counts off the diagonal), so NaN here means no foreground at all.
+        gate = 1.0 if np.isnan(scores["iou"]) else scores["iou"]
+    else:
+        frequency = matrix.sum(axis=1) / pixels
+        gate = float((frequency * iou).sum())
+    return {
+        "pixel_agreement": float(np.trace(matrix) / pixels),
+        "agreement_iou": float(gate),
+        "agreement_mean_iou": float(scores["mean_iou"]),
+        "pixels": pixels,
+    }
+
+
+def agreement_iou(masks, reference_masks, num_classes, ignore_index=None):
+    """The gated figure of `mask_agreement`: foreground IoU (binary) or frequency-weighted
+    IoU (multi-class) of `masks` against `reference_masks`.
+
+    Example:
+    ```python
+    agreement_iou(np.ones((1, 2, 2)), np.ones((1, 2, 2)), num_classes=1)  # 1.0
+    ```
+    """
+    return mask_agreement(masks, reference_masks, num_classes, ignore_index)["agreement_iou"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from benchmarks import accuracy
+from keras_unet.runtime import scores as accuracy
 
 
 def test_binary_iou_and_dice_match_hand_computation():

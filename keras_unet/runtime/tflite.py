@@ -14,12 +14,12 @@ runner falls back to looping image by image, and says so once.
 Any-size models: an input with a `None` height/width converts to a `1x1` input tensor
 with `shape_signature` -1; the same resizing gives it each batch's size.
 
-Metadata is read by `export.runtime.metadata` (a small flatbuffer walker), so it works
+Metadata is read by `keras_unet.runtime.metadata` (a small flatbuffer walker), so it works
 with tflite-runtime, which ships no schema module, as well as with ai-edge-litert.
 
 Example:
 ```python
-from export.runtime.tflite import TFLiteRunner
+from keras_unet.runtime.tflite import TFLiteRunner
 
 with TFLiteRunner("unet_int8.tflite", threads=2) as runner:
     masks = runner.predict_masks(images)
@@ -30,8 +30,8 @@ import os
 
 import numpy as np
 
-from export.runtime.base import Runner, merge_metadata, tensor_metadata, warn_once
-from export.runtime.metadata import read_tflite_metadata
+from keras_unet.runtime.base import Runner, merge_metadata, tensor_metadata, warn_once
+from keras_unet.runtime.metadata import read_tflite_metadata
 
 
 def interpreter_class():

@@ -10,7 +10,7 @@ The schema is documented in docs/ARCHITECTURE.md.
 
 Example:
 ```python
-from export.runtime.metadata import read_metadata
+from keras_unet.runtime.metadata import read_metadata
 
 read_metadata("unet_int8.tflite")["num_classes"]  # 1
 ```
@@ -182,7 +182,7 @@ def read_metadata(path):
         raw = entries.get(METADATA_KEY)
         return None if raw is None else parse_metadata(raw, repr(path))
     if suffix == ".onnx":
-        from export.runtime.onnx import create_session
+        from keras_unet.runtime.onnx import create_session
 
         # Reading metadata needs no graph optimization: skip it, loading is then faster.
         return read_onnx_metadata(create_session(path, optimize=False), repr(path))

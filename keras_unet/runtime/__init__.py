@@ -6,7 +6,7 @@ when a `.keras` file is loaded. A device needs only `numpy`, `pillow` and
 
 Example:
 ```python
-from export.runtime import load_runner
+from keras_unet.runtime import load_runner
 
 runner = load_runner("unet_int8.tflite", threads=2)
 probabilities = runner.predict(images)    # (N, H, W, K) at each image's own size
@@ -17,13 +17,13 @@ runner.close()                            # or: with load_runner(...) as runner:
 
 import os
 
-from export.runtime.metadata import read_metadata
+from keras_unet.runtime.metadata import read_metadata
 
 RUNNERS = {".tflite": "tflite", ".onnx": "onnx", ".keras": "keras"}
 
 
 def load_runner(path, threads=None, providers=None):
-    """A runner for a `.tflite`, `.onnx` or `.keras` file (see `export.runtime.base.Runner`).
+    """A runner for a `.tflite`, `.onnx` or `.keras` file (see `keras_unet.runtime.base.Runner`).
 
     Args:
         path: the model file.
@@ -32,7 +32,7 @@ def load_runner(path, threads=None, providers=None):
         providers: ONNX Runtime execution providers (default CPU).
 
     Returns:
-        a `export.runtime.base.Runner` (`TFLiteRunner`, `ONNXRunner` or `KerasRunner`),
+        a `keras_unet.runtime.base.Runner` (`TFLiteRunner`, `ONNXRunner` or `KerasRunner`),
         usable as a context manager.
 
     Raises:
@@ -55,14 +55,14 @@ def load_runner(path, threads=None, providers=None):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No model file at {path!r}.")
     if suffix == ".tflite":
-        from export.runtime.tflite import TFLiteRunner
+        from keras_unet.runtime.tflite import TFLiteRunner
 
         return TFLiteRunner(path, threads=threads)
     if suffix == ".onnx":
-        from export.runtime.onnx import ONNXRunner
+        from keras_unet.runtime.onnx import ONNXRunner
 
         return ONNXRunner(path, threads=threads, providers=providers)
-    from export.runtime.keras import KerasRunner
+    from keras_unet.runtime.keras import KerasRunner
 
     return KerasRunner(path, threads=threads)
 

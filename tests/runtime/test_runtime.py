@@ -1,4 +1,4 @@
-"""export.runtime: runners for .tflite/.onnx/.keras against the Keras model they came from."""
+"""keras_unet.runtime: runners for .tflite/.onnx/.keras against the Keras model they came from."""
 
 import warnings
 
@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from export.metadata import build_metadata, embed_onnx_metadata, embed_tflite_metadata
-from export.runtime import load_runner
+from keras_unet.export.metadata import build_metadata, embed_onnx_metadata, embed_tflite_metadata
+from keras_unet.runtime import load_runner
 
 RNG = np.random.default_rng(0)
 

@@ -27,7 +27,7 @@ Mask encodings (`decode_mask`), each mapping a raw mask to int32 class indices:
 
 Example:
 ```python
-from export.runtime import imageio
+from keras_unet.runtime import imageio
 
 pairs = imageio.list_pairs("data/nuclei")            # [(image_path, mask_path), ...]
 image = imageio.read_image(pairs[0][0], channels=3)   # uint8 (H, W, 3)

@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from export.runtime import imageio
+from keras_unet.runtime import imageio
 
 _WARNED = set()
 
@@ -154,7 +154,7 @@ class Runner:
 
     Example:
     ```python
-    from export.runtime import load_runner
+    from keras_unet.runtime import load_runner
 
     with load_runner("unet.onnx") as runner:
         batch = runner.prepare(images)          # resize + cast/quantize, once

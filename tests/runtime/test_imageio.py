@@ -1,4 +1,4 @@
-"""export.runtime.imageio: pairing, reading, mask encodings, resizing; TF-free."""
+"""keras_unet.runtime.imageio: pairing, reading, mask encodings, resizing; TF-free."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.runtime import imageio
+from keras_unet.runtime import imageio
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def _pair_dir(root, stems=("a", "b"), size=(6, 8), image_ext=".png"):
 
 
 def test_import_pulls_in_no_tensorflow_or_keras():
-    code = ("import sys, export.runtime.imageio; "
+    code = ("import sys, keras_unet.runtime.imageio; "
             "bad = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]; "
             "sys.exit(f'imported {bad}' if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

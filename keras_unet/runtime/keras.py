@@ -1,15 +1,15 @@
 """Run a .keras file through Keras (imported only here, when a .keras file is loaded).
 
-The only module under `export.runtime` that imports Keras, and only inside
+The only module under `keras_unet.runtime` that imports Keras, and only inside
 `KerasRunner.__init__`. `import keras_unet` comes first so its registered layers and
 the `UNet` class deserialize. The metadata is what an export of the model would carry
-(`export.metadata.build_metadata`): `num_classes` and
+(`keras_unet.export.metadata.build_metadata`): `num_classes` and
 `output_activation` of a `keras_unet.UNet`, else the output's last dimension and the last
 layer's activation (sigmoid/softmax; anything else counts as logits).
 
 Example:
 ```python
-from export.runtime.keras import KerasRunner
+from keras_unet.runtime.keras import KerasRunner
 
 with KerasRunner("unet.keras") as runner:
     masks = runner.predict_masks(images)
@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from export.runtime.base import Runner
+from keras_unet.runtime.base import Runner
 
 
 def _import_keras():
@@ -71,7 +71,7 @@ class KerasRunner(Runner):
 
     def _metadata(self, shape, path):
         # The same description an export of this model would carry.
-        from export.metadata import build_metadata
+        from keras_unet.export.metadata import build_metadata
 
         return build_metadata(self.model, format="keras", quantization="none",
                               input_size=shape[1:3], input_dtype="float32", source_model=path)

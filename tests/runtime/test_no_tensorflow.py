@@ -1,4 +1,4 @@
-"""The edge promise: export.runtime runs .tflite/.onnx files where TensorFlow and Keras are absent.
+"""The edge promise: keras_unet.runtime runs .tflite/.onnx files where TensorFlow and Keras are absent.
 
 A subprocess gets a `sitecustomize` whose meta-path hook makes `import tensorflow`,
 `import keras` (and keras_unet, which imports Keras) raise ImportError, as on a device
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from export.metadata import build_metadata, embed_onnx_metadata, embed_tflite_metadata
+from keras_unet.export.metadata import build_metadata, embed_onnx_metadata, embed_tflite_metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,8 +43,8 @@ for name in ("tensorflow", "keras"):
     else:
         raise SystemExit(f"the blocker failed: {name} imported")
 
-import export, export.runtime
-from export.runtime import load_runner, read_metadata
+import keras_unet.export, keras_unet.runtime
+from keras_unet.runtime import load_runner, read_metadata
 
 x = np.load(sys.argv[1])
 report = {"outputs": {}}

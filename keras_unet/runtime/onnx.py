@@ -7,7 +7,7 @@ last one padded (onnxruntime cannot resize a fixed dimension).
 
 Example:
 ```python
-from export.runtime.onnx import ONNXRunner
+from keras_unet.runtime.onnx import ONNXRunner
 
 with ONNXRunner("unet_int8.onnx", threads=2) as runner:
     probabilities = runner.predict(images)
@@ -18,8 +18,8 @@ import os
 
 import numpy as np
 
-from export.runtime.base import Runner, merge_metadata, tensor_metadata, warn_once
-from export.runtime.metadata import read_onnx_metadata
+from keras_unet.runtime.base import Runner, merge_metadata, tensor_metadata, warn_once
+from keras_unet.runtime.metadata import read_onnx_metadata
 
 _ONNX_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
