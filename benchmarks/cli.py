@@ -1,7 +1,10 @@
 """`keras-unet bench` and `python -m keras_unet.benchmarks`: benchmark model files from the command line.
 
 Imports no TensorFlow or Keras (a `.keras` model imports Keras when it is loaded), so the same
-command runs on an edge device with only numpy, pillow and a runtime installed.
+command runs on an edge device with only `pip install "keras-unet-edge[edge]"`.
+
+Exit code: 0 when every model was measured; 1 when any model failed (its row, with `error`,
+is still printed and written to --json/--csv); 2 for a usage error.
 
 Example:
 ```
@@ -12,6 +15,8 @@ python -m keras_unet.benchmarks unet.tflite unet_int8.tflite unet.onnx --data da
 
 import argparse
 import sys
+
+from keras_unet.benchmarks.measure import MASK_ENCODINGS, MeasureOptions
 
 HELP = "Benchmark .keras/.tflite/.onnx models: latency, size, memory, IoU, agreement."
 
@@ -63,7 +68,7 @@ def add_arguments(parser):
     parser.add_argument("--no-compare-bare", dest="compare_bare", action="store_false",
                         help="skip the bare interpreter.invoke() baseline for .tflite files")
     parser.add_argument("--isolate", action="store_true", help="run each model in its own process")
-    parser.add_argument("--mask-encoding", choices=["auto", "binary", "index", "trimap"], default=None,
+    parser.add_argument("--mask-encoding", choices=MASK_ENCODINGS, default=None,
                         help="how mask files encode classes (default: from the model's metadata)")
     parser.add_argument("--ignore-index", type=int, default=None, help="mask value to leave out of IoU/Dice")
     parser.add_argument("--max-images", type=_positive_int, default=None, help="use at most this many images")
@@ -76,7 +81,8 @@ def add_arguments(parser):
 def run(args):
     """Run the benchmark described by parsed arguments; print the table. Returns the exit code.
 
-    The exit code is 0 when at least one model ran, 1 when every model failed.
+    The exit code is 0 when every model ran, 1 when any model failed (the failed rows are
+    still in the table and the files).
 
     Example:
     ```python
@@ -85,31 +91,30 @@ def run(args):
     """
     from keras_unet.benchmarks.suite import run_benchmark
 
+    # The option flags are named after the `MeasureOptions` fields (--batch-size -> batch_size).
+    options = {name: getattr(args, name) for name in MeasureOptions.names()}
     report = run_benchmark(
         args.models,
         data=args.data,
         reference=args.reference,
-        threads=args.threads,
-        warmup=args.warmup,
-        runs=args.runs,
-        seconds=args.seconds,
-        batch_size=args.batch_size,
-        compare_bare=args.compare_bare,
-        rounds=args.rounds,
         isolate=args.isolate,
-        mask_encoding=args.mask_encoding,
-        ignore_index=args.ignore_index,
         max_images=args.max_images,
         progress=not args.quiet,
         json_path=args.json,
         csv_path=args.csv,
         plot_path=args.plot,
+        **options,
     )
     report.print_table()
     for label, path in (("JSON", args.json), ("CSV", args.csv)):
         if path:
             print(f"{label} written to {path}")
-    return 0 if any(row.error is None for row in report.rows) else 1
+    failed = report.failed
+    if failed:
+        names = ", ".join(row.name for row in failed)
+        print(f"bench: {len(failed)} of {len(report.rows)} models failed ({names}); exit code 1", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv=None):
@@ -120,6 +125,10 @@ def main(argv=None):
     main(["m.onnx", "--data", "data/", "--runs", "20"])
     ```
     """
-    parser = argparse.ArgumentParser(prog="python -m keras_unet.benchmarks", description=HELP)
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_unet.benchmarks",
+        description=__doc__.strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))

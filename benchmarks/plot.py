@@ -1,8 +1,8 @@
 """Latency against IoU, one point per model, the Pareto front marked.
 
 A point is on the front when no other model is at least as fast *and* at least as accurate
-(and strictly better in one). Matplotlib is imported inside `plot_latency_vs_iou` only: an edge
-device without it skips the plot with a printed note.
+(and strictly better in one). Matplotlib is optional (the `[plot]` extra) and imported inside
+`plot_latency_vs_iou` only: without it the plot is skipped with a printed note saying why.
 
 Example:
 ```python
@@ -13,8 +13,11 @@ plot_latency_vs_iou(report, "bench.png")
 """
 
 import math
-import os
-import tempfile
+
+from keras_unet.benchmarks.report import output_path
+from keras_unet.runtime.files import atomic_output
+
+INSTALL_HINT = 'pip install "keras-unet-edge[plot]" (or pip install matplotlib)'
 
 
 def pareto_front(points):
@@ -83,7 +86,7 @@ def plot_latency_vs_iou(report, path, title=None):
         import matplotlib.pyplot as plt
         import matplotlib.ticker
     except ImportError:
-        print(f"Note: matplotlib is not installed, plot {path} skipped (`pip install matplotlib`).")
+        print(f"Note: plot {path} skipped: matplotlib is not installed ({INSTALL_HINT}).")
         return None
 
     points = [(row.latency_p50_ms, row.iou) for row in rows]
@@ -134,17 +137,10 @@ def plot_latency_vs_iou(report, path, title=None):
     ax.legend(fontsize=8, loc="best", framealpha=0.6)
     fig.tight_layout()
 
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(path)[1] or ".png"
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
     try:
-        fig.savefig(temp)
-        os.replace(temp, path)
+        # The temporary name keeps the suffix, from which matplotlib picks the image format.
+        with atomic_output(output_path(path)) as temporary:
+            fig.savefig(temporary)
     finally:
         plt.close(fig)
-        if os.path.exists(temp):
-            os.remove(temp)
-    return path
+    return str(path)

@@ -3,6 +3,8 @@
 Keys are snake_case with units (`latency_p50_ms`, `model_size_mb`, `throughput_ips`). The JSON
 holds everything, including each run's latency (`latency_runs_ms`); the CSV holds the same row
 fields except that per-run list (lists such as `iou_per_class` are JSON-encoded in their cell).
+Files are written through a temporary file and a rename (`keras_unet.runtime.files`), their
+folder created first, so an interrupted run never leaves half a report.
 
 Example:
 ```python
@@ -16,10 +18,13 @@ report.to_json("bench.json"); report.to_csv("bench.csv")
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
-import tempfile
+from pathlib import Path
+
+from keras_unet.runtime.files import write_bytes_atomic, write_text_atomic
 
 
 @dataclasses.dataclass
@@ -68,7 +73,9 @@ class BenchmarkRow:
     iou_per_class: list = None
     dice_per_class: list = None
     iou_drop: float = None
+    pixel_agreement: float = None
     agreement_iou: float = None
+    agreement_mean_iou: float = None
     runtime: str = None
     runtime_version: str = None
     execution_provider: str = None
@@ -99,19 +106,16 @@ def _clean(value):
     return value
 
 
-def _write_atomic(path, write):
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            write(stream)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+def output_path(path):
+    """`path` as a `Path` whose folder exists (created if needed): where a report file goes.
+
+    Example:
+    ```python
+    write_text_atomic(output_path("results/bench.json"), text)
+    ```
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -152,6 +156,11 @@ class BenchmarkReport:
     def reference(self):
         return next((row for row in self.rows if row.is_reference), None)
 
+    @property
+    def failed(self):
+        """The rows of the models that could not be loaded or run."""
+        return [row for row in self.rows if row.error is not None]
+
     def to_dict(self):
         return {
             "environment": self.environment,
@@ -166,24 +175,22 @@ class BenchmarkReport:
 
     def to_json(self, path):
         """Write the whole report as JSON (atomically); returns the path."""
-        return _write_atomic(path, lambda stream: json.dump(self.to_dict(), stream, indent=2))
+        write_text_atomic(output_path(path), json.dumps(self.to_dict(), indent=2))
+        return os.fspath(path)
 
     def to_csv(self, path):
         """Write one CSV line per row with `CSV_FIELDS` (atomically); returns the path."""
-
-        def write(stream):
-            writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            for row in self.rows:
-                values = row.to_dict()
-                writer.writerow(
-                    {
-                        key: json.dumps(values[key]) if isinstance(values[key], list) else values[key]
-                        for key in CSV_FIELDS
-                    }
-                )
-
-        return _write_atomic(path, write)
+        stream = io.StringIO(newline="")
+        writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in self.rows:
+            values = row.to_dict()
+            writer.writerow(
+                {key: json.dumps(values[key]) if isinstance(values[key], list) else values[key] for key in CSV_FIELDS}
+            )
+        # Bytes, so the csv module's line endings reach the file unchanged on every OS.
+        write_bytes_atomic(output_path(path), stream.getvalue().encode("utf-8"))
+        return os.fspath(path)
 
     def format_table(self):
         """The report as a fixed-width text table, one line per model, errors below.
@@ -194,7 +201,7 @@ class BenchmarkReport:
         ```
         """
         headers = ["model", "format", "quant", "size MB", "p50 ms", "p90 ms", "p99 ms",
-                   "speed-up", "IoU", "IoU drop", "agreement"]
+                   "speed-up", "IoU", "IoU drop", "agree IoU", "agree px", "agree mIoU"]
         lines = []
         for row in self.rows:
             name = row.name + (" (ref)" if row.is_reference else "")
@@ -214,6 +221,8 @@ class BenchmarkReport:
                     _fmt(row.iou, ".4f"),
                     _fmt(row.iou_drop, "+.4f"),
                     _fmt(row.agreement_iou, ".4f"),
+                    _fmt(row.pixel_agreement, ".4f"),
+                    _fmt(row.agreement_mean_iou, ".4f"),
                 ]
             lines.append(cells)
         widths = [max([len(h)] + [len(c[i]) for c in lines]) for i, h in enumerate(headers)]

@@ -192,21 +192,6 @@ def synchronize_fn(runner):
     return None
 
 
-def _load_interpreter(tflite_path, threads):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError as error:
-            raise ImportError(
-                "Timing a .tflite file needs a TFLite interpreter: `pip install ai-edge-litert` "
-                "(or `pip install tflite-runtime`)."
-            ) from error
-    interpreter = Interpreter(model_path=str(tflite_path), num_threads=threads)
-    return interpreter
-
-
 def bare_invoke_baseline(tflite_path, threads=None, warmup=3, runs=None, seconds=None, batch=None):
     """Time a bare `interpreter.invoke()` loop: the floor the harness is compared against.
 
@@ -250,7 +235,9 @@ def make_bare_invoke(tflite_path, threads=None, batch=None):
     invoke = make_bare_invoke("model.tflite", threads=2); invoke()
     ```
     """
-    interpreter = _load_interpreter(tflite_path, threads)
+    from keras_unet.runtime.tflite import interpreter_class
+
+    interpreter = interpreter_class()(model_path=str(tflite_path), num_threads=threads)
     detail = interpreter.get_input_details()[0]
     if batch is None:
         batch = np.zeros(detail["shape"], detail["dtype"])

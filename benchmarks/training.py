@@ -30,16 +30,15 @@ or `python -m keras_unet.benchmarks.training --steps 10 --out training.json`.
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 from keras_unet.benchmarks.environment import collect_environment
+from keras_unet.benchmarks.report import output_path
 from keras_unet.benchmarks.timing import summarize, time_interleaved
+from keras_unet.runtime.files import write_text_atomic
 
 SEED_OPTIMIZER = "adam"
 SEED_LOSS = "binary_crossentropy"
@@ -87,19 +86,6 @@ def seed_unet(input_shape=(128, 128, 3), filters=64, depth=4):
         x = conv_pair(x, filters * 2**level)
     outputs = layers.Conv2D(1, 1, activation="sigmoid")(x)
     return keras.Model(inputs, outputs, name="seed_unet")
-
-
-def _write_json(path, payload):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _pipeline_ips(dataset, batches):
@@ -219,7 +205,7 @@ def benchmark_training(data=None, image_size=(128, 128), channels=3, filters=64,
     if verbose:
         print(format_summary(result))
     if out is not None:
-        _write_json(out, result)
+        write_text_atomic(output_path(out), json.dumps(result, indent=2))
     return result
 
 

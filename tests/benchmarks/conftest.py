@@ -1,9 +1,15 @@
 """Tiny models and a tiny labelled data folder shared by the benchmark tests.
 
 The model is a 1x1 convolution with fixed weights: sigmoid((mean(rgb) - 128) / 10), so its mask
-is exactly "pixel brighter than 128". The images hold a bright 16x16 square; the ground-truth
-masks hold the same square shifted down by 4 rows. Hence, by hand: intersection 12 * 16 = 192,
-union 256 + 256 - 192 = 320, IoU = 0.6, Dice = 2 * 192 / 512 = 0.75.
+is exactly "pixel brighter than 128". The images (32x32) hold a bright 16x16 square; the
+ground-truth masks hold the same square shifted down by 4 rows. Hence, by hand: intersection
+12 * 16 = 192, union 256 + 256 - 192 = 320, IoU = 0.6, Dice = 2 * 192 / 512 = 0.75.
+
+`tiny_models` converts that model with TensorFlow into every format (slow: for tests marked
+`slow`). `onnx_models` writes the same function as a hand-built ONNX graph in milliseconds, plus
+an "empty" model that predicts background everywhere. Against the bright model's masks the
+empty one agrees on the 768 background pixels of 1024 per image: `pixel_agreement` 0.75,
+`agreement_iou` (foreground IoU) 0.0, `agreement_mean_iou` (768/1024 + 0) / 2 = 0.375.
 """
 
 import os
@@ -64,6 +70,48 @@ def tiny_models(tmp_path_factory):
 def hand_scores():
     """IoU and Dice of the tiny model on the tiny data, worked out by hand (module docstring)."""
     return {"iou": HAND_IOU, "dice": HAND_DICE}
+
+
+def _onnx_pixel_model(path, bias):
+    """sigmoid(sum(rgb) / 30 + bias) per pixel, NHWC in and out, batch free."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["images", "weights"], ["weighted"]),
+            helper.make_node("Add", ["weighted", "bias"], ["logits"]),
+            helper.make_node("Sigmoid", ["logits"], ["probabilities"]),
+        ],
+        "pixel_model",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", SIZE, SIZE, 1])],
+        initializer=[
+            numpy_helper.from_array(np.full((3, 1), 1.0 / 30.0, np.float32), "weights"),
+            numpy_helper.from_array(np.array([bias], np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def onnx_models(tmp_path_factory):
+    """`bright`: the tiny model (hand IoU 0.6) as ONNX, built without TensorFlow; `empty`: all background."""
+    root = tmp_path_factory.mktemp("bench_onnx")
+    return {
+        "bright": _onnx_pixel_model(root / "bright.onnx", -12.8),
+        "empty": _onnx_pixel_model(root / "empty.onnx", -100.0),
+    }
+
+
+@pytest.fixture(scope="session")
+def empty_vs_bright_agreement():
+    """`mask_agreement` of the empty model against the bright one, by hand (module docstring)."""
+    return {"pixel_agreement": 0.75, "agreement_iou": 0.0, "agreement_mean_iou": 0.375}
 
 
 @pytest.fixture()

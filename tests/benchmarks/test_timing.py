@@ -1,7 +1,33 @@
+"""keras_unet.benchmarks.timing: what is inside the clock, how many calls, the statistics.
+
+Durations come from a fake `time.perf_counter` that the timed callables advance by known
+amounts, so the tests check exact numbers and assert no real speed.
+"""
+
 import numpy as np
 import pytest
 
 from keras_unet.benchmarks import timing
+
+
+class FakeClock:
+    """`time.perf_counter` stand-in: time moves only when a test says so."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture()
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", fake)
+    return fake
 
 
 def test_percentiles_are_ordered_and_throughput_follows_p50():
@@ -16,16 +42,28 @@ def test_percentiles_are_ordered_and_throughput_follows_p50():
     assert stats["runs"] == 500
 
 
-def test_time_callable_counts_warmup_apart_and_syncs():
+def test_time_callable_times_call_and_sync_but_not_warmup(clock):
     calls, synced = [], []
-    times = timing.time_callable(lambda: calls.append(1) or len(calls), warmup=3, runs=7, sync=synced.append)
-    assert len(times) == 7 and len(calls) == 10 and len(synced) == 10
-    assert all(t >= 0 for t in times)
+
+    def call():
+        calls.append(1)
+        clock.advance(0.002 if len(calls) > 3 else 1.0)  # slow warm-up calls must not count
+        return len(calls)
+
+    def sync(out):
+        synced.append(out)
+        clock.advance(0.0005)  # the device wait is part of the call
+
+    times = timing.time_callable(call, warmup=3, runs=7, sync=sync)
+    assert times == pytest.approx([0.0025] * 7)
+    assert len(calls) == 10 and synced == list(range(1, 11))
 
 
-def test_time_callable_seconds_budget_gives_at_least_min_runs():
-    times = timing.time_callable(lambda: None, warmup=0, seconds=0.01, min_runs=5)
-    assert len(times) >= 5
+def test_time_callable_seconds_budget_stops_at_the_deadline(clock):
+    tick = lambda: clock.advance(0.010)  # noqa: E731
+    assert len(timing.time_callable(tick, warmup=0, seconds=0.05, min_runs=3)) == 5
+    # A budget shorter than one call still gives `min_runs` calls.
+    assert len(timing.time_callable(tick, warmup=0, seconds=0.001, min_runs=4)) == 4
 
 
 def test_interleaved_gives_each_exactly_runs():
@@ -48,9 +86,18 @@ def test_argument_errors():
         timing.summarize([])
 
 
-def test_bare_invoke_baseline_runs_a_tflite_file(tiny_models):
-    times = timing.bare_invoke_baseline(tiny_models["tflite"], threads=1, warmup=1, runs=5)
-    assert len(times) == 5 and all(t > 0 for t in times)
-    batch = np.full((1, 32, 32, 3), 200, np.float32)
+@pytest.mark.slow
+def test_bare_invoke_runs_the_model_on_the_given_batch(tiny_models):
+    # Two images: bright (200) and dark (50); the interpreter's batch-1 input is resized to 2.
+    batch = np.concatenate([np.full((1, 32, 32, 3), 200, np.float32), np.full((1, 32, 32, 3), 50, np.float32)])
     invoke = timing.make_bare_invoke(tiny_models["tflite"], threads=1, batch=batch)
     invoke()
+    interpreter = invoke.__self__
+    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    expected = 1.0 / (1.0 + np.exp(-(np.array([200.0, 50.0]) - 128.0) / 10.0))  # the tiny model, by hand
+    assert output.shape == (2, 32, 32, 1)
+    np.testing.assert_allclose(output[:, 0, 0, 0], expected, rtol=1e-4)
+    np.testing.assert_allclose(output.std(axis=(1, 2, 3)), 0.0, atol=1e-6)
+
+    times = timing.bare_invoke_baseline(tiny_models["tflite"], threads=1, warmup=1, runs=5)
+    assert len(times) == 5
