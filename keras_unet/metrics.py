@@ -2,8 +2,9 @@
 
 Both metrics build on `keras.metrics.IoU`: they accumulate its confusion matrix over all
 batches (so the score is the data set's, not a mean of per-batch scores) and reuse its
-`ignore_class` handling. What they add: turning probabilities into classes (threshold
-for one sigmoid channel, argmax for softmax), one-hot or sparse `y_true`, the Dice
+`ignore_class` handling. What they add: turning probabilities into classes (argmax
+for softmax; for one sigmoid channel `p >= threshold`, the project's one rule, as
+`keras_unet.runtime.scores.probabilities_to_masks`), one-hot or sparse `y_true`, the Dice
 score, and `per_class_result()`.
 
 Which classes are averaged:
@@ -34,10 +35,12 @@ __all__ = ["Dice", "IoU", "get_metrics"]
 
 
 class _SegmentationScore(keras.metrics.IoU):
-    """Confusion-matrix segmentation metric; subclasses define `_scores`."""
+    """Confusion-matrix segmentation metric. `IoU` and `Dice` differ only in `_score`;
+    their arguments are documented once, on `IoU`."""
 
     def __init__(self, num_classes=1, class_id=None, threshold=0.5, ignore_index=None,
                  name=None, dtype=None):
+        name = name or type(self).__name__.lower()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"`num_classes` must be a positive integer. Received: num_classes={num_classes!r}")
         matrix_size = max(num_classes, 2)
@@ -81,14 +84,19 @@ class _SegmentationScore(keras.metrics.IoU):
                 sample_weight = sample_weight[..., 0]
         return super().update_state(ops.cast(y_true, "int32"), y_pred, sample_weight)
 
-    def _stats(self):
-        cm = ops.cast(self.total_cm, "float32")
-        tp = ops.diag(cm)
-        # Rows are true classes, columns predictions (keras' confusion_matrix).
-        return tp, ops.sum(cm, axis=0) - tp, ops.sum(cm, axis=1) - tp
-
-    def _scores(self, tp, fp, fn):
+    def _score(self, tp, union):
+        """The score per class from `tp` and `union = tp + fp + fn` (never 0 here)."""
         raise NotImplementedError
+
+    def _scores_and_seen(self):
+        """Score of every class (0 where unseen) and whether the class was seen, i.e.
+        occurs in the labels or the predictions seen so far."""
+        cm = ops.cast(self.total_cm, "float32")  # rows: true classes, columns: predictions
+        tp = ops.diag(cm)
+        union = ops.sum(cm, axis=0) + ops.sum(cm, axis=1) - tp  # tp + fp + fn
+        seen = union > 0
+        scores = self._score(tp, ops.where(seen, union, 1.0))
+        return scores * ops.cast(seen, "float32"), seen
 
     def per_class_result(self):
         """Score of every class `(max(num_classes, 2),)`; NaN for classes never seen
@@ -100,19 +108,14 @@ class _SegmentationScore(keras.metrics.IoU):
         metric.per_class_result()   # e.g. [0.98, 0.71]
         ```
         """
-        tp, fp, fn = self._stats()
-        seen = (tp + fp + fn) > 0
-        safe = ops.where(seen, tp + fp + fn, 1.0)
-        return ops.where(seen, self._scores(tp, fp, fn, safe), float("nan"))
+        scores, seen = self._scores_and_seen()
+        return ops.where(seen, scores, float("nan"))
 
     def result(self):
-        tp, fp, fn = self._stats()
+        scores, seen = self._scores_and_seen()
         ids = ops.convert_to_tensor(self.target_class_ids, "int32")
-        tp, fp, fn = (ops.take(x, ids) for x in (tp, fp, fn))
-        seen = ops.cast((tp + fp + fn) > 0, "float32")
-        safe = ops.where(seen > 0, tp + fp + fn, 1.0)
-        scores = self._scores(tp, fp, fn, safe) * seen
-        return ops.sum(scores) / ops.maximum(ops.sum(seen), 1.0)
+        seen = ops.cast(ops.take(seen, ids), "float32")
+        return ops.sum(ops.take(scores, ids)) / ops.maximum(ops.sum(seen), 1.0)
 
     def get_config(self):
         return {
@@ -132,9 +135,9 @@ class IoU(_SegmentationScore):
     Args:
         num_classes: the model's output channels: 1 for binary (sigmoid), K for softmax.
         class_id: score of this one class only; None averages (see module docstring).
-        threshold: probability above which a binary pixel is foreground.
+        threshold: a binary pixel is foreground where `p >= threshold`.
         ignore_index: label value whose pixels are skipped.
-        name: metric name.
+        name: metric name; by default the class name in lower case (`"iou"`, `"dice"`).
         dtype: dtype of the accumulated confusion matrix (int by default).
 
     Example:
@@ -145,26 +148,16 @@ class IoU(_SegmentationScore):
     ```
     """
 
-    def __init__(self, num_classes=1, class_id=None, threshold=0.5, ignore_index=None,
-                 name="iou", dtype=None):
-        super().__init__(num_classes=num_classes, class_id=class_id, threshold=threshold,
-                         ignore_index=ignore_index, name=name, dtype=dtype)
-
-    def _scores(self, tp, fp, fn, safe_denominator):
-        return tp / safe_denominator
+    def _score(self, tp, union):
+        return tp / union
 
 
 @keras.saving.register_keras_serializable(package="keras_unet")
 class Dice(_SegmentationScore):
     """Dice coefficient (F1), `2 TP / (2 TP + FP + FN)`, accumulated over the data set.
 
-    Args:
-        num_classes: the model's output channels: 1 for binary (sigmoid), K for softmax.
-        class_id: score of this one class only; None averages (see module docstring).
-        threshold: probability above which a binary pixel is foreground.
-        ignore_index: label value whose pixels are skipped.
-        name: metric name.
-        dtype: dtype of the accumulated confusion matrix (int by default).
+    Args: the same as `IoU` (`num_classes`, `class_id`, `threshold`, `ignore_index`,
+    `name` (`"dice"` by default), `dtype`).
 
     Example:
     ```python
@@ -173,14 +166,8 @@ class Dice(_SegmentationScore):
     ```
     """
 
-    def __init__(self, num_classes=1, class_id=None, threshold=0.5, ignore_index=None,
-                 name="dice", dtype=None):
-        super().__init__(num_classes=num_classes, class_id=class_id, threshold=threshold,
-                         ignore_index=ignore_index, name=name, dtype=dtype)
-
-    def _scores(self, tp, fp, fn, safe_denominator):
-        # tp + fp + fn > 0 wherever the result is kept, so 2tp + fp + fn > 0 too.
-        return 2.0 * tp / (safe_denominator + tp)
+    def _score(self, tp, union):
+        return 2.0 * tp / (union + tp)
 
 
 def get_metrics(num_classes=1, ignore_index=None, threshold=0.5, per_class=False):
@@ -189,7 +176,7 @@ def get_metrics(num_classes=1, ignore_index=None, threshold=0.5, per_class=False
     Args:
         num_classes: the model's output channels (1 = binary).
         ignore_index: label value whose pixels are skipped.
-        threshold: probability threshold for binary models.
+        threshold: binary models: a pixel is foreground where `p >= threshold`.
         per_class: also one `IoU(class_id=c, name="iou_c")` per class (multi-class only).
 
     Example:

@@ -1,4 +1,5 @@
-"""keras_unet.losses against numpy formulas written out here by hand."""
+"""keras_unet.losses against numpy formulas written out here by hand, and against the
+Keras losses they build on."""
 
 import keras
 import numpy as np
@@ -133,6 +134,54 @@ def test_focal_binary_and_multiclass():
                                float(losses.CrossEntropy()(labels, probs)), rtol=1e-6)
 
 
+def test_equal_to_the_keras_losses_they_build_on():
+    _, probs, labels = _softmax_batch()
+    # Keras' ignore_class: its mean runs over the valid pixels too
+    keras_ce = keras.losses.SparseCategoricalCrossentropy(ignore_class=IGNORE)
+    np.testing.assert_allclose(float(losses.CrossEntropy(ignore_index=IGNORE)(labels, probs)),
+                               float(keras_ce(labels, probs)), rtol=1e-6)
+    clean = np.where(labels == IGNORE, 0, labels)
+    keras_focal = keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=1.5)
+    np.testing.assert_allclose(float(losses.Focal(gamma=1.5)(clean, probs)),
+                               float(keras_focal(np.eye(K)[clean[..., 0]], probs)), rtol=1e-6)
+    bprobs, blabels = _binary_batch()
+    keras_binary = keras.losses.BinaryFocalCrossentropy(gamma=2.0)
+    np.testing.assert_allclose(float(losses.Focal()(blabels, bprobs)),
+                               float(keras_binary(blabels, bprobs)), rtol=1e-6)
+    # the region losses are computed here; without smoothing, binary Dice is Keras' Dice
+    np.testing.assert_allclose(float(losses.Dice(smooth=0.0)(blabels, bprobs)),
+                               float(keras.losses.Dice()(blabels, bprobs)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "dice", "ce_dice"])
+def test_dense_labels_ignore_like_sparse_labels(name):
+    _, probs, labels = _softmax_batch()
+    onehot = np.eye(K, dtype="float32")[np.where(labels == IGNORE, 0, labels)[..., 0]]
+    onehot[labels[..., 0] == IGNORE] = IGNORE
+    loss = losses.get_loss(name, ignore_index=IGNORE, class_weights=[1.0, 2.0, 0.5, 1.0])
+    np.testing.assert_allclose(float(loss(onehot, probs)), float(loss(labels, probs)), rtol=1e-6)
+
+
+def test_binary_cross_entropy_ignore_index():
+    probs, labels = _binary_batch()
+    labels[1, :2] = 255
+    keep = labels != 255
+    bce = -(labels * np.log(probs) + (1 - labels) * np.log(1 - probs))
+    w = np.where(labels == 1, 3.0, 1.0) * keep
+    expected = (bce * w).sum() / w.sum()
+    loss = losses.CrossEntropy(ignore_index=255, class_weights=[1.0, 3.0])
+    np.testing.assert_allclose(float(loss(labels, probs)), expected, rtol=1e-5)
+
+
+def test_from_logits_is_exact_for_confident_mistakes():
+    # Keras' logits path: log-softmax / log-sigmoid, not log(clip(p, 1e-7)) = 16.1 at most
+    logits = np.array([[[[30.0, 0.0]]]], "float32")
+    value = losses.CrossEntropy(from_logits=True)(np.array([[[[1]]]]), logits)
+    assert float(value) == pytest.approx(30.0, rel=1e-5)
+    value = losses.CrossEntropy(from_logits=True)(np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), -30.0))
+    assert float(value) == pytest.approx(30.0, rel=1e-5)
+
+
 def test_ce_dice_is_the_sum_and_one_hot_labels_agree():
     _, probs, labels = _softmax_batch()
     clean = np.where(labels == IGNORE, 1, labels)
@@ -178,8 +227,12 @@ def test_config_round_trip(name):
     labels = RNG.integers(0, 4, (1, 4, 4, 1))
     probs = np.full((1, 4, 4, 3), 1 / 3, "float32")
     assert float(restored(labels, probs)) == pytest.approx(float(loss(labels, probs)))
+    # files saved before `keras_unet.losses` became a package name the old module
+    config["module"] = "keras_unet.losses"
+    assert type(keras.saving.deserialize_keras_object(config)) is type(loss)
 
 
+@pytest.mark.slow
 def test_model_compile_fit_and_keras_file(tmp_path):
     inputs = keras.Input((8, 8, 1))
     outputs = keras.layers.Conv2D(3, 1, activation="softmax")(inputs)
@@ -205,3 +258,7 @@ def test_bad_arguments():
         losses.Dice(ignore_index=1.5)
     with pytest.raises(ValueError, match="2 entries.*4 output"):
         losses.Dice(class_weights=[1.0, 1.0])(np.zeros((1, 2, 2, 1)), np.full((1, 2, 2, 4), 0.25))
+    with pytest.raises(ValueError, match="class indices"):
+        losses.CrossEntropy()(np.zeros((1, 2, 2, 2)), np.full((1, 2, 2, 4), 0.25))
+    with pytest.raises(ValueError, match="gamma"):
+        losses.Focal(gamma=-1.0)

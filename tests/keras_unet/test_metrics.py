@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_unet import metrics
+from keras_unet.runtime.scores import probabilities_to_masks, segmentation_scores
 
 RNG = np.random.default_rng(7)
 
@@ -85,6 +86,22 @@ def test_binary_threshold_foreground_and_background():
         np.testing.assert_allclose(float(background.result()), ref_iou[0], rtol=1e-5)
 
 
+def test_binary_threshold_rule_is_p_at_least_threshold():
+    # predicted [1, 1, 0, 1] under `p >= t`; under `p > t` it would be [0, 0, 0, 1] (IoU 1/3)
+    for threshold in (0.5, 0.25, 0.7):  # float32(0.7) < 0.7: compared in float32 everywhere
+        t = np.float32(threshold)
+        probs = np.array([t, t, np.nextafter(t, np.float32(0)), 0.9], "float32").reshape(1, 1, 4, 1)
+        labels = np.array([1, 0, 1, 1]).reshape(1, 1, 4, 1)
+        iou, dice = metrics.IoU(threshold=threshold), metrics.Dice(threshold=threshold)
+        iou.update_state(labels, probs)
+        dice.update_state(labels, probs)
+        assert float(iou.result()) == pytest.approx(2 / 4)
+        assert float(dice.result()) == pytest.approx(4 / 6)
+        # the same rule as the numpy scores that `predict`, `evaluate` and export use
+        reference = segmentation_scores(labels[..., 0], probabilities_to_masks(probs, threshold), 1)
+        assert float(iou.result()) == pytest.approx(reference["iou"])
+
+
 def test_binary_matches_keras_binary_iou_on_foreground():
     probs = RNG.random((2, 8, 8, 1)).astype("float32")
     labels = (RNG.random((2, 8, 8, 1)) > 0.5).astype("int32")
@@ -106,6 +123,7 @@ def test_one_hot_labels_and_reset():
     assert float(sparse.result()) == 0.0
 
 
+@pytest.mark.slow
 def test_in_model_compile_and_keras_file(tmp_path):
     inputs = keras.Input((8, 8, 1))
     model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(inputs))
@@ -129,6 +147,7 @@ def test_config_round_trip_and_get_metrics():
     assert restored.get_config() == metric.get_config()
     names = [m.name for m in metrics.get_metrics(3, ignore_index=11, per_class=True)]
     assert names == ["iou", "dice", "iou_0", "iou_1", "iou_2"]
+    assert (metrics.IoU().name, metrics.Dice(3).name) == ("iou", "dice")
 
 
 def test_bad_arguments():
