@@ -61,7 +61,29 @@ def main(argv=None):
     if args.handler is None:
         print(f"keras-unet {args.command}: {args.unavailable}", file=sys.stderr)
         return 2
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except ImportError as error:
+        missing = _missing_full_install_module(error)
+        if missing is None:
+            raise
+        print(f"keras-unet {args.command}: needs {missing}, which this install lacks (an edge "
+              f"install runs exported files only). Install the full package: "
+              f'pip install "keras-unet-edge[cpu]" (or [gpu]).', file=sys.stderr)
+        return 2
+
+
+# What `[cpu]`/`[gpu]` add over the `[edge]` install.
+FULL_INSTALL_MODULES = ("tensorflow", "keras", "onnx", "tf2onnx")
+
+
+def _missing_full_install_module(error):
+    name = getattr(error, "name", None) or ""
+    text = str(error)
+    for module in FULL_INSTALL_MODULES:
+        if name.split(".")[0] == module or f"'{module}'" in text or f"'{module}." in text:
+            return module
+    return None
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Example:
   keras-unet evaluate runs/nuclei/model.keras --data data/nuclei_val --json scores.json
 """
 
-import json
 import os
 
 HELP = "IoU/Dice of a .keras/.tflite/.onnx model on DIR/images + DIR/masks"
@@ -80,8 +79,7 @@ def run(args):
     scores = evaluate(args.model, args.data, args.ignore_index, args.mask_encoding, args.batch_size, args.threads)
     print(format_table(scores))
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({k: _json_safe(v) for k, v in scores.items()}, f, indent=2)
-        os.replace(tmp, args.json)
+        from keras_unet.runtime.files import write_json_atomic
+
+        write_json_atomic(args.json, {k: _json_safe(v) for k, v in scores.items()})
     return 0

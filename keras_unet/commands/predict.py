@@ -58,9 +58,10 @@ def _save_png(array, path, palette=False):
     if palette:
         picture = picture.convert("P") if picture.mode != "L" else picture
         picture.putpalette(PALETTE.flatten().tolist())
-    tmp = f"{path}.tmp.png"
-    picture.save(tmp)
-    os.replace(tmp, path)
+    from keras_unet.runtime.files import atomic_output
+
+    with atomic_output(path) as tmp:
+        picture.save(tmp, format="PNG")
 
 
 def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshold=None,

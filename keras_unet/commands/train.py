@@ -98,10 +98,9 @@ def _load_state(out):
 
 
 def _write_json(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    from keras_unet.runtime.files import write_json_atomic
+
+    write_json_atomic(path, data)
 
 
 def check_resume(args, state):

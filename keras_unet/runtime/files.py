@@ -95,3 +95,18 @@ def write_text_atomic(out, text):
     with atomic_output(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(out)
+
+
+def write_json_atomic(out, data, indent=2):
+    """Write `data` as JSON to `out` through a temporary file and a rename.
+
+    NaN and infinities are refused (they are not JSON; `json.dumps` would write them).
+
+    Example:
+    ```python
+    write_json_atomic("metrics.json", {"iou": 0.79})
+    ```
+    """
+    import json
+
+    return write_text_atomic(out, json.dumps(data, indent=indent, allow_nan=False))

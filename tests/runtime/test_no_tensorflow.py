@@ -1,8 +1,8 @@
 """The edge promise: keras_unet.runtime runs .tflite/.onnx files where TensorFlow and Keras are absent.
 
 A subprocess gets a `sitecustomize` whose meta-path hook makes `import tensorflow`,
-`import keras` (and keras_unet, which imports Keras) raise ImportError, as on a device
-with only numpy, pillow and the runtimes installed.
+`import keras` (and the converters) raise ImportError, as on a device with only numpy,
+pillow and the runtimes installed (`pip install "keras-unet-edge[edge]"`).
 """
 
 import json
@@ -24,7 +24,7 @@ import sys
 
 class BlockTensorFlow:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "keras_unet", "tensorflow_cpu"):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tensorflow_cpu", "onnx", "tf2onnx", "jax", "torch"):
             raise ImportError(f"No module named {name!r} (blocked: this is an edge device)")
         return None
 
@@ -43,7 +43,7 @@ for name in ("tensorflow", "keras"):
     else:
         raise SystemExit(f"the blocker failed: {name} imported")
 
-import keras_unet.export, keras_unet.runtime
+import keras_unet, keras_unet.export, keras_unet.runtime
 from keras_unet.runtime import load_runner, read_metadata
 
 x = np.load(sys.argv[1])
@@ -63,7 +63,7 @@ try:
     load_runner(sys.argv[-1].replace(".onnx", ".keras"))
 except ImportError as error:
     report["keras_error"] = str(error)
-report["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "keras_unet"))
+report["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "onnx", "tf2onnx"))
 print(json.dumps(report))
 """
 
