@@ -1,8 +1,20 @@
 """The edge side: run exported files with numpy, pillow and a runtime only.
 
 Nothing here imports TensorFlow or Keras, except `KerasRunner`, which imports Keras
-when a `.keras` file is loaded. A device needs only `numpy`, `pillow` and
-`ai-edge-litert` (or `tflite-runtime`) and/or `onnxruntime`.
+when a `.keras` file is loaded; the runtimes themselves (ai-edge-litert or tflite-runtime,
+onnxruntime) are imported when a file of their format is opened. A device needs only
+`numpy`, `pillow` and `ai-edge-litert` (or `tflite-runtime`) and/or `onnxruntime`.
+
+Modules, each one job (nothing here imports a module above the runtime):
+
+- data on disk: `listing` (find and pair files), `images` (the one pillow image reader),
+  `masks` (mask encodings), `resizing`, `arrays` (pairs and data sets as arrays), and
+  `imageio`, which gathers their public names;
+- running files: `loaders` (the TFLite interpreter class, onnxruntime sessions),
+  `metadata` (read, derive from tensors, merge), `describe` (what a Keras model says about
+  itself), `tensors` (images <-> tensors), `base.Runner`, and the runners `tflite`, `onnx`
+  and `keras`; `notices` (warnings said once);
+- results: `scores` (masks from probabilities, IoU, agreement), `files` (atomic writes).
 
 Example:
 ```python

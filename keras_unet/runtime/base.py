@@ -1,9 +1,11 @@
 """What every runner does the same way: images in, probabilities or masks out.
 
 A subclass loads its file, says what its tensors look like, and implements `run` (one
-prepared batch through the runtime, nothing else: the benchmark times it). Metadata
-merging, channel conversion, resizing, quantization, activation and thresholds live
-here once.
+prepared batch through the runtime, nothing else: the benchmark times it). The steps
+around it are written once and strung together here: metadata merging
+(`keras_unet.runtime.metadata`), channel conversion, quantization and activation
+(`keras_unet.runtime.tensors`), resizing (`keras_unet.runtime.resizing`) and the
+threshold rule (`keras_unet.runtime.scores.probabilities_to_masks`: `p >= threshold`).
 
 Choices every runner shares:
 
@@ -21,121 +23,21 @@ Choices every runner shares:
   channel, softmax for more. A warning says so, once per file.
 """
 
-import warnings
-
 import numpy as np
 
-from keras_unet.runtime import imageio
+from keras_unet.runtime.notices import warn_once, warned
+from keras_unet.runtime.resizing import resize_image
+from keras_unet.runtime.scores import probabilities_to_masks
+from keras_unet.runtime.tensors import (
+    activate,
+    as_image_list,
+    dequantize,
+    fit_channels,
+    looks_like_unit_range,
+    quantize,
+)
 
-_WARNED = set()
-
-
-def warn_once(key, message):
-    """`warnings.warn(message)` the first time `key` is seen in this process."""
-    if key in _WARNED:
-        return
-    _WARNED.add(key)
-    warnings.warn(message, UserWarning, stacklevel=3)
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def tensor_metadata(fmt, input_size, channels, num_classes, input_dtype, output_dtype,
-                    input_quantization=None, output_quantization=None, quantization=None):
-    """The metadata a file's tensors tell, with defaults for what they cannot.
-
-    Args:
-        fmt: `"tflite"` / `"onnx"` / `"keras"`.
-        input_size: `(H, W)`, None for a free dimension.
-        channels, num_classes: from the input's and output's last dimension.
-        input_dtype, output_dtype: numpy dtypes of the tensors.
-        input_quantization, output_quantization: `{"scale", "zero_point"}` or None.
-        quantization: the quantization mode if known, else guessed from the input dtype.
-
-    Example:
-    ```python
-    tensor_metadata("onnx", (128, 128), 3, 1, np.float32, np.float32)
-    ```
-    """
-    num_classes = int(num_classes)
-    if quantization is None:
-        quantization = "int8" if np.issubdtype(np.dtype(input_dtype), np.integer) else "none"
-    return {
-        "schema_version": None,
-        "format": fmt,
-        "quantization": quantization,
-        "input_size": [None if s is None else int(s) for s in input_size],
-        "channels": int(channels),
-        "input_dtype": str(np.dtype(input_dtype)),
-        "input_range": [0, 255],
-        "input_quantization": input_quantization,
-        "output_dtype": str(np.dtype(output_dtype)),
-        "output_quantization": output_quantization,
-        "num_classes": num_classes,
-        "class_names": None,
-        "output_activation": "sigmoid" if num_classes == 1 else "softmax",
-        "threshold": 0.5 if num_classes == 1 else None,
-        "ignore_index": None,
-        "mask_encoding": "binary" if num_classes == 1 else "index",
-    }
-
-
-def merge_metadata(stored, derived, path):
-    """The file's stored metadata, checked against (and completed from) its tensors.
-
-    The tensors are what the runtime will actually do, so where the two disagree on a
-    shape, dtype or quantization parameter, the tensors win and a warning names the field.
-
-    Args:
-        stored: metadata read from the file, or None.
-        derived: `tensor_metadata(...)` of the same file.
-        path: the file, for messages.
-
-    Example:
-    ```python
-    metadata = merge_metadata(read_metadata("m.tflite"), tensor_metadata(...), "m.tflite")
-    ```
-    """
-    if stored is None:
-        warn_once(
-            ("no-metadata", str(path)),
-            f"{path}: no keras_unet metadata in this file; assuming images in [0, 255] and "
-            f"{derived['output_activation']} probabilities at the output "
-            f"({derived['num_classes']} class(es), read from the output tensor).",
-        )
-        return dict(derived)
-    merged = {**derived, **stored}
-    for key in ("channels", "num_classes", "input_dtype", "input_quantization",
-                "output_quantization", "input_size"):
-        told, actual = stored.get(key), derived.get(key)
-        if key == "input_size" and told is not None:
-            # A free dimension in the file is free whatever the metadata says.
-            if all(a is None or t == a for t, a in zip(told, actual)):
-                continue
-        if key in stored and not _same(told, actual):
-            warn_once(
-                ("mismatch", str(path), key),
-                f"{path}: the keras_unet metadata says {key}={told!r} but the model's tensors "
-                f"say {actual!r}; using {actual!r}.",
-            )
-            merged[key] = actual
-    return merged
-
-
-def _same(a, b):
-    if isinstance(a, dict) and isinstance(b, dict):
-        return (int(a["zero_point"]) == int(b["zero_point"])
-                and np.isclose(float(a["scale"]), float(b["scale"]), rtol=1e-6))
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return list(a) == list(b)
-    return a == b
+__all__ = ["Runner"]
 
 
 class Runner:
@@ -220,49 +122,12 @@ class Runner:
                 f"input_size={self.input_size}, num_classes={self.num_classes})")
 
     # Images -> model input -------------------------------------------------------------
-    @staticmethod
-    def _as_list(images):
-        """A list of `(H, W[, C])` arrays from a batch array, one image, or a list."""
-        if isinstance(images, np.ndarray):
-            if images.ndim == 4:
-                return list(images)
-            if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 2, 3, 4)):
-                return [images]  # one image
-            if images.ndim == 3:
-                return list(images)  # (N, H, W) grayscale
-            raise ValueError(
-                f"Expected images of shape (N, H, W, C), (N, H, W), (H, W, C) or (H, W). "
-                f"Received: images.shape={images.shape}"
-            )
-        images = [np.asarray(image) for image in images]
-        if not images:
-            raise ValueError("`images` is empty: expected at least one image.")
-        return images
-
-    def _convert_channels(self, image):
-        have = image.shape[-1] if image.ndim == 3 else 1
-        if image.ndim not in (2, 3):
-            raise ValueError(
-                f"Expected each image as (H, W) or (H, W, C). Received: shape={image.shape}"
-            )
-        if have == self.channels:
-            return image if image.ndim == 3 else image[..., None]
-        if self.channels in (1, 3, 4) and have in (1, 2, 3, 4):
-            return imageio.convert_channels(image, self.channels)
-        raise ValueError(
-            f"{self.path} takes images with {self.channels} channel(s). "
-            f"Received: an image of shape {image.shape}"
-        )
-
     def _check_range(self, images):
         # [0, 1] floats are the most common mistake; the models expect [0, 255].
-        if ("range", self.path) in _WARNED:
-            return
-        floats = [image for image in images if np.issubdtype(image.dtype, np.floating)]
-        top = max((float(np.max(image)) for image in floats), default=0.0)
-        if 0.0 < top <= 1.0:  # all-black images are fine
+        key = ("range", self.path)
+        if not warned(key) and looks_like_unit_range(images):
             warn_once(
-                ("range", self.path),
+                key,
                 f"{self.path}: the images are floats in [0, 1], but the model expects values "
                 "in [0, 255] (its normalisation is inside the model). Multiply by 255.",
             )
@@ -290,14 +155,12 @@ class Runner:
         batch = runner.prepare(np.zeros((4, 300, 200, 3), np.uint8))
         ```
         """
-        images = self._as_list(images)
-        if not images:
-            raise ValueError("`images` is empty: expected at least one image.")
+        images = as_image_list(images)
         self._check_range(images)
         prepared = []
         for image in images:
-            image = self._convert_channels(image)
-            image = imageio.resize_image(image.astype(np.float32, copy=False), self._model_size(image))
+            image = fit_channels(image, self.channels, self.path)
+            image = resize_image(image.astype(np.float32, copy=False), self._model_size(image))
             prepared.append(image)
         sizes = {p.shape[:2] for p in prepared}
         if len(sizes) > 1:
@@ -305,26 +168,9 @@ class Runner:
                 f"{self.path}: a model that takes any size needs images of one size per batch. "
                 f"Received sizes {sorted(sizes)}. Use predict(), which groups them, or resize them first."
             )
-        return self._quantize_input(np.stack(prepared))
-
-    def _quantize_input(self, batch):
-        quant = self.input_quantization
-        dtype = np.dtype(self.input_dtype)
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            if quant:
-                batch = batch / float(quant["scale"]) + float(quant["zero_point"])
-            return np.clip(np.round(batch), info.min, info.max).astype(dtype)
-        return batch.astype(dtype, copy=False)
+        return quantize(np.stack(prepared), self.input_dtype, self.input_quantization)
 
     # Model output -> probabilities ------------------------------------------------------
-    def _dequantize_output(self, raw):
-        raw = np.asarray(raw)
-        quant = self.output_quantization
-        if quant and np.issubdtype(raw.dtype, np.integer):
-            return (raw.astype(np.float32) - float(quant["zero_point"])) * float(quant["scale"])
-        return raw.astype(np.float32)
-
     def postprocess(self, raw, sizes):
         """Probabilities per image, resized back to `sizes`.
 
@@ -343,7 +189,7 @@ class Runner:
         probabilities = runner.postprocess(runner.run(batch), [(480, 640)] * len(batch))
         ```
         """
-        probabilities = self._dequantize_output(raw)
+        probabilities = dequantize(raw, self.output_quantization)
         if probabilities.ndim == 3:
             probabilities = probabilities[..., None]
         if len(sizes) != len(probabilities):
@@ -352,8 +198,8 @@ class Runner:
                 f"Received: {len(sizes)} sizes"
             )
         if self.output_activation is None:
-            probabilities = _sigmoid(probabilities) if self.num_classes == 1 else _softmax(probabilities)
-        return [imageio.resize_image(p, tuple(int(s) for s in size)).astype(np.float32, copy=False)
+            probabilities = activate(probabilities)
+        return [resize_image(p, tuple(int(s) for s in size)).astype(np.float32, copy=False)
                 for p, size in zip(probabilities, sizes)]
 
     def predict(self, images):
@@ -372,7 +218,7 @@ class Runner:
         probabilities = runner.predict([np.zeros((300, 200, 3), np.uint8)])  # (1, 300, 200, K)
         ```
         """
-        images = self._as_list(images)
+        images = as_image_list(images)
         sizes = [image.shape[:2] for image in images]
         if None in tuple(self.input_size):
             # Any-size model: batch the images that share a size, in their original order.
@@ -426,9 +272,7 @@ class Runner:
         """
         probabilities = self.predict(images)
         threshold = self.threshold if threshold is None else float(threshold)
-        if self.num_classes == 1:
-            masks = [(p[..., 0] >= threshold).astype(np.uint8) for p in probabilities]
-        else:
-            dtype = np.uint8 if self.num_classes <= 256 else np.int32
-            masks = [np.argmax(p, axis=-1).astype(dtype) for p in probabilities]
-        return np.stack(masks) if isinstance(probabilities, np.ndarray) else masks
+        dtype = np.uint8 if self.num_classes <= 256 else np.int32
+        if isinstance(probabilities, np.ndarray):
+            return probabilities_to_masks(probabilities, threshold).astype(dtype, copy=False)
+        return [probabilities_to_masks(p, threshold).astype(dtype, copy=False) for p in probabilities]

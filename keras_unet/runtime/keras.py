@@ -1,11 +1,12 @@
 """Run a .keras file through Keras (imported only here, when a .keras file is loaded).
 
 The only module under `keras_unet.runtime` that imports Keras, and only inside
-`KerasRunner.__init__`. `import keras_unet` comes first so its registered layers and
-the `UNet` class deserialize. The metadata is what an export of the model would carry
-(`keras_unet.export.metadata.build_metadata`): `num_classes` and
-`output_activation` of a `keras_unet.UNet`, else the output's last dimension and the last
-layer's activation (sigmoid/softmax; anything else counts as logits).
+`KerasRunner.__init__`, after `import keras_unet` (a `.keras` file needs keras_unet's
+registered layers and the `UNet` class to load). The metadata comes from the model itself
+through `keras_unet.runtime.describe.describe_model`, the description the exporter also
+stores in `.tflite`/`.onnx` files (`num_classes`, `output_activation`, `class_names`,
+`ignore_index`, `mask_encoding`), filled out with the tensor facts of a float32 model.
+Nothing here imports the exporter or the Keras plugin's modules.
 
 Example:
 ```python
@@ -21,6 +22,9 @@ import os
 import numpy as np
 
 from keras_unet.runtime.base import Runner
+from keras_unet.runtime.describe import describe_model
+from keras_unet.runtime.metadata import SCHEMA_VERSION, tensor_metadata
+from keras_unet.version import __version__
 
 
 def _import_keras():
@@ -70,11 +74,20 @@ class KerasRunner(Runner):
         super().__init__(path, self._metadata(shape, path))
 
     def _metadata(self, shape, path):
-        # The same description an export of this model would carry.
-        from keras_unet.export.metadata import build_metadata
-
-        return build_metadata(self.model, format="keras", quantization="none",
-                              input_size=shape[1:3], input_dtype="float32", source_model=path)
+        # What an export of this model would carry, from the same description.
+        facts = describe_model(self.model)
+        metadata = tensor_metadata("keras", shape[1:3], facts["channels"], facts["num_classes"],
+                                   self.input_dtype, "float32", quantization="none")
+        metadata.update(
+            schema_version=SCHEMA_VERSION,
+            keras_unet_version=__version__,
+            output_activation=facts["output_activation"],
+            class_names=facts["class_names"],
+            ignore_index=facts["ignore_index"],
+            mask_encoding=facts["mask_encoding"],
+            source_model=os.path.basename(path),
+        )
+        return metadata
 
     def run(self, batch):
         # predict_on_batch runs the compiled function and returns numpy, which also

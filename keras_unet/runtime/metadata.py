@@ -1,12 +1,18 @@
-"""Read the keras_unet metadata stored in an exported file, with no TensorFlow.
+"""The keras_unet metadata a runner works from: read from the file, told by its tensors, merged.
 
-`.tflite`: a metadata entry named `keras_unet` pointing at a buffer that holds JSON. It
-is read by the few lines of flatbuffer walking below, so it works with ai-edge-litert
-and with tflite-runtime (which ships no schema module) alike.
-`.onnx`: the `metadata_props` entry `keras_unet`, read through onnxruntime's
-`get_modelmeta()` (an edge device has onnxruntime but not necessarily `onnx`).
+Stored metadata (the schema is documented in docs/ARCHITECTURE.md):
 
-The schema is documented in docs/ARCHITECTURE.md.
+- `.tflite`: a metadata entry named `keras_unet` pointing at a buffer that holds JSON,
+  read with the TFLite flatbuffer schema that ships in ai-edge-litert
+  (`ai_edge_litert.schema_py_generated`, which needs `flatbuffers`, a dependency of
+  ai-edge-litert). A device running the old `tflite-runtime` interpreter reads it the same
+  way when ai-edge-litert's schema module can be imported; otherwise the runner warns and
+  uses what the tensors tell, and `read_metadata` raises an `ImportError` naming the package.
+- `.onnx`: the `metadata_props` entry `keras_unet`, read through onnxruntime's
+  `get_modelmeta()` (an edge device has onnxruntime but not necessarily `onnx`).
+
+A runner then checks the stored metadata against its tensors (`tensor_metadata`,
+`merge_metadata`): the tensors are what the runtime computes with, so they win.
 
 Example:
 ```python
@@ -16,87 +22,78 @@ read_metadata("unet_int8.tflite")["num_classes"]  # 1
 ```
 """
 
+import importlib
 import json
 import os
 import struct
 import warnings
 
+import numpy as np
+
+from keras_unet.runtime.loaders import create_session
+from keras_unet.runtime.notices import warn_once
+
 METADATA_KEY = "keras_unet"
 SCHEMA_VERSION = 1
 
-# Field numbers in the TFLite flatbuffer schema (tensorflow/compiler/mlir/lite/schema/schema.fbs).
-_MODEL_BUFFERS, _MODEL_METADATA = 4, 6
-_METADATA_NAME, _METADATA_BUFFER = 0, 1
-_BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
 
+def tflite_schema():
+    """The generated TFLite flatbuffer schema module (`ai_edge_litert.schema_py_generated`).
 
-class _Table:
-    """Just enough of flatbuffers to follow offsets in a TFLite file."""
+    Raises:
+        ImportError: ai-edge-litert (or its dependency flatbuffers) is not installed.
 
-    def __init__(self, buf, pos):
-        self.buf, self.pos = buf, pos
-        self.vtable = pos - struct.unpack_from("<i", buf, pos)[0]
-        self.vtable_size = struct.unpack_from("<H", buf, self.vtable)[0]
-
-    def _field(self, number):
-        entry = 4 + 2 * number
-        if entry >= self.vtable_size:
-            return None
-        offset = struct.unpack_from("<H", self.buf, self.vtable + entry)[0]
-        return self.pos + offset if offset else None
-
-    def scalar(self, number, fmt, default=0):
-        at = self._field(number)
-        return default if at is None else struct.unpack_from(fmt, self.buf, at)[0]
-
-    def _indirect(self, at):
-        return at + struct.unpack_from("<I", self.buf, at)[0]
-
-    def vector(self, number):
-        """(start, length) of a vector field, or (None, 0)."""
-        at = self._field(number)
-        if at is None:
-            return None, 0
-        vec = self._indirect(at)
-        return vec + 4, struct.unpack_from("<I", self.buf, vec)[0]
-
-    def tables(self, number):
-        start, length = self.vector(number)
-        return [_Table(self.buf, self._indirect(start + 4 * i)) for i in range(length)]
-
-    def string(self, number):
-        start, length = self.vector(number)
-        return None if start is None else bytes(self.buf[start : start + length]).decode("utf-8")
+    Example:
+    ```python
+    schema = tflite_schema()
+    schema.Model.GetRootAs(open("m.tflite", "rb").read(), 0).MetadataLength()
+    ```
+    """
+    try:
+        schema = importlib.import_module("ai_edge_litert.schema_py_generated")
+    except ImportError as error:
+        raise ImportError(
+            "Reading the keras_unet metadata of a .tflite file needs the TFLite schema that "
+            f"ships in ai-edge-litert: `pip install ai-edge-litert` ({error})."
+        ) from error
+    return schema
 
 
 def tflite_metadata_entries(model_bytes):
     """`{name: bytes}` of every metadata entry in a TFLite flatbuffer.
 
     Raises:
-        ValueError: the bytes are not a TFLite flatbuffer (no `TFL3` identifier).
+        ValueError: the bytes are not a TFLite flatbuffer (no `TFL3` identifier), or its
+            metadata entries point outside the file.
+        ImportError: see `tflite_schema`.
 
     Example:
     ```python
     tflite_metadata_entries(open("m.tflite", "rb").read()).keys()  # {'min_runtime_version', 'keras_unet'}
     ```
     """
-    buf = memoryview(model_bytes)
+    buf = model_bytes if isinstance(model_bytes, (bytes, bytearray)) else bytes(model_bytes)
     if len(buf) < 8 or bytes(buf[4:8]) != b"TFL3":
         raise ValueError("not a TFLite flatbuffer (the file identifier 'TFL3' is missing)")
-    model = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
-    buffers = model.tables(_MODEL_BUFFERS)
-    entries = {}
-    for entry in model.tables(_MODEL_METADATA):
-        name = entry.string(_METADATA_NAME)
-        buffer = buffers[entry.scalar(_METADATA_BUFFER, "<I")]
-        start, length = buffer.vector(_BUFFER_DATA)
-        if start is not None:
-            entries[name] = bytes(buf[start : start + length])
-            continue
-        # Models over 2 GB keep buffers after the flatbuffer, addressed by offset/size.
-        offset = buffer.scalar(_BUFFER_OFFSET, "<Q")
-        size = buffer.scalar(_BUFFER_SIZE, "<Q")
-        entries[name] = bytes(buf[offset : offset + size]) if offset > 1 else b""
+    schema = tflite_schema()
+    try:
+        model = schema.Model.GetRootAs(buf, 0)
+        entries = {}
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            index = entry.Buffer()
+            if index >= model.BuffersLength():
+                raise ValueError(f"metadata entry {i} points at buffer {index} of {model.BuffersLength()}")
+            buffer = model.Buffers(index)
+            name = (entry.Name() or b"").decode("utf-8")
+            if not buffer.DataIsNone():
+                entries[name] = buffer.DataAsNumpy().tobytes()
+                continue
+            # Models over 2 GB keep buffers after the flatbuffer, addressed by offset/size.
+            offset, size = buffer.Offset(), buffer.Size()
+            entries[name] = bytes(buf[offset : offset + size]) if offset > 1 else b""
+    except (struct.error, IndexError, TypeError, UnicodeDecodeError) as error:
+        raise ValueError(f"a corrupt TFLite flatbuffer ({type(error).__name__}: {error})") from error
     return entries
 
 
@@ -105,6 +102,11 @@ def parse_metadata(raw, where="the model file"):
 
     Raises:
         ValueError: `raw` is not a JSON object, naming `where`.
+
+    Example:
+    ```python
+    parse_metadata(b'{"num_classes": 1}')["num_classes"]  # 1
+    ```
     """
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
@@ -152,7 +154,7 @@ def read_onnx_metadata(session, where="the ONNX model"):
 def read_metadata(path):
     """The keras_unet metadata of a `.tflite` or `.onnx` file, or None if it has none.
 
-    Needs no TensorFlow: `.tflite` files are read by the flatbuffer walker above,
+    Needs no TensorFlow: `.tflite` files are read with ai-edge-litert's schema module,
     `.onnx` files through onnxruntime.
 
     Args:
@@ -162,6 +164,7 @@ def read_metadata(path):
         FileNotFoundError: the file does not exist.
         ValueError: the suffix is neither `.tflite` nor `.onnx`, or the file is not a
             valid model of that format.
+        ImportError: the package that reads this format is not installed (named).
 
     Example:
     ```python
@@ -177,13 +180,102 @@ def read_metadata(path):
             data = f.read()
         try:
             entries = tflite_metadata_entries(data)
-        except (struct.error, IndexError, UnicodeDecodeError, ValueError) as error:
+        except ValueError as error:
             raise ValueError(f"{path!r} is not a valid TFLite model: {error}") from error
         raw = entries.get(METADATA_KEY)
         return None if raw is None else parse_metadata(raw, repr(path))
     if suffix == ".onnx":
-        from keras_unet.runtime.onnx import create_session
-
         # Reading metadata needs no graph optimization: skip it, loading is then faster.
         return read_onnx_metadata(create_session(path, optimize=False), repr(path))
     raise ValueError(f"Expected a .tflite or .onnx file. Received: path={path!r}")
+
+
+def tensor_metadata(fmt, input_size, channels, num_classes, input_dtype, output_dtype,
+                    input_quantization=None, output_quantization=None, quantization=None):
+    """The metadata a file's tensors tell, with defaults for what they cannot.
+
+    Args:
+        fmt: `"tflite"` / `"onnx"` / `"keras"`.
+        input_size: `(H, W)`, None for a free dimension.
+        channels, num_classes: from the input's and output's last dimension.
+        input_dtype, output_dtype: numpy dtypes of the tensors.
+        input_quantization, output_quantization: `{"scale", "zero_point"}` or None.
+        quantization: the quantization mode if known, else guessed from the input dtype.
+
+    Example:
+    ```python
+    tensor_metadata("onnx", (128, 128), 3, 1, np.float32, np.float32)
+    ```
+    """
+    num_classes = int(num_classes)
+    if quantization is None:
+        quantization = "int8" if np.issubdtype(np.dtype(input_dtype), np.integer) else "none"
+    return {
+        "schema_version": None,
+        "format": fmt,
+        "quantization": quantization,
+        "input_size": [None if s is None else int(s) for s in input_size],
+        "channels": int(channels),
+        "input_dtype": str(np.dtype(input_dtype)),
+        "input_range": [0, 255],
+        "input_quantization": input_quantization,
+        "output_dtype": str(np.dtype(output_dtype)),
+        "output_quantization": output_quantization,
+        "num_classes": num_classes,
+        "class_names": None,
+        "output_activation": "sigmoid" if num_classes == 1 else "softmax",
+        "threshold": 0.5 if num_classes == 1 else None,
+        "ignore_index": None,
+        "mask_encoding": "binary" if num_classes == 1 else "index",
+    }
+
+
+def merge_metadata(stored, derived, path):
+    """The file's stored metadata, checked against (and completed from) its tensors.
+
+    The tensors are what the runtime will actually do, so where the two disagree on a
+    shape, dtype or quantization parameter, the tensors win and a warning names the field.
+
+    Args:
+        stored: metadata read from the file, or None.
+        derived: `tensor_metadata(...)` of the same file.
+        path: the file, for messages.
+
+    Example:
+    ```python
+    metadata = merge_metadata(read_metadata("m.tflite"), tensor_metadata(...), "m.tflite")
+    ```
+    """
+    if stored is None:
+        warn_once(
+            ("no-metadata", str(path)),
+            f"{path}: no keras_unet metadata in this file; assuming images in [0, 255] and "
+            f"{derived['output_activation']} probabilities at the output "
+            f"({derived['num_classes']} class(es), read from the output tensor).",
+        )
+        return dict(derived)
+    merged = {**derived, **stored}
+    for key in ("channels", "num_classes", "input_dtype", "input_quantization",
+                "output_quantization", "input_size"):
+        told, actual = stored.get(key), derived.get(key)
+        if key == "input_size" and told is not None:
+            # A free dimension in the file is free whatever the metadata says.
+            if all(a is None or t == a for t, a in zip(told, actual)):
+                continue
+        if key in stored and not _same(told, actual):
+            warn_once(
+                ("mismatch", str(path), key),
+                f"{path}: the keras_unet metadata says {key}={told!r} but the model's tensors "
+                f"say {actual!r}; using {actual!r}.",
+            )
+            merged[key] = actual
+    return merged
+
+
+def _same(a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return (int(a["zero_point"]) == int(b["zero_point"])
+                and np.isclose(float(a["scale"]), float(b["scale"]), rtol=1e-6))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b

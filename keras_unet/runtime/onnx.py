@@ -18,45 +18,17 @@ import os
 
 import numpy as np
 
-from keras_unet.runtime.base import Runner, merge_metadata, tensor_metadata, warn_once
-from keras_unet.runtime.metadata import read_onnx_metadata
+from keras_unet.runtime.base import Runner
+from keras_unet.runtime.loaders import create_session
+from keras_unet.runtime.metadata import merge_metadata, read_onnx_metadata, tensor_metadata
+from keras_unet.runtime.notices import warn_once
+
+__all__ = ["ONNXRunner", "create_session"]
 
 _ONNX_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
     "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32,
 }
-
-
-def create_session(path, threads=None, providers=None, optimize=True):
-    """An `onnxruntime.InferenceSession` for `path`, with a clear error for a bad file.
-
-    Args:
-        path: the `.onnx` file.
-        threads: intra-op threads (None: onnxruntime's default, one per core).
-        providers: execution providers (default `["CPUExecutionProvider"]`).
-        optimize: False skips graph optimizations (enough for reading metadata).
-
-    Example:
-    ```python
-    session = create_session("unet.onnx", threads=2)
-    ```
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError as error:
-        raise ImportError("Running .onnx files needs `pip install onnxruntime`.") from error
-    path = os.fspath(path)
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        return ort.InferenceSession(path, sess_options=options,
-                                    providers=list(providers or ["CPUExecutionProvider"]))
-    except Exception as error:  # onnxruntime raises its own exception types
-        raise ValueError(f"{path!r} is not a valid ONNX model: {error}") from error
 
 
 def _dim(value):

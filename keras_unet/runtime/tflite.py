@@ -14,8 +14,10 @@ runner falls back to looping image by image, and says so once.
 Any-size models: an input with a `None` height/width converts to a `1x1` input tensor
 with `shape_signature` -1; the same resizing gives it each batch's size.
 
-Metadata is read by `keras_unet.runtime.metadata` (a small flatbuffer walker), so it works
-with tflite-runtime, which ships no schema module, as well as with ai-edge-litert.
+The interpreter comes from `keras_unet.runtime.loaders.interpreter_class` (ai-edge-litert,
+else tflite-runtime). Metadata is read by `keras_unet.runtime.metadata` with the TFLite
+schema module of ai-edge-litert; without it (a tflite-runtime-only device) the runner warns
+once and uses what the tensors tell.
 
 Example:
 ```python
@@ -30,29 +32,12 @@ import os
 
 import numpy as np
 
-from keras_unet.runtime.base import Runner, merge_metadata, tensor_metadata, warn_once
-from keras_unet.runtime.metadata import read_tflite_metadata
+from keras_unet.runtime.base import Runner
+from keras_unet.runtime.loaders import interpreter_class
+from keras_unet.runtime.metadata import merge_metadata, read_tflite_metadata, tensor_metadata
+from keras_unet.runtime.notices import warn_once
 
-
-def interpreter_class():
-    """The TFLite `Interpreter` class: ai-edge-litert first, tflite-runtime as fallback.
-
-    Example:
-    ```python
-    Interpreter = interpreter_class()
-    ```
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError as error:
-            raise ImportError(
-                "Running .tflite files needs a TFLite interpreter: `pip install ai-edge-litert` "
-                "(or, on devices with numpy<2 only, `pip install tflite-runtime`)."
-            ) from error
-    return Interpreter
+__all__ = ["TFLiteRunner", "interpreter_class"]
 
 
 def _quantization(detail):
@@ -108,17 +93,21 @@ class TFLiteRunner(Runner):
         # The interpreter's own tensor parameters are what it computes with.
         self.input_quantization = _quantization(self._input)
         self.output_quantization = _quantization(self._output)
-        try:
-            stored = read_tflite_metadata(model_bytes, repr(path))
-        except ValueError as error:
-            warn_once(("bad-metadata", path), f"{path}: ignoring unreadable metadata ({error}).")
-            stored = None
         derived = tensor_metadata(
             "tflite", [None if s < 0 else int(s) for s in signature[1:3]], int(signature[3]),
             int(self._output["shape"][-1]), self.input_dtype, self._output["dtype"],
             self.input_quantization, self.output_quantization,
         )
-        super().__init__(path, merge_metadata(stored, derived, path))
+        try:
+            metadata = merge_metadata(read_tflite_metadata(model_bytes, repr(path)), derived, path)
+        except ValueError as error:
+            warn_once(("bad-metadata", path), f"{path}: ignoring unreadable metadata ({error}).")
+            metadata = merge_metadata(None, derived, path)
+        except ImportError as error:  # tflite-runtime without ai-edge-litert's schema module
+            warn_once(("no-schema", path), f"{path}: its keras_unet metadata cannot be read here "
+                      f"({error}); using what the model's tensors tell.")
+            metadata = dict(derived)
+        super().__init__(path, metadata)
 
     def run(self, batch):
         """Raw output for a prepared batch: set_tensor, invoke, get_tensor (a copy)."""
