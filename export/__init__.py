@@ -1,6 +1,6 @@
 """Keras -> TFLite / ONNX export with quantization, verified against the Keras model.
 
-`import export` imports no TensorFlow: the converters are loaded on first use, and
+`import keras_unet.export` imports no TensorFlow: the converters are loaded on first use, and
 `keras_unet.runtime` (the edge side) never imports it.
 
 Example:
@@ -28,7 +28,7 @@ _LAZY = {
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
+    raise AttributeError(f"module 'keras_unet.export' has no attribute {name!r}")
 
 
 def __dir__():

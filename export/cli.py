@@ -1,11 +1,11 @@
 """Export a Keras U-Net to TFLite or ONNX, quantize it, and verify it against Keras.
 
 Every export is run against the Keras model on real images before it is written:
-float32 must match within 1e-4; a quantized file must keep the IoU of the two models'
-masks at or above --agreement-floor (0.95), or the command fails with the numbers and
-writes nothing. The file is written to a temporary name and renamed into place, so a
-failed export leaves an earlier file untouched. An existing --out is only replaced
-with --force.
+float32 must match within 1e-4; a quantized file must keep agreement_iou, the IoU of the
+two models' masks, at or above --agreement-floor (0.95), or the command fails with the
+numbers and writes nothing. The file is written to a temporary name and renamed into
+place, so a failed export leaves an earlier file untouched. An existing --out is only
+replaced with --force.
 
 Examples:
     keras-unet export model.keras --format tflite --out model.tflite
@@ -47,7 +47,9 @@ def add_arguments(parser):
     parser.add_argument("--io", choices=("uint8", "int8", "float32"), default=None,
                         help="TFLite int8 input/output dtype (default uint8 for int8, else float32)")
     parser.add_argument("--agreement-floor", type=float, default=0.95, metavar="IOU",
-                        help="lowest mask agreement IoU a quantized export may have (default 0.95)")
+                        help="lowest agreement_iou (foreground IoU of the two models' masks; "
+                             "frequency-weighted IoU for several classes) a quantized export "
+                             "may have (default 0.95)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: free batch dimension")
     parser.add_argument("--dynamic-size", action="store_true", help="ONNX: free height and width")

@@ -24,8 +24,8 @@ tflite_bytes = embed_tflite_metadata(tflite_bytes, metadata)
 
 import json
 import os
-import tempfile
 
+from keras_unet.runtime.files import atomic_output
 from keras_unet.runtime.metadata import METADATA_KEY, SCHEMA_VERSION
 
 FORMATS = ("tflite", "onnx", "keras")
@@ -225,7 +225,8 @@ def embed_onnx_metadata(model_or_path, metadata):
 
     Args:
         model_or_path: an `onnx.ModelProto` (modified and returned), or the path of a
-            `.onnx` file (rewritten in place through a temporary file; the path is returned).
+            `.onnx` file (rewritten through `keras_unet.runtime.files.atomic_output`; the
+            path is returned).
         metadata: the metadata dict (see `build_metadata`).
 
     Example:
@@ -250,16 +251,9 @@ def embed_onnx_metadata(model_or_path, metadata):
     except Exception as error:
         raise ValueError(f"{path!r} is not a valid ONNX model: {error}") from error
     _set_prop(model, payload)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".metadata.", suffix=".onnx", dir=folder)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
+        os.chmod(tmp, os.stat(path).st_mode & 0o777)  # keep the file's permissions
     return model_or_path
 
 

@@ -1,12 +1,13 @@
 """Keras -> ONNX: float32, float16, or int8 QDQ static quantization for onnxruntime.
 
-float32 goes through `model.export(format="onnx")` (tf2onnx underneath; with Keras 3,
+The ONNX converter on top of `keras_unet.export.pipeline`. The float32 graph comes from
+`model.export(format="onnx")` (tf2onnx underneath; with Keras 3,
 `tf2onnx.convert.from_keras` breaks without an explicit `input_signature`, while
-`model.export` builds one). The input is called `image`; batch and spatial size are
-static unless `dynamic_batch` / `dynamic_size` ask otherwise.
+`model.export` builds one), once per job and opset. The input is called `image`; batch and
+spatial size are static unless `dynamic_batch` / `dynamic_size` ask otherwise.
 
-int8 runs `onnxruntime.quantization.quant_pre_process` (shape inference and graph
-clean-up) and then `quantize_static` in QDQ format with the same real calibration
+int8 runs `onnxruntime.quantization.quant_pre_process` (graph clean-up and ONNX shape
+inference) and then `quantize_static` in QDQ format with the same real calibration
 images as TFLite:
 
 - **uint8 activations, int8 per-channel weights** by default. On the project's AMD
@@ -19,9 +20,15 @@ images as TFLite:
   -> quantize; on a MobileNetV2 U-Net the int8 file was then slower than fp32. The export
   reads back the graph onnxruntime actually runs and reports the compute ops still in
   float (`ExportResult.float_ops_left`), with a warning. `upsample="bilinear"` or
-  `"nearest"` avoid it.
-- Symbolic shape inference cannot follow dynamic spatial sizes through a UNet's
-  skip connections; it is skipped then (ONNX's own shape inference still runs).
+  `"nearest"` avoid it. `ONNXOptions.nodes_to_exclude` keeps chosen nodes in float on
+  purpose (the quantization repair step).
+- **No symbolic shape inference.** `quant_pre_process` would run onnxruntime's
+  `SymbolicShapeInference` first, which, when it cannot follow a graph, saves
+  `sym_shape_infer_temp.onnx` and a uuid-named `.data` file into the process's working
+  directory (avoidable only by `os.chdir`, which moves the whole process). It is skipped:
+  on every UNet variant of `tests/export/test_export_matrix.py` the quantized graphs came
+  out node for node the same with and without it; ONNX's own shape inference, which still
+  runs, finds every shape of a static CNN.
 
 float16 uses `onnxruntime.transformers.float16.convert_float_to_float16` with float32
 input/output (`keep_io_types`): half the file size; the CPU provider computes many ops
@@ -38,20 +45,17 @@ print(result.summary())
 """
 
 import contextlib
+import dataclasses
 import logging
-import os
-import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
-
-from keras_unet.runtime.files import atomic_output
-from keras_unet.export.result import ExportResult
-from keras_unet.export.tflite import check_options
+from keras_unet.export.pipeline import Converter, Diagnosis, check_output, run_export
 from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
 
 QUANTIZE_MODES = ("none", "fp16", "int8")
+ACTIVATION_TYPES = ("uint8", "int8")
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 INPUT_NAME = "image"
 DEFAULT_OPSET = 17
 # Compute-heavy op types; any of these left outside QLinear*/integer kernels in the
@@ -59,76 +63,153 @@ DEFAULT_OPSET = 17
 HEAVY_OPS = ("Conv", "ConvTranspose", "FusedConv", "MatMul", "Gemm", "FusedMatMul", "FusedGemm")
 
 
-@contextlib.contextmanager
-def _quiet_and_inside(folder):
-    """Run in `folder` with tf2onnx/onnxruntime logs muted.
+@dataclasses.dataclass(frozen=True)
+class ONNXOptions:
+    """How `convert` turns the job's model into a `.onnx` file.
 
-    `quant_pre_process` dumps `sym_shape_infer_temp.onnx` into the working directory
-    when symbolic shape inference fails, so it runs inside a temporary folder.
+    Args:
+        quantize: `"none"`, `"fp16"` or `"int8"`.
+        opset: ONNX opset (13 or newer; QDQ per-channel needs 13).
+        activation_type: `"uint8"` (faster on x86 VNNI) or `"int8"` activations for int8.
+        nodes_to_exclude: names of nodes of the float graph that int8 leaves unquantized.
+            Name a Conv together with the activation after it: onnxruntime's CPU provider
+            turns a float Conv that still sits between Q/DQ pairs back into a QLinearConv
+            (seen with onnxruntime 1.32).
+        calibrate_method: `"minmax"`, `"entropy"` or `"percentile"` activation ranges.
+
+    Example:
+    ```python
+    ONNXOptions(quantize="int8", nodes_to_exclude=(
+        "unet_1/encoder_block_0_1/conv1_1/convolution", "unet_1/encoder_block_0_1/act1_1/Relu"))
+    ```
     """
+
+    quantize: str = "none"
+    opset: int = DEFAULT_OPSET
+    activation_type: str = "uint8"
+    nodes_to_exclude: tuple = ()
+    calibrate_method: str = "minmax"
+
+    def __post_init__(self):
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or self.opset < 13:
+            raise ValueError(f"`opset` must be an integer >= 13. Received: opset={self.opset!r}")
+        if self.activation_type not in ACTIVATION_TYPES:
+            raise ValueError(
+                f"`activation_type` must be 'uint8' or 'int8'. "
+                f"Received: activation_type={self.activation_type!r}"
+            )
+        if self.calibrate_method not in CALIBRATE_METHODS:
+            raise ValueError(
+                f"`calibrate_method` must be one of {list(CALIBRATE_METHODS)}. "
+                f"Received: calibrate_method={self.calibrate_method!r}"
+            )
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """Mute tf2onnx/onnxruntime INFO/WARNING logs; restore their levels afterwards."""
     loggers = [logging.getLogger(name) for name in ("tf2onnx", "onnxruntime")]
     levels = [logger.level for logger in loggers]
-    previous = os.getcwd()
     for logger in loggers:
         logger.setLevel(logging.ERROR)
-    os.chdir(folder)
     try:
         yield
     finally:
-        os.chdir(previous)
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
 
 
-def _export_float(model, path, batch, size, channels, opset):
+def float_model(job, opset):
+    """Path of the job's float32 ONNX graph at `opset`, converted once per job.
+
+    Example:
+    ```python
+    float_model(job, 17)  # PosixPath('/tmp/keras_unet_export_.../float_0.onnx')
+    ```
+    """
     import keras
 
-    spec = keras.InputSpec(shape=(batch, size[0], size[1], channels), dtype="float32",
-                           name=INPUT_NAME)
-    try:
-        model.export(str(path), format="onnx", verbose=False, input_signature=[spec],
-                     opset_version=opset)
-    except Exception as error:  # tf2onnx raises many types; name the cause
-        raise RuntimeError(
-            f"ONNX conversion (tf2onnx, opset {opset}) failed: {type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}"
-        ) from error
+    def build():
+        path = job.new_path("float", ".onnx")
+        height, width = job.export_size
+        spec = keras.InputSpec(shape=(job.batch, height, width, job.facts["channels"]),
+                               dtype="float32", name=INPUT_NAME)
+        try:
+            with _quiet_logs():
+                job.model.export(str(path), format="onnx", verbose=False,
+                                 input_signature=[spec], opset_version=opset)
+        except Exception as error:  # tf2onnx raises many types; name the cause
+            raise RuntimeError(
+                f"ONNX conversion (tf2onnx, opset {opset}) failed: {type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}"
+            ) from error
+        return path
+
+    return job.cached(("onnx_float", opset), build)
 
 
-def _quantize_int8(float_path, out_path, work, images, activation_type, dynamic, progress):
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def _prepared_model(job, opset):
+    """The float graph after `quant_pre_process` (no symbolic shape inference), once per job."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    def build():
+        path = job.new_path("prepared", ".onnx")
+        with _quiet_logs():
+            quant_pre_process(str(float_model(job, opset)), str(path), skip_symbolic_shape=True)
+        return path
+
+    return job.cached(("onnx_prepared", opset), build)
+
+
+def _quantize_int8(job, options):
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from keras_unet.export.calibration import onnx_calibration_reader, pin_input_range
 
-    prepared = Path(work) / "prepared.onnx"
-    try:
-        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=dynamic)
-    except Exception:  # symbolic inference gives up on some graphs; ONNX's own still runs
-        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared), str(out_path),
-        onnx_calibration_reader(pin_input_range(images), INPUT_NAME, progress=progress),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
+    out = job.new_path("int8", ".onnx")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    with _quiet_logs():
+        quantize_static(
+            str(_prepared_model(job, options.opset)), str(out),
+            onnx_calibration_reader(pin_input_range(job.calibration), INPUT_NAME,
+                                    progress=job.progress),
+            quant_format=QuantFormat.QDQ,
+            activation_type=(QuantType.QUInt8 if options.activation_type == "uint8"
+                             else QuantType.QInt8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=list(options.nodes_to_exclude),
+            calibrate_method=methods[options.calibrate_method],
+        )
+    return out.read_bytes()
 
 
-def _to_fp16(float_path, out_path):
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+def convert(job, options):
+    """The `.onnx` bytes (no metadata yet) of the job's model for `options`.
 
-    onnx.save(convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True),
-              str(out_path))
+    Example:
+    ```python
+    model_bytes = convert(job, ONNXOptions(quantize="int8"))
+    ```
+    """
+    path = float_model(job, options.opset)
+    if options.quantize == "int8":
+        return _quantize_int8(job, options)
+    if options.quantize == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        return convert_float_to_float16(onnx.load(str(path)),
+                                        keep_io_types=True).SerializeToString()
+    return path.read_bytes()
 
 
 def float_ops_left(path, work):
     """Compute-heavy ops onnxruntime's CPU provider runs in float for `path`, by type.
 
     Reads the graph after onnxruntime's own optimizations (QDQ fusion into QLinearConv
-    etc.), which is what actually runs.
+    etc.), which is what actually runs. The optimized graph is written into `work`.
 
     Example:
     ```python
@@ -138,36 +219,71 @@ def float_ops_left(path, work):
     import onnx
     import onnxruntime as ort
 
-    optimized = Path(work) / "optimized.onnx"
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(optimized)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    counts = {}
-    for node in onnx.load(str(optimized)).graph.node:
-        if node.op_type in HEAVY_OPS:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    with tempfile.TemporaryDirectory(dir=work) as folder:
+        optimized = Path(folder) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(optimized)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        counts = {}
+        for node in onnx.load(str(optimized)).graph.node:
+            if node.op_type in HEAVY_OPS:
+                counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
 
 
-def _io_info(path):
+def describe(model_bytes):
+    """Shape and dtypes of the input and output of an ONNX model (no quantized I/O here)."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = onnx.load_from_string(model_bytes).graph
 
-    def describe(value):
+    def io(value):
         tensor = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
         return dims, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
 
-    input_shape, input_dtype = describe(graph.input[0])
-    _, output_dtype = describe(graph.output[0])
-    return input_shape, input_dtype, output_dtype
+    input_shape, input_dtype = io(graph.input[0])
+    _, output_dtype = io(graph.output[0])
+    return {"input_shape": input_shape, "input_dtype": input_dtype,
+            "output_dtype": output_dtype, "input_quantization": None,
+            "output_quantization": None}
 
 
-def _warn(result_warnings, message):
-    result_warnings.append(message)
-    warnings.warn(message, UserWarning, stacklevel=3)
+def embed_metadata(model_bytes, metadata):
+    """`model_bytes` with the keras_unet metadata stored in `metadata_props`."""
+    import onnx
+
+    from keras_unet.export.metadata import embed_onnx_metadata
+
+    return embed_onnx_metadata(onnx.load_from_string(model_bytes), metadata).SerializeToString()
+
+
+def diagnose(job, options, model_bytes):
+    """Warn about compute ops an int8 file runs in float, and about fp16 on CPU."""
+    found, float_ops = [], {}
+    if options.quantize == "int8":
+        path = job.new_path("diagnose", ".onnx")
+        path.write_bytes(model_bytes)
+        float_ops = float_ops_left(path, job.work)
+        if float_ops:
+            found.append(
+                f"onnxruntime's CPU provider runs {sum(float_ops.values())} compute op(s) of "
+                f"this int8 model in float ({float_ops}), each between a dequantize and a "
+                "quantize; the int8 file may be slower than float32. "
+                + ("ConvTranspose has no int8 CPU kernel: build the UNet with "
+                   "upsample='bilinear' or 'nearest' for a fully integer decoder."
+                   if "ConvTranspose" in float_ops else ""))
+    if options.quantize == "fp16":
+        found.append("float16 ONNX halves the file size, but onnxruntime's CPU provider "
+                     "computes many float16 ops through casts: expect it to be slower than "
+                     "float32 on CPU. Use it for GPU providers or size.")
+    return Diagnosis(warnings=found, float_ops_left=float_ops)
+
+
+CONVERTER = Converter(format="onnx", suffix=".onnx", quantize_modes=QUANTIZE_MODES,
+                      convert=convert, describe=describe, embed_metadata=embed_metadata,
+                      diagnose=diagnose)
 
 
 def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynamic_batch=False,
@@ -193,9 +309,9 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
         io_dtype: only `"float32"` (or None): ONNX QDQ models keep float I/O.
         activation_type: `"uint8"` (default, faster on x86 VNNI) or `"int8"`.
         verify: run the file against the Keras model and raise `VerificationError` when
-            it does not match (float32: max_abs_diff <= 1e-4; quantized: mask IoU >=
-            `agreement_floor`).
-        agreement_floor: lowest mask agreement IoU accepted for a quantized file.
+            it does not match (float32: max_abs_diff <= 1e-4; quantized: agreement_iou
+            >= `agreement_floor`).
+        agreement_floor: lowest mask `agreement_iou` accepted for a quantized file.
         verification_data: images to verify on (default: the calibration images, else
             the nuclei sample shipped with keras_unet).
         verification_size: at most this many verification images.
@@ -214,15 +330,6 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
     result.input_shape  # (None, 64, 64, 3)
     ```
     """
-    from keras_unet.export.calibration import load_images, require_calibration
-    from keras_unet.export.source import (
-        DEFAULT_VERIFY_SIZE,
-        load_source_model,
-        model_facts,
-        resolve_input_size,
-    )
-    from keras_unet.export.verify import select_verification_images, verify_export
-
     if quantize == "dynamic":
         raise ValueError(
             "quantize='dynamic' is not supported for ONNX: use 'int8' (static QDQ, "
@@ -234,77 +341,12 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
             "ONNX exports keep float32 input and output (QDQ quantizes inside the graph). "
             f"Received: io_dtype={io_dtype!r}"
         )
-    check_options(out, quantize, None, suffix=".onnx", modes=QUANTIZE_MODES, fmt="onnx")
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
-        raise ValueError(f"`opset` must be an integer >= 13. Received: opset={opset!r}")
-    if activation_type not in ("uint8", "int8"):
-        raise ValueError(
-            f"`activation_type` must be 'uint8' or 'int8'. Received: activation_type={activation_type!r}"
-        )
-    if quantize == "int8":
-        require_calibration(calibration_data, quantize, "api")
-    model, source = load_source_model(model_or_path)
-    facts = model_facts(model)
-    size = resolve_input_size(model, input_size, source, required=not dynamic_size)
-    export_size = (None, None) if dynamic_size else size
-    if size == (None, None):
-        size = DEFAULT_VERIFY_SIZE
-    batch = None if dynamic_batch else 1
-
-    calibration = None
-    if quantize == "int8":
-        calibration = load_images(calibration_data, size, facts["channels"], calibration_size,
-                                  progress=progress)
-
-    from keras_unet.export.metadata import build_metadata, embed_onnx_metadata
-
-    result_warnings, float_ops = [], {}
-    report = None
-    with tempfile.TemporaryDirectory(prefix="keras_unet_onnx_") as work, \
-            atomic_output(out) as tmp:
-        float_path = Path(work) / "float.onnx"
-        with _quiet_and_inside(work):
-            _export_float(model, float_path, batch, export_size, facts["channels"], opset)
-            if quantize == "int8":
-                _quantize_int8(float_path, tmp, work, calibration, activation_type,
-                               dynamic_size or dynamic_batch, progress)
-            elif quantize == "fp16":
-                _to_fp16(float_path, tmp)
-            else:
-                shutil.copyfile(float_path, tmp)
-        if quantize == "int8":
-            float_ops = float_ops_left(tmp, work)
-            if float_ops:
-                _warn(result_warnings,
-                      f"onnxruntime's CPU provider runs {sum(float_ops.values())} compute "
-                      f"op(s) of this int8 model in float ({float_ops}), each between a "
-                      "dequantize and a quantize; the int8 file may be slower than float32. "
-                      + ("ConvTranspose has no int8 CPU kernel: build the UNet with "
-                         "upsample='bilinear' or 'nearest' for a fully integer decoder."
-                         if "ConvTranspose" in float_ops else ""))
-        if quantize == "fp16":
-            _warn(result_warnings,
-                  "float16 ONNX halves the file size, but onnxruntime's CPU provider "
-                  "computes many float16 ops through casts: expect it to be slower than "
-                  "float32 on CPU. Use it for GPU providers or size.")
-        input_shape, input_dtype, output_dtype = _io_info(tmp)
-        metadata = build_metadata(
-            model, format="onnx", quantization=quantize,
-            input_size=None if dynamic_size else size, input_dtype=input_dtype,
-            input_quantization=None, output_dtype=output_dtype, output_quantization=None,
-            source_model=source,
-        )
-        embed_onnx_metadata(tmp, metadata)
-        if verify:
-            images, image_source = select_verification_images(
-                size, facts["channels"], verification_data, calibration, verification_size,
-                progress)
-            report = verify_export(model, tmp, images, quantize,
-                                   threshold=metadata.get("threshold") or 0.5,
-                                   agreement_floor=agreement_floor, source=image_source)
-    return ExportResult(
-        path=str(out), format="onnx", quantization=quantize,
-        size_bytes=Path(out).stat().st_size, input_shape=input_shape,
-        input_dtype=input_dtype, output_dtype=output_dtype, verification=report,
-        warnings=result_warnings, float_ops_left=float_ops, metadata=metadata,
+    check_output(CONVERTER, out, quantize)
+    options = ONNXOptions(quantize=quantize, opset=opset, activation_type=activation_type)
+    return run_export(
+        CONVERTER, options, model_or_path, out, calibration_data=calibration_data,
+        calibration_size=calibration_size, input_size=input_size, dynamic_size=dynamic_size,
+        batch=None if dynamic_batch else 1, verify=verify, agreement_floor=agreement_floor,
+        verification_data=verification_data, verification_size=verification_size,
+        progress=progress,
     )

@@ -1,28 +1,51 @@
-"""Keras -> TFLite (LiteRT) with float16, dynamic-range or full-integer quantization.
+"""Keras -> TFLite (LiteRT): float32, float16, dynamic-range or full-integer quantization.
 
-Conversion writes a static-shape copy of the model (batch 1, fixed height and width) as
-a SavedModel through `keras.export.ExportArchive` and runs `tf.lite.TFLiteConverter`
-on it, which gives full control over the quantization options
-(`model.export(format="litert")` hides them).
+The TFLite converter on top of `keras_unet.export.pipeline`. It writes the job's
+static-shape copy of the model (batch 1, fixed height and width) as a SavedModel through
+`keras.export.ExportArchive` once per job and runs a `tf.lite.TFLiteConverter` on it for
+every conversion.
+
+**Why not `model.export(path, format="litert")`.** Keras 3.15's LiteRT exporter takes the
+same route (ExportArchive -> SavedModel -> `TFLiteConverter.from_saved_model`) and passes
+its keyword arguments to the converter as attributes, so every option used here is
+reachable through it: `target_spec={"supported_ops": [TFLITE_BUILTINS_INT8]}` (it
+defaults to allowing Flex ops, which the dict overrides), `optimizations`,
+`representative_dataset`, `inference_input_type`/`inference_output_type=tf.uint8`,
+`target_spec={"supported_types": [tf.float16]}`; all four modes convert that way. Two
+things it cannot give the pipeline:
+
+- **The converter object.** `model.export` builds the `TFLiteConverter`, converts and
+  drops it. Keeping some layers in float (the quantization repair step) goes through
+  `tf.lite.experimental.QuantizationDebugger(converter=...)`, which needs that object
+  (it calibrates once and re-quantizes with `denylisted_nodes`); `make_converter` returns
+  it, configured exactly as `convert` uses it.
+- **One SavedModel for several conversions.** `model.export` traces the model and writes a
+  SavedModel on every call. One export converts more than once (the dynamic-range speed
+  check converts float32 too; a repair loop converts until the floor holds); here the
+  SavedModel is written once per job. Tiny UNet (32x32, filters=4): 1.4-1.7 s per
+  `model.export` call, 0.8 s per conversion from the written SavedModel.
+
+It also writes to a path while the pipeline embeds metadata into the bytes first; that
+alone would not decide it.
 
 Known traps, handled here:
 
 - **`None` spatial size**: a model converted with `None` height/width gets a `1x1`
-  input and every runtime must resize the input tensor first. We fix the size
-  (`input_size`, or the model's own) and fail with a message naming `--input-size` if
-  there is none.
+  input and every runtime must resize the input tensor first. The pipeline fixes the
+  size (`input_size`, or the model's own) and fails with a message naming
+  `--input-size` if there is none.
 - **Dynamic batch + `Conv2DTranspose`**: with a `None` batch every transposed conv
   computes its output shape at run time (SHAPE/STRIDED_SLICE/PACK ops) and XNNPACK
   leaves TRANSPOSE_CONV to slower kernels. So the batch is fixed to 1.
 - **Dynamic-range quantization** stores int8 weights and quantizes activations on the
-  fly. It is where the dynamic batch hurts most: on the seed model (128x128, 2 threads,
-  same busy machine, same run) dynamic-range took 1520 ms per image with a `None` batch
-  and 84 ms with batch 1 (float32: 484 and 420 ms); a 128x128 UNet with filters=16 went
-  from 56 to 7.4 ms. The export still times the dynamic-range file against a float32
-  conversion and warns if it is slower; prefer `int8` for speed or `fp16` for size.
-- **Full int8**: the input range is pinned to [0, 255] (see
-  `keras_unet.export.calibration.pin_input_range`) so uint8 I/O passes raw pixels (scale 1,
-  zero point 0). TRANSPOSE_CONV is quantized too (per-channel int8 weights); with the
+  fly. It is where the dynamic batch hurts most: on the seed model (128x128, 2 threads)
+  dynamic-range took 1520 ms per image with a `None` batch and 84 ms with batch 1
+  (float32: 484 and 420 ms); a 128x128 UNet with filters=16 went from 56 to 7.4 ms. The
+  export still times the dynamic-range file against a float32 conversion and warns if it
+  is slower; prefer `int8` for speed or `fp16` for size.
+- **Full int8**: the input range is pinned to [0, 255]
+  (`keras_unet.export.calibration.pin_input_range`) so uint8 I/O passes raw pixels (scale
+  1, zero point 0). TRANSPOSE_CONV is quantized too (per-channel int8 weights); with the
   static batch its output shape is a constant and XNNPACK takes it (128x128 UNet,
   filters=16: 8.6 ms with a `None` batch, 6.3 ms with batch 1).
 - **Flex (Select TF) ops** are never allowed: the edge runtimes ship without them.
@@ -39,19 +62,15 @@ print(result.summary())
 ```
 """
 
-import contextlib
+import dataclasses
 import functools
-import io
 import re
-import tempfile
 import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 
-from keras_unet.runtime.files import atomic_output
-from keras_unet.export.result import ExportResult
+from keras_unet.export.metadata import embed_tflite_metadata
+from keras_unet.export.pipeline import Converter, Diagnosis, check_output, run_export
 from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
 
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
@@ -62,68 +81,126 @@ class UnsupportedOpsError(ValueError):
     """The model needs TensorFlow ops that TFLite built-ins do not have."""
 
 
-def check_options(out, quantize, io_dtype, suffix=".tflite", modes=QUANTIZE_MODES, fmt="tflite"):
-    """Validate `out`, `quantize` and `io_dtype`; return the resolved `io_dtype`."""
-    if quantize not in modes:
-        raise ValueError(
-            f"`quantize` must be one of {list(modes)} for format '{fmt}'. "
-            f"Received: quantize={quantize!r}"
-        )
-    if Path(str(out)).suffix.lower() != suffix:
-        raise ValueError(
-            f"The output file of a {fmt} export must end in '{suffix}'. Received: out='{out}'"
-        )
-    if io_dtype is None:
-        return "uint8" if quantize == "int8" else "float32"
-    if io_dtype not in IO_DTYPES:
-        raise ValueError(f"`io_dtype` must be one of {list(IO_DTYPES)}. Received: io_dtype={io_dtype!r}")
-    if io_dtype != "float32" and quantize != "int8":
-        raise ValueError(
-            f"Integer input/output needs full-integer quantization (quantize='int8'). "
-            f"Received: io_dtype={io_dtype!r}, quantize={quantize!r}"
-        )
-    return io_dtype
+@dataclasses.dataclass(frozen=True)
+class TFLiteOptions:
+    """How `convert` turns the job's model into a `.tflite` file.
+
+    Args:
+        quantize: `"none"`, `"fp16"`, `"dynamic"` or `"int8"`.
+        io_dtype: `"float32"`, or `"uint8"`/`"int8"` input and output with `"int8"`.
+        check_speed: for `"dynamic"`, `diagnose` times the file against float32.
+
+    Example:
+    ```python
+    TFLiteOptions(quantize="int8", io_dtype="uint8")
+    ```
+    """
+
+    quantize: str = "none"
+    io_dtype: str = "float32"
+    check_speed: bool = True
+
+    def __post_init__(self):
+        if self.io_dtype not in IO_DTYPES:
+            raise ValueError(
+                f"`io_dtype` must be one of {list(IO_DTYPES)}. Received: io_dtype={self.io_dtype!r}"
+            )
+        if self.io_dtype != "float32" and self.quantize != "int8":
+            raise ValueError(
+                "Integer input/output needs full-integer quantization (quantize='int8'). "
+                f"Received: io_dtype={self.io_dtype!r}, quantize={self.quantize!r}"
+            )
 
 
-def interpreter_class():
-    """`Interpreter` of ai_edge_litert, else tflite_runtime, else tf.lite."""
+def write_saved_model(model, folder):
+    """Write `model` (static input) as a SavedModel whose one signature takes `image`.
+
+    `TFLiteConverter.from_keras_model` writes this same SavedModel for Keras 3, but when
+    that fails it swallows the error and falls back to a Keras 2 path that dies with
+    "'NoneType' object is not callable"; writing it here lets the real error through.
+
+    Example:
+    ```python
+    write_saved_model(job.static, job.work / "saved_model")
+    ```
+    """
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    signature = [tf.TensorSpec(x.shape, dtype=x.dtype, name="image") for x in model.inputs]
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+    archive.write_out(str(folder), verbose=False)
+    return folder
+
+
+def make_converter(job, options):
+    """A `tf.lite.TFLiteConverter` for the job's model, configured for `options`.
+
+    Built-in ops only; `"int8"` calibrates on `job.calibration` with the input range
+    pinned to [0, 255]. This is the object `tf.lite.experimental.QuantizationDebugger`
+    takes.
+
+    Example:
+    ```python
+    converter = make_converter(job, TFLiteOptions(quantize="int8", io_dtype="uint8"))
+    ```
+    """
+    import tensorflow as tf
+
+    from keras_unet.export.calibration import pin_input_range, tflite_representative_dataset
+
+    saved_model = job.cached("tflite_saved_model",
+                             lambda: write_saved_model(job.static, job.work / "saved_model"))
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if options.quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if options.quantize == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if options.quantize == "int8":
+        converter.representative_dataset = tflite_representative_dataset(
+            pin_input_range(job.calibration), job.progress)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.as_dtype(options.io_dtype)
+        converter.inference_output_type = tf.as_dtype(options.io_dtype)
+    return converter
+
+
+def convert(job, options):
+    """The `.tflite` bytes (no metadata yet) of the job's model for `options`.
+
+    Example:
+    ```python
+    model_bytes = convert(job, TFLiteOptions(quantize="fp16"))
+    ```
+    """
     try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            import tensorflow as tf
-
-            Interpreter = tf.lite.Interpreter
-    return Interpreter
-
-
-def _tensor_info(model_bytes):
-    interpreter = interpreter_class()(model_content=model_bytes)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-    def quant(detail):
-        scale, zero_point = detail["quantization"]
-        if np.dtype(detail["dtype"]).kind == "f" or scale == 0:
-            return None
-        return {"scale": float(scale), "zero_point": int(zero_point)}
-
-    return {
-        "input_shape": tuple(int(d) for d in inp["shape"]),
-        "input_dtype": np.dtype(inp["dtype"]).name,
-        "output_dtype": np.dtype(out["dtype"]).name,
-        "input_quantization": quant(inp),
-        "output_quantization": quant(out),
-    }
+        model_bytes = make_converter(job, options).convert()
+    except Exception as error:  # ConverterError and friends; re-raised with the cause
+        message = str(error)
+        flex = r"'tf\.(\w+)' op is neither a custom op nor a flex op"
+        ops = sorted(set(re.findall(flex, message)))
+        ops += sorted(set(re.findall(r"Custom ops: ([\w, ]+)", message)) - set(ops))
+        if ops:
+            _raise_unsupported(ops, job.source)
+        lines = [line for line in message.splitlines() if "error" in line.lower()]
+        raise RuntimeError(
+            f"TFLite conversion of '{job.source}' with quantize='{options.quantize}' failed: "
+            + ("; ".join(lines[:5]) or message[-1000:])
+        ) from error
+    custom = custom_ops(model_bytes)
+    if custom:
+        _raise_unsupported(custom, job.source)
+    return model_bytes
 
 
-def _custom_ops(model_bytes):
-    """Names of the custom (incl. Flex) ops in a converted model."""
-    from tensorflow.lite.python import schema_py_generated as schema
+def custom_ops(model_bytes):
+    """Names of the custom (incl. Flex) ops in a `.tflite` file's contents."""
+    from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    model = schema.Model.GetRootAs(model_bytes, 0)
     names = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
@@ -142,75 +219,66 @@ def _raise_unsupported(ops, source):
     )
 
 
-def _convert(model, quantize, io_dtype, calibration_images, source, progress):
-    import keras
-    import tensorflow as tf
+def _interpreter(model_bytes, **kwargs):
+    from keras_unet.runtime.tflite import interpreter_class
 
-    # `from_keras_model` writes this same SavedModel for Keras 3, but if that fails it
-    # swallows the error and falls back to a Keras 2 path that dies with "'NoneType'
-    # object is not callable". Writing it here lets the real error through.
-    with tempfile.TemporaryDirectory(prefix="keras_unet_tflite_") as saved_model:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        signature = [tf.TensorSpec(x.shape, dtype=x.dtype, name="image") for x in model.inputs]
-        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
-                             signature)
-        with contextlib.redirect_stdout(io.StringIO()):  # "Saved artifact at ..." listing
-            archive.write_out(saved_model)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        return _run_converter(converter, tf, quantize, io_dtype, calibration_images, source,
-                              progress)
-
-
-def _run_converter(converter, tf, quantize, io_dtype, calibration_images, source, progress):
-    from keras_unet.export.calibration import pin_input_range, tflite_representative_dataset
-
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
-        converter.representative_dataset = tflite_representative_dataset(
-            pin_input_range(calibration_images), progress
-        )
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.as_dtype(io_dtype)
-        converter.inference_output_type = tf.as_dtype(io_dtype)
-    try:
-        model_bytes = converter.convert()
-    except Exception as error:  # ConverterError and friends; re-raised with the cause
-        message = str(error)
-        ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)))
-        ops += sorted(set(re.findall(r"Custom ops: ([\w, ]+)", message)) - set(ops))
-        if ops:
-            _raise_unsupported(ops, source)
-        lines = [line for line in message.splitlines() if "error" in line.lower()]
-        raise RuntimeError(
-            f"TFLite conversion of '{source}' with quantize='{quantize}' failed: "
-            + ("; ".join(lines[:5]) or message[-1000:])
-        ) from error
-    custom = _custom_ops(model_bytes)
-    if custom:
-        _raise_unsupported(custom, source)
-    return model_bytes
-
-
-def _time_ms(model_bytes, repeats=3, threads=2):
-    interpreter = interpreter_class()(model_content=model_bytes, num_threads=threads)
+    interpreter = interpreter_class()(model_content=model_bytes, **kwargs)
     interpreter.allocate_tensors()
+    return interpreter
+
+
+def describe(model_bytes):
+    """Shape, dtypes and quantization of the input and output tensors of a `.tflite` file."""
+    interpreter = _interpreter(model_bytes)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def quant(detail):
+        scale, zero_point = detail["quantization"]
+        if np.dtype(detail["dtype"]).kind == "f" or scale == 0:
+            return None
+        return {"scale": float(scale), "zero_point": int(zero_point)}
+
+    return {
+        "input_shape": tuple(int(d) for d in inp["shape"]),
+        "input_dtype": np.dtype(inp["dtype"]).name,
+        "output_dtype": np.dtype(out["dtype"]).name,
+        "input_quantization": quant(inp),
+        "output_quantization": quant(out),
+    }
+
+
+def time_ms(model_bytes, repeats=3, threads=2):
+    """Mean milliseconds of one `invoke()` after a warm-up call (XNNPACK packs weights then)."""
+    interpreter = _interpreter(model_bytes, num_threads=threads)
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-    interpreter.invoke()  # warm-up: XNNPACK packs weights on the first call
+    interpreter.invoke()
     start = time.perf_counter()
     for _ in range(repeats):
         interpreter.invoke()
     return (time.perf_counter() - start) / repeats * 1e3
 
 
-def _warn(result_warnings, message):
-    result_warnings.append(message)
-    warnings.warn(message, UserWarning, stacklevel=3)
+def diagnose(job, options, model_bytes):
+    """For dynamic range: time the file against a float32 conversion, warn when slower."""
+    if options.quantize != "dynamic" or not options.check_speed:
+        return Diagnosis()
+    float_bytes = convert(job, dataclasses.replace(options, quantize="none", io_dtype="float32"))
+    timings = {"float32": time_ms(float_bytes), "dynamic": time_ms(model_bytes)}
+    found = []
+    # Below a millisecond (tiny models) the two differ by timer noise, not kernels.
+    if timings["dynamic"] > 1.2 * timings["float32"] and timings["dynamic"] > 1.0:
+        found.append(
+            f"Dynamic-range TFLite ran {timings['dynamic'] / timings['float32']:.1f}x "
+            f"slower than float32 here ({timings['dynamic']:.1f} vs {timings['float32']:.1f} "
+            "ms per image): it computes in float and dequantizes weights on the fly outside "
+            "XNNPACK's fast paths. Use quantize='int8' for speed or 'fp16' for size.")
+    return Diagnosis(warnings=found, timings_ms=timings)
+
+
+CONVERTER = Converter(format="tflite", suffix=".tflite", quantize_modes=QUANTIZE_MODES,
+                      convert=convert, describe=describe, embed_metadata=embed_tflite_metadata,
+                      diagnose=diagnose)
 
 
 def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
@@ -232,9 +300,9 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
         input_size: `(height, width)` to export at; required when the model accepts
             any size.
         verify: run the file against the Keras model and raise `VerificationError` when
-            it does not match (float32: max_abs_diff <= 1e-4; quantized: mask IoU >=
-            `agreement_floor`).
-        agreement_floor: lowest mask agreement IoU accepted for a quantized file.
+            it does not match (float32: max_abs_diff <= 1e-4; quantized: agreement_iou
+            >= `agreement_floor`).
+        agreement_floor: lowest mask `agreement_iou` accepted for a quantized file.
         verification_data: images to verify on (default: the calibration images, else
             the nuclei sample shipped with keras_unet).
         verification_size: at most this many verification images.
@@ -255,61 +323,13 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
     result.verification.max_abs_diff  # ~1e-6
     ```
     """
-    from keras_unet.export.calibration import load_images, require_calibration
-    from keras_unet.export.source import load_source_model, model_facts, resolve_input_size, static_model
-    from keras_unet.export.verify import select_verification_images, verify_export
-
-    io_dtype = check_options(out, quantize, io_dtype)
-    if quantize == "int8":
-        require_calibration(calibration_data, quantize, "api")
-    model, source = load_source_model(model_or_path)
-    size = resolve_input_size(model, input_size, source)
-    facts = model_facts(model)
-    fixed = static_model(model, size)
-
-    calibration = None
-    if quantize == "int8":
-        calibration = load_images(calibration_data, size, facts["channels"], calibration_size,
-                                  progress=progress)
-    model_bytes = _convert(fixed, quantize, io_dtype, calibration, source, progress)
-    info = _tensor_info(model_bytes)
-
-    result_warnings, timings = [], {}
-    if quantize == "dynamic" and check_speed:
-        float_bytes = _convert(fixed, "none", "float32", None, source, progress)
-        timings = {"float32": _time_ms(float_bytes), "dynamic": _time_ms(model_bytes)}
-        # Below a millisecond (tiny models) the two differ by timer noise, not kernels.
-        if timings["dynamic"] > 1.2 * timings["float32"] and timings["dynamic"] > 1.0:
-            _warn(result_warnings,
-                  f"Dynamic-range TFLite ran {timings['dynamic'] / timings['float32']:.1f}x "
-                  f"slower than float32 here ({timings['dynamic']:.1f} vs "
-                  f"{timings['float32']:.1f} ms per image): it computes in float and "
-                  "dequantizes weights on the fly outside XNNPACK's fast paths. Use "
-                  "quantize='int8' for speed or 'fp16' for size.")
-
-    from keras_unet.export.metadata import build_metadata, embed_tflite_metadata
-
-    metadata = build_metadata(
-        model, format="tflite", quantization=quantize, input_size=size,
-        input_dtype=info["input_dtype"], input_quantization=info["input_quantization"],
-        output_dtype=info["output_dtype"], output_quantization=info["output_quantization"],
-        source_model=source,
-    )
-    model_bytes = embed_tflite_metadata(model_bytes, metadata)
-
-    report = None
-    with atomic_output(out) as tmp:
-        tmp.write_bytes(model_bytes)
-        if verify:
-            images, image_source = select_verification_images(
-                size, facts["channels"], verification_data, calibration, verification_size,
-                progress)
-            report = verify_export(fixed, tmp, images, quantize,
-                                   threshold=metadata.get("threshold") or 0.5,
-                                   agreement_floor=agreement_floor, source=image_source)
-    return ExportResult(
-        path=str(out), format="tflite", quantization=quantize,
-        size_bytes=Path(out).stat().st_size, input_shape=info["input_shape"],
-        input_dtype=info["input_dtype"], output_dtype=info["output_dtype"],
-        verification=report, warnings=result_warnings, metadata=metadata, timings_ms=timings,
+    check_output(CONVERTER, out, quantize)
+    if io_dtype is None:
+        io_dtype = "uint8" if quantize == "int8" else "float32"
+    options = TFLiteOptions(quantize=quantize, io_dtype=io_dtype, check_speed=check_speed)
+    return run_export(
+        CONVERTER, options, model_or_path, out, calibration_data=calibration_data,
+        calibration_size=calibration_size, input_size=input_size, batch=1, verify=verify,
+        agreement_floor=agreement_floor, verification_data=verification_data,
+        verification_size=verification_size, progress=progress,
     )

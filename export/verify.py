@@ -4,26 +4,33 @@ Every export runs the new file (through `keras_unet.runtime.load_runner`, the sa
 edge device uses) and the Keras model on the same real images and compares:
 
 - `max_abs_diff`, `mean_abs_diff`: of the probabilities;
-- `mask_agreement_iou`: IoU of the two thresholded masks (binary: foreground IoU over
-  all pixels; multi-class: mean over the classes either mask contains). 1.0 when both
-  masks are empty.
+- the masks of both, thresholded with the rule `predict` uses (`p >= threshold` for a
+  binary model, arg-max otherwise: `keras_unet.runtime.scores.probabilities_to_masks`),
+  scored by `keras_unet.runtime.scores.mask_agreement` with Keras as the reference:
+  `pixel_agreement`, `agreement_iou` (binary: foreground IoU; multi-class: IoU weighted by
+  each class's share of the Keras pixels) and `agreement_mean_iou` (plain mean over the
+  classes either model predicts; reported, not gated on). Both masks empty is full
+  agreement (1.0).
 
 A float32 export must match within `atol` (1e-4); a quantized one must keep
-`mask_agreement_iou >= agreement_floor` (0.95). Below that the export fails with the
-numbers, rather than leaving a file that silently segments badly.
+`agreement_iou >= agreement_floor` (0.95). Below that the export fails with the numbers,
+rather than leaving a file that silently segments badly. The benchmark reports the same
+`agreement_iou`.
 
 Example:
 ```python
 from keras_unet.export.verify import compare_predictions
 
 report = compare_predictions(keras_probs, tflite_probs, quantization="int8")
-report.passed, report.mask_agreement_iou
+report.passed, report.agreement_iou
 ```
 """
 
 import dataclasses
 
 import numpy as np
+
+from keras_unet.runtime.scores import mask_agreement, probabilities_to_masks
 
 FP32_ATOL = 1e-4
 DEFAULT_AGREEMENT_FLOOR = 0.95
@@ -44,19 +51,28 @@ class VerificationReport:
     Args:
         max_abs_diff: largest absolute difference of the probabilities.
         mean_abs_diff: mean absolute difference of the probabilities.
-        mask_agreement_iou: IoU of the thresholded masks of the two models.
         pixel_agreement: fraction of pixels given the same class.
+        agreement_iou: the gated figure: foreground IoU of the two models' masks (binary)
+            or frequency-weighted IoU (multi-class), Keras as the reference.
+        agreement_mean_iou: mean per-class IoU of the two models' masks.
         n_images: images compared.
         quantization: `"none"`, `"fp16"`, `"dynamic"` or `"int8"`.
         criterion: what had to hold, e.g. `"max_abs_diff <= 0.0001"`.
         passed: whether it held.
         source: where the images came from.
+
+    Example:
+    ```python
+    report = compare_predictions(probs, probs)
+    report.to_dict()["agreement_iou"]  # 1.0
+    ```
     """
 
     max_abs_diff: float
     mean_abs_diff: float
-    mask_agreement_iou: float
     pixel_agreement: float
+    agreement_iou: float
+    agreement_mean_iou: float
     n_images: int
     quantization: str
     criterion: str
@@ -66,37 +82,17 @@ class VerificationReport:
     def summary(self):
         """One line with the numbers, e.g. for the CLI."""
         status = "passed" if self.passed else "FAILED"
+        origin = f" from {self.source}" if self.source else ""
         return (
-            f"verification {status} on {self.n_images} image(s){f' from {self.source}' if self.source else ''}: "
+            f"verification {status} on {self.n_images} image(s){origin}: "
             f"max_abs_diff={self.max_abs_diff:.3g} mean_abs_diff={self.mean_abs_diff:.3g} "
-            f"mask_agreement_iou={self.mask_agreement_iou:.4f} "
+            f"agreement_iou={self.agreement_iou:.4f} "
+            f"agreement_mean_iou={self.agreement_mean_iou:.4f} "
             f"pixel_agreement={self.pixel_agreement:.4f} (required: {self.criterion})"
         )
 
     def to_dict(self):
         return dataclasses.asdict(self)
-
-
-def to_masks(probabilities, threshold=0.5):
-    """Class-index masks `(N, H, W)` from probabilities `(N, H, W, K)`."""
-    probabilities = np.asarray(probabilities)
-    if probabilities.shape[-1] == 1:
-        return (probabilities[..., 0] > threshold).astype("int32")
-    return np.argmax(probabilities, axis=-1).astype("int32")
-
-
-def mask_iou(reference, candidate, num_classes):
-    """IoU of two class-index masks: foreground IoU for binary, else the mean over
-    the classes present in either mask. Both masks empty counts as full agreement."""
-    reference, candidate = np.asarray(reference), np.asarray(candidate)
-    classes = [1] if num_classes <= 2 else range(num_classes)
-    ious = []
-    for k in classes:
-        a, b = reference == k, candidate == k
-        union = np.logical_or(a, b).sum()
-        if union:
-            ious.append(np.logical_and(a, b).sum() / union)
-    return float(np.mean(ious)) if ious else 1.0
 
 
 def compare_predictions(reference, candidate, quantization="none", threshold=0.5,
@@ -107,9 +103,10 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
         reference: Keras probabilities.
         candidate: probabilities of the exported file.
         quantization: `"none"` judges `max_abs_diff <= atol`; any other mode judges
-            `mask_agreement_iou >= agreement_floor`.
-        threshold: binary threshold of the masks.
-        agreement_floor: the lowest acceptable mask IoU for a quantized export.
+            `agreement_iou >= agreement_floor`.
+        threshold: binary threshold of the masks (a pixel is foreground when
+            `p >= threshold`).
+        agreement_floor: the lowest acceptable `agreement_iou` for a quantized export.
         atol: the largest acceptable difference for a float32 export.
         source: where the images came from (for the report).
 
@@ -126,21 +123,24 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
             f"Received: keras {reference.shape}, export {candidate.shape}"
         )
     diff = np.abs(reference - candidate)
-    num_classes = reference.shape[-1]
-    ref_masks, cand_masks = to_masks(reference, threshold), to_masks(candidate, threshold)
-    iou = mask_iou(ref_masks, cand_masks, max(num_classes, 2))
+    agreement = mask_agreement(
+        probabilities_to_masks(candidate, threshold),
+        probabilities_to_masks(reference, threshold),
+        num_classes=int(reference.shape[-1]),
+    )
     max_diff = float(diff.max()) if diff.size else 0.0
     if quantization == "none":
         criterion = f"max_abs_diff <= {atol:g}"
         passed = max_diff <= atol
     else:
-        criterion = f"mask_agreement_iou >= {agreement_floor:g}"
-        passed = iou >= agreement_floor
+        criterion = f"agreement_iou >= {agreement_floor:g}"
+        passed = agreement["agreement_iou"] >= agreement_floor
     return VerificationReport(
         max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
-        mask_agreement_iou=iou,
-        pixel_agreement=float((ref_masks == cand_masks).mean()),
+        pixel_agreement=agreement["pixel_agreement"],
+        agreement_iou=agreement["agreement_iou"],
+        agreement_mean_iou=agreement["agreement_mean_iou"],
         n_images=int(reference.shape[0]),
         quantization=quantization,
         criterion=criterion,
@@ -150,7 +150,13 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
 
 
 def keras_predict(model, images, batch_size=8):
-    """Probabilities of a Keras model, float32, in inference mode."""
+    """Probabilities of a Keras model, float32, in inference mode.
+
+    Example:
+    ```python
+    probs = keras_predict(model, images)  # (N, H, W, K)
+    ```
+    """
     static_batch = model.inputs[0].shape[0] if getattr(model, "inputs", None) else None
     batch_size = static_batch or batch_size
     outputs = [
@@ -171,7 +177,7 @@ def verify_export(model, path, images, quantization, threshold=0.5,
         images: `(N, H, W, C)` images in [0, 255] at the exported input size.
         quantization: quantization of the export (decides the criterion).
         threshold: binary threshold.
-        agreement_floor: lowest mask IoU accepted for quantized exports.
+        agreement_floor: lowest `agreement_iou` accepted for quantized exports.
         atol: largest difference accepted for float32 exports.
         source: where the images came from.
         raise_on_failure: raise `VerificationError` when the criterion fails.

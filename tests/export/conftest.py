@@ -2,7 +2,9 @@
 
 A tiny UNet (32x32, filters=4, depth=2) is trained for a few seconds on the shipped nuclei
 images so its masks are decisive: an untrained model's probabilities sit at 0.5, where any
-rounding flips pixels and mask agreement measures nothing. It is trained once per session.
+rounding flips pixels and mask agreement measures nothing. It is trained once per session,
+and only tests marked `slow` use it; option and input checks use `untrained` (built in
+well under a second).
 """
 
 import pytest
@@ -51,3 +53,23 @@ def held_out():
 
     images, _ = imageio.load_dataset_arrays(nuclei_path(), size=TRAINED_SIZE, channels=3)
     return images[150:182].astype("float32")
+
+
+@pytest.fixture(scope="session")
+def untrained_unet_path(tmp_path_factory):
+    """An untrained tiny UNet saved as .keras: for checks that fail before any conversion."""
+    import keras
+
+    import keras_unet
+
+    path = tmp_path_factory.getbasetemp() / "export_tests_untrained_unet.keras"
+    keras.utils.set_random_seed(0)
+    keras_unet.UNet((*TRAINED_SIZE, 3), filters=4, depth=2).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def untrained(untrained_unet_path):
+    import keras
+
+    return keras.saving.load_model(untrained_unet_path)

@@ -1,4 +1,10 @@
-"""`keras-unet export` end to end, in-process (main([...]) rather than a subprocess)."""
+"""`keras-unet export` end to end, in-process (main([...]) rather than a subprocess).
+
+Exports are marked `slow`; argument and input checks (exit status 2) are not.
+"""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +22,7 @@ from keras_unet.datasets import nuclei_path  # noqa: E402
 SIZE = (32, 32)
 
 
+@pytest.mark.slow
 def test_tflite_fp32_through_the_keras_unet_command(model_path, tmp_path, capsys):
     out = tmp_path / "model.tflite"
     status = keras_unet_main(["export", str(model_path), "--format", "tflite", "--out", str(out),
@@ -27,7 +34,9 @@ def test_tflite_fp32_through_the_keras_unet_command(model_path, tmp_path, capsys
     assert read_metadata(out)["quantization"] == "none"
 
 
-def test_int8_onnx_with_calibration_folder(model_path, tmp_path, capsys):
+@pytest.mark.slow
+def test_int8_onnx_with_calibration_folder(model_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # onnxruntime tools must not write into the working directory
     out = tmp_path / "model_int8.onnx"
     status = cli.main([str(model_path), "--out", str(out), "--quantize", "int8",
                        "--calibration-data", str(nuclei_path()), "--calibration-size", "24",
@@ -35,10 +44,12 @@ def test_int8_onnx_with_calibration_folder(model_path, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "onnx, quantize=int8" in printed  # format taken from the suffix
-    assert "mask_agreement_iou=" in printed and "ConvTranspose" in printed
+    assert "agreement_iou=" in printed and "ConvTranspose" in printed
     assert read_metadata(out)["quantization"] == "int8"
+    assert [p.name for p in tmp_path.iterdir()] == ["model_int8.onnx"]
 
 
+@pytest.mark.slow
 def test_int8_tflite_uint8_io(model_path, tmp_path, capsys):
     out = tmp_path / "model_int8.tflite"
     status = cli.main([str(model_path), "--format", "tflite", "--out", str(out), "--quantize",
@@ -50,6 +61,7 @@ def test_int8_tflite_uint8_io(model_path, tmp_path, capsys):
     assert read_metadata(out)["input_dtype"] == "uint8"
 
 
+@pytest.mark.slow
 def test_existing_output_needs_force_and_survives_a_failed_export(model_path, tmp_path, capsys):
     out = tmp_path / "model.tflite"
     out.write_bytes(b"earlier export")
@@ -67,7 +79,7 @@ def test_existing_output_needs_force_and_survives_a_failed_export(model_path, tm
     # the numbers, and the earlier file stays.
     assert cli.main(args + calibration + ["--force"]) == 1
     err = capsys.readouterr().err
-    assert "mask_agreement_iou=" in err and "FAILED" in err
+    assert "agreement_iou=" in err and "FAILED" in err
     assert out.read_bytes() == b"earlier export"
 
 
@@ -85,8 +97,8 @@ def test_existing_output_needs_force_and_survives_a_failed_export(model_path, tm
         (["--out", "{tmp}/m.onnx", "--io", "uint8"], "TFLite only"),
     ],
 )
-def test_bad_input_exits_2_with_a_message(model_path, tmp_path, capsys, extra, message):
-    argv = [str(model_path)] + [a.replace("{tmp}", str(tmp_path)) for a in extra] + ["--quiet"]
+def test_bad_input_exits_2_with_a_message(untrained_unet_path, tmp_path, capsys, extra, message):
+    argv = [str(untrained_unet_path)] + [a.replace("{tmp}", str(tmp_path)) for a in extra] + ["--quiet"]
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
     assert not any(p.suffix in (".onnx", ".tflite") for p in tmp_path.iterdir())
@@ -97,3 +109,25 @@ def test_not_a_keras_model_exits_2(tmp_path, capsys):
     fake.write_bytes(b"PK\x03\x04 definitely not a zip")
     assert keras_unet_main(["export", str(fake), "--out", str(tmp_path / "m.tflite")]) == 2
     assert "not a valid .keras file" in capsys.readouterr().err
+
+
+def test_help_lists_the_options_without_importing_heavy_packages():
+    code = (
+        "import sys\n"
+        "from keras_unet.export import cli\n"
+        "try:\n"
+        "    cli.main(['--help'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "heavy = ('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx')\n"
+        "print('heavy imports:', [m for m in heavy if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    for option in ("--quantize", "--calibration-data", "--verification-data", "--input-size",
+                   "--io", "--agreement-floor", "--opset", "--dynamic-batch", "--dynamic-size",
+                   "--no-verify", "--force"):
+        assert option in done.stdout, option
+    assert "{none,fp16,dynamic,int8}" in done.stdout
+    assert "heavy imports: []" in done.stdout

@@ -1,12 +1,16 @@
 """Every encoder, upsample mode, attention, batch norm, multi-class, and the seed-sized model
-export to TFLite and ONNX (float32 and int8) and run.
+export to TFLite and ONNX (float32 and int8) and run. All of it converts models: `slow`.
 
 Float32 files must match Keras within 1e-4. The models here are untrained (training each
-variant would not fit CI's time), so their probabilities sit near 0.5 and mask agreement
-says little; for int8 the bound is on the probabilities instead: mean absolute
-difference <= 0.05 on real nuclei images (the largest seen is 0.024, ResNet50 TFLite; a
-broken calibration or input scale gives ~0.3). Mask agreement of trained models is
-tested in test_tflite.py and test_onnx.py.
+variant would not fit CI's time), so their probabilities sit near 0.5 and int8 rounding
+flips many pixels: mask agreement is lower than for a trained model, and differs by
+variant. Each variant therefore has its own agreement floor, set about 0.05-0.1 below the
+lowest `agreement_iou` measured over both formats (seed 0, 16 calibration and 8
+verification nuclei images, onnxruntime 1.32 / ai-edge-litert 2.3 on x86): a broken
+calibration or input scale gives masks unrelated to Keras' (about 0.5 for a binary model,
+0.33 for three classes). The probabilities are bounded as well: mean absolute difference
+<= 0.05 (the largest seen is 0.021, ResNet50 TFLite; a broken calibration gives ~0.3).
+Mask agreement of trained models is tested in test_tflite.py and test_onnx.py.
 """
 
 import pytest
@@ -22,47 +26,53 @@ from keras_unet.datasets import nuclei_path  # noqa: E402
 
 INT8_MEAN_ABS_DIFF = 0.05
 
+# variant: (UNet arguments, int8 agreement floor; measured lowest agreement_iou in the comment)
 VARIANTS = {
-    "mobilenet_v2": dict(encoder="mobilenet_v2"),
-    "mobilenet_v3_small": dict(encoder="mobilenet_v3_small"),
-    "mobilenet_v3_large": dict(encoder="mobilenet_v3_large"),
-    "resnet50": dict(encoder="resnet50"),
-    "bilinear_attention": dict(upsample="bilinear", use_attention=True),
-    "nearest_batchnorm_3_classes": dict(upsample="nearest", use_batchnorm=True, num_classes=3),
-    "transpose_attention_batchnorm_residual": dict(use_attention=True, use_batchnorm=True,
-                                                   residual=True),
+    "mobilenet_v2": (dict(encoder="mobilenet_v2"), 0.85),  # 0.903 TFLite
+    "mobilenet_v3_small": (dict(encoder="mobilenet_v3_small"), 0.9),  # 0.966 ONNX
+    "mobilenet_v3_large": (dict(encoder="mobilenet_v3_large"), 0.75),  # 0.819 TFLite
+    "resnet50": (dict(encoder="resnet50"), 0.75),  # 0.842 ONNX
+    "bilinear_attention": (dict(upsample="bilinear", use_attention=True), 0.9),  # 0.944 ONNX
+    "nearest_batchnorm_3_classes": (
+        dict(upsample="nearest", use_batchnorm=True, num_classes=3), 0.6),  # 0.699 ONNX
+    "transpose_attention_batchnorm_residual": (
+        dict(use_attention=True, use_batchnorm=True, residual=True), 0.85),  # 0.909 TFLite
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_variant_exports_in_both_formats(variant, tmp_path):
+    arguments, floor = VARIANTS[variant]
     keras.utils.set_random_seed(0)
-    model = keras_unet.UNet((32, 32, 3), filters=4, depth=2, **VARIANTS[variant])
+    model = keras_unet.UNet((32, 32, 3), filters=4, depth=2, **arguments)
     common = dict(calibration_data=nuclei_path(), calibration_size=16, verification_size=8,
                   progress=False)
     results = {
         "tflite": export_tflite(model, tmp_path / "m.tflite", **common),
         "onnx": export_onnx(model, tmp_path / "m.onnx", **common),
         "tflite_int8": export_tflite(model, tmp_path / "m8.tflite", quantize="int8",
-                                     agreement_floor=0.0, **common),
+                                     agreement_floor=floor, **common),
         "onnx_int8": export_onnx(model, tmp_path / "m8.onnx", quantize="int8",
-                                 agreement_floor=0.0, **common),
+                                 agreement_floor=floor, **common),
     }
     for name, result in results.items():
         report = result.verification
-        assert report.n_images == 8, name
+        assert report.n_images == 8 and report.passed, (name, report.summary())
         if result.quantization == "none":
-            assert report.passed and report.max_abs_diff <= 1e-4, (name, report.summary())
+            assert report.max_abs_diff <= 1e-4, (name, report.summary())
         else:
+            assert report.agreement_iou >= floor, (name, report.summary())
             assert report.mean_abs_diff <= INT8_MEAN_ABS_DIFF, (name, report.summary())
         metadata = read_metadata(result.path)
         assert metadata["num_classes"] == model.num_classes
         assert metadata["output_activation"] == model.output_activation
     assert results["tflite_int8"].input_dtype == "uint8"
-    if VARIANTS[variant].get("upsample", "transpose") != "transpose":
+    if arguments.get("upsample", "transpose") != "transpose":
         assert results["onnx_int8"].float_ops_left == {}
 
 
+@pytest.mark.slow
 def test_seed_sized_default_model_exports_to_tflite(tmp_path):
     model = keras_unet.UNet((128, 128, 3))  # the original U-Net, 31M parameters
     result = export_tflite(model, tmp_path / "seed.tflite", verification_size=4,
@@ -72,6 +82,7 @@ def test_seed_sized_default_model_exports_to_tflite(tmp_path):
     assert result.size_bytes > 4 * 31_000_000  # float32 weights are all there
 
 
+@pytest.mark.slow
 def test_seed_sized_default_model_exports_to_onnx(tmp_path):
     model = keras_unet.UNet((128, 128, 3))
     result = export_onnx(model, tmp_path / "seed.onnx", verification_size=2, progress=False)

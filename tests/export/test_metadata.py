@@ -1,4 +1,7 @@
-"""keras_unet.export.metadata (write side) and keras_unet.runtime.metadata (TF-free read side)."""
+"""keras_unet.export.metadata (write side) and keras_unet.runtime.metadata (TF-free read side).
+
+Tests that convert a model to have a file to write into are marked `slow`.
+"""
 
 import json
 
@@ -72,6 +75,7 @@ def test_build_metadata_rejects_bad_fields(models):
         validate_metadata({"format": "onnx", "quantization": "none"})
 
 
+@pytest.mark.slow
 def test_tflite_round_trip_replaces_and_keeps_the_file_loadable(models, tflite_bytes):
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.interpreter import Interpreter
@@ -102,6 +106,7 @@ def test_tflite_round_trip_replaces_and_keeps_the_file_loadable(models, tflite_b
     assert read_tflite_metadata(tflite_bytes) is None
 
 
+@pytest.mark.slow
 def test_onnx_round_trip_by_path_and_by_model_proto(models, onnx_path, tmp_path):
     metadata = build_metadata(models[3], format="onnx", quantization="none", input_size=(16, 16),
                               input_dtype="float32")
@@ -121,6 +126,7 @@ def test_onnx_round_trip_by_path_and_by_model_proto(models, onnx_path, tmp_path)
     assert read_metadata(other) == metadata
 
 
+@pytest.mark.slow
 def test_read_metadata_errors_name_the_file(tmp_path, tflite_bytes):
     with pytest.raises(FileNotFoundError, match="nothing.tflite"):
         read_metadata(tmp_path / "nothing.tflite")
@@ -140,6 +146,7 @@ def test_read_metadata_errors_name_the_file(tmp_path, tflite_bytes):
         read_metadata(garbled)
 
 
+@pytest.mark.slow
 def test_newer_schema_warns(tmp_path, tflite_bytes):
     path = tmp_path / "future.tflite"
     path.write_bytes(embed_tflite_metadata(tflite_bytes, {"schema_version": 99, "num_classes": 3}))

@@ -3,7 +3,7 @@
 A tiny UNet (32x32, filters=4, depth=2) is trained for a few seconds on the shipped nuclei
 images so its masks are decisive: an untrained model's probabilities sit at 0.5, where any
 rounding flips pixels and mask agreement measures nothing. Calibration and verification
-use real nuclei images, never noise.
+use real nuclei images, never noise. Conversions are marked `slow`; option checks are not.
 """
 
 import numpy as np
@@ -15,7 +15,13 @@ pytest.importorskip("tensorflow")
 import keras_unet  # noqa: E402
 from keras_unet.runtime import load_runner  # noqa: E402
 from keras_unet.runtime.metadata import read_metadata  # noqa: E402
-from keras_unet.export.tflite import UnsupportedOpsError, export_tflite  # noqa: E402
+from keras_unet.export import pipeline  # noqa: E402
+from keras_unet.export.tflite import (  # noqa: E402
+    CONVERTER,
+    TFLiteOptions,
+    UnsupportedOpsError,
+    export_tflite,
+)
 from keras_unet.export.verify import VerificationError  # noqa: E402
 from keras_unet.datasets import nuclei_path  # noqa: E402
 
@@ -43,6 +49,7 @@ def exports(model, held_out, tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_float32_matches_keras_within_1e_4(model, held_out, exports):
     result = exports["none"]
     assert result.verification.passed and result.verification.max_abs_diff <= 1e-4
@@ -52,20 +59,22 @@ def test_float32_matches_keras_within_1e_4(model, held_out, exports):
     np.testing.assert_allclose(probabilities, model.predict(held_out, verbose=0), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fp16", "dynamic", "int8", "int8_int8io", "int8_floatio"])
 def test_quantized_masks_agree_with_keras(model, held_out, exports, mode):
     result = exports[mode]
     assert result.verification.passed
-    assert result.verification.mask_agreement_iou >= 0.95
+    assert result.verification.agreement_iou >= 0.95
     runner = load_runner(result.path)
     ours = runner.predict_masks(held_out)
-    reference = (model.predict(held_out, verbose=0)[..., 0] > 0.5).astype(int)
+    reference = (model.predict(held_out, verbose=0)[..., 0] >= 0.5).astype(int)
     assert ours.shape == reference.shape
     union = np.logical_or(ours, reference).sum()
     assert union > 0  # the model does segment something: agreement is not vacuous
     assert np.logical_and(ours, reference).sum() / union >= 0.95
 
 
+@pytest.mark.slow
 def test_quantized_files_store_smaller_weights(model, exports):
     # Bytes saved per parameter against float32 (4 bytes each). Ideal: fp16 2, int8 3.
     # Tiny tensors (biases, and for dynamic-range any weight under 1024 elements) stay
@@ -78,6 +87,7 @@ def test_quantized_files_store_smaller_weights(model, exports):
     assert full - exports["int8"].size_bytes > 2.0 * params
 
 
+@pytest.mark.slow
 def test_int8_io_dtypes_and_pinned_input_quantization(exports):
     uint8, int8, floatio = exports["int8"], exports["int8_int8io"], exports["int8_floatio"]
     assert (uint8.input_dtype, uint8.output_dtype) == ("uint8", "uint8")
@@ -89,6 +99,7 @@ def test_int8_io_dtypes_and_pinned_input_quantization(exports):
     assert exports["none"].input_shape == (1, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_metadata_is_embedded_in_every_file(exports):
     for name, result in exports.items():
         metadata = read_metadata(result.path)
@@ -99,20 +110,32 @@ def test_metadata_is_embedded_in_every_file(exports):
         assert metadata["input_dtype"] == result.input_dtype, name
 
 
+@pytest.mark.slow
 def test_dynamic_range_speed_is_measured(exports):
     timings = exports["dynamic"].timings_ms
     assert set(timings) == {"float32", "dynamic"} and all(t > 0 for t in timings.values())
 
 
-def test_model_path_and_free_input_size(model, tmp_path):
-    keras_path = tmp_path / "model.keras"
+def free_size_copy(model, tmp_path):
+    path = tmp_path / "model.keras"
     free = keras_unet.UNet((None, None, 3), filters=4, depth=2)
     free.set_weights(model.get_weights())
-    free.save(keras_path)
+    free.save(path)
+    return path
+
+
+def test_free_input_size_needs_a_valid_input_size(untrained, tmp_path):
+    keras_path = free_size_copy(untrained, tmp_path)
     with pytest.raises(ValueError, match="--input-size"):
         export_tflite(keras_path, tmp_path / "free.tflite", progress=False)
     with pytest.raises(ValueError, match="multiples of"):
         export_tflite(keras_path, tmp_path / "free.tflite", input_size=(30, 30), progress=False)
+    assert not (tmp_path / "free.tflite").exists()
+
+
+@pytest.mark.slow
+def test_model_path_and_free_input_size(model, tmp_path):
+    keras_path = free_size_copy(model, tmp_path)
     result = export_tflite(keras_path, tmp_path / "free.tflite", input_size=(64, 48),
                            progress=False)
     assert result.input_shape == (1, 64, 48, 3)
@@ -120,20 +143,68 @@ def test_model_path_and_free_input_size(model, tmp_path):
     assert read_metadata(result.path)["source_model"] == "model.keras"
 
 
+@pytest.mark.slow
+def test_converter_runs_again_on_one_job_and_feeds_the_quantization_debugger(
+        model, held_out, monkeypatch):
+    """What a quantization report / repair step builds on: one job, several conversions."""
+    import csv
+    import io
+
+    import tensorflow as tf
+
+    from keras_unet.export import tflite
+    from keras_unet.export.calibration import tflite_representative_dataset
+
+    written = []
+    original = tflite.write_saved_model
+    monkeypatch.setattr(tflite, "write_saved_model",
+                        lambda *args: written.append(args) or original(*args))
+    with pipeline.open_job(model, "int8", calibration_data=held_out[:16],
+                           verification_data=held_out, verification_size=len(held_out),
+                           progress=False) as job:
+        options = TFLiteOptions(quantize="int8", io_dtype="float32")
+        first = CONVERTER.convert(job, options)
+        fp16 = CONVERTER.convert(job, TFLiteOptions(quantize="fp16"))
+        assert len(written) == 1  # the SavedModel is written once per job
+        assert len(fp16) > len(first)
+        report = pipeline.verify_bytes(job, CONVERTER, first, "int8", raise_on_failure=False)
+        assert report.n_images == len(held_out) and report.agreement_iou >= 0.95
+
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=tflite.make_converter(job, options),
+            debug_dataset=tflite_representative_dataset(job.calibration, progress=False))
+        debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
+        rows = list(csv.DictReader(io.StringIO(dump.getvalue())))
+        # one row per quantized tensor, each with its error against float
+        assert len(rows) > 5 and max(float(row["mean_squared_error"]) for row in rows) > 0
+        # Keep the first quantized layer in float: a different file that still agrees.
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=[rows[0]["tensor_name"]])
+        repaired = debugger.get_nondebug_quantized_model()
+        assert repaired != first
+        report = pipeline.verify_bytes(job, CONVERTER, repaired, "int8", raise_on_failure=False)
+        assert report.agreement_iou >= 0.95
+    assert len(written) == 1
+
+
+@pytest.mark.slow
 def test_failed_verification_leaves_the_earlier_file_untouched(model, held_out, tmp_path):
     out = tmp_path / "model.tflite"
     out.write_bytes(b"a previous, good export")
     # Calibrating on images 20x darker than the real ones squeezes every activation range:
     # real images then clip inside the network and the masks fall apart.
     dark = np.round(held_out / 20.0)
-    with pytest.raises(VerificationError, match="mask_agreement_iou=") as info:
+    with pytest.raises(VerificationError, match="agreement_iou=") as info:
         export_tflite(model, out, quantize="int8", calibration_data=dark,
                       verification_data=held_out, progress=False)
-    assert info.value.report.mask_agreement_iou < 0.95
+    assert info.value.report.agreement_iou < 0.95
     assert out.read_bytes() == b"a previous, good export"
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
 
 
+@pytest.mark.slow
 def test_flex_ops_are_refused_with_their_names(tmp_path):
     import tensorflow as tf
 
@@ -145,7 +216,8 @@ def test_flex_ops_are_refused_with_their_names(tmp_path):
     assert not (tmp_path / "flex.tflite").exists()
 
 
-def test_bad_inputs_are_clear_errors(model, tmp_path):
+def test_bad_inputs_are_clear_errors(untrained, tmp_path):
+    model = untrained
     not_keras = tmp_path / "notes.keras"
     not_keras.write_text("not a model")
     with pytest.raises(ValueError, match="not a valid .keras file"):

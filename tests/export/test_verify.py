@@ -13,7 +13,7 @@ from keras_unet.export.calibration import (
     require_calibration,
     shipped_sample_dir,
 )
-from keras_unet.export.verify import compare_predictions, mask_iou, select_verification_images, to_masks
+from keras_unet.export.verify import compare_predictions, select_verification_images
 
 
 def blobs(n, size=32, channels=3, seed=0):
@@ -44,7 +44,8 @@ def test_identical_predictions_pass_with_zero_difference():
     report = compare_predictions(probs, probs.copy())
     assert report.passed
     assert report.max_abs_diff == 0.0 and report.mean_abs_diff == 0.0
-    assert report.mask_agreement_iou == 1.0 and report.n_images == 2
+    assert report.n_images == 2
+    assert report.agreement_iou == report.agreement_mean_iou == report.pixel_agreement == 1.0
 
 
 def test_float32_criterion_is_1e_4():
@@ -56,31 +57,46 @@ def test_float32_criterion_is_1e_4():
     assert "1e-04" in report.criterion or "0.0001" in report.criterion
 
 
-def test_quantized_criterion_uses_mask_agreement_floor():
+def test_quantized_criterion_uses_agreement_iou_floor():
     reference = np.zeros((1, 10, 10, 1), "float32")
     reference[0, :4, :5] = 0.9  # 20 foreground pixels
     candidate = reference.copy()
     candidate[0, 0, :2] = 0.1  # 2 of them lost: IoU 18/20
     report = compare_predictions(reference, candidate, "int8", agreement_floor=0.95)
-    assert report.mask_agreement_iou == pytest.approx(0.9)
+    assert report.agreement_iou == pytest.approx(0.9)
     assert report.pixel_agreement == pytest.approx(0.98)
-    assert not report.passed
+    # background IoU 80/82, foreground 18/20
+    assert report.agreement_mean_iou == pytest.approx((80 / 82 + 0.9) / 2)
+    assert not report.passed and report.criterion == "agreement_iou >= 0.95"
     assert compare_predictions(reference, candidate, "int8", agreement_floor=0.85).passed
-    assert "FAILED" in report.summary() and "0.9000" in report.summary()
+    assert "FAILED" in report.summary() and "agreement_iou=0.9000" in report.summary()
+    assert report.to_dict()["agreement_iou"] == pytest.approx(0.9)
+
+
+def test_threshold_rule_is_p_greater_or_equal_like_predict():
+    at_threshold = np.full((1, 4, 4, 1), 0.5, "float32")
+    # p == threshold is foreground: just below it, every pixel flips and nothing agrees.
+    report = compare_predictions(at_threshold, at_threshold - 0.01, "int8")
+    assert report.agreement_iou == 0.0 and report.pixel_agreement == 0.0
+    assert not report.passed
+    report = compare_predictions(at_threshold, at_threshold, "int8", threshold=0.5)
+    assert report.agreement_iou == 1.0
 
 
 def test_empty_masks_agree_fully():
     probs = np.full((1, 4, 4, 1), 0.1, "float32")
-    assert compare_predictions(probs, probs * 2, "int8").mask_agreement_iou == 1.0
+    assert compare_predictions(probs, probs * 2, "int8").agreement_iou == 1.0
 
 
-def test_multiclass_iou_is_mean_over_present_classes():
+def test_multiclass_gate_is_frequency_weighted_iou():
     reference = np.array([[0, 1], [2, 2]])
     candidate = np.array([[0, 1], [2, 1]])
-    # class 0: 1/1, class 1: 1/2, class 2: 1/2
-    assert mask_iou(reference, candidate, 3) == pytest.approx((1 + 0.5 + 0.5) / 3)
-    probs = np.eye(3, dtype="float32")[reference][None]
-    assert to_masks(probs).tolist() == [reference.tolist()]
+    onehot = np.eye(3, dtype="float32")
+    report = compare_predictions(onehot[reference][None], onehot[candidate][None], "int8")
+    # Per class IoU 1, 1/2, 1/2; Keras pixel shares 1/4, 1/4, 2/4.
+    assert report.agreement_iou == pytest.approx(0.25 * 1 + 0.25 * 0.5 + 0.5 * 0.5)
+    assert report.agreement_mean_iou == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert report.pixel_agreement == pytest.approx(0.75)
 
 
 def test_shape_mismatch_is_a_clear_error():

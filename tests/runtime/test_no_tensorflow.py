@@ -17,6 +17,8 @@ import pytest
 
 from keras_unet.export.metadata import build_metadata, embed_onnx_metadata, embed_tflite_metadata
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BLOCKER = """

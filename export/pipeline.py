@@ -1,0 +1,335 @@
+"""The export pipeline every format shares, written once.
+
+1. **check** the output suffix and the quantization mode (`check_output`);
+2. **load** the source model, resolve its input size and build the static copy
+   (`keras_unet.export.source`);
+3. **calibrate**: read the real calibration images for `"int8"`
+   (`keras_unet.export.calibration`);
+4. **convert**: the one step a format writes itself (`Converter.convert`), plus what it
+   knows about its file (`describe`) and its known traps (`diagnose`);
+5. **metadata**: build it from the model and the file (`keras_unet.export.metadata`) and
+   store it inside the file (`Converter.embed_metadata`);
+6. **verify** the bytes against Keras on real images (`keras_unet.export.verify`);
+7. **write** them atomically (`keras_unet.runtime.files.write_bytes_atomic`): a rejected
+   file never replaces an earlier one.
+
+Steps 2-3 produce an `ExportJob` (`open_job`) that lives in a temporary work folder. A
+converter is a function `(job, options) -> bytes`, where `options` is the format's frozen
+dataclass (`TFLiteOptions`, `ONNXOptions`), so it can be called again on the same job:
+the intermediates (the SavedModel, the float ONNX graph) and the Keras reference
+probabilities are cached on the job. A later step builds on that without a second
+pipeline: a per-layer quantization report runs on `job.calibration` and
+`job.verification_images()`, and a repair loop converts again with some layers kept in
+float (ONNX: `dataclasses.replace(options, nodes_to_exclude=...)`; TFLite: the converter
+of `keras_unet.export.tflite.make_converter` handed to
+`tf.lite.experimental.QuantizationDebugger`) and calls `verify_bytes` until the agreement
+floor holds.
+
+Example:
+```python
+from keras_unet.export import pipeline
+from keras_unet.export.onnx import CONVERTER, ONNXOptions
+
+options = ONNXOptions(quantize="int8")
+with pipeline.open_job("model.keras", quantize="int8", calibration_data="data/val") as job:
+    first = CONVERTER.convert(job, options)
+    report = pipeline.verify_bytes(job, CONVERTER, first, "int8", raise_on_failure=False)
+```
+"""
+
+import contextlib
+import dataclasses
+import itertools
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+from keras_unet.export.result import ExportResult
+from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """What a converter found out about its file besides the bytes.
+
+    Args:
+        warnings: known traps met (issued as `UserWarning` and kept in the result).
+        float_ops_left: compute ops a quantized file still runs in float, by op type.
+        timings_ms: latencies measured while checking the file.
+
+    Example:
+    ```python
+    Diagnosis(float_ops_left={"ConvTranspose": 2}, warnings=["ConvTranspose runs in float"])
+    ```
+    """
+
+    warnings: list = dataclasses.field(default_factory=list)
+    float_ops_left: dict = dataclasses.field(default_factory=dict)
+    timings_ms: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    """One export format on top of the pipeline: the steps that differ between formats.
+
+    Args:
+        format: the name in the metadata and the result (`"tflite"`, `"onnx"`).
+        suffix: the suffix the output file must have.
+        quantize_modes: the `quantize` values the format supports.
+        convert: `(job, options) -> bytes`, the file without metadata. Depends only on
+            its arguments, so it may run several times on one job.
+        describe: `(model_bytes) -> dict` with `input_shape`, `input_dtype`,
+            `output_dtype`, `input_quantization` and `output_quantization`.
+        embed_metadata: `(model_bytes, metadata) -> bytes`.
+        diagnose: `(job, options, model_bytes) -> Diagnosis`, or None.
+
+    Example:
+    ```python
+    from keras_unet.export.tflite import CONVERTER
+
+    CONVERTER.suffix  # ".tflite"
+    ```
+    """
+
+    format: str
+    suffix: str
+    quantize_modes: tuple
+    convert: Callable
+    describe: Callable
+    embed_metadata: Callable
+    diagnose: Optional[Callable] = None
+
+
+@dataclasses.dataclass
+class ExportJob:
+    """A loaded source model with everything the converters and the checks share.
+
+    Args:
+        model: the source `keras.Model`.
+        source: its name in messages and metadata (the file name, or the model name).
+        facts: `num_classes`, `output_activation`, `channels` (`source.model_facts`).
+        size: `(height, width)` that calibration and verification run at.
+        export_size: `(height, width)` of the file, `(None, None)` for any size.
+        batch: the file's batch size, None for a free batch.
+        static: the copy of `model` with a fixed input (shares the weights).
+        calibration: float32 `(N, H, W, C)` images in [0, 255], or None.
+        work: a temporary folder that lives as long as the job.
+        verification_data: images to verify on, or None (see `verification_images`).
+        verification_size: at most this many verification images.
+        progress: show progress bars.
+
+    Example:
+    ```python
+    with open_job(model, "int8", calibration_data="data/val") as job:
+        images, source = job.verification_images()
+        probabilities = job.reference()  # Keras, computed once
+    ```
+    """
+
+    model: object
+    source: str
+    facts: dict
+    size: tuple
+    export_size: tuple
+    batch: Optional[int]
+    static: object
+    calibration: object
+    work: Path
+    verification_data: object = None
+    verification_size: int = 16
+    progress: bool = True
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    _counter: object = dataclasses.field(default_factory=itertools.count, repr=False)
+
+    def cached(self, key, build):
+        """`build()` once per job and `key`; later calls return the same value."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def new_path(self, stem, suffix):
+        """A fresh file name in the work folder (`stem_3.onnx`), never used before."""
+        return self.work / f"{stem}_{next(self._counter)}{suffix}"
+
+    def verification_images(self):
+        """`(images, source)` to verify on, chosen once (see `select_verification_images`)."""
+        from keras_unet.export.verify import select_verification_images
+
+        return self.cached("verification_images", lambda: select_verification_images(
+            self.size, self.facts["channels"], self.verification_data, self.calibration,
+            self.verification_size, self.progress))
+
+    def reference(self):
+        """Keras probabilities on `verification_images()`, computed once."""
+        from keras_unet.export.verify import keras_predict
+
+        images, _ = self.verification_images()
+        return self.cached("reference", lambda: keras_predict(self.static, images))
+
+
+def check_output(converter, out, quantize):
+    """Raise a `ValueError` unless `quantize` is a mode of the format and `out` has its suffix.
+
+    Example:
+    ```python
+    check_output(CONVERTER, "model.tflite", "int8")
+    ```
+    """
+    if quantize not in converter.quantize_modes:
+        raise ValueError(
+            f"`quantize` must be one of {list(converter.quantize_modes)} for format "
+            f"'{converter.format}'. Received: quantize={quantize!r}"
+        )
+    if Path(str(out)).suffix.lower() != converter.suffix:
+        raise ValueError(
+            f"The output file of a {converter.format} export must end in "
+            f"'{converter.suffix}'. Received: out='{out}'"
+        )
+
+
+@contextlib.contextmanager
+def open_job(model_or_path, quantize="none", calibration_data=None, calibration_size=100,
+             input_size=None, dynamic_size=False, batch=1, verification_data=None,
+             verification_size=16, progress=True):
+    """Load the model, fix its input and read the calibration images; yield an `ExportJob`.
+
+    Args:
+        model_or_path: a `keras.Model` or the path of a `.keras` file.
+        quantize: the quantization mode; `"int8"` reads `calibration_data`.
+        calibration_data: a folder, a list of image paths or an array in [0, 255].
+        calibration_size: at most this many calibration images.
+        input_size: `(height, width)`, needed for a model that accepts any size unless
+            `dynamic_size`.
+        dynamic_size: the file keeps a free height and width (verified at `input_size`,
+            the model's own size, or 128x128).
+        batch: the file's batch size; None for a free batch.
+        verification_data: images to verify on (default: the calibration images, else
+            the nuclei sample shipped with keras_unet).
+        verification_size: at most this many verification images.
+        progress: show progress bars.
+
+    Example:
+    ```python
+    with open_job("model.keras") as job:
+        job.static.inputs[0].shape  # (1, 128, 128, 3)
+    ```
+    """
+    from keras_unet.export.calibration import load_images, require_calibration
+    from keras_unet.export.source import (
+        DEFAULT_VERIFY_SIZE,
+        load_source_model,
+        model_facts,
+        resolve_input_size,
+        static_model,
+    )
+
+    if quantize == "int8":
+        require_calibration(calibration_data, quantize, "api")
+    model, source = load_source_model(model_or_path)
+    size = resolve_input_size(model, input_size, source, required=not dynamic_size)
+    facts = model_facts(model)
+    export_size = (None, None) if dynamic_size else size
+    if size == (None, None):
+        size = DEFAULT_VERIFY_SIZE
+    static = static_model(model, size, batch_size=batch)
+    calibration = None
+    if quantize == "int8":
+        calibration = load_images(calibration_data, size, facts["channels"], calibration_size,
+                                  progress=progress)
+    with tempfile.TemporaryDirectory(prefix="keras_unet_export_") as work:
+        yield ExportJob(
+            model=model, source=source, facts=facts, size=size, export_size=export_size,
+            batch=batch, static=static, calibration=calibration, work=Path(work),
+            verification_data=verification_data, verification_size=verification_size,
+            progress=progress,
+        )
+
+
+def verify_bytes(job, converter, model_bytes, quantization, threshold=0.5,
+                 agreement_floor=DEFAULT_AGREEMENT_FLOOR, raise_on_failure=True):
+    """Run `model_bytes` in its runtime against the job's Keras reference.
+
+    Returns the `VerificationReport`; raises `VerificationError` when it fails and
+    `raise_on_failure`.
+
+    Example:
+    ```python
+    report = verify_bytes(job, CONVERTER, model_bytes, "int8", raise_on_failure=False)
+    report.agreement_iou
+    ```
+    """
+    from keras_unet.export.verify import verify_export
+
+    images, source = job.verification_images()
+    path = job.new_path("candidate", converter.suffix)
+    path.write_bytes(model_bytes)
+    try:
+        return verify_export(job.static, path, images, quantization, threshold=threshold,
+                             agreement_floor=agreement_floor, source=source,
+                             raise_on_failure=raise_on_failure, reference=job.reference())
+    finally:
+        path.unlink()
+
+
+def run_export(converter, options, model_or_path, out, calibration_data=None,
+               calibration_size=100, input_size=None, dynamic_size=False, batch=1, verify=True,
+               agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
+               verification_size=16, progress=True):
+    """The whole pipeline for one format: check, load, convert, describe, metadata, verify, write.
+
+    Args:
+        converter: the format's `Converter`.
+        options: the format's options (a dataclass with at least `quantize`).
+        model_or_path, calibration_data, calibration_size, input_size, dynamic_size,
+            batch, verification_data, verification_size, progress: see `open_job`.
+        out: the file to write; replaced only once the new file verified.
+        verify: compare with Keras and raise `VerificationError` on a mismatch.
+        agreement_floor: lowest `agreement_iou` accepted for a quantized file.
+
+    Returns:
+        `ExportResult`.
+
+    Example:
+    ```python
+    from keras_unet.export.tflite import CONVERTER, TFLiteOptions
+
+    run_export(CONVERTER, TFLiteOptions(quantize="fp16"), "model.keras", "model_fp16.tflite")
+    ```
+    """
+    from keras_unet.export.metadata import build_metadata
+    from keras_unet.runtime.files import write_bytes_atomic
+
+    quantize = options.quantize
+    check_output(converter, out, quantize)
+    with open_job(model_or_path, quantize, calibration_data, calibration_size, input_size,
+                  dynamic_size, batch, verification_data, verification_size,
+                  progress) as job:
+        model_bytes = converter.convert(job, options)
+        diagnosis = Diagnosis()
+        if converter.diagnose is not None:
+            diagnosis = converter.diagnose(job, options, model_bytes)
+        for message in diagnosis.warnings:
+            warnings.warn(message, UserWarning, stacklevel=3)
+        info = converter.describe(model_bytes)
+        metadata = build_metadata(
+            job.model, format=converter.format, quantization=quantize,
+            input_size=job.export_size, input_dtype=info["input_dtype"],
+            input_quantization=info["input_quantization"], output_dtype=info["output_dtype"],
+            output_quantization=info["output_quantization"], source_model=job.source,
+        )
+        model_bytes = converter.embed_metadata(model_bytes, metadata)
+        report = None
+        if verify:
+            report = verify_bytes(job, converter, model_bytes, quantize,
+                                  threshold=metadata.get("threshold") or 0.5,
+                                  agreement_floor=agreement_floor)
+        write_bytes_atomic(out, model_bytes)
+    return ExportResult(
+        path=str(out), format=converter.format, quantization=quantize,
+        size_bytes=len(model_bytes), input_shape=info["input_shape"],
+        input_dtype=info["input_dtype"], output_dtype=info["output_dtype"],
+        verification=report, warnings=list(diagnosis.warnings),
+        float_ops_left=dict(diagnosis.float_ops_left), metadata=metadata,
+        timings_ms=dict(diagnosis.timings_ms),
+    )
