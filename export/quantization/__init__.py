@@ -1,0 +1,46 @@
+"""Per-layer int8 quantization reports (TFLite and ONNX) and the building blocks of repair.
+
+`import keras_unet.export.quantization` imports no TensorFlow or onnxruntime: the names
+below load their module on first use.
+
+- `report`: the row format shared by both reports, ordering and the printed table
+  (`format_worst_layers`, `worst_nodes`).
+- `tflite_debug`: `tflite_layer_report`, `TFLiteQuantizer` (calibrate once, fix the
+  ranges TFLite's calibrator widens, report, re-quantize with ops kept in float),
+  `tflite_convert_keeping_float`.
+- `tflite_ranges`: measure a calibrated model's activation ranges again and write them
+  back (`measure_ranges`, `widened_ranges`, `set_ranges`).
+- `onnx_debug`: `onnx_layer_report`, `onnx_nodes_to_exclude` (what `quantize_static`'s
+  `nodes_to_exclude` needs to really leave a layer in float).
+
+Example:
+```python
+from keras_unet.export.quantization import format_worst_layers, tflite_layer_report
+
+rows = tflite_layer_report(converter, images, model=model)
+print(format_worst_layers(rows, n=10))
+```
+"""
+
+import importlib
+
+_LAZY = {
+    "COLUMNS": "keras_unet.export.quantization.report",
+    "format_worst_layers": "keras_unet.export.quantization.report",
+    "keras_layer_name": "keras_unet.export.quantization.report",
+    "sort_rows": "keras_unet.export.quantization.report",
+    "worst_nodes": "keras_unet.export.quantization.report",
+    "TFLiteQuantizer": "keras_unet.export.quantization.tflite_debug",
+    "tflite_layer_report": "keras_unet.export.quantization.tflite_debug",
+    "tflite_convert_keeping_float": "keras_unet.export.quantization.tflite_debug",
+    "onnx_layer_report": "keras_unet.export.quantization.onnx_debug",
+    "onnx_nodes_to_exclude": "keras_unet.export.quantization.onnx_debug",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'keras_unet.export.quantization' has no attribute '{name}'")

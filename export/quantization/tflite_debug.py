@@ -1,0 +1,321 @@
+"""Per-layer int8 error of a TFLite conversion, and int8 files with chosen ops kept in float.
+
+Built on `tf.lite.experimental.QuantizationDebugger`: it calibrates the converter once,
+quantizes the calibrated model with a NumericVerify op after every quantized op (which
+runs the float op on the same dequantized input and returns the difference) and
+re-quantizes from the same calibration with other `denylisted_nodes`. `TFLiteQuantizer`
+keeps one debugger, so a repair loop calibrates once however often it re-quantizes.
+
+What the debugger does not do, done here:
+
+- **Right ranges.** TFLite's calibrator widens the range of a tensor that an in-place
+  op (ADD, SUB, MUL) consumes; `TFLiteQuantizer` measures those ranges again first
+  (`tflite_ranges`, on by default).
+- **Deployable files.** The debugger's own models (`get_debug_quantized_model`,
+  `get_nondebug_quantized_model`) come with float32 input and output, which MediaPipe
+  and a uint8 camera pipeline reject; `fully_quantize=True` gives int8 I/O, never uint8.
+  `TFLiteQuantizer.quantize` calls the quantizer `TFLiteConverter.convert` itself runs
+  after calibration (`tensorflow.lite.python.convert.mlir_quantize`) with the
+  converter's `inference_input_type`/`inference_output_type` and the denylist: the file
+  keeps uint8 I/O and built-in ops, with a DEQUANTIZE before and a QUANTIZE after each
+  op kept in float. The converter has no public denylist option (TF 2.21).
+- **SQNR.** The report adds the float tensor's power (`layer_direct_compare_metrics`) on
+  a second debugger built from the debug model's bytes, which preserves intermediate
+  tensors (one built from a converter does not, so those comparisons could read
+  reused buffers).
+
+The calibration pass turns the converter into a calibrate-only converter while it runs;
+its flags are restored afterwards, so `converter.convert()` still gives the int8 file.
+
+Example:
+```python
+from keras_unet.export.quantization import TFLiteQuantizer, format_worst_layers
+
+quantizer = TFLiteQuantizer(converter)          # an int8 converter, representative_dataset set
+rows = quantizer.report(images, model=model)    # images: (N, H, W, C) in [0, 255]
+print(format_worst_layers(rows))
+model_bytes = quantizer.quantize(keep_float=[rows[0]["node"]])
+```
+"""
+
+import contextlib
+import csv
+import io
+import math
+import warnings
+
+import numpy as np
+
+from keras_unet.export.quantization.report import (keras_layer_name, layer_names, make_row,
+                                                   output_layer_names, sort_rows, sqnr_db)
+
+
+@contextlib.contextmanager
+def _quiet():
+    # Once per interpreter the debugger opens: tf.lite.Interpreter's deprecation, and the
+    # note that preserving all tensors (what the measuring debugger needs) costs memory.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*experimental_preserve_all_tensors.*")
+        yield
+
+
+def _signal_power(float_tensor, quant_tensor, scale, zero_point):
+    del quant_tensor, scale, zero_point
+    return float(np.mean(np.square(float_tensor, dtype=np.float64)))
+
+
+def _dataset(images):
+    images = np.asarray(images, dtype="float32")
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(
+            "`images` must be a non-empty array (N, H, W, C) of images in [0, 255]. "
+            f"Received: images.shape={images.shape}"
+        )
+
+    def generator():
+        for image in images:
+            yield [image[None]]
+
+    return generator
+
+
+def _calibration_samples(converter):
+    # convert() wraps the callable in a RepresentativeDataset; both give input lists.
+    dataset = converter.representative_dataset
+    return getattr(dataset, "input_gen", dataset)()
+
+
+def tensor_ops(model_bytes):
+    """`{tensor name: op name}` for every op output of a `.tflite` file's contents, and
+    the names of the model's output tensors.
+
+    Example:
+    ```python
+    ops, outputs = tensor_ops(model_bytes)
+    ops["unet_1/unet_1/normalization_1/sub"]  # 'SUB'
+    ```
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    op_names = {value: key for key, value in vars(schema.BuiltinOperator).items()
+                if not key.startswith("_")}
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    graph = model.Subgraphs(0)
+    found = {}
+    for i in range(graph.OperatorsLength()):
+        operator = graph.Operators(i)
+        code = model.OperatorCodes(operator.OpcodeIndex())
+        op = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        for j in range(operator.OutputsLength()):
+            found[graph.Tensors(operator.Outputs(j)).Name().decode()] = op
+    outputs = [graph.Tensors(graph.Outputs(j)).Name().decode()
+               for j in range(graph.OutputsLength())]
+    return found, outputs
+
+
+class TFLiteQuantizer:
+    """Calibrates an int8 `tf.lite.TFLiteConverter` once, then reports and re-quantizes.
+
+    Args:
+        converter: a converter configured for full-integer quantization:
+            `optimizations=[tf.lite.Optimize.DEFAULT]`, `representative_dataset` set,
+            built-in int8 ops, `inference_input_type`/`inference_output_type` as the file
+            should have them (e.g. `keras_unet.export.tflite.make_converter`).
+        fix_ranges: measure the activation ranges again on the calibration images and
+            replace those TFLite's calibrator widened (see `tflite_ranges`); the tensors
+            changed are listed in `widened_ranges` as `(tensor name, width ratio)`.
+
+    Attributes:
+        calibrated_model: the calibrated float model (ranges fixed) every
+            quantization starts from.
+        widened_ranges: tensors whose recorded range was replaced.
+
+    Example:
+    ```python
+    quantizer = TFLiteQuantizer(converter)
+    rows = quantizer.report(images)
+    int8_bytes = quantizer.quantize(keep_float=[rows[0]["node"]])
+    ```
+    """
+
+    _CALIBRATION_FLAGS = ("_experimental_calibrate_only", "experimental_mlir_quantizer")
+
+    def __init__(self, converter, fix_ranges=True):
+        import tensorflow as tf
+
+        from keras_unet.export.quantization.tflite_ranges import (measure_ranges, set_ranges,
+                                                                  widened_ranges)
+
+        if not converter.optimizations or converter.representative_dataset is None:
+            raise ValueError(
+                "TFLiteQuantizer needs an int8 converter: set "
+                "`converter.optimizations = [tf.lite.Optimize.DEFAULT]` and a "
+                "`converter.representative_dataset` of real images. Received: "
+                f"optimizations={converter.optimizations!r}, representative_dataset="
+                f"{converter.representative_dataset!r}"
+            )
+        self.converter = converter
+        # The debugger sets these two for its calibration pass and leaves them set.
+        saved = {name: getattr(converter, name) for name in self._CALIBRATION_FLAGS
+                 if hasattr(converter, name)}
+        try:
+            with _quiet():
+                self._debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
+        finally:
+            for name in self._CALIBRATION_FLAGS:
+                if name in saved:
+                    setattr(converter, name, saved[name])
+                elif hasattr(converter, name):
+                    delattr(converter, name)
+        calibrated = self._debugger.calibrated_model
+        self.widened_ranges = []
+        if fix_ranges:
+            ranges = measure_ranges(calibrated, _calibration_samples(converter))
+            self.widened_ranges = widened_ranges(calibrated, ranges, factor=1.01)
+            if self.widened_ranges:
+                calibrated = set_ranges(calibrated, {name: ranges[name]
+                                                     for name, _ in self.widened_ranges})
+                self._debugger.calibrated_model = calibrated
+        self.calibrated_model = calibrated
+        self._ops, self._outputs = tensor_ops(calibrated)
+        # The debugger quantized the original calibration; re-quantize on first use.
+        self._keep_float = () if not self.widened_ranges else None
+
+    def _check_nodes(self, keep_float):
+        keep_float = tuple(dict.fromkeys(str(node) for node in keep_float))
+        unknown = [node for node in keep_float if node not in self._ops]
+        if unknown:
+            raise ValueError(
+                "`keep_float` names tensors the calibrated model does not have: pass the "
+                f"`node` of a report row. Received: {unknown[:3]}"
+            )
+        return keep_float
+
+    def _requantize(self, keep_float):
+        import tensorflow as tf
+
+        if keep_float != self._keep_float:
+            with _quiet():
+                self._debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                    denylisted_nodes=list(keep_float) or None)
+            self._keep_float = keep_float
+
+    def report(self, images, keep_float=(), model=None):
+        """Per-tensor int8 error on `images`, worst first (see `report.COLUMNS`).
+
+        Args:
+            images: verification images `(N, H, W, C)` in [0, 255], ideally not the
+                calibration images.
+            keep_float: `node` values of ops to leave in float; they get rows with
+                `kept_float=True` and no figures.
+            model: the Keras model (or its layer names), to name rows by Keras layer.
+
+        Example:
+        ```python
+        rows = TFLiteQuantizer(converter).report(images, model=model)
+        rows[0]  # {'name': 'normalization', 'op': 'SUB', 'sqnr_db': 2.1, ...}
+        ```
+        """
+        import tensorflow as tf
+
+        keep_float = self._check_nodes(keep_float)
+        self._requantize(keep_float)
+        options = tf.lite.experimental.QuantizationDebugOptions(
+            layer_direct_compare_metrics={"signal_power": _signal_power})
+        with _quiet():
+            measuring = tf.lite.experimental.QuantizationDebugger(
+                quant_debug_model_content=self._debugger.quant_model,
+                debug_dataset=_dataset(images), debug_options=options)
+            measuring.run()
+        table = io.StringIO()
+        measuring.layer_statistics_dump(table)
+        table.seek(0)
+        names = layer_names(model)
+        # Output tensors carry the signature's name; name them after the output layers.
+        output_names = dict(zip(self._outputs, output_layer_names(model)))
+        rows = []
+        for stat in csv.DictReader(table):
+            scale, mse = float(stat["scale"]), float(stat["mean_squared_error"])
+            node = stat["tensor_name"]
+            rows.append(make_row(
+                output_names.get(node) or keras_layer_name(node, names), stat["op_name"], node,
+                sqnr_db=sqnr_db(float(stat["signal_power"]), mse),
+                rmse_over_scale=math.sqrt(mse) / scale if scale > 0 else None,
+                max_abs_error=float(stat["max_abs_error"]), mean_error=float(stat["mean_error"]),
+            ))
+        for node in keep_float:
+            rows.append(make_row(output_names.get(node) or keras_layer_name(node, names),
+                                 self._ops[node], node, kept_float=True))
+        return sort_rows(rows)
+
+    def quantize(self, keep_float=()):
+        """The deployable int8 `.tflite` bytes with the ops of `keep_float` left in float.
+
+        Same calibration, quantizer and input/output types as `converter.convert()`;
+        with no `keep_float` and no range replaced (`widened_ranges` empty) it gives the
+        same model.
+
+        Example:
+        ```python
+        model_bytes = quantizer.quantize(keep_float=["unet_1/unet_1/normalization_1/sub"])
+        ```
+        """
+        from tensorflow.lite.python import convert
+
+        keep_float = self._check_nodes(keep_float)
+        converter = self.converter
+        types = {}
+        if converter.inference_input_type is not None:
+            types["input_data_type"] = converter.inference_input_type
+        if converter.inference_output_type is not None:
+            types["output_data_type"] = converter.inference_output_type
+        return convert.mlir_quantize(
+            self.calibrated_model,
+            disable_per_channel=converter._experimental_disable_per_channel,
+            disable_per_channel_for_dense_layers=(
+                converter._experimental_disable_per_channel_quantization_for_dense_layers),
+            denylisted_nodes=list(keep_float) or None,
+            **types,
+        )
+
+
+def tflite_layer_report(converter, images, keep_float=(), model=None):
+    """Per-layer int8 error of what `converter` converts, on `images`, worst first.
+
+    Args:
+        converter: an int8 `tf.lite.TFLiteConverter` (see `TFLiteQuantizer`).
+        images: verification images `(N, H, W, C)` in [0, 255].
+        keep_float: `node` values of ops left in float.
+        model: the Keras model (or its layer names), to name rows by Keras layer.
+
+    Returns:
+        list of row dicts, the columns of `keras_unet.export.quantization.report.COLUMNS`.
+
+    Example:
+    ```python
+    from keras_unet.export.quantization import format_worst_layers, tflite_layer_report
+
+    rows = tflite_layer_report(converter, images, model=model)
+    print(format_worst_layers(rows))
+    ```
+    """
+    return TFLiteQuantizer(converter).report(images, keep_float=keep_float, model=model)
+
+
+def tflite_convert_keeping_float(converter, nodes):
+    """Int8 `.tflite` bytes from `converter` with the ops of `nodes` left in float.
+
+    Calibrates once per call; a loop that tries several denylists should keep one
+    `TFLiteQuantizer` instead.
+
+    Args:
+        converter: an int8 `tf.lite.TFLiteConverter` (see `TFLiteQuantizer`).
+        nodes: `node` values of report rows.
+
+    Example:
+    ```python
+    model_bytes = tflite_convert_keeping_float(converter, [rows[0]["node"]])
+    ```
+    """
+    return TFLiteQuantizer(converter).quantize(keep_float=nodes)
