@@ -3,9 +3,9 @@
 Static int8 quantization picks every activation's range from the images it is shown, so
 those images must look like what the model will see: a range calibrated on random noise
 clips or wastes the int8 grid on real images. This module therefore only reads real
-images (a folder, a list of files, or an array the caller loaded) through
-`keras_unet.runtime.imageio`, the same reader the data pipeline and the benchmark use, and
-rejects arrays that look like noise.
+images (a folder, a list of files, or an array the caller loaded), listed and decoded by
+`keras_unet.runtime` (`listing.list_images`, `images.read_image`), the same code the data
+pipeline and the benchmark use, and rejects arrays that look like noise.
 
 Example:
 ```python
@@ -21,25 +21,36 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from keras_unet.runtime.images import read_image
+from keras_unet.runtime.listing import IMAGE_EXTENSIONS, list_images
+from keras_unet.runtime.resizing import resize_image
+
 # Neighbouring pixels of natural or microscopy images correlate strongly (> 0.5);
 # uniform or Gaussian noise gives ~0.
 NOISE_CORRELATION = 0.2
 
 
 def shipped_sample_dir():
-    """The folder of the CC0 nuclei subset shipped inside `keras_unet`, or None."""
-    import importlib.util
+    """The folder of the CC0 nuclei subset shipped inside `keras_unet`, or None.
 
-    spec = importlib.util.find_spec("keras_unet")
-    if spec is None or not spec.submodule_search_locations:
+    Example:
+    ```python
+    shipped_sample_dir()  # Path('.../keras_unet/datasets/nuclei')
+    ```
+    """
+    from keras_unet.datasets import nuclei_path
+
+    try:
+        return nuclei_path()
+    except FileNotFoundError:
         return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "nuclei"
-    return folder if (folder / "images").is_dir() else None
 
 
 def list_image_files(folder, name="calibration_data"):
     """Image files of a dataset folder (`DIR/images/*`) or of a plain folder of images.
+
+    The listing is `keras_unet.runtime.listing.list_images` (sorted, hidden files
+    skipped); the errors here name the argument.
 
     Args:
         folder: a folder path.
@@ -61,13 +72,13 @@ def list_image_files(folder, name="calibration_data"):
             f"paths or an array. Received: {name}='{folder}'"
         )
     image_dir = folder / "images" if (folder / "images").is_dir() else folder
-    files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    try:
+        return list_images(image_dir)
+    except ValueError as error:  # list_images' only ValueError: no image in the folder
         raise ValueError(
-            f"`{name}` holds no images ({', '.join(IMAGE_SUFFIXES)}) in '{image_dir}'. "
+            f"`{name}` holds no images ({', '.join(IMAGE_EXTENSIONS)}) in '{image_dir}'. "
             f"Point it at real images like those the model will segment. Received: {name}='{folder}'"
-        )
-    return files
+        ) from error
 
 
 def _pick(count, limit, seed):
@@ -87,23 +98,15 @@ def _progress(iterable, total, desc, enabled):
 
 
 def _fit(image, size):
-    from keras_unet.runtime import imageio
-
     if size is None or tuple(image.shape[:2]) == tuple(size):
         return image
-    return imageio.resize_image(image, size)
+    return resize_image(image, size)
 
 
 def _read_files(paths, size, channels, progress, desc):
-    from keras_unet.runtime import imageio
-
-    images = []
-    for path in _progress(paths, len(paths), desc, progress):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Image file not found. Received: path='{path}'")
-        images.append(_fit(imageio.read_image(path, channels), size))
-    return images
+    # read_image raises FileNotFoundError / ValueError naming a missing or broken file.
+    return [_fit(read_image(path, channels), size)
+            for path in _progress(paths, len(paths), desc, progress)]
 
 
 def _from_array(array, size, channels, name):

@@ -25,8 +25,10 @@ tflite_bytes = embed_tflite_metadata(tflite_bytes, metadata)
 import json
 import os
 
+from keras_unet.runtime.describe import describe_model
 from keras_unet.runtime.files import atomic_output
 from keras_unet.runtime.metadata import METADATA_KEY, SCHEMA_VERSION
+from keras_unet.version import __version__
 
 FORMATS = ("tflite", "onnx", "keras")
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
@@ -38,9 +40,11 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
                    class_names=None, threshold=0.5, ignore_index=None, mask_encoding=None):
     """The metadata dict (schema in docs/ARCHITECTURE.md) of `model` exported as described.
 
-    Facts about the model (`num_classes`, `output_activation`, `channels`) come from the
-    model itself; `class_names`, `ignore_index` and `mask_encoding` default to the model's
-    attributes of the same names when it has them.
+    Facts about the model (`num_classes`, `output_activation`, `channels`) come from
+    `keras_unet.runtime.describe.describe_model`, the description the `.keras` runner
+    gives too; `class_names`, `ignore_index` and `mask_encoding` default to the model's
+    (its attributes of the same names when it has them; else no names, no ignored label,
+    and `"binary"` for one class, `"index"` for more).
 
     Args:
         model: the Keras model that was exported.
@@ -65,16 +69,11 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
                               input_dtype="float32")
     ```
     """
-    from keras_unet.export.source import model_facts
-    from keras_unet.version import __version__
-
-    facts = model_facts(model)
+    facts = describe_model(model)
     num_classes = facts["num_classes"]
-    class_names = class_names or getattr(model, "class_names", None)
+    class_names = class_names or facts["class_names"]
     if ignore_index is None:
-        ignore_index = getattr(model, "ignore_index", None)
-    if mask_encoding is None:
-        mask_encoding = getattr(model, "mask_encoding", None)
+        ignore_index = facts["ignore_index"]
     metadata = {
         "schema_version": SCHEMA_VERSION,
         "keras_unet_version": __version__,
@@ -92,7 +91,7 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
         "output_activation": facts["output_activation"],
         "threshold": float(threshold) if num_classes == 1 and threshold is not None else None,
         "ignore_index": None if ignore_index is None else int(ignore_index),
-        "mask_encoding": mask_encoding or ("binary" if num_classes == 1 else "index"),
+        "mask_encoding": mask_encoding or facts["mask_encoding"],
         "source_model": None if source_model is None else os.path.basename(str(source_model)),
     }
     validate_metadata(metadata)

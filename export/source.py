@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+# What a model is (input shape, classes, activation) has one definition, in the runtime.
+from keras_unet.runtime.describe import describe_model, model_input_shape
+
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 # A fully convolutional model with no fixed size is verified at this size when the
 # caller gives none (any multiple of 2**depth works for a UNet of depth <= 7).
@@ -61,22 +64,6 @@ def load_source_model(model_or_path):
     if not isinstance(model, keras.Model):
         raise ValueError(f"'{path}' does not hold a keras.Model. Received: model='{path}'")
     return model, path.name
-
-
-def model_input_shape(model):
-    """`(height, width, channels)` of a single-input image model; None for a free size."""
-    inputs = getattr(model, "inputs", None)
-    if not inputs or len(inputs) != 1:
-        raise ValueError(
-            "Export needs a model with exactly one image input (N, H, W, C). "
-            f"Received: a model with {len(inputs or [])} inputs"
-        )
-    shape = tuple(inputs[0].shape)
-    if len(shape) != 4:
-        raise ValueError(
-            f"Export needs a 4D image input (N, H, W, C). Received: input shape {shape}"
-        )
-    return shape[1], shape[2], shape[3]
 
 
 def _check_size(input_size):
@@ -168,20 +155,16 @@ def static_model(model, input_size, batch_size=1):
 
 
 def model_facts(model):
-    """`num_classes`, `output_activation`, `channels` of the model, for the metadata.
+    """`num_classes`, `output_activation`, `channels` of the model, for the export job.
 
-    A `keras_unet.UNet` reports its own; for another model, the last layer's activation
-    and the output channel count decide.
+    A view of `keras_unet.runtime.describe.describe_model`, the one description of a model
+    that the metadata and the `.keras` runner share: a `keras_unet.UNet` reports its own;
+    for another model, the last layer's activation and the output channel count decide.
+
+    Example:
+    ```python
+    model_facts(model)  # {"num_classes": 1, "output_activation": "sigmoid", "channels": 3}
+    ```
     """
-    _, _, channels = model_input_shape(model)
-    output_shape = tuple(model.outputs[0].shape)
-    num_classes = getattr(model, "num_classes", None) or int(output_shape[-1])
-    if hasattr(model, "output_activation"):
-        activation = model.output_activation
-    else:
-        layer = model.layers[-1]
-        name = getattr(getattr(layer, "activation", None), "__name__", None)
-        if type(layer).__name__ == "Softmax":
-            name = "softmax"
-        activation = name if name in ("sigmoid", "softmax") else None
-    return {"num_classes": int(num_classes), "output_activation": activation, "channels": int(channels)}
+    facts = describe_model(model)
+    return {key: facts[key] for key in ("num_classes", "output_activation", "channels")}

@@ -13,9 +13,10 @@ from PIL import Image
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
+from export_testing import check_export_metadata  # noqa: E402
+
 from keras_unet.export import cli  # noqa: E402
 from keras_unet.runtime import imageio  # noqa: E402
-from keras_unet.runtime.metadata import read_metadata  # noqa: E402
 from keras_unet.cli import main as keras_unet_main  # noqa: E402
 from keras_unet.datasets import nuclei_path  # noqa: E402
 
@@ -23,7 +24,7 @@ SIZE = (32, 32)
 
 
 @pytest.mark.slow
-def test_tflite_fp32_through_the_keras_unet_command(model_path, tmp_path, capsys):
+def test_tflite_fp32_through_the_keras_unet_command(model, model_path, tmp_path, capsys):
     out = tmp_path / "model.tflite"
     status = keras_unet_main(["export", str(model_path), "--format", "tflite", "--out", str(out),
                               "--quiet"])
@@ -31,26 +32,26 @@ def test_tflite_fp32_through_the_keras_unet_command(model_path, tmp_path, capsys
     assert status == 0, printed
     assert out.exists()
     assert "verification passed" in printed and "max_abs_diff=" in printed and "MB" in printed
-    assert read_metadata(out)["quantization"] == "none"
+    check_export_metadata(out, model, "tflite", "none")
 
 
 @pytest.mark.slow
-def test_int8_onnx_with_calibration_folder(model_path, tmp_path, capsys, monkeypatch):
+def test_int8_onnx_with_calibration_folder(model, model_path, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # onnxruntime tools must not write into the working directory
     out = tmp_path / "model_int8.onnx"
     status = cli.main([str(model_path), "--out", str(out), "--quantize", "int8",
                        "--calibration-data", str(nuclei_path()), "--calibration-size", "24",
-                       "--dynamic-batch", "--quiet"])
+                       "--dynamic-batch", "--agreement-floor", "0.95", "--quiet"])
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "onnx, quantize=int8" in printed  # format taken from the suffix
     assert "agreement_iou=" in printed and "ConvTranspose" in printed
-    assert read_metadata(out)["quantization"] == "int8"
+    check_export_metadata(out, model, "onnx", "int8")
     assert [p.name for p in tmp_path.iterdir()] == ["model_int8.onnx"]
 
 
 @pytest.mark.slow
-def test_int8_tflite_uint8_io(model_path, tmp_path, capsys):
+def test_int8_tflite_uint8_io(model, model_path, tmp_path, capsys):
     out = tmp_path / "model_int8.tflite"
     status = cli.main([str(model_path), "--format", "tflite", "--out", str(out), "--quantize",
                        "int8", "--io", "uint8", "--calibration-data", str(nuclei_path()),
@@ -58,7 +59,7 @@ def test_int8_tflite_uint8_io(model_path, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "input (1, 32, 32, 3) uint8" in printed
-    assert read_metadata(out)["input_dtype"] == "uint8"
+    assert check_export_metadata(out, model, "tflite", "int8")["input_dtype"] == "uint8"
 
 
 @pytest.mark.slow

@@ -61,6 +61,29 @@ def test_build_metadata_fills_the_schema_from_the_model(models):
     assert binary["mask_encoding"] == "binary" and binary["input_size"] == [None, None]
 
 
+def test_model_attributes_fill_the_defaults_and_arguments_win():
+    # A Softmax layer at the end, and the attributes a keras_unet.UNet carries.
+    inputs = keras.Input((16, 16, 1))
+    outputs = keras.layers.Softmax()(keras.layers.Conv2D(3, 1)(inputs))
+    model = keras.Model(inputs, outputs)
+    model.class_names, model.ignore_index, model.mask_encoding = ["a", "b", "c"], 255, "trimap"
+    from keras_unet.export.source import model_facts
+    from keras_unet.runtime.describe import describe_model
+
+    assert model_facts(model) == {"num_classes": 3, "output_activation": "softmax", "channels": 1}
+    common = dict(format="onnx", quantization="none", input_size=(16, 16), input_dtype="float32")
+    metadata = build_metadata(model, **common)
+    assert (metadata["class_names"], metadata["ignore_index"], metadata["mask_encoding"]) == (
+        ["a", "b", "c"], 255, "trimap")
+    facts = describe_model(model)  # the .keras runner's description says the same
+    assert {key: metadata[key] for key in facts if key != "input_size"} == {
+        key: value for key, value in facts.items() if key != "input_size"}
+    chosen = build_metadata(model, class_names=["x", "y", "z"], ignore_index=0,
+                            mask_encoding="index", **common)
+    assert (chosen["class_names"], chosen["ignore_index"], chosen["mask_encoding"]) == (
+        ["x", "y", "z"], 0, "index")
+
+
 def test_build_metadata_rejects_bad_fields(models):
     with pytest.raises(ValueError, match="class_names"):
         build_metadata(models[3], format="tflite", quantization="none", input_size=(16, 16),

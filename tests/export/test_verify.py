@@ -136,6 +136,21 @@ def test_missing_and_empty_calibration_folders_are_clear_errors(tmp_path):
         load_images(tmp_path / "empty", progress=False)
 
 
+def test_calibration_listing_is_the_runtime_listing(tmp_path):
+    from keras_unet.runtime.listing import list_images
+
+    write_pngs(tmp_path / "data" / "images", blobs(2))
+    (tmp_path / "data" / "images" / ".hidden.png").write_bytes(b"not an image")
+    (tmp_path / "data" / "images" / "notes.txt").write_text("not an image")
+    files = list_image_files(tmp_path / "data")
+    assert files == list_images(tmp_path / "data" / "images")
+    assert [p.name for p in files] == ["img_00.png", "img_01.png"]
+    with pytest.raises(ValueError, match="must be a folder.*calibration_data="):
+        load_images(files[0], progress=False)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_images([files[0], tmp_path / "missing.png"], progress=False)
+
+
 def test_noise_and_unit_range_arrays_are_rejected():
     noise = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3))
     assert looks_like_noise(noise)
