@@ -46,6 +46,7 @@ print(result.summary())
 
 import contextlib
 import dataclasses
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -55,11 +56,13 @@ from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
 
 QUANTIZE_MODES = ("none", "fp16", "int8")
 ACTIVATION_TYPES = ("uint8", "int8")
-CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
 INPUT_NAME = "image"
 DEFAULT_OPSET = 17
 # Compute-heavy op types; any of these left outside QLinear*/integer kernels in the
 # graph onnxruntime runs is float work inside an "int8" model.
+# An int8 file that gains less than this over float32 is reported (as for TFLite).
+MIN_INT8_SPEEDUP = 1.5
 HEAVY_OPS = ("Conv", "ConvTranspose", "FusedConv", "MatMul", "Gemm", "FusedMatMul", "FusedGemm")
 
 
@@ -70,7 +73,9 @@ class ONNXOptions:
     Args:
         quantize: `"none"`, `"fp16"` or `"int8"`.
         opset: ONNX opset (13 or newer; QDQ per-channel needs 13).
-        activation_type: `"uint8"` (faster on x86 VNNI) or `"int8"` activations for int8.
+        activation_type: `"uint8"` or `"int8"` activations for int8, or `"auto"`: quantize
+            both, time them on this machine and keep the faster (recorded in the
+            metadata). uint8 ran the seed model 1.6x faster on an AVX-512 VNNI CPU.
         nodes_to_exclude: names of nodes of the float graph that int8 leaves unquantized.
             Name a Conv together with the activation after it: onnxruntime's CPU provider
             turns a float Conv that still sits between Q/DQ pairs back into a QLinearConv
@@ -86,16 +91,17 @@ class ONNXOptions:
 
     quantize: str = "none"
     opset: int = DEFAULT_OPSET
-    activation_type: str = "uint8"
+    activation_type: str = "auto"
     nodes_to_exclude: tuple = ()
     calibrate_method: str = "minmax"
+    threads: int = 2
 
     def __post_init__(self):
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or self.opset < 13:
             raise ValueError(f"`opset` must be an integer >= 13. Received: opset={self.opset!r}")
-        if self.activation_type not in ACTIVATION_TYPES:
+        if self.activation_type not in ACTIVATION_TYPES + ("auto",):
             raise ValueError(
-                f"`activation_type` must be 'uint8' or 'int8'. "
+                f"`activation_type` must be 'uint8', 'int8' or 'auto'. "
                 f"Received: activation_type={self.activation_type!r}"
             )
         if self.calibrate_method not in CALIBRATE_METHODS:
@@ -169,14 +175,16 @@ def _quantize_int8(job, options):
     out = job.new_path("int8", ".onnx")
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    with _quiet_logs():
+    # The Entropy/Percentile calibrators print their progress to stdout.
+    with _quiet_logs(), contextlib.redirect_stdout(io.StringIO()):
         quantize_static(
             str(_prepared_model(job, options.opset)), str(out),
             onnx_calibration_reader(pin_input_range(job.calibration), INPUT_NAME,
                                     progress=job.progress),
             quant_format=QuantFormat.QDQ,
-            activation_type=(QuantType.QUInt8 if options.activation_type == "uint8"
-                             else QuantType.QInt8),
+            # "auto" without the int8 session (no verification): the usual winner.
+            activation_type=(QuantType.QInt8 if options.activation_type == "int8"
+                             else QuantType.QUInt8),
             weight_type=QuantType.QInt8,
             per_channel=True,
             nodes_to_exclude=list(options.nodes_to_exclude),
@@ -260,8 +268,9 @@ def embed_metadata(model_bytes, metadata):
 
 
 def diagnose(job, options, model_bytes):
-    """Warn about compute ops an int8 file runs in float, and about fp16 on CPU."""
-    found, float_ops = [], {}
+    """Warn about compute ops an int8 file runs in float, about int8 that gains less than
+    1.5x over float32 here, and about fp16 on CPU."""
+    found, float_ops, timings = [], {}, {}
     if options.quantize == "int8":
         path = job.new_path("diagnose", ".onnx")
         path.write_bytes(model_bytes)
@@ -274,23 +283,139 @@ def diagnose(job, options, model_bytes):
                 + ("ConvTranspose has no int8 CPU kernel: build the UNet with "
                    "upsample='bilinear' or 'nearest' for a fully integer decoder."
                    if "ConvTranspose" in float_ops else ""))
+        timings = {"float32": time_ms(float_model(job, options.opset).read_bytes(),
+                                      threads=options.threads),
+                   "int8": time_ms(model_bytes, threads=options.threads)}
+        speedup = timings["float32"] / timings["int8"] if timings["int8"] > 0 else float("inf")
+        if speedup < MIN_INT8_SPEEDUP and timings["float32"] > 1.0:
+            found.append(
+                f"This int8 file ran only {speedup:.2f}x faster than float32 ONNX here "
+                f"({timings['int8']:.1f} vs {timings['float32']:.1f} ms per image, "
+                f"{options.threads} thread(s)): ops left in float and the dequantize/quantize "
+                "pairs around them cost what int8 saves. Measure on the target device with "
+                "`keras-unet bench` before choosing it.")
     if options.quantize == "fp16":
         found.append("float16 ONNX halves the file size, but onnxruntime's CPU provider "
                      "computes many float16 ops through casts: expect it to be slower than "
                      "float32 on CPU. Use it for GPU providers or size.")
-    return Diagnosis(warnings=found, float_ops_left=float_ops)
+    return Diagnosis(warnings=found, float_ops_left=float_ops, timings_ms=timings)
+
+
+def time_ms(model_bytes, repeats=5, threads=2):
+    """Median milliseconds of one onnxruntime run on zeros, after a warm-up run.
+
+    Example:
+    ```python
+    time_ms(Path("model.onnx").read_bytes(), threads=2)
+    ```
+    """
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in feed.shape]
+    inputs = {feed.name: np.zeros(shape, np.float32)}
+    session.run(None, inputs)
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, inputs)
+        runs.append(time.perf_counter() - start)
+    return float(np.median(runs)) * 1e3
+
+
+class Int8Session:
+    """The int8 quantizer of one job for `keras_unet.export.int8.quantize_verified`.
+
+    Each calibration method onnxruntime has is a variant (MinMax first, then Percentile
+    and Entropy); ops are kept in float through `nodes_to_exclude`, each with the
+    activation onnxruntime would fuse it with (`onnx_nodes_to_exclude`).
+
+    Example:
+    ```python
+    session = Int8Session(job, ONNXOptions(quantize="int8"))
+    model_bytes = session.quantize([], "minmax")
+    ```
+    """
+
+    def __init__(self, job, options):
+        self.job = job
+        if options.activation_type == "auto":
+            options = self._fastest_activation_type(options)
+        self.options = options
+        first = options.calibrate_method
+        self.variants = (first,) + tuple(m for m in CALIBRATE_METHODS if m != first)
+
+    def _fastest_activation_type(self, options):
+        """Quantize with uint8 and with int8 activations, keep the faster on this machine."""
+        timings = {}
+        for kind in ACTIVATION_TYPES:
+            candidate = dataclasses.replace(options, activation_type=kind)
+            model_bytes = self.job.cached(("onnx_int8", kind, options.calibrate_method, ()),
+                                          lambda: _quantize_int8(self.job, candidate))
+            timings[kind] = time_ms(model_bytes, threads=options.threads)
+        chosen = min(timings, key=timings.get)
+        self.job._cache["int8_metadata"] = {
+            "activation_type": chosen,
+            "activation_type_ms": {kind: round(ms, 3) for kind, ms in timings.items()}}
+        return dataclasses.replace(options, activation_type=chosen)
+
+    def _options(self, keep_float, variant):
+        from keras_unet.export.quantization import onnx_nodes_to_exclude
+
+        prepared = _prepared_model(self.job, self.options.opset)
+        exclude = tuple(onnx_nodes_to_exclude(prepared, list(keep_float))) if keep_float else ()
+        return dataclasses.replace(self.options, calibrate_method=variant,
+                                   nodes_to_exclude=tuple(self.options.nodes_to_exclude) + exclude)
+
+    def expand(self, nodes):
+        """The graph nodes among `nodes` (not graph inputs) and the nodes reading their
+        outputs: a float op still hands its consumer a tensor quantized at its range."""
+        import onnx
+
+        graph = self.job.cached(("onnx_prepared_graph", self.options.opset), lambda: onnx.load(
+            str(_prepared_model(self.job, self.options.opset)), load_external_data=False).graph)
+        by_output = {out: node.name for node in graph.node for out in node.output}
+        names = {node.name for node in graph.node}
+        chosen = [node for node in nodes if node in names]
+        for node in graph.node:
+            if any(by_output.get(name) in chosen for name in node.input):
+                chosen.append(node.name)
+        return list(dict.fromkeys(chosen))
+
+    def quantize(self, keep_float, variant):
+        key = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
+        return self.job.cached(key,
+                               lambda: _quantize_int8(self.job, self._options(keep_float, variant)))
+
+    def report(self, images, keep_float, variant):
+        from keras_unet.export.quantization import onnx_layer_report
+
+        quantized = self.job.new_path("report", ".onnx")
+        quantized.write_bytes(self.quantize(keep_float, variant))
+        batch = 1 if self.job.batch else 8
+        return onnx_layer_report(_prepared_model(self.job, self.options.opset), quantized, images,
+                                 input_name=INPUT_NAME, keep_float=keep_float,
+                                 model=self.job.model, batch_size=batch)
 
 
 CONVERTER = Converter(format="onnx", suffix=".onnx", quantize_modes=QUANTIZE_MODES,
                       convert=convert, describe=describe, embed_metadata=embed_metadata,
-                      diagnose=diagnose)
+                      diagnose=diagnose, int8_session=Int8Session)
 
 
 def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynamic_batch=False,
                 dynamic_size=False, calibration_data=None, calibration_size=100,
-                input_size=None, io_dtype=None, activation_type="uint8", verify=True,
+                input_size=None, io_dtype=None, activation_type="auto", verify=True,
                 agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
-                verification_size=16, progress=True):
+                verification_size=32, progress=True, repair=None, layer_report=False,
+                threads=2):
     """Convert a Keras segmentation model to a verified `.onnx` file.
 
     Args:
@@ -307,15 +432,23 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
         input_size: `(height, width)`; required for a model that accepts any size
             unless `dynamic_size`. Also the size verification runs at.
         io_dtype: only `"float32"` (or None): ONNX QDQ models keep float I/O.
-        activation_type: `"uint8"` (default, faster on x86 VNNI) or `"int8"`.
+        activation_type: `"auto"` (default: quantize both, keep the faster here),
+            `"uint8"` or `"int8"` activations.
         verify: run the file against the Keras model and raise `VerificationError` when
             it does not match (float32: max_abs_diff <= 1e-4; quantized: agreement_iou
             >= `agreement_floor`).
         agreement_floor: lowest mask `agreement_iou` accepted for a quantized file.
-        verification_data: images to verify on (default: the calibration images, else
-            the nuclei sample shipped with keras_unet).
-        verification_size: at most this many verification images.
+        verification_data: images to verify on. Default for int8: at least 32 images held
+            out from `calibration_data` and not calibrated on (`keras_unet.export.holdout`);
+            otherwise the nuclei sample shipped with keras_unet.
+        verification_size: at most this many verification images (default 32).
         progress: show progress bars.
+        repair: int8: when the file misses `agreement_floor`, keep its worst layers in
+            float until it meets it (default on for int8, trying Percentile and Entropy
+            calibration too; `False` for pure int8 or a refusal). See `keras_unet.export.int8`.
+        layer_report: int8: also build the per-layer report (`result.layer_report`) when
+            the file passes at once.
+        threads: threads for the speed checks during export.
 
     Returns:
         `keras_unet.export.result.ExportResult`.
@@ -342,11 +475,12 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
             f"Received: io_dtype={io_dtype!r}"
         )
     check_output(CONVERTER, out, quantize)
-    options = ONNXOptions(quantize=quantize, opset=opset, activation_type=activation_type)
+    options = ONNXOptions(quantize=quantize, opset=opset, activation_type=activation_type,
+                          threads=threads)
     return run_export(
         CONVERTER, options, model_or_path, out, calibration_data=calibration_data,
         calibration_size=calibration_size, input_size=input_size, dynamic_size=dynamic_size,
         batch=None if dynamic_batch else 1, verify=verify, agreement_floor=agreement_floor,
         verification_data=verification_data, verification_size=verification_size,
-        progress=progress,
+        progress=progress, repair=repair, layer_report=layer_report,
     )

@@ -83,6 +83,8 @@ class Converter:
             `output_dtype`, `input_quantization` and `output_quantization`.
         embed_metadata: `(model_bytes, metadata) -> bytes`.
         diagnose: `(job, options, model_bytes) -> Diagnosis`, or None.
+        int8_session: `(job, options) -> session` for `keras_unet.export.int8` (report
+            and repair), or None.
 
     Example:
     ```python
@@ -99,6 +101,7 @@ class Converter:
     describe: Callable
     embed_metadata: Callable
     diagnose: Optional[Callable] = None
+    int8_session: Optional[Callable] = None
 
 
 @dataclasses.dataclass
@@ -118,6 +121,10 @@ class ExportJob:
         verification_data: images to verify on, or None (see `verification_images`).
         verification_size: at most this many verification images.
         progress: show progress bars.
+        verification_masks: mask paths of the verification images (held out from a
+            labelled calibration folder), or None.
+        verification_source: how the verification images were chosen, for reports.
+        threshold: the binary threshold masks are compared at.
 
     Example:
     ```python
@@ -137,8 +144,11 @@ class ExportJob:
     calibration: object
     work: Path
     verification_data: object = None
-    verification_size: int = 16
+    verification_size: int = 32
     progress: bool = True
+    verification_masks: object = None
+    verification_source: Optional[str] = None
+    threshold: float = 0.5
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
     _counter: object = dataclasses.field(default_factory=itertools.count, repr=False)
 
@@ -156,9 +166,13 @@ class ExportJob:
         """`(images, source)` to verify on, chosen once (see `select_verification_images`)."""
         from keras_unet.export.verify import select_verification_images
 
-        return self.cached("verification_images", lambda: select_verification_images(
-            self.size, self.facts["channels"], self.verification_data, self.calibration,
-            self.verification_size, self.progress))
+        def choose():
+            images, source = select_verification_images(
+                self.size, self.facts["channels"], self.verification_data, self.calibration,
+                self.verification_size, self.progress)
+            return images, self.verification_source or source
+
+        return self.cached("verification_images", choose)
 
     def reference(self):
         """Keras probabilities on `verification_images()`, computed once."""
@@ -191,7 +205,7 @@ def check_output(converter, out, quantize):
 @contextlib.contextmanager
 def open_job(model_or_path, quantize="none", calibration_data=None, calibration_size=100,
              input_size=None, dynamic_size=False, batch=1, verification_data=None,
-             verification_size=16, progress=True):
+             verification_size=32, progress=True):
     """Load the model, fix its input and read the calibration images; yield an `ExportJob`.
 
     Args:
@@ -204,9 +218,11 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
         dynamic_size: the file keeps a free height and width (verified at `input_size`,
             the model's own size, or 128x128).
         batch: the file's batch size; None for a free batch.
-        verification_data: images to verify on (default: the calibration images, else
-            the nuclei sample shipped with keras_unet).
-        verification_size: at most this many verification images.
+        verification_data: images to verify on. Default for int8: images held out from
+            `calibration_data` (`keras_unet.export.holdout`); otherwise the nuclei sample
+            shipped with keras_unet.
+        verification_size: at most this many verification images (at least 32 are held
+            out for int8 where the calibration set has twice that many).
         progress: show progress bars.
 
     Example:
@@ -233,8 +249,16 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
     if size == (None, None):
         size = DEFAULT_VERIFY_SIZE
     static = static_model(model, size, batch_size=batch)
-    calibration = None
+    calibration, masks, verification_source = None, None, None
     if quantize == "int8":
+        if verification_data is None:
+            from keras_unet.export.holdout import split_calibration
+
+            split = split_calibration(calibration_data, held_out=verification_size)
+            calibration_data, verification_data = split.calibration, split.verification
+            masks, verification_source = split.masks, split.description
+            if verification_data is not None:
+                verification_size = None  # the held-out images, all of them, in order
         calibration = load_images(calibration_data, size, facts["channels"], calibration_size,
                                   progress=progress)
     with tempfile.TemporaryDirectory(prefix="keras_unet_export_") as work:
@@ -242,7 +266,7 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
             model=model, source=source, facts=facts, size=size, export_size=export_size,
             batch=batch, static=static, calibration=calibration, work=Path(work),
             verification_data=verification_data, verification_size=verification_size,
-            progress=progress,
+            progress=progress, verification_masks=masks, verification_source=verification_source,
         )
 
 
@@ -275,7 +299,7 @@ def verify_bytes(job, converter, model_bytes, quantization, threshold=0.5,
 def run_export(converter, options, model_or_path, out, calibration_data=None,
                calibration_size=100, input_size=None, dynamic_size=False, batch=1, verify=True,
                agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
-               verification_size=16, progress=True):
+               verification_size=32, progress=True, repair=None, layer_report=False):
     """The whole pipeline for one format: check, load, convert, describe, metadata, verify, write.
 
     Args:
@@ -286,6 +310,11 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
         out: the file to write; replaced only once the new file verified.
         verify: compare with Keras and raise `VerificationError` on a mismatch.
         agreement_floor: lowest `agreement_iou` accepted for a quantized file.
+        repair: int8 only: when the file misses the floor, keep the worst layers in float
+            (and try other calibrations) until it meets it (`keras_unet.export.int8`).
+            Default: on for int8. `True` with another mode is an error.
+        layer_report: int8 only: build the per-layer report even when the first file
+            passes (a repaired or refused file always gets one).
 
     Returns:
         `ExportResult`.
@@ -297,33 +326,47 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
     run_export(CONVERTER, TFLiteOptions(quantize="fp16"), "model.keras", "model_fp16.tflite")
     ```
     """
-    from keras_unet.export.metadata import build_metadata
     from keras_unet.runtime.files import write_bytes_atomic
 
     quantize = options.quantize
     check_output(converter, out, quantize)
+    check_floor(agreement_floor)
+    if repair and quantize != "int8":
+        raise ValueError("Repair keeps layers of an int8 file in float; it does not apply to "
+                         f"quantize={quantize!r}. Received: repair={repair!r}")
+    repair = quantize == "int8" if repair is None else bool(repair)
     with open_job(model_or_path, quantize, calibration_data, calibration_size, input_size,
                   dynamic_size, batch, verification_data, verification_size,
                   progress) as job:
-        model_bytes = converter.convert(job, options)
+        made = {}
+
+        def finish(model_bytes, calibration=None, kept_float=()):
+            info = converter.describe(model_bytes)
+            metadata = _metadata(job, converter, quantize, info, calibration, kept_float)
+            job.threshold = metadata.get("threshold") or 0.5
+            final = converter.embed_metadata(model_bytes, metadata)
+            made[final] = (info, metadata)
+            return final
+
+        outcome, report = None, None
+        if quantize == "int8" and verify and converter.int8_session is not None:
+            from keras_unet.export.int8 import quantize_verified
+
+            outcome = quantize_verified(job, converter, options, finish, agreement_floor,
+                                        repair=repair, want_report=layer_report)
+            model_bytes, report = outcome.model_bytes, outcome.verification
+        else:
+            model_bytes = finish(converter.convert(job, options))
+            if verify:
+                report = verify_bytes(job, converter, model_bytes, quantize,
+                                      threshold=job.threshold, agreement_floor=agreement_floor)
+        info, metadata = made[model_bytes]
         diagnosis = Diagnosis()
         if converter.diagnose is not None:
             diagnosis = converter.diagnose(job, options, model_bytes)
         for message in diagnosis.warnings:
             warnings.warn(message, UserWarning, stacklevel=3)
-        info = converter.describe(model_bytes)
-        metadata = build_metadata(
-            job.model, format=converter.format, quantization=quantize,
-            input_size=job.export_size, input_dtype=info["input_dtype"],
-            input_quantization=info["input_quantization"], output_dtype=info["output_dtype"],
-            output_quantization=info["output_quantization"], source_model=job.source,
-        )
-        model_bytes = converter.embed_metadata(model_bytes, metadata)
-        report = None
-        if verify:
-            report = verify_bytes(job, converter, model_bytes, quantize,
-                                  threshold=metadata.get("threshold") or 0.5,
-                                  agreement_floor=agreement_floor)
+        truth = iou_against_truth(job, converter, model_bytes) if verify else {}
         write_bytes_atomic(out, model_bytes)
     return ExportResult(
         path=str(out), format=converter.format, quantization=quantize,
@@ -332,4 +375,71 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
         verification=report, warnings=list(diagnosis.warnings),
         float_ops_left=dict(diagnosis.float_ops_left), metadata=metadata,
         timings_ms=dict(diagnosis.timings_ms),
+        kept_float=list(outcome.kept_float) if outcome else [],
+        calibration_method=outcome.calibration if outcome else None,
+        repair_attempts=[a.to_dict() for a in outcome.attempts] if outcome else [],
+        layer_report=outcome.layer_report if outcome else None,
+        **truth,
     )
+
+
+def check_floor(agreement_floor):
+    """Raise a `ValueError` unless `agreement_floor` is a number in [0, 1]."""
+    if (isinstance(agreement_floor, bool) or not isinstance(agreement_floor, (int, float))
+            or not 0.0 <= agreement_floor <= 1.0):
+        raise ValueError("`agreement_floor` must be a number in [0, 1] (an IoU). "
+                         f"Received: agreement_floor={agreement_floor!r}")
+
+
+def _metadata(job, converter, quantize, info, calibration, kept_float):
+    from keras_unet.export.metadata import build_metadata
+
+    metadata = build_metadata(
+        job.model, format=converter.format, quantization=quantize,
+        input_size=job.export_size, input_dtype=info["input_dtype"],
+        input_quantization=info["input_quantization"], output_dtype=info["output_dtype"],
+        output_quantization=info["output_quantization"], source_model=job.source,
+    )
+    if calibration is not None:
+        metadata["int8"] = {"calibration": calibration, "kept_float": list(kept_float),
+                            **job._cache.get("int8_metadata", {})}
+    return metadata
+
+
+def iou_against_truth(job, converter, model_bytes):
+    """IoU of Keras and of the file against the held-out masks, and the drop; {} without masks.
+
+    Example:
+    ```python
+    iou_against_truth(job, CONVERTER, model_bytes)  # {'iou_keras': 0.79, 'iou_export': 0.789, ...}
+    ```
+    """
+    if not job.verification_masks:
+        return {}
+    import numpy as np
+
+    from keras_unet.runtime import imageio, load_runner
+    from keras_unet.runtime.scores import probabilities_to_masks, segmentation_scores
+
+    num_classes = job.facts["num_classes"]
+    try:
+        truth = [imageio.resize_mask(imageio.decode_mask(imageio.read_mask(path), "auto",
+                                                         num_classes, job.facts.get("ignore_index"),
+                                                         path=path), job.size)
+                 for path in job.verification_masks]
+    except (ValueError, OSError) as error:  # masks the model cannot be scored on: say so
+        warnings.warn(f"IoU against the held-out masks was skipped: {error}", UserWarning,
+                      stacklevel=3)
+        return {}
+    images, _ = job.verification_images()
+    path = job.new_path("truth", converter.suffix)
+    path.write_bytes(model_bytes)
+    with load_runner(str(path)) as runner:
+        exported = np.asarray(runner.predict(images), dtype="float32")
+    ignore = job.facts.get("ignore_index")
+    keras_iou = segmentation_scores(truth, probabilities_to_masks(job.reference(), job.threshold),
+                                    num_classes, ignore)["iou"]
+    export_iou = segmentation_scores(truth, probabilities_to_masks(exported, job.threshold),
+                                     num_classes, ignore)["iou"]
+    return {"iou_keras": float(keras_iou), "iou_export": float(export_iou),
+            "iou_drop": float(keras_iou - export_iou)}

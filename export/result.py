@@ -29,7 +29,13 @@ class ExportResult:
         warnings: known traps met on the way (also issued as `UserWarning`).
         float_ops_left: compute ops a quantized file still runs in float, by op type.
         metadata: the metadata embedded in the file.
-        timings_ms: latencies measured during export (dynamic-range check), if any.
+        timings_ms: latencies measured during export (speed checks), if any.
+        kept_float: int8: Keras layers (else ops) the repair left in float.
+        calibration_method: int8: the calibration the written file used.
+        repair_attempts: int8: every file tried (calibration, kept_float, agreement).
+        layer_report: int8: per-layer rows of the written file (worst first), when built.
+        iou_keras, iou_export, iou_drop: against the masks of the verification images,
+            when they have masks (held out from a labelled calibration folder).
     """
 
     path: str
@@ -44,9 +50,16 @@ class ExportResult:
     float_ops_left: dict = dataclasses.field(default_factory=dict)
     metadata: dict = dataclasses.field(default_factory=dict)
     timings_ms: dict = dataclasses.field(default_factory=dict)
+    kept_float: list = dataclasses.field(default_factory=list)
+    calibration_method: str = None
+    repair_attempts: list = dataclasses.field(default_factory=list)
+    layer_report: list = None
+    iou_keras: float = None
+    iou_export: float = None
+    iou_drop: float = None
 
-    def summary(self):
-        """A few lines for a terminal."""
+    def summary(self, worst_layers=0):
+        """A few lines for a terminal; `worst_layers` > 0 adds that many report rows."""
         lines = [
             f"wrote {self.path} ({self.format}, quantize={self.quantization}, "
             f"{self.size_bytes / 1e6:.2f} MB, input {self.input_shape} {self.input_dtype}, "
@@ -56,12 +69,26 @@ class ExportResult:
             lines.append(self.verification.summary())
         else:
             lines.append("verification skipped")
+        if self.iou_drop is not None:
+            lines.append(f"IoU on the verification masks: keras {self.iou_keras:.4f}, this file "
+                         f"{self.iou_export:.4f} (drop {self.iou_drop:+.4f})")
+        if self.calibration_method is not None:
+            tries = len(self.repair_attempts)
+            lines.append(
+                f"int8: {self.calibration_method} calibration, "
+                + (f"{len(self.kept_float)} layer(s) kept in float after {tries} attempt(s): "
+                   f"{', '.join(self.kept_float)}" if self.kept_float
+                   else "every layer in int8"))
         if self.float_ops_left:
             lines.append(f"ops left in float: {self.float_ops_left}")
         if self.timings_ms:
             lines.append("latency during export: " + ", ".join(
                 f"{k}={v:.1f} ms" for k, v in self.timings_ms.items()))
         lines.extend(f"warning: {w}" for w in self.warnings)
+        if worst_layers and self.layer_report:
+            from keras_unet.export.quantization.report import format_worst_layers
+
+            lines.append(format_worst_layers(self.layer_report, n=worst_layers))
         return "\n".join(lines)
 
     def to_dict(self):

@@ -88,7 +88,9 @@ class TFLiteOptions:
     Args:
         quantize: `"none"`, `"fp16"`, `"dynamic"` or `"int8"`.
         io_dtype: `"float32"`, or `"uint8"`/`"int8"` input and output with `"int8"`.
-        check_speed: for `"dynamic"`, `diagnose` times the file against float32.
+        check_speed: for `"dynamic"` and `"int8"`, `diagnose` times the file against a
+            float32 conversion and warns when it gains too little (int8: < 1.5x).
+        threads: interpreter threads for those timings.
 
     Example:
     ```python
@@ -99,6 +101,7 @@ class TFLiteOptions:
     quantize: str = "none"
     io_dtype: str = "float32"
     check_speed: bool = True
+    threads: int = 2
 
     def __post_init__(self):
         if self.io_dtype not in IO_DTYPES:
@@ -247,44 +250,100 @@ def describe(model_bytes):
     }
 
 
-def time_ms(model_bytes, repeats=3, threads=2):
-    """Mean milliseconds of one `invoke()` after a warm-up call (XNNPACK packs weights then)."""
+def time_ms(model_bytes, repeats=5, threads=2):
+    """Median milliseconds of one `invoke()` after a warm-up call (XNNPACK packs weights then)."""
     interpreter = _interpreter(model_bytes, num_threads=threads)
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
     interpreter.invoke()
-    start = time.perf_counter()
+    runs = []
     for _ in range(repeats):
+        start = time.perf_counter()
         interpreter.invoke()
-    return (time.perf_counter() - start) / repeats * 1e3
+        runs.append(time.perf_counter() - start)
+    return float(np.median(runs)) * 1e3
+
+
+# An int8 file that gains less than this over float32 is reported: the model's ops do
+# not map onto fast integer kernels (MobileNetV3-small: 0.47 vs 0.57 of Keras' time).
+MIN_INT8_SPEEDUP = 1.5
 
 
 def diagnose(job, options, model_bytes):
-    """For dynamic range: time the file against a float32 conversion, warn when slower."""
-    if options.quantize != "dynamic" or not options.check_speed:
+    """Time a dynamic-range or int8 file against float32; warn when it gains too little."""
+    if options.quantize not in ("dynamic", "int8") or not options.check_speed:
         return Diagnosis()
-    float_bytes = convert(job, dataclasses.replace(options, quantize="none", io_dtype="float32"))
-    timings = {"float32": time_ms(float_bytes), "dynamic": time_ms(model_bytes)}
+    float_bytes = job.cached("tflite_float32", lambda: convert(
+        job, dataclasses.replace(options, quantize="none", io_dtype="float32")))
+    mode = options.quantize
+    timings = {"float32": time_ms(float_bytes, threads=options.threads),
+               mode: time_ms(model_bytes, threads=options.threads)}
     found = []
     # Below a millisecond (tiny models) the two differ by timer noise, not kernels.
-    if timings["dynamic"] > 1.2 * timings["float32"] and timings["dynamic"] > 1.0:
+    if mode == "dynamic" and timings[mode] > 1.2 * timings["float32"] and timings[mode] > 1.0:
         found.append(
-            f"Dynamic-range TFLite ran {timings['dynamic'] / timings['float32']:.1f}x "
-            f"slower than float32 here ({timings['dynamic']:.1f} vs {timings['float32']:.1f} "
+            f"Dynamic-range TFLite ran {timings[mode] / timings['float32']:.1f}x "
+            f"slower than float32 here ({timings[mode]:.1f} vs {timings['float32']:.1f} "
             "ms per image): it computes in float and dequantizes weights on the fly outside "
             "XNNPACK's fast paths. Use quantize='int8' for speed or 'fp16' for size.")
+    speedup = timings["float32"] / timings[mode] if timings[mode] > 0 else float("inf")
+    if mode == "int8" and speedup < MIN_INT8_SPEEDUP and timings["float32"] > 1.0:
+        found.append(
+            f"This int8 file ran only {speedup:.2f}x faster than float32 TFLite here "
+            f"({timings[mode]:.1f} vs {timings['float32']:.1f} ms per image, "
+            f"{options.threads} thread(s)); below {MIN_INT8_SPEEDUP}x the model's ops map "
+            "poorly onto integer kernels (depthwise convolutions, hard-swish and "
+            "squeeze-excitation in MobileNetV3 do), or layers were kept in float. Measure on "
+            "the target device with `keras-unet bench` before choosing it.")
     return Diagnosis(warnings=found, timings_ms=timings)
+
+
+class Int8Session:
+    """The int8 quantizer of one job for `keras_unet.export.int8.quantize_verified`.
+
+    Calibrates once (`TFLiteQuantizer`: the calibrator's ranges measured again where
+    TFLite widened them), then quantizes with any set of ops kept in float
+    (`denylisted_nodes`, uint8/int8 I/O kept) and reports per layer.
+
+    Example:
+    ```python
+    session = Int8Session(job, TFLiteOptions(quantize="int8", io_dtype="uint8"))
+    model_bytes = session.quantize([], "minmax")
+    ```
+    """
+
+    variants = ("minmax",)
+
+    def __init__(self, job, options):
+        from keras_unet.export.quantization import TFLiteQuantizer
+
+        self.job = job
+        self.quantizer = TFLiteQuantizer(make_converter(job, options))
+
+    def quantize(self, keep_float, variant):
+        model_bytes = self.quantizer.quantize(keep_float=keep_float)
+        custom = custom_ops(model_bytes)
+        if custom:
+            _raise_unsupported(custom, self.job.source)
+        return model_bytes
+
+    def expand(self, nodes):
+        return self.quantizer.with_consumers(nodes)
+
+    def report(self, images, keep_float, variant):
+        return self.quantizer.report(images, keep_float=keep_float, model=self.job.model)
 
 
 CONVERTER = Converter(format="tflite", suffix=".tflite", quantize_modes=QUANTIZE_MODES,
                       convert=convert, describe=describe, embed_metadata=embed_tflite_metadata,
-                      diagnose=diagnose)
+                      diagnose=diagnose, int8_session=Int8Session)
 
 
 def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
                   calibration_size=100, io_dtype=None, input_size=None, verify=True,
                   agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
-                  verification_size=16, check_speed=True, progress=True):
+                  verification_size=32, check_speed=True, progress=True, repair=None,
+                  layer_report=False, threads=2):
     """Convert a Keras segmentation model to a verified `.tflite` file.
 
     Args:
@@ -303,12 +362,19 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
             it does not match (float32: max_abs_diff <= 1e-4; quantized: agreement_iou
             >= `agreement_floor`).
         agreement_floor: lowest mask `agreement_iou` accepted for a quantized file.
-        verification_data: images to verify on (default: the calibration images, else
-            the nuclei sample shipped with keras_unet).
-        verification_size: at most this many verification images.
-        check_speed: for `"dynamic"`, time the file against a float32 conversion and
-            warn when it is slower.
+        verification_data: images to verify on. Default for int8: at least 32 images held
+            out from `calibration_data` and not calibrated on (`keras_unet.export.holdout`);
+            otherwise the nuclei sample shipped with keras_unet.
+        verification_size: at most this many verification images (default 32).
+        check_speed: for `"dynamic"` and `"int8"`, time the file against a float32
+            conversion and warn when it is slower (dynamic) or less than 1.5x faster (int8).
         progress: show progress bars.
+        repair: int8: when the file misses `agreement_floor`, keep its worst layers in
+            float until it meets it (default on for int8; `False` for pure int8 or a
+            refusal). See `keras_unet.export.int8`.
+        layer_report: int8: also build the per-layer report (`result.layer_report`) when
+            the file passes at once.
+        threads: threads for the speed checks during export.
 
     Returns:
         `keras_unet.export.result.ExportResult`.
@@ -326,10 +392,12 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
     check_output(CONVERTER, out, quantize)
     if io_dtype is None:
         io_dtype = "uint8" if quantize == "int8" else "float32"
-    options = TFLiteOptions(quantize=quantize, io_dtype=io_dtype, check_speed=check_speed)
+    options = TFLiteOptions(quantize=quantize, io_dtype=io_dtype, check_speed=check_speed,
+                            threads=threads)
     return run_export(
         CONVERTER, options, model_or_path, out, calibration_data=calibration_data,
         calibration_size=calibration_size, input_size=input_size, batch=1, verify=verify,
         agreement_floor=agreement_floor, verification_data=verification_data,
-        verification_size=verification_size, progress=progress,
+        verification_size=verification_size, progress=progress, repair=repair,
+        layer_report=layer_report,
     )

@@ -33,7 +33,7 @@ import numpy as np
 from keras_unet.runtime.scores import mask_agreement, probabilities_to_masks
 
 FP32_ATOL = 1e-4
-DEFAULT_AGREEMENT_FLOOR = 0.95
+DEFAULT_AGREEMENT_FLOOR = 0.98
 
 
 class VerificationError(RuntimeError):

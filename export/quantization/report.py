@@ -59,8 +59,8 @@ def make_row(name, op, node, sqnr_db=None, rmse_over_scale=None, max_abs_error=N
     make_row("head", "CONV_2D", "unet/head/BiasAdd", sqnr_db=31.5, rmse_over_scale=0.29)
     ```
     """
-    def number(value):
-        return None if value is None else float(value)
+    def number(value):  # JSON has no NaN or infinity
+        return None if value is None or not math.isfinite(float(value)) else float(value)
 
     return {
         "name": str(name), "op": str(op), "sqnr_db": number(sqnr_db),

@@ -86,6 +86,28 @@ def _calibration_samples(converter):
     return getattr(dataset, "input_gen", dataset)()
 
 
+def tensor_consumers(model_bytes):
+    """`{tensor name: [output tensor names of the ops that read it]}` of a `.tflite` file.
+
+    Example:
+    ```python
+    tensor_consumers(model_bytes)["m/spike/add"]  # ['StatefulPartitionedCall_1:0']
+    ```
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = schema.Model.GetRootAsModel(model_bytes, 0).Subgraphs(0)
+    name = lambda index: graph.Tensors(index).Name().decode()  # noqa: E731
+    found = {}
+    for i in range(graph.OperatorsLength()):
+        operator = graph.Operators(i)
+        outputs = [name(operator.Outputs(j)) for j in range(operator.OutputsLength())]
+        for j in range(operator.InputsLength()):
+            if operator.Inputs(j) >= 0:
+                found.setdefault(name(operator.Inputs(j)), []).extend(outputs)
+    return found
+
+
 def tensor_ops(model_bytes):
     """`{tensor name: op name}` for every op output of a `.tflite` file's contents, and
     the names of the model's output tensors.
@@ -179,8 +201,40 @@ class TFLiteQuantizer:
                 self._debugger.calibrated_model = calibrated
         self.calibrated_model = calibrated
         self._ops, self._outputs = tensor_ops(calibrated)
+        self._consumers = tensor_consumers(calibrated)
         # The debugger quantized the original calibration; re-quantize on first use.
         self._keep_float = () if not self.widened_ranges else None
+
+    def _calibrated_name(self, tensor_name):
+        """The calibrated model's name for a tensor the debugger's quantized model names.
+
+        Quantization can extend a fused op's tensor name (`...Squeeze1;.../conv_transpose`
+        for a TRANSPOSE_CONV); `denylisted_nodes` needs the calibrated model's name, the
+        longest one the debugger's name starts with.
+        """
+        if tensor_name in self._ops:
+            return tensor_name
+        prefixes = [name for name in self._ops if tensor_name.startswith(name)]
+        return max(prefixes, key=len) if prefixes else tensor_name
+
+    def with_consumers(self, nodes):
+        """`nodes` plus the ops that read their outputs.
+
+        An op kept in float still hands its consumer a tensor quantized at the range
+        calibration recorded for it; when that range is the problem (stretched by
+        outliers), only keeping the consumer in float too removes the error.
+
+        Example:
+        ```python
+        quantizer.with_consumers(["m/spike/add"])  # ['m/spike/add', 'StatefulPartitionedCall_1:0']
+        ```
+        """
+        chosen = list(dict.fromkeys(nodes))
+        for node in list(chosen):
+            for consumer in self._consumers.get(node, []):
+                if consumer in self._ops and consumer not in chosen:
+                    chosen.append(consumer)
+        return chosen
 
     def _check_nodes(self, keep_float):
         keep_float = tuple(dict.fromkeys(str(node) for node in keep_float))
@@ -237,7 +291,7 @@ class TFLiteQuantizer:
         rows = []
         for stat in csv.DictReader(table):
             scale, mse = float(stat["scale"]), float(stat["mean_squared_error"])
-            node = stat["tensor_name"]
+            node = self._calibrated_name(stat["tensor_name"])
             rows.append(make_row(
                 output_names.get(node) or keras_layer_name(node, names), stat["op_name"], node,
                 sqnr_db=sqnr_db(float(stat["signal_power"]), mse),

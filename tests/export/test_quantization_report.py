@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from keras_unet.export.quantization import report
+from quantization_models import SIZE, spiky_model as _model
 
-SIZE = (32, 32)
 TINT = np.array([1.0, 0.8, 0.6], "float32")
 
 
@@ -98,38 +98,6 @@ def verification(images):
     verification = images[16:].copy()
     verification[:, -1, -1, :] = np.minimum(verification[:, -1, -1, :], 200.0)  # no spike
     return verification
-
-
-def _spike_layer():
-    import keras
-    from keras import ops
-
-    class Spike(keras.layers.Layer):
-        """`features + 1000` in an image whose bottom-right red pixel is 255, else `features`."""
-
-        def call(self, inputs):
-            image, features = inputs
-            return features + 1000.0 * ops.relu(image[:, -1:, -1:, :1] - 254.0)
-
-    return Spike(name="spike")
-
-
-def _model(normalization="unit", spike=True):
-    import keras
-
-    from keras_unet.layers import InputNormalization
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((*SIZE, 3), batch_size=1, name="image")
-    x = InputNormalization(normalization, name="normalization")(inputs)
-    x = keras.layers.ZeroPadding2D(3, name="pad")(x)  # as in ResNet50's stem
-    x = keras.layers.Conv2D(8, 7, strides=2, activation="relu", name="conv1")(x)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.Conv2D(1, 1, name="head")(x)
-    if spike:
-        x = _spike_layer()([inputs, x])
-    outputs = keras.layers.Activation("sigmoid", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="spiky")
 
 
 def _int8_converter(model, calibration, folder):

@@ -1,0 +1,216 @@
+"""The int8 step of the export pipeline: quantize, verify, and repair what misses the floor.
+
+1. Quantize with the format's default calibration and verify on held-out images
+   (`keras_unet.export.holdout`).
+2. Below `agreement_floor`, and unless `repair=False`: try the other calibrations the
+   format has (ONNX: Percentile, then Entropy; they cost no speed), every layer in int8.
+3. Still below: from the best of those, build the per-layer report
+   (`keras_unet.export.quantization`), keep the worst `STEP` layers (and what must stay
+   float with them) in float, quantize and verify again; up to `MAX_STEPS` times,
+   re-reporting each time, because keeping one op in float changes what the next sees.
+4. The first file that meets the floor wins. When none does, the export is refused with
+   the best agreement found, and the report of that best attempt.
+
+Every attempt is recorded (`Attempt`), and the chosen one's kept layers and calibration go
+into the result, the metadata and the printed summary.
+
+A format takes part through an `Int8Session` (`tflite.Int8Session`, `onnx.Int8Session`):
+`variants` (calibrations to try, in order), `quantize(keep_float, variant) -> bytes`,
+`report(images, keep_float, variant) -> rows` and optionally `expand(nodes) -> nodes` (what
+else must stay float with them: TFLite adds the ops reading a kept op's output, whose input
+would otherwise be quantized at the same bad range).
+
+Example:
+```python
+from keras_unet.export import pipeline, tflite
+from keras_unet.export.int8 import quantize_verified
+
+with pipeline.open_job("model.keras", "int8", calibration_data="data/train") as job:
+    outcome = quantize_verified(job, tflite.CONVERTER, tflite.TFLiteOptions("int8", "uint8"),
+                                finish=lambda b: b, agreement_floor=0.98)
+outcome.kept_float, outcome.verification.agreement_iou
+```
+"""
+
+import dataclasses
+
+STEP = 2
+MAX_STEPS = 6
+
+
+@dataclasses.dataclass
+class Attempt:
+    """One quantized file tried by the repair loop."""
+
+    calibration: str
+    kept_float: list
+    agreement_iou: float
+    pixel_agreement: float
+    passed: bool
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Int8Outcome:
+    """What `quantize_verified` chose.
+
+    Args:
+        model_bytes: the chosen file (metadata embedded by `finish`).
+        verification: its `VerificationReport`.
+        calibration: the calibration variant it used.
+        kept_float: Keras layer names (else op names) of the ops left in float.
+        kept_nodes: the format's node names of those ops.
+        attempts: every `Attempt`, in order.
+        layer_report: per-layer rows of the chosen file (or None if not computed).
+    """
+
+    model_bytes: bytes
+    verification: object
+    calibration: str
+    kept_float: list
+    kept_nodes: list
+    attempts: list
+    layer_report: list = None
+
+
+def _names(rows, nodes):
+    by_node = {row["node"]: row["name"] for row in rows or []}
+    return [by_node.get(node, node) for node in nodes]
+
+
+def quantize_verified(job, converter, options, finish, agreement_floor, repair=True,
+                      want_report=False):
+    """Quantize to int8 and verify; repair (keep layers float) until the floor holds.
+
+    Args:
+        job: the pipeline's `ExportJob`.
+        converter: the format's `Converter` (its `int8_session` builds the session).
+        options: the format's options.
+        finish: `(model_bytes, calibration, kept_float) -> bytes`: metadata embedding, so
+            the file verified is the file written.
+        agreement_floor: lowest accepted `agreement_iou`.
+        repair: try keeping layers in float / other calibrations when below the floor.
+        want_report: also build the per-layer report of the chosen file when it passed at
+            once (a repaired or refused file always gets one).
+
+    Returns:
+        an `Int8Outcome`; raises `keras_unet.export.verify.VerificationError` with
+        `.outcome` (the best attempt, its layer report) when nothing meets the floor.
+
+    Example:
+    ```python
+    outcome = quantize_verified(job, CONVERTER, options, finish, 0.98)
+    ```
+    """
+    from keras_unet.export.pipeline import verify_bytes
+    from keras_unet.export.verify import VerificationError
+
+    session = converter.int8_session(job, options)
+    images, _ = job.verification_images()
+    attempts, best = [], None
+
+    def attempt(variant, keep, rows):
+        nonlocal best
+        model_bytes = finish(session.quantize(keep, variant), variant, _names(rows, keep))
+        report = verify_bytes(job, converter, model_bytes, "int8", agreement_floor=agreement_floor,
+                              threshold=job.threshold, raise_on_failure=False)
+        attempts.append(Attempt(variant, _names(rows, keep), report.agreement_iou,
+                                report.pixel_agreement, report.passed))
+        if best is None or report.agreement_iou > best[0]:
+            best = (report.agreement_iou, model_bytes, report, variant, list(keep), rows)
+        return report
+
+    # Other calibrations cost no speed: all of them before keeping any layer in float.
+    seen = set()
+    for variant in session.variants if repair else session.variants[:1]:
+        first = session.quantize([], variant)
+        if first in seen:  # this calibration chose the same ranges as an earlier one
+            continue
+        seen.add(first)
+        if attempt(variant, [], None).passed:
+            break
+    if repair and not best[2].passed:
+        variant, keep = best[3], []
+        for _ in range(MAX_STEPS):
+            try:
+                rows = session.report(images, keep, variant)
+            except ValueError:  # nothing quantized is left to measure
+                break
+            added = _next_nodes(session, rows, keep)
+            if not added:
+                break
+            keep = keep + added
+            if attempt(variant, keep, rows).passed:
+                break
+    _, model_bytes, report, variant, keep, best_rows = best
+    layer_report = best_rows
+    if keep or not report.passed or want_report:
+        try:
+            layer_report = session.report(images, keep, variant)
+        except ValueError:  # every op kept in float: nothing quantized to report on
+            pass
+    outcome = Int8Outcome(model_bytes, report, variant, _names(layer_report, keep), keep,
+                          attempts, layer_report)
+    if not report.passed:
+        tried = len(attempts)
+        error = VerificationError(
+            f"No int8 file met agreement_iou >= {agreement_floor:g}: the best of {tried} "
+            f"attempt(s) reached {report.agreement_iou:.4f} ({variant} calibration, "
+            f"{len(keep)} layer(s) kept in float). Nothing was written. {report.summary()}. "
+            "The per-layer report (--report) shows where the error arises; calibrate on "
+            "more representative images, or lower --agreement-floor if this loss is "
+            "acceptable.", report)
+        error.outcome = outcome
+        raise error
+    return outcome
+
+
+def _next_nodes(session, rows, keep):
+    """The next `STEP` worst ops to keep in float, with what must stay float with them.
+
+    Rows the format cannot keep in float (an ONNX graph input's quantization) are passed
+    over. Returns [] when nothing is left to try.
+    """
+    from keras_unet.export.quantization.report import worst_nodes
+
+    expand = getattr(session, "expand", lambda nodes: list(nodes))
+    passed_over = list(keep)
+    while True:
+        new = worst_nodes(rows, n=STEP, skip=passed_over)
+        if not new:
+            return []
+        added = [node for node in expand(new) if node not in keep]
+        if added:
+            return list(dict.fromkeys(added))
+        passed_over += new
+
+
+def quantization_report(*, file, written, agreement_floor, verification, calibration_method,
+                        kept_float, attempts, layers, iou=None):
+    """The `--report` JSON of an int8 export, written or refused: model-level figures, what
+    the repair tried, and one row per quantized tensor (worst first).
+
+    Example:
+    ```python
+    report = quantization_report(file="m.tflite", written=True, agreement_floor=0.98,
+                                 verification=result.verification, calibration_method="minmax",
+                                 kept_float=[], attempts=[], layers=result.layer_report)
+    ```
+    """
+    verified = verification.to_dict() if verification is not None else {}
+    return {
+        "file": str(file),
+        "written": bool(written),
+        "agreement_floor": agreement_floor,
+        "agreement_iou": verified.get("agreement_iou"),
+        "pixel_agreement": verified.get("pixel_agreement"),
+        "agreement_mean_iou": verified.get("agreement_mean_iou"),
+        **(iou or {}),
+        "verification": verified,
+        "calibration_method": calibration_method,
+        "kept_float": list(kept_float),
+        "attempts": [a if isinstance(a, dict) else a.to_dict() for a in attempts],
+        "layers": list(layers or []),
+    }

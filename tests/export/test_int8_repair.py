@@ -1,0 +1,185 @@
+"""The int8 step of the export (issue 10): held-out verification, automatic repair, the
+per-layer report from the CLI (also when refused), and the bad inputs around them."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_unet.export.holdout import MIN_HELD_OUT, split_calibration
+from quantization_models import SIZE, spiky_model
+
+TINT = np.array([1.0, 0.8, 0.6], "float32")
+
+
+# ------------------------------------------------------------------ held-out verification
+
+def _labelled_folder(root, count):
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / "images" / f"{index:03d}.png")
+        Image.fromarray((rng.random((8, 8)) > 0.5).astype(np.uint8) * 255).save(root / "masks" / f"{index:03d}.png")
+    return root
+
+
+def test_a_labelled_folder_holds_out_32_images_with_their_masks(tmp_path):
+    split = split_calibration(_labelled_folder(tmp_path / "data", 80))
+    assert len(split.verification) == MIN_HELD_OUT and len(split.calibration) == 80 - MIN_HELD_OUT
+    assert not set(split.verification) & set(split.calibration)
+    for image, mask in zip(split.verification, split.masks):
+        assert os.path.basename(image) == os.path.basename(mask) and "/masks/" in mask
+    assert "32 of 80 images" in split.description
+    assert split_calibration(tmp_path / "data").verification == split.verification  # seeded
+
+
+def test_small_sets_are_halved_and_tiny_sets_reuse_the_calibration_images():
+    images = np.zeros((20, 4, 4, 3), np.float32) + np.arange(20)[:, None, None, None]
+    split = split_calibration(images)
+    assert len(split.verification) == 10 and len(split.calibration) == 10
+    held = {int(x[0, 0, 0]) for x in split.verification}
+    assert held.isdisjoint({int(x[0, 0, 0]) for x in split.calibration})
+    tiny = split_calibration(images[:5])
+    assert tiny.verification is None and "too few" in tiny.description
+
+
+# ------------------------------------------------------------------ repair (slow: converts)
+
+def decisive_spiky_model(images):
+    """The spiky model with its head rescaled so its logits spread over about +-5 around a
+    median of 0: an untrained model's probabilities sit at 0.5, where any rounding flips
+    pixels and agreement measures nothing."""
+    import keras
+
+    model = spiky_model(stride=1)
+    head = model.get_layer("head")
+    logits = keras.Model(model.inputs, head.output).predict(images, verbose=0)
+    kernel, bias = head.get_weights()
+    scale = 5.0 / float(np.std(logits))
+    head.set_weights([kernel * scale, (bias - np.median(logits)) * scale])
+    return model
+
+
+@pytest.fixture(scope="module")
+def spiky_images():
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export.calibration import load_images
+
+    images = np.round(load_images(nuclei_path(), size=SIZE, channels=3, limit=40, progress=False) * TINT)
+    images[:, -1, -1, :] = np.minimum(images[:, -1, -1, :], 200.0)  # the spike fires only when pinned
+    return images
+
+
+@pytest.mark.slow
+def test_tflite_repair_keeps_the_bad_layer_in_float_and_meets_the_floor(spiky_images, tmp_path):
+    from keras_unet.export import export_tflite
+    from keras_unet.export.verify import VerificationError
+    from keras_unet.runtime import read_metadata
+
+    model = decisive_spiky_model(spiky_images)
+    with pytest.raises(VerificationError) as refused:
+        export_tflite(model, tmp_path / "pure.tflite", quantize="int8", calibration_data=spiky_images,
+                      repair=False, progress=False)
+    outcome = refused.value.outcome
+    assert not (tmp_path / "pure.tflite").exists()
+    assert outcome.layer_report[0]["name"] == "spike" and outcome.verification.agreement_iou < 0.98
+    assert "held out from calibration" in outcome.verification.source
+
+    result = export_tflite(model, tmp_path / "repaired.tflite", quantize="int8",
+                           calibration_data=spiky_images, progress=False)
+    assert result.verification.passed and result.verification.agreement_iou >= 0.98
+    assert "spike" in result.kept_float and result.calibration_method == "minmax"
+    assert result.repair_attempts[0]["passed"] is False and result.repair_attempts[-1]["passed"]
+    assert read_metadata(tmp_path / "repaired.tflite")["int8"]["kept_float"] == result.kept_float
+    assert "kept in float" in result.summary() and "spike" in result.summary()
+
+
+@pytest.mark.slow
+def test_onnx_repair_reports_per_layer_and_records_the_activation_type(spiky_images, tmp_path):
+    from keras_unet.export import export_onnx
+    from keras_unet.runtime import read_metadata
+
+    result = export_onnx(decisive_spiky_model(spiky_images), tmp_path / "m.onnx", quantize="int8",
+                         calibration_data=spiky_images, progress=False, layer_report=True)
+    assert result.verification.passed and result.layer_report
+    assert all(result.layer_report[i]["sqnr_db"] is None or result.layer_report[i + 1]["sqnr_db"] is None
+               or result.layer_report[i]["sqnr_db"] <= result.layer_report[i + 1]["sqnr_db"]
+               for i in range(len(result.layer_report) - 1))
+    int8 = read_metadata(tmp_path / "m.onnx")["int8"]
+    assert int8["activation_type"] in ("uint8", "int8") and set(int8["activation_type_ms"]) == {"uint8", "int8"}
+
+
+# ------------------------------------------------------------------ the CLI
+
+@pytest.fixture(scope="module")
+def spiky_files(spiky_images, tmp_path_factory):
+    root = tmp_path_factory.mktemp("spiky_cli")
+    decisive_spiky_model(spiky_images).save(root / "spiky.keras")
+    (root / "calib" / "images").mkdir(parents=True)
+    for index, image in enumerate(spiky_images):
+        Image.fromarray(image.astype(np.uint8)).save(root / "calib" / "images" / f"{index:03d}.png")
+    return root
+
+
+def _export(root, *args):
+    from keras_unet import cli
+
+    return cli.main(["export", str(root / "spiky.keras"), "--quiet", *map(str, args)])
+
+
+@pytest.mark.slow
+def test_cli_writes_the_report_also_when_the_export_is_refused(spiky_files, capsys):
+    out, report = spiky_files / "refused.tflite", spiky_files / "refused.json"
+    code = _export(spiky_files, "--out", out, "--quantize", "int8", "--calibration-data",
+                   spiky_files / "calib", "--no-repair", "--report", report)
+    err = capsys.readouterr().err
+    assert code == 1 and not out.exists()
+    data = json.loads(report.read_text())
+    assert data["written"] is False and data["layers"][0]["name"] == "spike"
+    assert data["agreement_iou"] < data["agreement_floor"] == 0.98
+    assert "spike" in err.split("#")[1]  # the worst-layers table is printed
+
+
+@pytest.mark.slow
+def test_cli_repairs_and_writes_the_report(spiky_files, capsys):
+    out, report = spiky_files / "ok.tflite", spiky_files / "ok.json"
+    assert _export(spiky_files, "--out", out, "--quantize", "int8", "--calibration-data",
+                   spiky_files / "calib", "--report", report) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert out.exists() and data["written"] and "spike" in data["kept_float"]
+    assert {"name", "op", "sqnr_db", "rmse_over_scale", "max_abs_error", "kept_float"} <= set(data["layers"][0])
+    assert "SQNR dB" in printed and "kept in float" in printed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quantize", "int8", "--calibration-data", "{root}/calib", "--report", "{root}/no/such/r.json"],
+     "does not exist"),
+    (["--quantize", "int8", "--calibration-data", "{root}/calib", "--agreement-floor", "1.5"], "[0, 1]"),
+    (["--quantize", "int8", "--calibration-data", "{root}/calib", "--agreement-floor", "-0.1"], "[0, 1]"),
+    (["--quantize", "fp16", "--repair"], "--repair"),
+    (["--quantize", "none", "--report", "{root}/r.json"], "--quantize int8"),
+    (["--quantize", "int8", "--calibration-data", "{root}/calib", "--verification-data", "{root}/empty"],
+     "no images"),
+    (["--quantize", "int8", "--calibration-data", "{root}/calib", "--threads", "0"], "--threads"),
+])
+def test_cli_bad_int8_options_fail_with_one_line(tmp_path, capsys, args, message):
+    import keras
+
+    from keras_unet import cli
+
+    root = tmp_path
+    (root / "calib").mkdir()
+    gradient = np.linspace(0, 250, 64).reshape(8, 8).astype(np.uint8)  # a real-looking image
+    Image.fromarray(np.stack([gradient, gradient.T, 255 - gradient], -1)).save(root / "calib" / "a.png")
+    (root / "empty").mkdir()
+    keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(1, 1, activation="sigmoid")]).save(
+        root / "m.keras")
+    code = cli.main(["export", str(root / "m.keras"), "--out", str(root / "m.tflite"), "--quiet",
+                     *[a.format(root=root) for a in args]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (root / "m.tflite").exists()
