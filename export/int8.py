@@ -7,7 +7,8 @@
 3. Still below: from the best of those, build the per-layer report
    (`keras_unet.export.quantization`), keep the worst `STEP` layers (and what must stay
    float with them) in float, quantize and verify again; up to `MAX_STEPS` times,
-   re-reporting each time, because keeping one op in float changes what the next sees.
+   re-reporting each time, because keeping one op in float changes what the next sees;
+   never more than `MAX_KEPT` ops, past which the file has lost what int8 gains.
 4. The first file that meets the floor wins. When none does, the export is refused with
    the best agreement found, and the report of that best attempt.
 
@@ -36,6 +37,9 @@ import dataclasses
 
 STEP = 2
 MAX_STEPS = 6
+# Past this many ops in float the file has lost most of what int8 gains (the
+# dequantize/quantize pairs around each float op cost time too): refuse instead.
+MAX_KEPT = 24
 
 
 @dataclasses.dataclass
@@ -139,7 +143,7 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             except ValueError:  # nothing quantized is left to measure
                 break
             added = _next_nodes(session, rows, keep)
-            if not added:
+            if not added or len(keep) + len(added) > MAX_KEPT:
                 break
             keep = keep + added
             if attempt(variant, keep, rows).passed:

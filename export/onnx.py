@@ -383,11 +383,10 @@ class Int8Session:
             str(_prepared_model(self.job, self.options.opset)), load_external_data=False).graph)
         by_output = {out: node.name for node in graph.node for out in node.output}
         names = {node.name for node in graph.node}
-        chosen = [node for node in nodes if node in names]
-        for node in graph.node:
-            if any(by_output.get(name) in chosen for name in node.input):
-                chosen.append(node.name)
-        return list(dict.fromkeys(chosen))
+        kept = [node for node in nodes if node in names]
+        readers = [node.name for node in graph.node
+                   if any(by_output.get(name) in kept for name in node.input)]
+        return list(dict.fromkeys(kept + readers))
 
     def quantize(self, keep_float, variant):
         key = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
