@@ -41,6 +41,7 @@ def trained_run(nuclei_subset, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_model_metrics_and_log(trained_run):
     for name in ("model.keras", "last.keras", "training.csv", "metrics.json", "config.json"):
         assert (trained_run / name).is_file(), name
@@ -53,6 +54,7 @@ def test_train_writes_model_metrics_and_log(trained_run):
     assert "val_iou" in rows[0]
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_overwritten_but_can_be_extended(trained_run, nuclei_subset, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -120,6 +122,7 @@ def test_bad_image_size_is_rejected(nuclei_subset, tmp_path):
                   *TINY, "--image-size", "30"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy, replicas", [("mirrored", "2"), ("multiworker", "1")])
 def test_distribution_strategies_train_on_two_logical_cpus(nuclei_subset, tmp_path, strategy, replicas):
     """mirrored uses both logical CPUs; multiworker without TF_CONFIG is one worker."""
@@ -144,6 +147,7 @@ def test_distribution_strategies_train_on_two_logical_cpus(nuclei_subset, tmp_pa
     assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_predict_and_evaluate_take_exported_files(trained_run, nuclei_subset, tmp_path, fmt):
     from keras_unet.export.onnx import export_onnx

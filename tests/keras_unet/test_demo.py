@@ -9,6 +9,7 @@ from keras_unet import cli
 from keras_unet.commands.demo import EXPORTS
 
 
+@pytest.mark.slow
 def test_demo_trains_exports_and_benchmarks(tmp_path, capsys):
     out = tmp_path / "demo"
     code = cli.main(["demo", "--out", str(out), "--epochs", "1", "--max-images", "16",

@@ -33,7 +33,8 @@ def test_defaults_reproduce_the_seed_model():
     assert len(convs) == 4 and all(c.strides == (2, 2) and c.kernel_size == (2, 2) for c in convs)
 
 
-@pytest.mark.parametrize("encoder", list_encoders())
+@pytest.mark.parametrize("encoder", [
+    e if e == "vanilla" else pytest.param(e, marks=pytest.mark.slow) for e in list_encoders()])
 def test_every_encoder_round_trips_through_keras_file(encoder, tmp_path):
     model = small_unet(encoder=encoder, num_classes=3, use_batchnorm=True, use_attention=True,
                        class_names=["sky", "road", "car"])
@@ -46,6 +47,7 @@ def test_every_encoder_round_trips_through_keras_file(encoder, tmp_path):
     assert_config_round_trip(model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [
@@ -147,6 +149,7 @@ def test_registry_lists_and_describes_encoders():
     assert get_encoder("resnet50").pretrained and not get_encoder("vanilla").pretrained
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_keeps_float32_output(policy):
     keras.mixed_precision.set_global_policy(policy)
@@ -161,6 +164,7 @@ def test_mixed_precision_keeps_float32_output(policy):
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow
 def test_jax_backend_loads_tensorflow_saved_model_with_same_outputs(tmp_path):
     pytest.importorskip("jax")  # installed by the [test] extra; CI always has it
     model = small_unet(encoder="vanilla", num_classes=3, use_batchnorm=True, use_attention=True, residual=True)
