@@ -2,7 +2,7 @@
 
 Every export is run against the Keras model on real images before it is written:
 float32 must match within 1e-4; a quantized file must keep agreement_iou, the IoU of the
-two models' masks, at or above --agreement-floor (0.98), or the command fails with the
+two models' masks, at or above --agreement-floor (0.95), or the command fails with the
 numbers and writes nothing. int8 verifies on images held out from --calibration-data
 (at least 32 where there are 64), not on the images it calibrated on. An int8 file below
 the floor is repaired: its worst layers (per-layer report) are kept in float a few at a
@@ -54,10 +54,10 @@ def add_arguments(parser):
                         help="static input size; needed for a model that accepts any size")
     parser.add_argument("--io", choices=("uint8", "int8", "float32"), default=None,
                         help="TFLite int8 input/output dtype (default uint8 for int8, else float32)")
-    parser.add_argument("--agreement-floor", type=float, default=0.98, metavar="IOU",
+    parser.add_argument("--agreement-floor", type=float, default=0.95, metavar="IOU",
                         help="lowest agreement_iou (foreground IoU of the two models' masks; "
                              "frequency-weighted IoU for several classes) a quantized export "
-                             "may have, in [0, 1] (default 0.98)")
+                             "may have, in [0, 1] (default 0.95)")
     parser.add_argument("--repair", action=argparse.BooleanOptionalAction, default=None,
                         help="int8 below the floor: keep the worst layers in float (and, ONNX, "
                              "try other calibrations) until it meets it (default: on for int8)")

@@ -82,14 +82,14 @@ def test_tflite_repair_keeps_the_bad_layer_in_float_and_meets_the_floor(spiky_im
     model = decisive_spiky_model(spiky_images)
     with pytest.raises(VerificationError) as refused:
         export_tflite(model, tmp_path / "pure.tflite", quantize="int8", calibration_data=spiky_images,
-                      repair=False, progress=False)
+                      repair=False, progress=False, agreement_floor=0.98)
     outcome = refused.value.outcome
     assert not (tmp_path / "pure.tflite").exists()
     assert outcome.layer_report[0]["name"] == "spike" and outcome.verification.agreement_iou < 0.98
     assert "held out from calibration" in outcome.verification.source
 
     result = export_tflite(model, tmp_path / "repaired.tflite", quantize="int8",
-                           calibration_data=spiky_images, progress=False)
+                           calibration_data=spiky_images, progress=False, agreement_floor=0.98)
     assert result.verification.passed and result.verification.agreement_iou >= 0.98
     assert "spike" in result.kept_float and result.calibration_method == "minmax"
     assert result.repair_attempts[0]["passed"] is False and result.repair_attempts[-1]["passed"]
@@ -103,7 +103,8 @@ def test_onnx_repair_reports_per_layer_and_records_the_activation_type(spiky_ima
     from keras_unet.runtime import read_metadata
 
     result = export_onnx(decisive_spiky_model(spiky_images), tmp_path / "m.onnx", quantize="int8",
-                         calibration_data=spiky_images, progress=False, layer_report=True)
+                         calibration_data=spiky_images, progress=False, layer_report=True,
+                         agreement_floor=0.98)
     assert result.verification.passed and result.layer_report
     assert all(result.layer_report[i]["sqnr_db"] is None or result.layer_report[i + 1]["sqnr_db"] is None
                or result.layer_report[i]["sqnr_db"] <= result.layer_report[i + 1]["sqnr_db"]
@@ -134,7 +135,7 @@ def _export(root, *args):
 def test_cli_writes_the_report_also_when_the_export_is_refused(spiky_files, capsys):
     out, report = spiky_files / "refused.tflite", spiky_files / "refused.json"
     code = _export(spiky_files, "--out", out, "--quantize", "int8", "--calibration-data",
-                   spiky_files / "calib", "--no-repair", "--report", report)
+                   spiky_files / "calib", "--no-repair", "--report", report, "--agreement-floor", "0.98")
     err = capsys.readouterr().err
     assert code == 1 and not out.exists()
     data = json.loads(report.read_text())
@@ -147,7 +148,7 @@ def test_cli_writes_the_report_also_when_the_export_is_refused(spiky_files, caps
 def test_cli_repairs_and_writes_the_report(spiky_files, capsys):
     out, report = spiky_files / "ok.tflite", spiky_files / "ok.json"
     assert _export(spiky_files, "--out", out, "--quantize", "int8", "--calibration-data",
-                   spiky_files / "calib", "--report", report) == 0
+                   spiky_files / "calib", "--report", report, "--agreement-floor", "0.98") == 0
     printed = capsys.readouterr().out
     data = json.loads(report.read_text())
     assert out.exists() and data["written"] and "spike" in data["kept_float"]
