@@ -17,7 +17,8 @@ into the result, the metadata and the printed summary.
 
 A format takes part through an `Int8Session` (`tflite.Int8Session`, `onnx.Int8Session`):
 `variants` (calibrations to try, in order), `quantize(keep_float, variant) -> bytes`,
-`report(images, keep_float, variant) -> rows` and optionally `expand(nodes) -> nodes` (what
+`report(images, keep_float, variant) -> rows`, optionally `metadata` (a dict recorded under
+the file's `"int8"` metadata) and optionally `expand(nodes) -> nodes` (what
 else must stay float with them: TFLite adds the ops reading a kept op's output, whose input
 would otherwise be quantized at the same bad range).
 
@@ -92,8 +93,9 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
         job: the pipeline's `ExportJob`.
         converter: the format's `Converter` (its `int8_session` builds the session).
         options: the format's options.
-        finish: `(model_bytes, calibration, kept_float) -> bytes`: metadata embedding, so
-            the file verified is the file written.
+        finish: `(model_bytes, calibration, kept_float, extra) -> bytes`: metadata
+            embedding (`extra`: the session's `metadata`, e.g. ONNX's chosen activation
+            type), so the file verified is the file written.
         agreement_floor: lowest accepted `agreement_iou`.
         repair: try keeping layers in float / other calibrations when below the floor.
         want_report: also build the per-layer report of the chosen file when it passed at
@@ -115,9 +117,11 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
     images, _ = job.verification_images()
     attempts, best = [], None
 
-    def attempt(variant, keep, rows):
+    def attempt(variant, keep, rows, quantized=None):
         nonlocal best
-        model_bytes = finish(session.quantize(keep, variant), variant, _names(rows, keep))
+        if quantized is None:
+            quantized = session.quantize(keep, variant)
+        model_bytes = finish(quantized, variant, _names(rows, keep), getattr(session, "metadata", {}))
         report = verify_bytes(job, converter, model_bytes, "int8", agreement_floor=agreement_floor,
                               threshold=job.threshold, raise_on_failure=False)
         attempts.append(Attempt(variant, _names(rows, keep), report.agreement_iou,
@@ -133,7 +137,7 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
         if first in seen:  # this calibration chose the same ranges as an earlier one
             continue
         seen.add(first)
-        if attempt(variant, [], None).passed:
+        if attempt(variant, [], None, quantized=first).passed:
             break
     if repair and not best[2].passed:
         variant, keep = best[3], []

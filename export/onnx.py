@@ -346,6 +346,7 @@ class Int8Session:
 
     def __init__(self, job, options):
         self.job = job
+        self.metadata = {}
         if options.activation_type == "auto":
             options = self._fastest_activation_type(options)
         self.options = options
@@ -361,7 +362,7 @@ class Int8Session:
                                           lambda: _quantize_int8(self.job, candidate))
             timings[kind] = time_ms(model_bytes, threads=options.threads)
         chosen = min(timings, key=timings.get)
-        self.job._cache["int8_metadata"] = {
+        self.metadata = {
             "activation_type": chosen,
             "activation_type_ms": {kind: round(ms, 3) for kind, ms in timings.items()}}
         return dataclasses.replace(options, activation_type=chosen)

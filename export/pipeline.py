@@ -340,9 +340,9 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
                   progress) as job:
         made = {}
 
-        def finish(model_bytes, calibration=None, kept_float=()):
+        def finish(model_bytes, calibration=None, kept_float=(), extra=None):
             info = converter.describe(model_bytes)
-            metadata = _metadata(job, converter, quantize, info, calibration, kept_float)
+            metadata = _metadata(job, converter, quantize, info, calibration, kept_float, extra)
             job.threshold = metadata.get("threshold") or 0.5
             final = converter.embed_metadata(model_bytes, metadata)
             made[final] = (info, metadata)
@@ -391,7 +391,7 @@ def check_floor(agreement_floor):
                          f"Received: agreement_floor={agreement_floor!r}")
 
 
-def _metadata(job, converter, quantize, info, calibration, kept_float):
+def _metadata(job, converter, quantize, info, calibration, kept_float, extra=None):
     from keras_unet.export.metadata import build_metadata
 
     metadata = build_metadata(
@@ -402,7 +402,7 @@ def _metadata(job, converter, quantize, info, calibration, kept_float):
     )
     if calibration is not None:
         metadata["int8"] = {"calibration": calibration, "kept_float": list(kept_float),
-                            **job._cache.get("int8_metadata", {})}
+                            **(extra or {})}
     return metadata
 
 
