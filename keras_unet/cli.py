@@ -1,14 +1,18 @@
 """The `keras-unet` command. Each subcommand lives in its own module (see COMMANDS).
 
 Command modules define `HELP`, `add_arguments(parser)` and `run(args) -> int`, and import
-TensorFlow/Keras only inside `run`, so `keras-unet --help` answers at once.
+TensorFlow/Keras only inside `run`, so `keras-unet --help` answers at once. A module may also
+define `interrupted(args) -> str`, the line printed on Ctrl-C (where the run stopped and the
+command that resumes it). How errors, interrupts and logs look is the same for every command:
+see `keras_unet.console.command`.
 """
 
-import argparse
 import importlib
-import os
+import shlex
 import sys
 
+from keras_unet.console.command import (EXIT_STATUS, EXIT_USAGE, HelpFormatter, Parser,
+                                        common_options, run_command)
 from keras_unet.version import __version__
 
 COMMANDS = {
@@ -23,12 +27,14 @@ COMMANDS = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="keras-unet",
         description="Train U-Nets with Keras 3, export them to TFLite/ONNX, benchmark the exports.",
+        epilog=EXIT_STATUS,
     )
     parser.add_argument("--version", action="version", version=f"keras-unet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = common_options()
     for name, module_name in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
@@ -41,49 +47,27 @@ def build_parser():
             name,
             help=module.HELP,
             description=(module.__doc__ or module.HELP).strip(),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=EXIT_STATUS,
+            formatter_class=HelpFormatter,
+            parents=[common],
         )
         module.add_arguments(sub)
-        sub.set_defaults(handler=module.run)
+        sub.set_defaults(handler=module.run, interrupted=getattr(module, "interrupted", None))
     return parser
 
 
 def main(argv=None):
-    # TensorFlow's C++ INFO/WARNING start-up lines (oneDNN, XNNPACK, grappler) would bury
-    # the command's own output. The command owns this process, so it sets the level
-    # before anything imports TensorFlow; an explicit setting by the user still wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     if args.handler is None:
         print(f"keras-unet {args.command}: {args.unavailable}", file=sys.stderr)
-        return 2
-    try:
-        return int(args.handler(args) or 0)
-    except ImportError as error:
-        missing = _missing_full_install_module(error)
-        if missing is None:
-            raise
-        print(f"keras-unet {args.command}: needs {missing}, which this install lacks (an edge "
-              f"install runs exported files only). Install the full package: "
-              f'pip install "keras-unet-edge[cpu]" (or [gpu]).', file=sys.stderr)
-        return 2
-
-
-# What `[cpu]`/`[gpu]` add over the `[edge]` install.
-FULL_INSTALL_MODULES = ("tensorflow", "keras", "onnx", "tf2onnx")
-
-
-def _missing_full_install_module(error):
-    name = getattr(error, "name", None) or ""
-    text = str(error)
-    for module in FULL_INSTALL_MODULES:
-        if name.split(".")[0] == module or f"'{module}'" in text or f"'{module}." in text:
-            return module
-    return None
+        return EXIT_USAGE
+    # What the user typed, for the "resume with" line of an interrupted run.
+    args.command_line = "keras-unet " + shlex.join(sys.argv[1:] if argv is None else argv)
+    return run_command(f"keras-unet {args.command}", args.handler, args, args.interrupted)
 
 
 if __name__ == "__main__":
