@@ -115,11 +115,7 @@ def check_pairs(pairs, num_classes=1, mask_encoding="auto", ignore_index=None,
         else:
             height, width = imageio.image_size(image_path)
         raw = imageio.read_mask(mask_path)
-        if raw.shape[:2] != (height, width):
-            raise ValueError(
-                f"The mask '{mask_path}' is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image "
-                f"'{image_path}' is {width}x{height}: a mask must have its image's size."
-            )
+        imageio.check_mask_size(raw.shape, (height, width), mask_path, image_path)
         imageio.decode_mask(raw, mask_encoding, num_classes, ignore_index, path=mask_path)
         checked.append((image_path, mask_path))
     return checked

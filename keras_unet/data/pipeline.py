@@ -94,9 +94,10 @@ def _build(pairs, image_size, channels, num_classes, mask_encoding, ignore_index
     )
     dataset = paths.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
-        # "pillow" names the reader: a file cache of the earlier tf.io decoder is not reused.
+        # Names the reader: a file cache of the tf.io decoder, or of the Pillow reader from before
+        # images were turned upright by their EXIF orientation, is not reused.
         dataset = dataset.cache(_cache_file(cache, pairs, image_size, channels, num_classes,
-                                            mask_encoding, ignore_index, resize_mode, "pillow"))
+                                            mask_encoding, ignore_index, resize_mode, "pillow-exif"))
     if shuffle:
         dataset = dataset.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

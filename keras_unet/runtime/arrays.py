@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_unet.runtime.images import read_image
 from keras_unet.runtime.listing import list_pairs
-from keras_unet.runtime.masks import decode_mask, read_mask
+from keras_unet.runtime.masks import check_mask_size, decode_mask, read_mask
 from keras_unet.runtime.resizing import check_size, resize_image, resize_mask
 
 
@@ -42,12 +42,7 @@ def read_pair(image_path, mask_path, channels=3, mask_encoding="auto", num_class
     """
     image = read_image(image_path, channels)
     raw = read_mask(mask_path)
-    if raw.shape[:2] != image.shape[:2]:
-        raise ValueError(
-            f"The mask '{mask_path}' is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image "
-            f"'{image_path}' is {image.shape[1]}x{image.shape[0]}: a mask must have its "
-            f"image's size."
-        )
+    check_mask_size(raw.shape, image.shape, mask_path, image_path)
     mask = decode_mask(raw, mask_encoding, num_classes, ignore_index, path=mask_path)
     return image, mask
 

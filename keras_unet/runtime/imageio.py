@@ -28,10 +28,12 @@ images, masks = imageio.load_dataset_arrays("data/nuclei", size=(128, 128), chan
 """
 
 from keras_unet.runtime.arrays import load_dataset_arrays, read_pair
-from keras_unet.runtime.images import convert_channels, image_size, open_image, read_image
+from keras_unet.runtime.images import (convert_channels, exif_orientation, image_size, open_image,
+                                       read_image)
 from keras_unet.runtime.listing import IMAGE_EXTENSIONS, MASK_EXTENSIONS, list_images, list_pairs
 from keras_unet.runtime.masks import (
     MASK_ENCODINGS,
+    check_mask_size,
     decode_mask,
     mask_values,
     read_mask,
@@ -40,8 +42,8 @@ from keras_unet.runtime.masks import (
 from keras_unet.runtime.resizing import RESIZE_MODES, check_size, resize_image, resize_mask
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "MASK_ENCODINGS", "MASK_EXTENSIONS", "RESIZE_MODES", "check_size",
-    "convert_channels", "decode_mask", "image_size", "list_images", "list_pairs",
+    "IMAGE_EXTENSIONS", "MASK_ENCODINGS", "MASK_EXTENSIONS", "RESIZE_MODES", "check_mask_size",
+    "check_size", "convert_channels", "decode_mask", "exif_orientation", "image_size", "list_images", "list_pairs",
     "load_dataset_arrays", "mask_values", "open_image", "read_image", "read_mask", "read_pair",
     "resize_image", "resize_mask", "resolve_encoding",
 ]

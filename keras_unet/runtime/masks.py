@@ -17,6 +17,13 @@ Mask encodings (`decode_mask`), each mapping a raw mask to int32 class indices:
   A 0/1 mask reads the same under both, so the choice never changes a value except
   255 -> 1.
 
+Orientation: a mask is matched to its image as the image is seen, upright (`read_image`
+applies the image's EXIF orientation), so a mask must be drawn on the upright image and
+have its upright size. A mask PNG normally carries no EXIF; one that does is read upright
+the same way (`read_mask` goes through the same `open_image`). `check_mask_size` refuses a
+mask of another size, and says so when the mask matches the image's stored, unrotated
+pixels instead.
+
 Example:
 ```python
 from keras_unet.runtime.masks import decode_mask, read_mask
@@ -27,7 +34,7 @@ mask = decode_mask(read_mask("data/nuclei/masks/a.png"), "binary")   # int32 0/1
 
 import numpy as np
 
-from keras_unet.runtime.images import open_image
+from keras_unet.runtime.images import SWAPPING_ORIENTATIONS, exif_orientation, open_image
 
 MASK_ENCODINGS = ("auto", "binary", "index", "trimap")
 
@@ -38,6 +45,8 @@ def read_mask(path):
     Palette PNGs give their palette indices (the usual way class-index masks are stored);
     1-bit images give 0/1; an RGB file whose three channels are equal is read as
     grayscale. A colour-coded RGB mask is an error: convert it to class indices first.
+    A mask file with an EXIF orientation tag is read upright, like an image. Unreadable
+    files are refused as by `keras_unet.runtime.images.open_image`.
 
     Args:
         path: the mask file.
@@ -72,6 +81,46 @@ def read_mask(path):
     if array.dtype != np.uint8:
         array = array.astype(np.int32)
     return array
+
+
+def check_mask_size(mask_shape, image_shape, mask_path=None, image_path=None):
+    """Refuse a mask whose `(H, W)` differs from its (upright) image's, naming both files.
+
+    When the mask has the image's size with width and height swapped and the image
+    carries an EXIF orientation of 5-8, the message says that the mask matches the stored,
+    unrotated pixels while keras-unet reads the image upright.
+
+    Args:
+        mask_shape: shape of the mask, `(H, W)` or `(H, W, ...)`.
+        image_shape: shape of the image as `read_image` returns it, `(H, W)` or `(H, W, C)`.
+        mask_path: the mask file, for the message.
+        image_path: the image file, for the message (and its EXIF orientation).
+
+    Example:
+    ```python
+    check_mask_size(raw.shape, image.shape, "d/masks/a.png", "d/images/a.jpg")
+    ```
+    """
+    mask_hw, image_hw = tuple(mask_shape[:2]), tuple(image_shape[:2])
+    if mask_hw == image_hw:
+        return
+    message = (
+        f"The mask '{mask_path}' is {mask_hw[1]}x{mask_hw[0]} (WxH) but its image "
+        f"'{image_path}' is {image_hw[1]}x{image_hw[0]}: a mask must have its image's size."
+    )
+    if image_path is not None and mask_hw == image_hw[::-1]:
+        try:
+            orientation = exif_orientation(image_path)
+        except (OSError, ValueError):
+            orientation = 1
+        if orientation in SWAPPING_ORIENTATIONS:
+            message += (
+                f" The image has EXIF orientation {orientation}: it is stored "
+                f"{image_hw[0]}x{image_hw[1]} and shown (and read) rotated to "
+                f"{image_hw[1]}x{image_hw[0]}, and this mask matches the stored pixels. Rotate "
+                f"the mask to the upright image, or save the image upright without the tag."
+            )
+    raise ValueError(message)
 
 
 def mask_values(raw):

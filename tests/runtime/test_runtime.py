@@ -571,7 +571,7 @@ def test_runtime_imports_only_downward_and_without_circles():
         imports = _imports(path)
         for module, top in imports:
             upward = module.startswith("keras_unet.") and not module.startswith(
-                ("keras_unet.runtime", "keras_unet.version"))
+                ("keras_unet.runtime", "keras_unet.console", "keras_unet.version"))
             assert not upward, f"{name} imports {module} (above the runtime)"
             if top:
                 assert module.split(".")[0] not in ("tensorflow", "keras"), f"{name} imports {module}"
