@@ -1,10 +1,8 @@
 import csv
 import json
 
-import numpy as np
 import pytest
 
-from keras_unet.benchmarks.plot import pareto_front, plot_latency_vs_iou
 from keras_unet.benchmarks.report import CSV_FIELDS, BenchmarkReport, BenchmarkRow
 
 
@@ -26,12 +24,6 @@ def _report():
     ]
     return BenchmarkReport(environment={"cpu": "Test CPU", "cpu_count": 2, "threads": 2, "date": "2026-01-01"},
                            rows=rows, settings={"runs": 3})
-
-
-def test_pareto_front_marks_non_dominated_points():
-    points = [(10.0, 0.8), (2.5, 0.78), (20.0, 0.7), (2.5, 0.6), (1.0, 0.5)]
-    assert pareto_front(points) == [0, 1, 4]
-    assert pareto_front([(1.0, 0.5), (1.0, 0.5)]) == [0, 1]
 
 
 def test_json_and_csv_hold_the_same_numbers(tmp_path):
@@ -78,37 +70,3 @@ def test_table_has_one_line_per_model_and_the_error():
     assert int8.split()[-6:] == ["4.00x", "0.7800", "+0.0200", "0.9500", "0.9900", "0.8750"]
     assert "error in broken.tflite: ValueError" in table
     assert "harness overhead int8.tflite" in table
-
-
-def test_plot_is_written(tmp_path):
-    pytest.importorskip("matplotlib")
-    path = plot_latency_vs_iou(_report(), tmp_path / "plot.png")
-    assert path is not None
-    from PIL import Image
-
-    image = np.asarray(Image.open(path))
-    assert image.shape[0] > 100 and image.std() > 0  # not a blank canvas
-
-
-def test_plot_without_matplotlib_is_skipped_with_a_note(tmp_path, monkeypatch, capsys):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def blocked(name, *args, **kwargs):
-        if name.split(".")[0] == "matplotlib":
-            raise ImportError("No module named 'matplotlib'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", blocked)
-    assert plot_latency_vs_iou(_report(), tmp_path / "plot.png") is None
-    note = capsys.readouterr().out
-    assert "plot.png skipped: matplotlib is not installed" in note and "keras-unet-edge[plot]" in note
-    assert not (tmp_path / "plot.png").exists()
-
-
-def test_plot_without_iou_is_skipped_with_a_note(tmp_path, capsys):
-    report = BenchmarkReport(environment={}, rows=[BenchmarkRow(model="m.onnx", latency_p50_ms=2.0)])
-    assert plot_latency_vs_iou(report, tmp_path / "plot.png") is None
-    assert "no model has both a latency and an IoU" in capsys.readouterr().out
-    assert not (tmp_path / "plot.png").exists()
