@@ -7,39 +7,15 @@ Exit code: 0 when every model was measured; 1 when any model failed (its row, wi
 is still printed and written to --json/--csv); 2 for a usage error.
 
 Example:
-```
-python -m keras_unet.benchmarks unet.tflite unet_int8.tflite unet.onnx --data data/val \
-    --reference unet.keras --threads 2 --runs 100 --json bench.json --csv bench.csv --plot bench.png
-```
+  python -m keras_unet.benchmarks unet.tflite unet_int8.tflite unet.onnx --data data/val \
+      --reference unet.keras --threads 2 --runs 100 --json bench.json --csv bench.csv --plot bench.png
 """
 
-import argparse
 import sys
 
 from keras_unet.benchmarks.measure import MASK_ENCODINGS, MeasureOptions
 
-HELP = "Benchmark .keras/.tflite/.onnx models: latency, size, memory, IoU, agreement."
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
-    return value
+HELP = "benchmark .keras/.tflite/.onnx files: latency, size, memory, IoU, agreement"
 
 
 def add_arguments(parser):
@@ -53,28 +29,46 @@ def add_arguments(parser):
     parser = argparse.ArgumentParser(); add_arguments(parser)
     ```
     """
-    parser.add_argument("models", nargs="+", metavar="MODEL", help=".keras, .tflite or .onnx files")
-    parser.add_argument("--data", metavar="DIR", help="labelled images (DIR/images, DIR/masks) for IoU, Dice, agreement")
-    parser.add_argument("--reference", metavar="MODEL.keras", help="full-precision model to compare against "
-                        "(default: the first .keras among MODELs)")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="threads for every runtime (pin it)")
-    parser.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed calls per model (default 5)")
+    from keras_unet.console.arguments import (any_int, existing_dir, existing_file,
+                                              non_negative_int, output_file, positive_float,
+                                              positive_int)
+
+    parser.add_argument("models", nargs="+", metavar="MODEL", type=existing_file,
+                        help=".keras, .tflite or .onnx files")
+    parser.add_argument("--data", metavar="DIR", type=existing_dir,
+                        help="labelled images (DIR/images, DIR/masks) for IoU, Dice, agreement "
+                             "(default: none, latency and size only)")
+    parser.add_argument("--reference", metavar="MODEL.keras", type=existing_file,
+                        help="full-precision model to compare against (default: the first .keras "
+                             "among MODELs)")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="threads for every runtime; pin it to compare runs (default: each "
+                             "runtime's choice)")
+    parser.add_argument("--warmup", type=non_negative_int, default=5, metavar="N",
+                        help="untimed calls per model")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--runs", type=_positive_int, default=None, help="timed calls per model (default 50)")
-    budget.add_argument("--seconds", type=_positive_float, default=None, help="timing budget per model instead of --runs")
-    parser.add_argument("--batch-size", type=_positive_int, default=1, help="images per call (default 1)")
-    parser.add_argument("--rounds", type=_positive_int, default=5,
-                        help="alternating blocks when timing a .tflite next to a bare invoke loop (default 5)")
+    budget.add_argument("--runs", type=positive_int, default=None, metavar="N",
+                        help="timed calls per model (default: 50)")
+    budget.add_argument("--seconds", type=positive_float, default=None, metavar="S",
+                        help="timing budget per model instead of --runs (default: none)")
+    parser.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="images per call")
+    parser.add_argument("--rounds", type=positive_int, default=5, metavar="N",
+                        help="alternating blocks when timing a .tflite next to a bare invoke loop")
     parser.add_argument("--no-compare-bare", dest="compare_bare", action="store_false",
                         help="skip the bare interpreter.invoke() baseline for .tflite files")
     parser.add_argument("--isolate", action="store_true", help="run each model in its own process")
     parser.add_argument("--mask-encoding", choices=MASK_ENCODINGS, default=None,
                         help="how mask files encode classes (default: from the model's metadata)")
-    parser.add_argument("--ignore-index", type=int, default=None, help="mask value to leave out of IoU/Dice")
-    parser.add_argument("--max-images", type=_positive_int, default=None, help="use at most this many images")
-    parser.add_argument("--json", metavar="FILE", help="write the full report as JSON")
-    parser.add_argument("--csv", metavar="FILE", help="write one CSV line per model")
-    parser.add_argument("--plot", metavar="FILE.png", help="plot latency against IoU")
+    parser.add_argument("--ignore-index", type=any_int, default=None, metavar="K",
+                        help="mask value to leave out of IoU/Dice (default: the model's metadata)")
+    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
+                        help="use at most this many images (default: all)")
+    parser.add_argument("--json", metavar="FILE", type=output_file,
+                        help="write the full report as JSON (default: none)")
+    parser.add_argument("--csv", metavar="FILE", type=output_file,
+                        help="write one CSV line per model (default: none)")
+    parser.add_argument("--plot", metavar="FILE.png", type=output_file,
+                        help="plot latency against IoU (default: none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -125,10 +119,10 @@ def main(argv=None):
     main(["m.onnx", "--data", "data/", "--runs", "20"])
     ```
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_unet.benchmarks",
-        description=__doc__.strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from keras_unet.console.command import (EXIT_STATUS, HelpFormatter, Parser, common_options,
+                                            run_command)
+
+    parser = Parser(prog="python -m keras_unet.benchmarks", description=__doc__.strip(),
+                    epilog=EXIT_STATUS, formatter_class=HelpFormatter, parents=[common_options()])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run_command(parser.prog, run, parser.parse_args(argv))

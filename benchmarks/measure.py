@@ -32,6 +32,7 @@ import numpy as np
 from keras_unet.benchmarks import timing
 from keras_unet.benchmarks.environment import runtime_info
 from keras_unet.benchmarks.memory import PeakRSS
+from keras_unet.runtime.files import MB
 from keras_unet.benchmarks.quality import metadata_value, score_quality
 from keras_unet.benchmarks.report import BenchmarkRow
 from keras_unet.runtime import RUNNERS
@@ -118,7 +119,7 @@ def format_of(path):
 
 def _size_mb(path):
     try:
-        return os.path.getsize(path) / 2**20
+        return os.path.getsize(path) / MB
     except OSError:
         return None
 

@@ -26,6 +26,8 @@ import os
 import sys
 import threading
 
+from keras_unet.runtime.files import MB
+
 _STATUS = "/proc/self/status"
 
 
@@ -34,14 +36,14 @@ def _status_mb(field):
         with open(_STATUS) as handle:
             for line in handle:
                 if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0
+                    return int(line.split()[1]) * 1024 / MB  # the kernel's "kB" is KiB
     except OSError:
         return None
     return None
 
 
 def current_rss_mb():
-    """Resident memory of this process now, in MiB (None where it cannot be read).
+    """Resident memory of this process now, in MB of 10^6 bytes (None where it cannot be read).
 
     Example:
     ```python
@@ -61,7 +63,7 @@ def _ru_maxrss_mb():
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+    return peak / MB if sys.platform == "darwin" else peak * 1024 / MB
 
 
 def _reset_high_water_mark():
@@ -80,8 +82,8 @@ class PeakRSS:
         interval: sampling period in seconds when the kernel's high-water mark cannot be reset.
 
     Attributes:
-        before_mb: RSS on entry, MiB.
-        peak_mb: highest RSS seen during the block, MiB.
+        before_mb: RSS on entry, MB.
+        peak_mb: highest RSS seen during the block, MB.
         delta_mb: `peak_mb - before_mb`.
         method: "vmhwm" (exact), "sampled", or "ru_maxrss" (process-wide).
 

@@ -35,26 +35,33 @@ FORMATS = {"tflite": ".tflite", "onnx": ".onnx"}
 
 def add_arguments(parser):
     """Add the `export` options to an argparse parser."""
-    parser.add_argument("model", metavar="MODEL.keras", help="the Keras model file")
+    from keras_unet.console.arguments import (existing_dir, existing_file, int_in,
+                                              output_file_in_existing_folder, positive_int,
+                                              unit_interval)
+
+    parser.add_argument("model", metavar="MODEL.keras", type=existing_file, help="the Keras model file")
     parser.add_argument("--out", required=True, metavar="FILE",
+                        type=output_file_in_existing_folder,
                         help="output file (.tflite or .onnx)")
     parser.add_argument("--format", choices=sorted(FORMATS), default=None,
                         help="output format (default: from the --out suffix)")
     parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"), default="none",
                         help="none (float32), fp16, dynamic (TFLite only) or int8 "
                              "(needs --calibration-data)")
-    parser.add_argument("--calibration-data", metavar="DIR", default=None,
-                        help="real images for int8 calibration: DIR/images/* or images in DIR")
-    parser.add_argument("--calibration-size", type=int, default=100, metavar="N",
-                        help="at most N calibration images (default 100)")
-    parser.add_argument("--verification-data", metavar="DIR", default=None,
-                        help="images to verify on (default: the calibration images, else "
-                             "the shipped nuclei sample)")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="static input size; needed for a model that accepts any size")
+    parser.add_argument("--calibration-data", metavar="DIR", default=None, type=existing_dir,
+                        help="real images for int8 calibration: DIR/images/* or images in DIR "
+                             "(default: none; int8 needs it)")
+    parser.add_argument("--calibration-size", type=positive_int, default=100, metavar="N",
+                        help="at most N calibration images")
+    parser.add_argument("--verification-data", metavar="DIR", default=None, type=existing_dir,
+                        help="images to verify on (default: images held out from the calibration "
+                             "images, else the shipped nuclei sample)")
+    parser.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
+                        help="static input size; needed for a model that accepts any size "
+                             "(default: the model's own)")
     parser.add_argument("--io", choices=("uint8", "int8", "float32"), default=None,
                         help="TFLite int8 input/output dtype (default uint8 for int8, else float32)")
-    parser.add_argument("--agreement-floor", type=float, default=0.95, metavar="IOU",
+    parser.add_argument("--agreement-floor", type=unit_interval, default=0.95, metavar="IOU",
                         help="lowest agreement_iou (foreground IoU of the two models' masks; "
                              "frequency-weighted IoU for several classes) a quantized export "
                              "may have, in [0, 1] (default 0.95)")
@@ -62,14 +69,15 @@ def add_arguments(parser):
                         help="int8 below the floor: keep the worst layers in float (and, ONNX, "
                              "try other calibrations) until it meets it (default: on for int8)")
     parser.add_argument("--report", metavar="FILE.json", default=None,
+                        type=output_file_in_existing_folder,
                         help="int8: write the per-layer quantization report (also when the "
-                             "export is refused) and print the worst layers")
-    parser.add_argument("--threads", type=int, default=2, metavar="N",
-                        help="threads for the speed checks during export (default 2)")
+                             "export is refused) and print the worst layers (default: none)")
+    parser.add_argument("--threads", type=positive_int, default=2, metavar="N",
+                        help="threads for the speed checks during export")
     parser.add_argument("--activation-type", choices=("auto", "uint8", "int8"), default="auto",
-                        help="ONNX int8 activations; auto times both here and keeps the faster "
-                             "(default auto)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+                        help="ONNX int8 activations; auto times both here and keeps the faster")
+    parser.add_argument("--opset", type=int_in(13, 18), default=17, metavar="N",
+                        help="ONNX opset (13 to 18: what tf2onnx converts to)")
     parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: free batch dimension")
     parser.add_argument("--dynamic-size", action="store_true", help="ONNX: free height and width")
     parser.add_argument("--no-verify", action="store_true",
@@ -141,6 +149,7 @@ def _export(args, fmt):
         verify=not args.no_verify, agreement_floor=args.agreement_floor,
         verification_data=args.verification_data, progress=not args.quiet,
         repair=args.repair, layer_report=args.report is not None, threads=args.threads,
+        verbose=getattr(args, "verbose", False) or getattr(args, "debug", False),
     )
     if fmt == "tflite":
         from keras_unet.export.tflite import export_tflite
@@ -171,9 +180,13 @@ def run(args):
     """
     from keras_unet.export.verify import VerificationError
 
+    import warnings
+
     try:
         fmt = _format(args)
-        result = _export(args, fmt)
+        with warnings.catch_warnings():  # the summary prints each of the export's warnings once
+            warnings.simplefilter("ignore", UserWarning)
+            result = _export(args, fmt)
     except VerificationError as error:
         print(f"keras-unet export: {error}", file=sys.stderr)
         outcome = getattr(error, "outcome", None)
@@ -181,11 +194,11 @@ def run(args):
             _write_report(args, outcome.verification, outcome.calibration, outcome.kept_float,
                           outcome.attempts, outcome.layer_report, written=False)
         return 1
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"keras-unet export: error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError) as error:
+        print(f"keras-unet export: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except RuntimeError as error:  # a conversion step failed; the message names it
-        print(f"keras-unet export: failed: {error}", file=sys.stderr)
+        print(f"keras-unet export: failed: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     print(result.summary(worst_layers=WORST_LAYERS if args.report else 0))
     if args.report:
@@ -219,10 +232,13 @@ def _write_report(args, verification, calibration, kept_float, attempts, layers,
 
 def main(argv=None):
     """Parse `argv` and run, for `python -m keras_unet.export.cli`."""
-    parser = argparse.ArgumentParser(prog="keras-unet export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from keras_unet.console.command import (EXIT_STATUS, HelpFormatter, Parser, common_options,
+                                            run_command)
+
+    parser = Parser(prog="keras-unet export", description=__doc__, epilog=EXIT_STATUS,
+                    formatter_class=HelpFormatter, parents=[common_options()])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run_command(parser.prog, run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

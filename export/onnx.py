@@ -415,7 +415,7 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
                 input_size=None, io_dtype=None, activation_type="auto", verify=True,
                 agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
                 verification_size=32, progress=True, repair=None, layer_report=False,
-                threads=2):
+                threads=2, verbose=False):
     """Convert a Keras segmentation model to a verified `.onnx` file.
 
     Args:
@@ -449,6 +449,8 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
         layer_report: int8: also build the per-layer report (`result.layer_report`) when
             the file passes at once.
         threads: threads for the speed checks during export.
+        verbose: also show TensorFlow's, the converter's and the runtimes' own log lines
+            (silenced by default, for the duration of the call only).
 
     Returns:
         `keras_unet.export.result.ExportResult`.
@@ -482,5 +484,5 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
         calibration_size=calibration_size, input_size=input_size, dynamic_size=dynamic_size,
         batch=None if dynamic_batch else 1, verify=verify, agreement_floor=agreement_floor,
         verification_data=verification_data, verification_size=verification_size,
-        progress=progress, repair=repair, layer_report=layer_report,
+        progress=progress, repair=repair, layer_report=layer_report, verbose=verbose,
     )

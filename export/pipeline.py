@@ -299,7 +299,8 @@ def verify_bytes(job, converter, model_bytes, quantization, threshold=0.5,
 def run_export(converter, options, model_or_path, out, calibration_data=None,
                calibration_size=100, input_size=None, dynamic_size=False, batch=1, verify=True,
                agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
-               verification_size=32, progress=True, repair=None, layer_report=False):
+               verification_size=32, progress=True, repair=None, layer_report=False,
+               verbose=False):
     """The whole pipeline for one format: check, load, convert, describe, metadata, verify, write.
 
     Args:
@@ -315,6 +316,9 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
             Default: on for int8. `True` with another mode is an error.
         layer_report: int8 only: build the per-layer report even when the first file
             passes (a repaired or refused file always gets one).
+        verbose: show TensorFlow's, the converter's and the runtimes' own log lines (by
+            default they are silenced for the duration of the call only; see
+            `keras_unet.console.quiet`).
 
     Returns:
         `ExportResult`.
@@ -326,6 +330,18 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
     run_export(CONVERTER, TFLiteOptions(quantize="fp16"), "model.keras", "model_fp16.tflite")
     ```
     """
+    from keras_unet.console.quiet import quiet_output
+
+    with quiet_output(enabled=not verbose):
+        return _run_export(converter, options, model_or_path, out, calibration_data,
+                           calibration_size, input_size, dynamic_size, batch, verify,
+                           agreement_floor, verification_data, verification_size, progress,
+                           repair, layer_report)
+
+
+def _run_export(converter, options, model_or_path, out, calibration_data, calibration_size,
+                input_size, dynamic_size, batch, verify, agreement_floor, verification_data,
+                verification_size, progress, repair, layer_report):
     from keras_unet.runtime.files import write_bytes_atomic
 
     quantize = options.quantize

@@ -12,6 +12,8 @@ result.to_dict()["verification"]["max_abs_diff"]
 
 import dataclasses
 
+from keras_unet.runtime.files import MB
+
 
 @dataclasses.dataclass
 class ExportResult:
@@ -62,7 +64,7 @@ class ExportResult:
         """A few lines for a terminal; `worst_layers` > 0 adds that many report rows."""
         lines = [
             f"wrote {self.path} ({self.format}, quantize={self.quantization}, "
-            f"{self.size_bytes / 1e6:.2f} MB, input {self.input_shape} {self.input_dtype}, "
+            f"{self.size_bytes / MB:.2f} MB, input {self.input_shape} {self.input_dtype}, "
             f"output {self.output_dtype})"
         ]
         if self.verification is not None:

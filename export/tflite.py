@@ -343,7 +343,7 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
                   calibration_size=100, io_dtype=None, input_size=None, verify=True,
                   agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
                   verification_size=32, check_speed=True, progress=True, repair=None,
-                  layer_report=False, threads=2):
+                  layer_report=False, threads=2, verbose=False):
     """Convert a Keras segmentation model to a verified `.tflite` file.
 
     Args:
@@ -375,6 +375,8 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
         layer_report: int8: also build the per-layer report (`result.layer_report`) when
             the file passes at once.
         threads: threads for the speed checks during export.
+        verbose: also show TensorFlow's, the converter's and the runtimes' own log lines
+            (silenced by default, for the duration of the call only).
 
     Returns:
         `keras_unet.export.result.ExportResult`.
@@ -399,5 +401,5 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
         calibration_size=calibration_size, input_size=input_size, batch=1, verify=verify,
         agreement_floor=agreement_floor, verification_data=verification_data,
         verification_size=verification_size, progress=progress, repair=repair,
-        layer_report=layer_report,
+        layer_report=layer_report, verbose=verbose,
     )

@@ -30,7 +30,7 @@ import warnings
 from keras_unet.version import __version__
 
 _SUBMODULES = (
-    "benchmarks", "data", "datasets", "encoders", "export", "layers", "losses", "metrics",
+    "benchmarks", "callbacks", "data", "datasets", "encoders", "export", "layers", "losses", "metrics",
     "models", "runtime",
 )  # fmt: skip
 _ATTRIBUTES = {"UNet": "keras_unet.models"}

@@ -15,8 +15,8 @@ ROOTS = {"keras_unet": REPO / "keras_unet", "keras_unet.export": REPO / "export"
          "keras_unet.benchmarks": REPO / "benchmarks"}
 # Lowest first; a module may import its own level and the levels below, never above.
 LEVELS = [
-    ("runtime", ("keras_unet.runtime", "keras_unet.datasets", "keras_unet.version")),
-    ("plugin", ("keras_unet.layers", "keras_unet.encoders", "keras_unet.models", "keras_unet.losses",
+    ("runtime", ("keras_unet.runtime", "keras_unet.console", "keras_unet.datasets", "keras_unet.version")),
+    ("plugin", ("keras_unet.callbacks", "keras_unet.layers", "keras_unet.encoders", "keras_unet.models", "keras_unet.losses",
                 "keras_unet.metrics", "keras_unet.data")),
     ("export", ("keras_unet.export",)),
     ("benchmarks", ("keras_unet.benchmarks",)),

@@ -12,7 +12,7 @@ A step that fails is reported and the others go on. OUT must not exist yet, so a
 earlier demo is never overwritten (the default is a new time-stamped folder).
 
 Example:
-  keras-unet demo                       # about 5 minutes on a 2-core CPU
+  keras-unet demo                       # about 8 minutes on a 2-core CPU
   keras-unet demo --epochs 3 --out /tmp/demo
 """
 
@@ -33,16 +33,21 @@ EXPORTS = (
 
 
 def add_arguments(parser):
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="new folder for everything (default demo-runs/<timestamp>)")
-    parser.add_argument("--epochs", type=int, default=25, help="training epochs (default 25)")
-    parser.add_argument("--filters", type=int, default=16, help="first-stage filters (default 16)")
-    parser.add_argument("--max-images", type=int, default=None, metavar="N",
-                        help="use only N of the shipped pairs (quick trials)")
-    parser.add_argument("--bench-seconds", type=float, default=3.0,
-                        help="timing budget per model in the benchmark (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="runtime threads in the benchmark")
-    parser.add_argument("--seed", type=int, default=0)
+    from keras_unet.console.arguments import any_int, output_dir, positive_float, positive_int
+
+    parser.add_argument("--out", default=None, metavar="DIR", type=output_dir,
+                        help="new folder for everything (default: demo-runs/<timestamp>)")
+    parser.add_argument("--epochs", type=positive_int, default=25, metavar="N", help="training epochs")
+    parser.add_argument("--filters", type=positive_int, default=16, metavar="N",
+                        help="first-stage filters")
+    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
+                        help="use only N of the shipped pairs, for quick trials (default: all 200)")
+    parser.add_argument("--bench-seconds", type=positive_float, default=3.0, metavar="S",
+                        help="timing budget per model in the benchmark")
+    parser.add_argument("--threads", type=positive_int, default=2, metavar="N",
+                        help="runtime threads in the benchmark, pinned so the speed-ups compare "
+                             "with the README's table")
+    parser.add_argument("--seed", type=any_int, default=0, help="data split and training seed")
 
 
 def split_dataset(source, target, val_fraction=0.2, seed=0, max_images=None):
@@ -87,11 +92,14 @@ def run(args):
 
     _step("train")
     run_dir = os.path.join(out, "run")
-    cli.main(["train", "--data", train_dir, "--val-data", val_dir, "--out", run_dir,
+    status = cli.main(["train", "--data", train_dir, "--val-data", val_dir, "--out", run_dir,
               "--image-size", "128", "--channels", "1", "--filters", str(args.filters),
               "--use-batchnorm", "--epochs", str(args.epochs), "--batch-size", "8",
               "--patience", str(max(args.epochs, 1)), "--seed", str(args.seed),
-              "--class-names", "nucleus"])
+              "--class-names", "nucleus"] + (["--debug"] if getattr(args, "debug", False) else []))
+    if status != 0:
+        print(f"demo stopped: training failed (exit {status}); see the message above")
+        return status
     model_path = os.path.join(run_dir, "model.keras")
 
     _step("export")
@@ -105,14 +113,15 @@ def run(args):
             with warnings.catch_warnings():  # the summary below prints each warning once
                 warnings.simplefilter("ignore", UserWarning)
                 result = exporter(model_path, path, quantize=quantize, calibration_data=train_dir,
-                                  verification_data=val_dir, progress=False)
+                                  verification_data=val_dir, progress=False,
+                                  verbose=args.verbose or args.debug)
             print(result.summary())
             exported.append(path)
         except Exception as error:  # one failed export must not stop the demo
             failures[name] = f"{type(error).__name__}: {error}"
             print(f"{name}: FAILED {failures[name]}")
-            if not isinstance(error, VerificationError):  # a refused file is a verdict, not a bug
-                traceback.print_exc()
+            if getattr(args, "debug", False) and not isinstance(error, VerificationError):
+                traceback.print_exc()  # a refused file is a verdict, not a bug
 
     _step("benchmark against the Keras model")
     from keras_unet.benchmarks.suite import run_benchmark

@@ -11,18 +11,25 @@ Example:
 
 import os
 
-HELP = "IoU/Dice of a .keras/.tflite/.onnx model on DIR/images + DIR/masks"
+HELP = "score a .keras/.tflite/.onnx model on DIR/images + DIR/masks (IoU, Dice)"
 
 
 def add_arguments(parser):
-    parser.add_argument("model", metavar="MODEL", help=".keras, .tflite or .onnx file")
-    parser.add_argument("--data", required=True, metavar="DIR", help="folder with images/ and masks/")
-    parser.add_argument("--ignore-index", type=int, default=None, metavar="K",
+    from keras_unet.console.arguments import (any_int, existing_dir, existing_file,
+                                              output_file_in_existing_folder, positive_int)
+
+    parser.add_argument("model", metavar="MODEL", type=existing_file, help=".keras, .tflite or .onnx file")
+    parser.add_argument("--data", required=True, metavar="DIR", type=existing_dir,
+                        help="folder with images/ and masks/")
+    parser.add_argument("--ignore-index", type=any_int, default=None, metavar="K",
                         help="mask value to skip (default: the model's metadata, else none)")
-    parser.add_argument("--mask-encoding", default="auto", choices=["auto", "binary", "index", "trimap"])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=None, help="runtime threads")
-    parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    parser.add_argument("--mask-encoding", default="auto", choices=["auto", "binary", "index", "trimap"],
+                        help="how mask values map to classes")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per call")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="runtime threads (default: the runtime's choice, all cores)")
+    parser.add_argument("--json", metavar="FILE", type=output_file_in_existing_folder,
+                        help="also write the scores as JSON (default: none)")
 
 
 def evaluate(model_path, data_dir, ignore_index=None, mask_encoding="auto", batch_size=8, threads=None):
@@ -30,6 +37,8 @@ def evaluate(model_path, data_dir, ignore_index=None, mask_encoding="auto", batc
     from keras_unet.runtime.scores import segmentation_scores
     from keras_unet.runtime import imageio, load_runner
 
+    if int(batch_size) < 1:
+        raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
     runner = load_runner(model_path, threads=threads)
     if ignore_index is None:
         ignore_index = runner.metadata.get("ignore_index")
@@ -38,24 +47,42 @@ def evaluate(model_path, data_dir, ignore_index=None, mask_encoding="auto", batc
     pairs = imageio.list_pairs(data_dir)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        images = [imageio.read_image(image, channels=runner.metadata.get("channels", 3)) for image, _ in chunk]
-        predictions.extend(runner.predict_masks(images))
-        truths.extend(
-            imageio.decode_mask(imageio.read_mask(mask), mask_encoding, num_classes=num_classes,
-                                ignore_index=ignore_index, path=mask)
-            for _, mask in chunk
-        )
+        read = [imageio.read_pair(image, mask, channels=runner.metadata.get("channels", 3),
+                                  mask_encoding=mask_encoding, num_classes=num_classes,
+                                  ignore_index=ignore_index) for image, mask in chunk]
+        predictions.extend(runner.predict_masks([image for image, _ in read]))
+        truths.extend(mask for _, mask in read)
     scores = segmentation_scores(truths, predictions, num_classes, ignore_index=ignore_index)
     scores.update({"model": os.fspath(model_path), "data": os.fspath(data_dir), "images": len(pairs),
-                   "ignore_index": ignore_index, "class_names": runner.metadata.get("class_names")})
+                   "ignore_index": ignore_index, "class_names": runner.metadata.get("class_names"),
+                   "class_labels": class_labels(num_classes, runner.metadata.get("class_names"))})
     return scores
 
 
+def class_labels(num_classes, class_names=None):
+    """Labels of the score rows of a model with `num_classes` outputs.
+
+    A binary model has one output (the foreground) but two score rows, background and
+    foreground, so its one class name labels row 1; a multi-class model names row i with
+    `class_names[i]`. Rows without a name show their index.
+
+    Example:
+    ```python
+    class_labels(1, ["nucleus"])           # ["background", "nucleus"]
+    class_labels(3, ["sky", "road"])       # ["sky", "road", "2"]
+    ```
+    """
+    names = [str(name) for name in (class_names or [])]
+    if num_classes == 1:
+        return ["background", names[-1] if names else "foreground"]
+    return [names[i] if i < len(names) else str(i) for i in range(num_classes)]
+
+
 def format_table(scores):
-    names = scores.get("class_names") or []
+    rows = list(zip(scores["iou_per_class"], scores["dice_per_class"]))
+    labels = scores.get("class_labels") or [str(i) for i in range(len(rows))]
     lines = [f"{'class':<16}{'IoU':>8}{'Dice':>8}"]
-    for index, (iou, dice) in enumerate(zip(scores["iou_per_class"], scores["dice_per_class"])):
-        name = names[index] if index < len(names) else str(index)
+    for name, (iou, dice) in zip(labels, rows):
         lines.append(f"{name:<16}{_num(iou):>8}{_num(dice):>8}")
     lines.append(f"{'mean':<16}{_num(scores['mean_iou']):>8}{_num(scores['mean_dice']):>8}")
     lines.append(f"headline IoU {_num(scores['iou'])}, Dice {_num(scores['dice'])} on {scores['images']} images")

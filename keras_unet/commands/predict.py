@@ -25,15 +25,25 @@ PALETTE = np.array(
 
 
 def add_arguments(parser):
-    parser.add_argument("model", metavar="MODEL", help=".keras, .tflite or .onnx file")
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
-    parser.add_argument("--out", required=True, metavar="OUTDIR", help="folder for the masks (created)")
+    from keras_unet.console.arguments import existing_dir, existing_file, output_dir, positive_int, unit_interval
+
+    parser.add_argument("model", metavar="MODEL", type=existing_file, help=".keras, .tflite or .onnx file")
+    parser.add_argument("--images", required=True, metavar="DIR", type=existing_dir, help="folder of images")
+    parser.add_argument("--out", required=True, metavar="OUTDIR", type=output_dir,
+                        help="folder for the masks (created)")
     parser.add_argument("--overlay", action="store_true", help="also write mask-over-image pictures")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="binary threshold (default: the model's metadata, else 0.5)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=None, help="runtime threads")
+    parser.add_argument("--threshold", type=unit_interval, default=None, metavar="P",
+                        help="binary models: foreground where p >= P, in [0, 1] (default: the "
+                             "model's metadata, else 0.5)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per call")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="runtime threads (default: the runtime's choice, all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
+
+
+def interrupted(args):
+    return (f"masks written so far are complete files in {args.out}; rerun with --overwrite "
+            f"to redo them all")
 
 
 def colorize(mask):
@@ -68,6 +78,9 @@ def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshol
                    batch_size=8, threads=None, overwrite=False):
     """Writes the masks; returns the list of mask paths."""
     from keras_unet.runtime import imageio, load_runner
+
+    if int(batch_size) < 1:
+        raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
 
     runner = load_runner(model_path, threads=threads)
     paths = imageio.list_images(images_dir)

@@ -31,13 +31,15 @@ def _number(text, kind):
 
 def _ranged(kind, low=None, high=None, low_open=False, high_open=False, name=None):
     """A type accepting `kind` values in the interval, its error saying the interval."""
-    parts = []
-    if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
-    if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
     what = "an integer" if kind is int else "a finite number"
-    expected = f"{what} {' and '.join(parts)}".strip()
+    if low is not None and high is not None:  # an interval reads best as one: "in [0, 1)"
+        expected = f"{what} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        expected = f"{what} {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        expected = f"{what} {'<' if high_open else '<='} {high:g}"
+    else:
+        expected = what
 
     def parse(text):
         value = _number(text, kind)

@@ -129,8 +129,8 @@ def quiet_output(enabled=True):
     if not outermost:
         yield None
         return
-    set_level = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
-    if set_level:
+    caller_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    if caller_level is None:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     loggers = {name: logging.getLogger(name) for name in NOISY_LOGGERS}
     levels = {name: logger.level for name, logger in loggers.items()}
@@ -149,7 +149,10 @@ def quiet_output(enabled=True):
     finally:
         for name, logger in loggers.items():
             logger.setLevel(levels[name])
-        if set_level:
+        # Put back the caller's value (tf2onnx, for one, sets its own while converting).
+        if caller_level is None:
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = caller_level
         with _lock:
             _depth -= 1

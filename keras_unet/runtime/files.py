@@ -18,6 +18,10 @@ import os
 import secrets
 from pathlib import Path
 
+# One megabyte in every size and memory figure keras-unet prints (export, bench): 10^6 bytes,
+# the SI unit, so "MB" means the same thing everywhere.
+MB = 10**6
+
 
 def _new_temporary(folder, out):
     """Create an empty file beside `out` with the permissions a plain `open()` gives.
@@ -100,13 +104,27 @@ def write_text_atomic(out, text):
 def write_json_atomic(out, data, indent=2):
     """Write `data` as JSON to `out` through a temporary file and a rename.
 
-    NaN and infinities are refused (they are not JSON; `json.dumps` would write them).
+    NaN and infinities (Python or numpy floats) are written as `null`: they are not JSON,
+    and `json.dumps` would write `NaN`, which strict readers refuse. Numpy scalars are
+    written as numbers.
 
     Example:
     ```python
-    write_json_atomic("metrics.json", {"iou": 0.79})
+    write_json_atomic("metrics.json", {"iou": 0.79, "loss": float("nan")})   # "loss": null
     ```
     """
     import json
+    import math
 
-    return write_text_atomic(out, json.dumps(data, indent=indent, allow_nan=False))
+    def finite_or_null(value):
+        if isinstance(value, dict):
+            return {key: finite_or_null(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite_or_null(item) for item in value]
+        if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    return write_text_atomic(out, json.dumps(finite_or_null(data), indent=indent, allow_nan=False))

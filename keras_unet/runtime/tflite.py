@@ -69,9 +69,12 @@ class TFLiteRunner(Runner):
         path = os.fspath(path)
         with open(path, "rb") as f:
             model_bytes = f.read()
+        from keras_unet.console.quiet import quiet_output
+
         try:
-            self.interpreter = interpreter_class()(model_content=model_bytes, num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with quiet_output():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
+                self.interpreter = interpreter_class()(model_content=model_bytes, num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise ValueError(f"{path!r} is not a valid TFLite model: {error}") from error
         self.threads = threads
