@@ -1,6 +1,7 @@
 """Encoders taken from `keras.applications`, with their skip layers in one table."""
 
 import os
+import warnings
 
 import keras
 
@@ -80,7 +81,9 @@ def _construct(name, inputs, weights):
     constructor, _, extra = APPLICATIONS[name]
     factory = getattr(keras.applications, constructor)
     try:
-        return factory(input_tensor=inputs, include_top=False, weights=weights, **extra)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = factory(input_tensor=inputs, include_top=False, weights=weights, **extra)
     except Exception as error:  # Keras raises several types for download and load failures.
         if weights == "imagenet":
             raise RuntimeError(
@@ -95,6 +98,19 @@ def _construct(name, inputs, weights):
                 f"'{name}' (keras.applications.{constructor}, include_top=False): {error}"
             ) from error
         raise
+    # Keras loads what it can of a file saved from another model and warns once per layer
+    # group it skipped, leaving those layers random: a weights file that does not fit is
+    # refused here instead of training from half-loaded weights.
+    skipped = [w for w in caught if "Skipping" in str(w.message)]
+    if skipped and weights not in (None, "imagenet"):
+        raise ValueError(
+            f"encoder_weights file {os.fspath(weights)!r} does not match encoder '{name}' "
+            f"(keras.applications.{constructor}, include_top=False): {len(skipped)} layer "
+            f"group(s) were not found in it, e.g. {str(skipped[0].message)[:160]}"
+        )
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return model
 
 
 def make_application_builder(name):

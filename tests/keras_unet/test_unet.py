@@ -101,6 +101,7 @@ def test_local_encoder_weights_file_is_loaded(tmp_path):
     assert model.get_config()["encoder_weights"] == path
 
 
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")
 def test_imagenet_download_failure_says_what_to_do(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("URL fetch failure: no network")
