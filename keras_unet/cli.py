@@ -11,8 +11,8 @@ import importlib
 import shlex
 import sys
 
-from keras_unet.console.command import (EXIT_STATUS, EXIT_USAGE, HelpFormatter, Parser,
-                                        common_options, run_command)
+from keras_unet.console.command import (EXIT_INTERRUPTED, EXIT_STATUS, EXIT_USAGE, HelpFormatter,
+                                        Parser, common_options, run_command)
 from keras_unet.version import __version__
 
 COMMANDS = {
@@ -57,8 +57,12 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting up: nothing has been done yet
+        print("\nkeras-unet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

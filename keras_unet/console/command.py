@@ -89,13 +89,14 @@ def run_command(prog, handler, args, interrupted=None):
         interrupted: optional `f(args) -> str`, said on Ctrl-C (where the run stopped and how
             to resume it).
     """
+    from keras_unet.console.interrupts import reliable_interrupt
     from keras_unet.console.quiet import quiet_output
 
     debug = getattr(args, "debug", False)
     quiet = None
     try:
         with quiet_output(enabled=not (getattr(args, "verbose", False) or debug)) as quiet, \
-                _one_line_warnings():
+                _one_line_warnings(), reliable_interrupt():
             return int(handler(args) or 0)
     except KeyboardInterrupt:
         where = interrupted(args) if interrupted else "run the command again"

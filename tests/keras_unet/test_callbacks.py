@@ -1,0 +1,157 @@
+"""AtomicModelCheckpoint, StopOnNonFiniteLoss and the JSON writer they rely on."""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_unet.callbacks import (AtomicModelCheckpoint, StopOnNonFiniteLoss, TrainingDiverged,
+                                  is_temporary_file, remove_temporary_files)
+from keras_unet.runtime.files import write_json_atomic
+
+X = np.linspace(-1, 1, 64 * 4, dtype="float32").reshape(64, 4)
+Y = X.sum(axis=1, keepdims=True)
+
+
+def _model(lr=1e-2, optimizer=keras.optimizers.Adam):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer(lr), "mse")
+    return model
+
+
+def _fit(model, callbacks, epochs=1):
+    return model.fit(X, Y, batch_size=8, epochs=epochs, verbose=0, callbacks=callbacks)
+
+
+def _kernel(path):
+    return keras.models.load_model(path).layers[0].get_weights()[0]
+
+
+class EpochEnds(keras.callbacks.Callback):
+    """Records the epochs whose end the callbacks after the raising one would have seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_checkpoint_saves_a_loadable_file_and_no_temporary(tmp_path):
+    path = tmp_path / "last.keras"
+    model = _model()
+    _fit(model, [AtomicModelCheckpoint(path)], epochs=2)
+    assert os.listdir(tmp_path) == ["last.keras"]
+    np.testing.assert_array_equal(_kernel(path), model.layers[0].get_weights()[0])
+
+
+def test_an_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.keras"
+    model = _model()
+    _fit(model, [AtomicModelCheckpoint(path)])
+    before = path.read_bytes()
+    written = []
+
+    def save_half_then_interrupt(filepath, *args, **kwargs):
+        written.append(str(filepath))
+        with open(filepath, "wb") as f:
+            f.write(before[: len(before) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "save", save_half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, [AtomicModelCheckpoint(path)])
+    # The half file went to a temporary name beside the target (with its suffix), and is gone.
+    assert len(written) == 1 and written[0] != str(path)
+    assert os.path.dirname(written[0]) == str(tmp_path) and written[0].endswith(".keras")
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["last.keras"]
+    keras.models.load_model(path)
+
+
+def test_leftovers_of_a_killed_save_are_removed_when_training_begins(tmp_path):
+    leftover = tmp_path / ".last.0123abcd.tmp.keras"
+    leftover.write_bytes(b"PK\x03\x04 half a zip")
+    other = tmp_path / ".model.0123abcd.tmp.keras"  # another checkpoint's: not this one's to remove
+    other.write_bytes(b"half")
+    _fit(_model(), [AtomicModelCheckpoint(tmp_path / "last.keras")])
+    assert sorted(os.listdir(tmp_path)) == [other.name, "last.keras"]
+    assert remove_temporary_files(tmp_path) == [other.name]
+    assert os.listdir(tmp_path) == ["last.keras"]
+
+
+def test_temporary_names_are_recognised():
+    assert is_temporary_file(".last.3fa2c91b.tmp.keras")
+    assert is_temporary_file("runs/a/.config.3fa2c91b.tmp.json")
+    assert is_temporary_file(".w.weights.3fa2c91b.tmp.weights.h5")
+    assert not is_temporary_file("last.keras")
+    assert not is_temporary_file(".last.keras")
+    assert not is_temporary_file(".last.nothex00.tmp.keras")
+
+
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+def test_placeholders_and_weights_only(tmp_path):
+    _fit(_model(), [AtomicModelCheckpoint(tmp_path / "e{epoch:02d}.keras"),
+                    AtomicModelCheckpoint(tmp_path / "w.weights.h5", save_weights_only=True)], epochs=2)
+    assert sorted(os.listdir(tmp_path)) == ["e01.keras", "e02.keras", "w.weights.h5"]
+    model = _model()
+    model.load_weights(tmp_path / "w.weights.h5")
+    np.testing.assert_array_equal(model.layers[0].get_weights()[0], _kernel(tmp_path / "e02.keras"))
+
+
+def test_best_only_follows_keras(tmp_path):
+    path = tmp_path / "best.keras"
+    checkpoint = AtomicModelCheckpoint(path, monitor="loss", mode="min", save_best_only=True,
+                                       initial_value_threshold=-1.0)  # nothing beats it
+    _fit(_model(), [checkpoint], epochs=2)
+    assert not path.exists()
+
+
+def test_a_huge_learning_rate_stops_before_the_epoch_is_saved(tmp_path):
+    path = tmp_path / "last.keras"
+    ends = EpochEnds()
+    model = _model(lr=1e30, optimizer=keras.optimizers.SGD)
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1, batch \d+.*last good checkpoint is kept"
+                                               r".*Lower the learning rate") as raised:
+        _fit(model, [StopOnNonFiniteLoss(), AtomicModelCheckpoint(path), ends], epochs=3)
+    assert raised.value.epoch == 1 and not math.isfinite(raised.value.loss)
+    assert ends.epochs == [] and not path.exists()
+
+
+def test_a_nan_loss_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path):
+    path = tmp_path / "last.keras"
+
+    class PoisonSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                kernel, bias = self.model.layers[0].get_weights()
+                self.model.layers[0].set_weights([kernel * np.nan, bias])
+
+    ends = EpochEnds()
+    model = _model()
+    with pytest.raises(TrainingDiverged, match="became nan at epoch 2, batch 1") as raised:
+        _fit(model, [PoisonSecondEpoch(), StopOnNonFiniteLoss(advice="Lower --lr."),
+                     AtomicModelCheckpoint(path), ends], epochs=3)
+    assert str(raised.value).endswith("Lower --lr.")
+    assert ends.epochs == [0]
+    assert np.isfinite(_kernel(path)).all()
+    assert os.listdir(tmp_path) == ["last.keras"]
+
+
+def test_write_json_atomic_writes_non_finite_numbers_as_null(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json_atomic(path, {"iou": float("nan"), "loss": np.float32("inf"), "dice": np.float32(0.5),
+                             "per_class": [float("-inf"), 1.0], "epochs": np.int64(3), "ok": True})
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} written to JSON")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data == {"iou": None, "loss": None, "dice": 0.5, "per_class": [None, 1.0], "epochs": 3,
+                    "ok": True}
+    assert os.listdir(tmp_path) == ["metrics.json"]
