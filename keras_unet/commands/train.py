@@ -331,6 +331,7 @@ def run(args):
     # row and checkpoints are written before config.json commits the epoch (a resumed run
     # drops log rows beyond the commit), the best model before the last one.
     callbacks = [
+        _interrupt_check(),
         StopOnNonFiniteLoss(),
         keras.callbacks.CSVLogger(log_path, append=bool(initial_epoch)),
         AtomicModelCheckpoint(best_path, monitor=monitor, mode="max", save_best_only=True,
@@ -372,6 +373,9 @@ def run(args):
         "class_names": args.class_names,
         "model": best_path,
     }
+    from keras_unet.console.interrupts import raise_if_interrupted
+
+    raise_if_interrupted()  # a Ctrl-C that a library swallowed: stop before "finished" is written
     _write_json(os.path.join(args.out, METRICS_FILE), summary)
     state = _load_state(args.out)
     state["finished"] = True
@@ -401,6 +405,25 @@ def interrupted(args):
                 f"written yet; to finish run: {command}")
     return (f"stopped after {done} of {args.epochs} epochs, saved in {last} (the best so far in "
             f"{BEST_FILE}); to resume run: {command}")
+
+
+def _interrupt_check():
+    """A callback that stops at the next batch after a Ctrl-C, even one a library swallowed."""
+    import keras
+
+    from keras_unet.console.interrupts import raise_if_interrupted
+
+    class InterruptCheck(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise_if_interrupted()
+
+        def on_epoch_end(self, epoch, logs=None):  # first in the list: before any checkpoint
+            raise_if_interrupted()
+
+        def on_test_batch_end(self, batch, logs=None):
+            raise_if_interrupted()
+
+    return InterruptCheck()
 
 
 def _state_callback(out, record, monitor, best):

@@ -12,6 +12,25 @@ import signal
 import sys
 import threading
 
+# Set by a Ctrl-C inside `reliable_interrupt`, cleared once its KeyboardInterrupt has left the
+# block: a long loop calls `raise_if_interrupted()` at safe points (a training batch), so an
+# interrupt that some library swallowed still stops it there.
+_pending = threading.Event()
+
+
+def raise_if_interrupted():
+    """Raise KeyboardInterrupt if a Ctrl-C arrived that has not stopped the command yet.
+
+    Example:
+    ```python
+    for batch in batches:
+        raise_if_interrupted()
+        step(batch)
+    ```
+    """
+    if _pending.is_set():
+        raise KeyboardInterrupt
+
 
 @contextlib.contextmanager
 def reliable_interrupt(resend_after_s=1.0):
@@ -22,7 +41,8 @@ def reliable_interrupt(resend_after_s=1.0):
     installed, which registers one: a Ctrl-C landing there would be swallowed and training
     would go on. While this is active, each SIGINT raises KeyboardInterrupt as usual and,
     unless that exception has left the block `resend_after_s` later, is delivered again;
-    the swallowed one is not printed. Where SIGINT is not Python's default (another
+    the swallowed one is not printed. Code that catches exceptions broadly can still eat it,
+    so loops also call `raise_if_interrupted()` at safe points. Where SIGINT is not Python's default (another
     handler, or a thread other than the main one) nothing changes.
     """
     if (threading.current_thread() is not threading.main_thread()
@@ -39,6 +59,7 @@ def reliable_interrupt(resend_after_s=1.0):
             _thread.interrupt_main(signal.SIGINT)
 
     def on_interrupt(signum, frame):
+        _pending.set()
         timer = threading.Timer(resend_after_s, resend)
         timer.daemon = True
         timer.start()
@@ -52,6 +73,10 @@ def reliable_interrupt(resend_after_s=1.0):
     sys.unraisablehook = unraisable
     try:
         yield
+        raise_if_interrupted()  # swallowed on the way and never re-delivered: stop now
+    except KeyboardInterrupt:
+        _pending.clear()  # delivered: it stops the command
+        raise
     finally:
         settled.set()
         sys.unraisablehook = previous_hook

@@ -1,0 +1,46 @@
+"""A Ctrl-C that some library swallows still stops the command."""
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_a_swallowed_interrupt_is_raised_again_at_the_next_check():
+    code = textwrap.dedent("""
+        import os, signal, time
+        from keras_unet.console.interrupts import raise_if_interrupted, reliable_interrupt
+
+        with reliable_interrupt(resend_after_s=60):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass  # what a library catching BaseException does
+            try:
+                raise_if_interrupted()
+            except KeyboardInterrupt:
+                print("stopped at the check")
+                raise
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "stopped at the check" in done.stdout
+    assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
+
+
+def test_the_block_end_raises_an_interrupt_nobody_checked():
+    code = textwrap.dedent("""
+        import os, signal, time
+        from keras_unet.console.interrupts import reliable_interrupt
+
+        try:
+            with reliable_interrupt(resend_after_s=60):
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.5)
+                except KeyboardInterrupt:
+                    pass
+        except KeyboardInterrupt:
+            print("interrupted at the end of the block")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "interrupted at the end of the block" in done.stdout, done.stderr
