@@ -3,10 +3,13 @@
 MODEL may be .keras, .tflite or .onnx; input size, channels, number of classes and the
 threshold come from the model (the metadata of an exported file), and each image is
 scored at its own size. The numbers are computed by `keras_unet.runtime.scores`, the same
-code the benchmark uses.
+code the benchmark uses. With --tile the images are segmented at native resolution in
+overlapping tiles of the model's input size (as `keras-unet predict --tile`) instead of
+resized to the model input.
 
-Example:
+Examples:
   keras-unet evaluate runs/nuclei/model.keras --data data/nuclei_val --json scores.json
+  keras-unet evaluate unet.onnx --data data/large_val --tile 0.25
 """
 
 import os
@@ -15,6 +18,7 @@ HELP = "score a .keras/.tflite/.onnx model on DIR/images + DIR/masks (IoU, Dice)
 
 
 def add_arguments(parser):
+    from keras_unet.commands.predict import add_tile_arguments
     from keras_unet.console.arguments import (any_int, existing_dir, existing_file,
                                               output_file_in_existing_folder, positive_int)
 
@@ -28,18 +32,30 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per call")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="runtime threads (default: the runtime's choice, all cores)")
+    add_tile_arguments(parser)
     parser.add_argument("--json", metavar="FILE", type=output_file_in_existing_folder,
                         help="also write the scores as JSON (default: none)")
 
 
-def evaluate(model_path, data_dir, ignore_index=None, mask_encoding="auto", batch_size=8, threads=None):
-    """Scores of `model_path` on `data_dir`; see `keras_unet.runtime.scores.segmentation_scores`."""
+def evaluate(model_path, data_dir, ignore_index=None, mask_encoding="auto", batch_size=8, threads=None,
+             tile=None, tile_size=None):
+    """Scores of `model_path` on `data_dir`; see `keras_unet.runtime.scores.segmentation_scores`.
+
+    `tile` and `tile_size` are those of `keras_unet.runtime.base.Runner.predict` (None:
+    resize to the model input); the scores record them as `tile_overlap` and `tile_size`.
+    """
     from keras_unet.runtime.scores import segmentation_scores
     from keras_unet.runtime import imageio, load_runner
+    from keras_unet.runtime.tiling import tile_overlap
 
     if int(batch_size) < 1:
         raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
+    overlap = tile_overlap(tile)
     runner = load_runner(model_path, threads=threads)
+    tiles = {}
+    if overlap is not None:
+        tile_size = runner.resolve_tile_size(tile_size)  # fails before any work
+        tiles = {"tile": tile, "tile_size": tile_size}
     if ignore_index is None:
         ignore_index = runner.metadata.get("ignore_index")
     num_classes = runner.num_classes
@@ -50,12 +66,13 @@ def evaluate(model_path, data_dir, ignore_index=None, mask_encoding="auto", batc
         read = [imageio.read_pair(image, mask, channels=runner.metadata.get("channels", 3),
                                   mask_encoding=mask_encoding, num_classes=num_classes,
                                   ignore_index=ignore_index) for image, mask in chunk]
-        predictions.extend(runner.predict_masks([image for image, _ in read]))
+        predictions.extend(runner.predict_masks([image for image, _ in read], **tiles))
         truths.extend(mask for _, mask in read)
     scores = segmentation_scores(truths, predictions, num_classes, ignore_index=ignore_index)
     scores.update({"model": os.fspath(model_path), "data": os.fspath(data_dir), "images": len(pairs),
                    "ignore_index": ignore_index, "class_names": runner.metadata.get("class_names"),
-                   "class_labels": class_labels(num_classes, runner.metadata.get("class_names"))})
+                   "class_labels": class_labels(num_classes, runner.metadata.get("class_names")),
+                   "tile_overlap": overlap, "tile_size": list(tile_size) if overlap is not None else None})
     return scores
 
 
@@ -103,7 +120,11 @@ def _json_safe(value):
 
 
 def run(args):
-    scores = evaluate(args.model, args.data, args.ignore_index, args.mask_encoding, args.batch_size, args.threads)
+    from keras_unet.commands.predict import tile_options
+
+    tile, tile_size = tile_options(args)
+    scores = evaluate(args.model, args.data, args.ignore_index, args.mask_encoding, args.batch_size,
+                      args.threads, tile, tile_size)
     print(format_table(scores))
     if args.json:
         from keras_unet.runtime.files import write_json_atomic

@@ -6,8 +6,14 @@ while the pixel values stay class indices). --overlay also writes OUT/overlays/<
 the mask blended over the image. Existing files in OUT are never replaced unless
 --overwrite is given.
 
-Example:
+Images are resized to the model input and the masks back, unless --tile: then each image
+is segmented at its native resolution in overlapping tiles of the model's input size,
+blended without seams (for photos much larger than the model input).
+
+Examples:
   keras-unet predict runs/nuclei/model.keras --images photos/ --out masks/ --overlay
+  keras-unet predict unet.tflite --images large_photos/ --out masks/ --tile
+  keras-unet predict unet_any_size.onnx --images scans/ --out masks/ --tile 0.5 --tile-size 256
 """
 
 import os
@@ -38,7 +44,36 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per call")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="runtime threads (default: the runtime's choice, all cores)")
+    add_tile_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
+
+
+def add_tile_arguments(parser):
+    """`--tile [OVERLAP]` and `--tile-size H [W]`, shared by predict and evaluate."""
+    from keras_unet.console.arguments import ImageSizeAction, half_open_fraction, positive_int
+    from keras_unet.runtime.tiling import DEFAULT_OVERLAP
+
+    parser.add_argument("--tile", type=half_open_fraction, nargs="?", const=DEFAULT_OVERLAP,
+                        default=None, metavar="OVERLAP",
+                        help="segment each image at its native resolution in overlapping tiles of "
+                             "the model's input size, blended without seams, instead of resizing "
+                             "it to the model input (images smaller than a tile are padded); "
+                             "OVERLAP is the fraction of a tile neighbours share, in [0, 1) "
+                             f"(default: off; {DEFAULT_OVERLAP:g} when --tile has no value)")
+    parser.add_argument("--tile-size", type=positive_int, nargs="+", action=ImageSizeAction,
+                        default=None, metavar=("H", "W"),
+                        help="with --tile, for a model that takes any input size: the tiles' "
+                             "H or H W, a multiple of its total stride (default: the model's "
+                             "metadata; fixed-size models tile at their input size)")
+
+
+def tile_options(args):
+    """`(tile, tile_size)` for `Runner.predict` from `--tile`/`--tile-size`."""
+    if args.tile_size is not None and args.tile is None:
+        raise ValueError(f"--tile-size needs --tile. Received: --tile-size "
+                         f"{' '.join(map(str, args.tile_size))} without --tile")
+    tile_size = None if args.tile_size is None else (args.tile_size[0], args.tile_size[-1])
+    return args.tile, tile_size
 
 
 def interrupted(args):
@@ -75,14 +110,23 @@ def _save_png(array, path, palette=False):
 
 
 def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshold=None,
-                   batch_size=8, threads=None, overwrite=False):
-    """Writes the masks; returns the list of mask paths."""
+                   batch_size=8, threads=None, overwrite=False, tile=None, tile_size=None):
+    """Writes the masks; returns the list of mask paths.
+
+    `tile` and `tile_size` are those of `keras_unet.runtime.base.Runner.predict`: None
+    resizes each image to the model input, True or an overlap fraction segments it at its
+    native resolution in overlapping tiles.
+    """
     from keras_unet.runtime import imageio, load_runner
+    from keras_unet.runtime.tiling import tile_overlap
 
     if int(batch_size) < 1:
         raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
+    tiled = tile_overlap(tile) is not None
 
     runner = load_runner(model_path, threads=threads)
+    if tiled:
+        runner.resolve_tile_size(tile_size)  # a model without a tile size fails before any work
     paths = imageio.list_images(images_dir)
     targets = [os.path.join(out_dir, f"{os.path.splitext(os.path.basename(p))[0]}.png") for p in paths]
     if not overwrite:
@@ -98,6 +142,8 @@ def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshol
     channels = runner.metadata.get("channels", 3)
     binary = runner.num_classes == 1
     kwargs = {} if threshold is None else {"threshold": threshold}
+    if tiled:
+        kwargs.update(tile=tile, tile_size=tile_size)
     from tqdm import tqdm
 
     for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch"):
@@ -113,7 +159,8 @@ def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshol
 
 
 def run(args):
+    tile, tile_size = tile_options(args)
     written = predict_folder(args.model, args.images, args.out, args.overlay, args.threshold,
-                             args.batch_size, args.threads, args.overwrite)
+                             args.batch_size, args.threads, args.overwrite, tile, tile_size)
     print(f"wrote {len(written)} masks to {args.out}")
     return 0

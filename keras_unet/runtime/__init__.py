@@ -13,7 +13,8 @@ Modules, each one job (nothing here imports a module above the runtime):
 - running files: `loaders` (the TFLite interpreter class, onnxruntime sessions),
   `metadata` (read, derive from tensors, merge), `describe` (what a Keras model says about
   itself), `tensors` (images <-> tensors), `base.Runner`, and the runners `tflite`, `onnx`
-  and `keras`; `notices` (warnings said once);
+  and `keras`; `notices` (warnings said once); `tiling` (large images in overlapping tiles,
+  `predict(images, tile=True)`);
 - results: `scores` (masks from probabilities, IoU, agreement), `files` (atomic writes).
 
 Example:

@@ -18,6 +18,14 @@ Choices every runner shares:
 - Images are resized (bilinear) to the model's input size, and probabilities back to each
   image's own size (bilinear on the float maps). A model that takes any size runs each
   image at its own size, images of one size batched together.
+- Tiled (`predict(images, tile=True)` or an overlap fraction): each image is covered at its
+  native resolution by overlapping tiles of the model's input size (`tile_size` or the
+  metadata's size for a model that takes any size), an image smaller than a tile is
+  reflect-padded instead of resized, the tiles of all images go through `run` in batches of
+  `predict_batch_size`, and their probabilities are averaged with weights that ramp down
+  (raised cosine) over each tile's overlap border (`keras_unet.runtime.tiling`), so a tile's
+  edge, where the model saw padding, does not leave a seam. Masks threshold (or
+  take the argmax of) the blended probabilities, once.
 - Files without keras_unet metadata get what their tensors tell (size, channels, dtype,
   quantization, classes) plus defaults: inputs in [0, 255], sigmoid for one output
   channel, softmax for more. A warning says so, once per file.
@@ -35,6 +43,14 @@ from keras_unet.runtime.tensors import (
     fit_channels,
     looks_like_unit_range,
     quantize,
+)
+from keras_unet.runtime.tiling import (
+    TileBlender,
+    check_tile_size,
+    pad_to_tile,
+    tile_boxes,
+    tile_overlap,
+    tile_window,
 )
 
 __all__ = ["Runner"]
@@ -202,22 +218,50 @@ class Runner:
         return [resize_image(p, tuple(int(s) for s in size)).astype(np.float32, copy=False)
                 for p, size in zip(probabilities, sizes)]
 
-    def predict(self, images):
+    def predict(self, images, tile=None, tile_size=None):
         """Probabilities at each image's own size.
+
+        By default each image is resized to the model's input and the probabilities back to
+        the image's size. With `tile`, an image is segmented at its native resolution in
+        overlapping tiles of the model's input size, blended without seams
+        (`keras_unet.runtime.tiling`): for images much larger than the model input (a
+        4000x3000 photo and a 128x128 model), where resizing would lose the detail.
 
         Args:
             images: array `(N, H, W, C)` / `(N, H, W)`, one image, or a list of images of
                 any sizes, values in [0, 255].
+            tile: None or False (default): resize to the model input. True: tiles sharing
+                a quarter of their size with each neighbour (`tiling.DEFAULT_OVERLAP`).
+                A number in [0, 1): the overlap fraction (0: tiles only touch). An image
+                smaller than a tile in a dimension is reflect-padded, not resized.
+            tile_size: `(H, W)` of the tiles, for a model that takes any size (default: the
+                metadata's `input_size`; a multiple of the model's total stride, e.g. 32).
+                A fixed-size model's tiles are its input size.
 
         Returns:
             float32 array `(N, H, W, K)` when all images share one size, else a list of
             `(H, W, K)` arrays. `K` is `num_classes` (1 for binary).
 
+        Raises:
+            ValueError: a bad `tile`/`tile_size`, or `tile` on a model that takes any size
+                when neither `tile_size` nor its metadata gives a size.
+
         Example:
         ```python
         probabilities = runner.predict([np.zeros((300, 200, 3), np.uint8)])  # (1, 300, 200, K)
+        photo = np.zeros((3000, 4000, 3), np.uint8)
+        tiled = runner.predict(photo, tile=True)        # (1, 3000, 4000, K), native detail
+        tiled = runner.predict(photo, tile=0.5)         # tiles overlapping by half
         ```
         """
+        overlap = tile_overlap(tile)
+        if overlap is not None:
+            return self._predict_tiled(images, overlap, tile_size)
+        if tile_size is not None:
+            raise ValueError(
+                f"`tile_size` is used only when tiling: pass tile=True as well. Received: "
+                f"tile={tile!r}, tile_size={tile_size!r}"
+            )
         images = as_image_list(images)
         sizes = [image.shape[:2] for image in images]
         if None in tuple(self.input_size):
@@ -241,7 +285,7 @@ class Runner:
             return np.stack(result)
         return result
 
-    def _run_checked(self, batch):
+    def _run_checked(self, batch, fix="resize or pad the images to such a size"):
         try:
             return self.run(batch)
         except (ValueError, RuntimeError) as error:
@@ -250,16 +294,97 @@ class Runner:
             raise ValueError(
                 f"{self.path} could not run at input size {tuple(batch.shape[1:3])}: {error}. "
                 "A model that takes any size usually needs multiples of its total stride "
-                "(2**depth for a UNet, e.g. 32): resize or pad the images to such a size."
+                f"(2**depth for a UNet, e.g. 32): {fix}."
             ) from error
 
-    def predict_masks(self, images, threshold=None):
+    # Tiles ---------------------------------------------------------------------------------
+    def resolve_tile_size(self, tile_size=None):
+        """`(H, W)` of the tiles `predict(..., tile=...)` runs: the model's input size.
+
+        Args:
+            tile_size: `(H, W)` for a model that takes any size; for a fixed-size model it
+                may only repeat the input size.
+
+        Raises:
+            ValueError: `tile_size` disagrees with a fixed input size, or a model that takes
+                any size has neither `tile_size` nor an `input_size` in its metadata.
+
+        Example:
+        ```python
+        runner.resolve_tile_size()             # (128, 128) for a 128x128 model
+        runner.resolve_tile_size((256, 256))   # a model that takes any size
+        ```
+        """
+        fixed = tuple(self.input_size)
+        if tile_size is not None:
+            size = check_tile_size(tile_size)
+            if any(f is not None and f != s for f, s in zip(fixed, size)):
+                raise ValueError(
+                    f"{self.path} takes inputs of size {fixed}, so its tiles are that size. "
+                    f"Received: tile_size={tuple(tile_size)}; leave it out."
+                )
+            return size
+        stored = self.metadata.get("input_size") or (None, None)
+        size = tuple(f if f is not None else s for f, s in zip(fixed, stored))
+        if None in size:
+            raise ValueError(
+                f"{self.path} takes any input size, so tiling needs a tile size and its metadata "
+                "has none: pass tile_size=(H, W) (keras-unet predict/evaluate: --tile-size H W), "
+                "e.g. the size it was trained at, a multiple of its total stride (2**depth for "
+                "a UNet, e.g. 32)."
+            )
+        return tuple(int(s) for s in size)
+
+    def _predict_tiled(self, images, overlap, tile_size):
+        size = self.resolve_tile_size(tile_size)
+        images = as_image_list(images)
+        self._check_range(images)
+        window = tile_window(size, overlap)
+        sizes = [image.shape[:2] for image in images]
+        result = [None] * len(images)
+        pending = []  # (image index, blender, box, tile): tiles of any images, batched for run
+        remaining = {}  # image index -> its tiles not yet blended
+        fix = "pass a tile_size that is such a multiple"
+
+        def flush():
+            batch = quantize(np.stack([tile for *_, tile in pending]), self.input_dtype,
+                             self.input_quantization)
+            raw = self._run_checked(batch, fix)
+            for (index, blender, box, _), p in zip(pending, self.postprocess(raw, [size] * len(pending))):
+                blender.add(p, box)
+                remaining[index] -= 1
+                if not remaining[index]:  # done: the blended image replaces its sums
+                    result[index] = blender.result(crop=sizes[index])
+            pending.clear()
+
+        for index, image in enumerate(images):
+            image = fit_channels(image, self.channels, self.path).astype(np.float32, copy=False)
+            image = pad_to_tile(image, size)
+            blender = TileBlender(image.shape[:2], window)
+            boxes = tile_boxes(image.shape[:2], size, overlap)
+            remaining[index] = len(boxes)
+            for box in boxes:
+                top, left, bottom, right = box
+                pending.append((index, blender, box, image[top:bottom, left:right]))
+                if len(pending) >= self.predict_batch_size:
+                    flush()
+        if pending:
+            flush()
+        if len(set(sizes)) == 1:
+            return np.stack(result)
+        return result
+
+    def predict_masks(self, images, threshold=None, tile=None, tile_size=None):
         """Integer masks at each image's own size.
 
         Args:
             images: as for `predict`.
             threshold: for a binary model, `p >= threshold` is 1 (default: the metadata's,
                 else 0.5). Multi-class models take the argmax.
+            tile: None/False (default: resize to the model input), True or an overlap
+                fraction in [0, 1): segment at native resolution in overlapping tiles (see
+                `predict`); the threshold/argmax applies once, to the blended probabilities.
+            tile_size: `(H, W)` of the tiles for a model that takes any size (see `predict`).
 
         Returns:
             uint8 array `(N, H, W)` (a list of `(H, W)` for images of different sizes);
@@ -268,9 +393,10 @@ class Runner:
         Example:
         ```python
         masks = runner.predict_masks(images)  # binary: 0/1
+        masks = runner.predict_masks(photos, tile=True, threshold=0.4)  # large images
         ```
         """
-        probabilities = self.predict(images)
+        probabilities = self.predict(images, tile=tile, tile_size=tile_size)
         threshold = self.threshold if threshold is None else float(threshold)
         dtype = np.uint8 if self.num_classes <= 256 else np.int32
         if isinstance(probabilities, np.ndarray):
