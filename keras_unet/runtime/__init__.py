@@ -32,7 +32,8 @@ import os
 
 from keras_unet.runtime.metadata import read_metadata
 
-RUNNERS = {".tflite": "tflite", ".onnx": "onnx", ".keras": "keras"}
+# `.ort` is ONNX Runtime's own format (ONNX Runtime Mobile); the same runner runs it.
+RUNNERS = {".tflite": "tflite", ".onnx": "onnx", ".ort": "onnx", ".keras": "keras"}
 
 
 def load_runner(path, threads=None, providers=None):
@@ -71,7 +72,7 @@ def load_runner(path, threads=None, providers=None):
         from keras_unet.runtime.tflite import TFLiteRunner
 
         return TFLiteRunner(path, threads=threads)
-    if suffix == ".onnx":
+    if suffix in (".onnx", ".ort"):
         from keras_unet.runtime.onnx import ONNXRunner
 
         return ONNXRunner(path, threads=threads, providers=providers)

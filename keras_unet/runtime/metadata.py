@@ -37,6 +37,23 @@ METADATA_KEY = "keras_unet"
 SCHEMA_VERSION = 1
 
 
+def class_name_counts(num_classes):
+    """How many `class_names` a model with `num_classes` outputs may carry.
+
+    One per class; a binary model (one output channel, the foreground) carries one name,
+    the foreground's, or two, `[background, foreground]`: the last name is the
+    foreground's either way. `keras_unet.UNet`, `keras-unet train` and the exporters
+    all apply this one rule.
+
+    Example:
+    ```python
+    class_name_counts(1)   # (1, 2)
+    class_name_counts(3)   # (3,)
+    ```
+    """
+    return (1, 2) if int(num_classes) == 1 else (int(num_classes),)
+
+
 def tflite_schema():
     """The generated TFLite flatbuffer schema module (`ai_edge_litert.schema_py_generated`).
 
@@ -184,10 +201,10 @@ def read_metadata(path):
             raise ValueError(f"{path!r} is not a valid TFLite model: {error}") from error
         raw = entries.get(METADATA_KEY)
         return None if raw is None else parse_metadata(raw, repr(path))
-    if suffix == ".onnx":
+    if suffix in (".onnx", ".ort"):
         # Reading metadata needs no graph optimization: skip it, loading is then faster.
         return read_onnx_metadata(create_session(path, optimize=False), repr(path))
-    raise ValueError(f"Expected a .tflite or .onnx file. Received: path={path!r}")
+    raise ValueError(f"Expected a .tflite, .onnx or .ort file. Received: path={path!r}")
 
 
 def tensor_metadata(fmt, input_size, channels, num_classes, input_dtype, output_dtype,

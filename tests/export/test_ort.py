@@ -1,0 +1,49 @@
+"""`.ort` (ONNX Runtime Mobile's format): exported, checked against the .onnx, run everywhere."""
+
+import numpy as np
+import pytest
+
+import keras_unet
+from keras_unet.export.ort import export_ort
+from keras_unet.runtime import load_runner
+from keras_unet.runtime.metadata import read_metadata
+
+
+@pytest.fixture(scope="module")
+def model():
+    return keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2, class_names=["nucleus"])
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (40, 36, 1), dtype=np.uint8) for _ in range(3)]
+
+
+def test_an_ort_file_gives_the_keras_probabilities_and_keeps_the_metadata(model, images, tmp_path):
+    result = export_ort(model, tmp_path / "m.ort", progress=False)
+    assert result.format == "ort" and result.path.endswith("m.ort")
+    assert result.verification.passed
+    assert (tmp_path / "m.ort").stat().st_size == result.size_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ort"]  # no .onnx or temporary left
+    metadata = read_metadata(tmp_path / "m.ort")
+    assert metadata["class_names"] == ["nucleus"] and metadata["channels"] == 1
+    expected = model.predict(np.stack([np.zeros((32, 32, 1))]), verbose=0)
+    with load_runner(tmp_path / "m.ort") as runner:
+        got = runner.predict(np.zeros((1, 32, 32, 1), np.uint8))
+        masks = runner.predict_masks(images)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert [m.shape for m in masks] == [(40, 36)] * 3
+
+
+def test_a_wrong_suffix_is_refused(model, tmp_path):
+    with pytest.raises(ValueError, match="'.ort'"):
+        export_ort(model, tmp_path / "m.onnx")
+
+
+def test_the_benchmark_runs_an_ort_file(model, tmp_path):
+    from keras_unet.benchmarks.suite import run_benchmark
+
+    export_ort(model, tmp_path / "m.ort", progress=False)
+    report = run_benchmark([str(tmp_path / "m.ort")], runs=2, warmup=1, progress=False)
+    assert report.rows[0].error is None and report.rows[0].latency_p50_ms > 0
