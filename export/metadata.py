@@ -7,7 +7,9 @@ side, which runs without TensorFlow, is `keras_unet.runtime.metadata`.
   points at it. Written with the flatbuffer object API that ai-edge-litert ships
   (`ai_edge_litert.schema_py_generated`), so no TensorFlow is needed for this step
   either. The interpreter ignores metadata it does not know, so the file still loads in
-  ai-edge-litert and tflite-runtime.
+  ai-edge-litert and tflite-runtime. The standard TFLite Metadata that MediaPipe reads
+  (`TFLITE_METADATA`) is built by `keras_unet.export.tflite_support_metadata` and stored
+  in the same pass (`entries=`).
 - ONNX: a `metadata_props` entry `keras_unet`. `embed_onnx_metadata` takes either an
   `onnx.ModelProto` (returned modified) or a path (rewritten in place, atomically).
 
@@ -27,7 +29,7 @@ import os
 
 from keras_unet.runtime.describe import describe_model
 from keras_unet.runtime.files import atomic_output
-from keras_unet.runtime.metadata import METADATA_KEY, SCHEMA_VERSION
+from keras_unet.runtime.metadata import METADATA_KEY, SCHEMA_VERSION, class_name_counts
 from keras_unet.version import __version__
 
 FORMATS = ("tflite", "onnx", "keras")
@@ -37,7 +39,8 @@ ACTIVATIONS = ("sigmoid", "softmax", None)
 
 def build_metadata(model, format, quantization, input_size, input_dtype, input_quantization=None,
                    output_dtype="float32", output_quantization=None, source_model=None,
-                   class_names=None, threshold=0.5, ignore_index=None, mask_encoding=None):
+                   class_names=None, threshold=0.5, ignore_index=None, mask_encoding=None,
+                   channels=None):
     """The metadata dict (schema in docs/ARCHITECTURE.md) of `model` exported as described.
 
     Facts about the model (`num_classes`, `output_activation`, `channels`) come from
@@ -55,10 +58,14 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
         input_quantization, output_quantization: `{"scale", "zero_point"}` of an integer
             tensor, else None.
         source_model: path of the `.keras` file exported, if any.
-        class_names: one name per class, or None.
+        class_names: one name per class, or None; a binary model takes one name (the
+            foreground) or two (`[background, foreground]`).
         threshold: probability threshold of a binary model (ignored when `K > 1`).
         ignore_index: label ignored in masks, or None.
         mask_encoding: `"binary"`, `"index"` or `"trimap"`; default from `num_classes`.
+        channels: channels of the file's input when it differs from the model's (a
+            1-channel model exported to take RGB and convert it inside); default: the
+            model's.
 
     Returns:
         dict, JSON-serializable.
@@ -80,7 +87,7 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
         "format": format,
         "quantization": quantization,
         "input_size": _size(input_size),
-        "channels": facts["channels"],
+        "channels": int(channels) if channels is not None else facts["channels"],
         "input_dtype": str(input_dtype),
         "input_range": [0, 255],
         "input_quantization": _quant(input_quantization, "input_quantization"),
@@ -142,11 +149,13 @@ def validate_metadata(metadata):
         if not ok(metadata[key]):
             raise ValueError(f"Invalid metadata field. Received: {key}={metadata[key]!r}")
     names = metadata.get("class_names")
-    if names is not None and len(names) != metadata["num_classes"]:
+    if names is not None and len(names) not in class_name_counts(metadata["num_classes"]):
         raise ValueError(
-            f"`class_names` needs one name per class ({metadata['num_classes']}). "
+            f"`class_names` needs one name per class ({metadata['num_classes']})"
+            f"{' or two, background and foreground' if metadata['num_classes'] == 1 else ''}. "
             f"Received: class_names={names!r}"
         )
+
 
 
 def _json_default(value):
@@ -167,15 +176,19 @@ def metadata_json(metadata):
     return json.dumps(metadata, sort_keys=True, default=_json_default)
 
 
-def embed_tflite_metadata(model_bytes, metadata):
+def embed_tflite_metadata(model_bytes, metadata, entries=None):
     """A copy of the TFLite flatbuffer `model_bytes` with `metadata` stored under `keras_unet`.
 
-    An earlier `keras_unet` entry is replaced (its buffer emptied); other metadata entries
-    (`min_runtime_version`, signature runners' data) are kept.
+    An earlier entry of the same name is replaced (its buffer emptied); other metadata
+    entries (`min_runtime_version`, signature runners' data) are kept. Files packed after
+    the flatbuffer (TFLite Metadata's associated files) are not carried over: append them
+    again (`keras_unet.export.tflite_support_metadata.pack_associated_files`).
 
     Args:
         model_bytes: the `.tflite` file contents.
         metadata: the metadata dict (see `build_metadata`).
+        entries: more metadata entries to store in the same pass, `{name: bytes}` (the
+            standard `TFLITE_METADATA` buffer), or None.
 
     Returns:
         bytes of the new model.
@@ -193,7 +206,7 @@ def embed_tflite_metadata(model_bytes, metadata):
     except ImportError as error:
         raise ImportError("Writing TFLite metadata needs `pip install ai-edge-litert`.") from error
 
-    payload = metadata_json(metadata).encode("utf-8")
+    payloads = {METADATA_KEY: metadata_json(metadata).encode("utf-8"), **(entries or {})}
     try:
         model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     except Exception as error:
@@ -202,19 +215,22 @@ def embed_tflite_metadata(model_bytes, metadata):
     kept = []
     for entry in model.metadata or []:
         name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        if name == METADATA_KEY:
+        if name in payloads:
             # Buffer indices are referenced by tensors, so the old buffer is emptied, not removed.
             model.buffers[entry.buffer].data = None
         else:
             kept.append(entry)
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(payload, dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_KEY
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = kept + [entry]
-    builder = flatbuffers.Builder(len(model_bytes) + len(payload) + 4096)
+    for name, payload in payloads.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(bytes(payload), dtype=np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        kept.append(entry)
+    model.metadata = kept
+    size = sum(len(payload) for payload in payloads.values())
+    builder = flatbuffers.Builder(len(model_bytes) + size + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 

@@ -125,6 +125,8 @@ class ExportJob:
             labelled calibration folder), or None.
         verification_source: how the verification images were chosen, for reports.
         threshold: the binary threshold masks are compared at.
+        input_channels: channels of the file's input (`static`'s); differs from
+            `facts["channels"]` when the file converts RGB to gray inside.
 
     Example:
     ```python
@@ -149,8 +151,13 @@ class ExportJob:
     verification_masks: object = None
     verification_source: Optional[str] = None
     threshold: float = 0.5
+    input_channels: Optional[int] = None
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
     _counter: object = dataclasses.field(default_factory=itertools.count, repr=False)
+
+    def __post_init__(self):
+        if self.input_channels is None:
+            self.input_channels = self.facts["channels"]
 
     def cached(self, key, build):
         """`build()` once per job and `key`; later calls return the same value."""
@@ -168,18 +175,23 @@ class ExportJob:
 
         def choose():
             images, source = select_verification_images(
-                self.size, self.facts["channels"], self.verification_data, self.calibration,
+                self.size, self.input_channels, self.verification_data, self.calibration,
                 self.verification_size, self.progress)
             return images, self.verification_source or source
 
         return self.cached("verification_images", choose)
 
     def reference(self):
-        """Keras probabilities on `verification_images()`, computed once."""
+        """Keras probabilities on `verification_images()`, computed once.
+
+        A model that outputs logits (`output_activation` None) gets the activation the
+        runners apply (sigmoid for one class, softmax for more), so the two compare.
+        """
         from keras_unet.export.verify import keras_predict
 
         images, _ = self.verification_images()
-        return self.cached("reference", lambda: keras_predict(self.static, images))
+        logits = self.facts["output_activation"] is None
+        return self.cached("reference", lambda: keras_predict(self.static, images, logits=logits))
 
 
 def check_output(converter, out, quantize):
@@ -205,7 +217,7 @@ def check_output(converter, out, quantize):
 @contextlib.contextmanager
 def open_job(model_or_path, quantize="none", calibration_data=None, calibration_size=100,
              input_size=None, dynamic_size=False, batch=1, verification_data=None,
-             verification_size=32, progress=True):
+             verification_size=32, progress=True, input_channels=None):
     """Load the model, fix its input and read the calibration images; yield an `ExportJob`.
 
     Args:
@@ -224,6 +236,9 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
         verification_size: at most this many verification images (at least 32 are held
             out for int8 where the calibration set has twice that many).
         progress: show progress bars.
+        input_channels: channels of the file's input; 3 for a 1-channel model converts RGB
+            to gray inside the static copy (`keras_unet.export.source.static_model`).
+            Default: the model's own.
 
     Example:
     ```python
@@ -248,7 +263,8 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
     export_size = (None, None) if dynamic_size else size
     if size == (None, None):
         size = DEFAULT_VERIFY_SIZE
-    static = static_model(model, size, batch_size=batch)
+    static = static_model(model, size, batch_size=batch, input_channels=input_channels)
+    channels = int(static.inputs[0].shape[-1])
     calibration, masks, verification_source = None, None, None
     if quantize == "int8":
         if verification_data is None:
@@ -259,7 +275,7 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
             masks, verification_source = split.masks, split.description
             if verification_data is not None:
                 verification_size = None  # the held-out images, all of them, in order
-        calibration = load_images(calibration_data, size, facts["channels"], calibration_size,
+        calibration = load_images(calibration_data, size, channels, calibration_size,
                                   progress=progress)
     with tempfile.TemporaryDirectory(prefix="keras_unet_export_") as work:
         yield ExportJob(
@@ -267,6 +283,7 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
             batch=batch, static=static, calibration=calibration, work=Path(work),
             verification_data=verification_data, verification_size=verification_size,
             progress=progress, verification_masks=masks, verification_source=verification_source,
+            input_channels=channels,
         )
 
 
@@ -300,14 +317,15 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
                calibration_size=100, input_size=None, dynamic_size=False, batch=1, verify=True,
                agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
                verification_size=32, progress=True, repair=None, layer_report=False,
-               verbose=False):
+               verbose=False, input_channels=None):
     """The whole pipeline for one format: check, load, convert, describe, metadata, verify, write.
 
     Args:
         converter: the format's `Converter`.
         options: the format's options (a dataclass with at least `quantize`).
         model_or_path, calibration_data, calibration_size, input_size, dynamic_size,
-            batch, verification_data, verification_size, progress: see `open_job`.
+            batch, verification_data, verification_size, progress, input_channels: see
+            `open_job`.
         out: the file to write; replaced only once the new file verified.
         verify: compare with Keras and raise `VerificationError` on a mismatch.
         agreement_floor: lowest `agreement_iou` accepted for a quantized file.
@@ -336,12 +354,12 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
         return _run_export(converter, options, model_or_path, out, calibration_data,
                            calibration_size, input_size, dynamic_size, batch, verify,
                            agreement_floor, verification_data, verification_size, progress,
-                           repair, layer_report)
+                           repair, layer_report, input_channels)
 
 
 def _run_export(converter, options, model_or_path, out, calibration_data, calibration_size,
                 input_size, dynamic_size, batch, verify, agreement_floor, verification_data,
-                verification_size, progress, repair, layer_report):
+                verification_size, progress, repair, layer_report, input_channels=None):
     from keras_unet.runtime.files import write_bytes_atomic
 
     quantize = options.quantize
@@ -353,7 +371,7 @@ def _run_export(converter, options, model_or_path, out, calibration_data, calibr
     repair = quantize == "int8" if repair is None else bool(repair)
     with open_job(model_or_path, quantize, calibration_data, calibration_size, input_size,
                   dynamic_size, batch, verification_data, verification_size,
-                  progress) as job:
+                  progress, input_channels) as job:
         made = {}
 
         def finish(model_bytes, calibration=None, kept_float=(), extra=None):
@@ -415,6 +433,7 @@ def _metadata(job, converter, quantize, info, calibration, kept_float, extra=Non
         input_size=job.export_size, input_dtype=info["input_dtype"],
         input_quantization=info["input_quantization"], output_dtype=info["output_dtype"],
         output_quantization=info["output_quantization"], source_model=job.source,
+        channels=job.input_channels,
     )
     if calibration is not None:
         metadata["int8"] = {"calibration": calibration, "kept_float": list(kept_float),

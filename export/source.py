@@ -116,7 +116,42 @@ def resolve_input_size(model, input_size=None, source="model", required=True):
     return int(height), int(width)
 
 
-def static_model(model, input_size, batch_size=1):
+# ITU-R 601-2 luma, the weights `keras_unet.runtime.images.convert_channels` (and Pillow's
+# "L" mode) use to turn RGB into gray.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def rgb_to_gray_layer(name="rgb_to_gray"):
+    """A frozen 1x1 `Conv2D` (no bias) that turns `(..., 3)` RGB into `(..., 1)` luma.
+
+    A 1x1 convolution is one CONV_2D in TFLite (XNNPACK takes it, and full int8 quantizes
+    it per channel), where `keras.ops.image.rgb_to_grayscale` would add a reduction.
+
+    Example:
+    ```python
+    gray = rgb_to_gray_layer()(keras.Input((128, 128, 3)))   # (None, 128, 128, 1)
+    ```
+    """
+    import keras
+
+    weights = np.asarray(LUMA_WEIGHTS, "float32").reshape(1, 1, 3, 1)
+    return keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name=name,
+                               kernel_initializer=keras.initializers.Constant(weights))
+
+
+def _check_input_channels(input_channels, channels):
+    if input_channels is None or input_channels == channels:
+        return channels
+    if isinstance(input_channels, bool) or input_channels != 3 or channels != 1:
+        raise ValueError(
+            "`input_channels` can only make a 1-channel model take RGB (input_channels=3; "
+            f"gray is computed inside the model). This model takes {channels} channel(s). "
+            f"Received: input_channels={input_channels!r}"
+        )
+    return 3
+
+
+def static_model(model, input_size, batch_size=1, input_channels=None):
     """A functional wrapper of `model` with a fixed `(batch, H, W, C)` input.
 
     TFLite wants static shapes: a `None` spatial size becomes `1x1` in the converted file
@@ -128,21 +163,27 @@ def static_model(model, input_size, batch_size=1):
         model: the Keras model.
         input_size: `(height, width)`.
         batch_size: the static batch size (None keeps it dynamic).
+        input_channels: channels of the wrapper's input. `3` for a 1-channel model puts
+            an RGB -> gray conversion (ITU-R 601 luma, `rgb_to_gray_layer`) in front of
+            it, so the file takes RGB (MediaPipe needs 3 channels). Default: the model's.
 
     Example:
     ```python
     fixed = static_model(model, (128, 128))
+    rgb = static_model(gray_model, (128, 128), input_channels=3)   # takes (1, 128, 128, 3)
     ```
     """
     import keras
 
     height, width = _check_size(input_size)
-    _, _, channels = model_input_shape(model)
+    _, _, model_channels = model_input_shape(model)
+    channels = _check_input_channels(input_channels, model_channels)
     inputs = keras.Input(
         shape=(height, width, channels), batch_size=batch_size, name="image", dtype="float32"
     )
     try:
-        outputs = model(inputs, training=False)
+        x = inputs if channels == model_channels else rgb_to_gray_layer()(inputs)
+        outputs = model(x, training=False)
         fixed = keras.Model(inputs, outputs, name=model.name)
         # Symbolic calls skip shape checks that only run on real tensors (a UNet's
         # "multiple of 2**depth"); one real call surfaces them here, with their message.

@@ -47,7 +47,14 @@ Known traps, handled here:
   (`keras_unet.export.calibration.pin_input_range`) so uint8 I/O passes raw pixels (scale
   1, zero point 0). TRANSPOSE_CONV is quantized too (per-channel int8 weights); with the
   static batch its output shape is a constant and XNNPACK takes it (128x128 UNet,
-  filters=16: 8.6 ms with a `None` batch, 6.3 ms with batch 1).
+  filters=16: 8.6 ms with a `None` batch, 6.3 ms with batch 1). A binary file's uint8
+  output gets scale 1/255.75 instead of 1/256 (`binary_output_off_half`: the same codes),
+  so that no output is exactly 0.5, where our `p >= 0.5` and MediaPipe's `p > 0.5` would
+  disagree.
+- **MediaPipe** reads the standard TFLite Metadata stored beside ours
+  (`embed_metadata`), takes uint8 or float32 input with 3 channels, and refuses int8 I/O:
+  `diagnose` says so for a file it would refuse. A 1-channel model runs there when
+  exported with `input_channels=3`.
 - **Flex (Select TF) ops** are never allowed: the edge runtimes ship without them.
   Conversion uses `TFLITE_BUILTINS` (or `TFLITE_BUILTINS_INT8`) only, and an op outside
   them fails with its name and what to change.
@@ -71,6 +78,11 @@ import numpy as np
 
 from keras_unet.export.metadata import embed_tflite_metadata
 from keras_unet.export.pipeline import Converter, Diagnosis, check_output, run_export
+from keras_unet.export.tflite_support_metadata import (
+    TFLITE_METADATA,
+    build_support_metadata,
+    pack_associated_files,
+)
 from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
 
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
@@ -196,7 +208,61 @@ def convert(job, options):
     custom = custom_ops(model_bytes)
     if custom:
         _raise_unsupported(custom, job.source)
-    return model_bytes
+    return binary_output_off_half(model_bytes)
+
+
+# A uint8 probability output has scale 1/256: 0.5 is the code 128, where keras-unet's
+# `p >= 0.5` and MediaPipe's `p > 0.5` disagree. With 1/255.75 the QUANTIZE op still
+# gives every code it gave (q * 255.75/256 is within 0.25 of q for q <= 255), 128 reads
+# 0.50049 and no code reads 0.5.
+UINT8_PROBABILITY_SCALE = 1.0 / 255.75
+
+
+def binary_output_off_half(model_bytes):
+    """A binary file's uint8 output scale set to 1/255.75, so that no value is exactly 0.5.
+
+    A full-int8 file ends in a QUANTIZE op (int8 -> uint8, or float -> uint8 when the last
+    layers stayed float) whose output scale is 1/256: the probability 0.5 is the code 128,
+    which keras-unet's masks (`p >= 0.5`) call foreground and MediaPipe's category mask
+    (`p > 0.5`) background. The QUANTIZE op takes any output scale; with 1/255.75 it
+    writes the same codes as before (so the masks and the agreement with Keras do not
+    change), and they read at most 0.001 higher: the code 128 reads 0.50049, foreground
+    for both rules, and the two agree on every pixel. (Scale 1/255 would also take 0.5
+    off the grid, but it turns the code 128 into 127, background for both: on models whose
+    probabilities sit near 0.5 that costs agreement with Keras.) Other files are returned
+    unchanged.
+
+    Example:
+    ```python
+    model_bytes = binary_output_off_half(model_bytes)
+    ```
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(model_bytes, 0)
+    graph = model.Subgraphs(0)
+    if model.SubgraphsLength() != 1 or graph.OutputsLength() != 1:
+        return model_bytes
+    output = graph.Outputs(0)
+    tensor = graph.Tensors(output)
+    quant = tensor.Quantization()
+    if (tensor.Type() != schema.TensorType.UINT8 or tensor.ShapeAsNumpy()[-1] != 1
+            or quant is None or quant.ScaleLength() != 1
+            or not np.isclose(quant.Scale(0), 1 / 256, rtol=1e-6) or quant.ZeroPoint(0) != 0):
+        return model_bytes
+    producers = [graph.Operators(i) for i in range(graph.OperatorsLength())
+                 if output in graph.Operators(i).OutputsAsNumpy()]
+    if len(producers) != 1:
+        return model_bytes
+    code = model.OperatorCodes(producers[0].OpcodeIndex())
+    if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != schema.BuiltinOperator.QUANTIZE:
+        return model_bytes
+    unpacked = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    unpacked.subgraphs[0].tensors[output].quantization.scale = [UINT8_PROBABILITY_SCALE]
+    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    builder.Finish(unpacked.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def custom_ops(model_bytes):
@@ -220,6 +286,24 @@ def _raise_unsupported(ops, source):
         "(e.g. a Lambda calling tf.* functions) with Keras layers or keras.ops that "
         "TFLite supports."
     )
+
+
+def embed_metadata(model_bytes, metadata):
+    """`model_bytes` with our `keras_unet` entry and the standard TFLite Metadata.
+
+    Both metadata buffers are stored in one rewrite of the flatbuffer
+    (`keras_unet.export.metadata.embed_tflite_metadata`); the TFLite Metadata's associated
+    files (the labels) are then appended as a zip (`keras_unet.export.tflite_support_metadata`),
+    which is what MediaPipe's ImageSegmenter reads.
+
+    Example:
+    ```python
+    data = embed_metadata(model_bytes, metadata)
+    ```
+    """
+    support = build_support_metadata(metadata)
+    packed = embed_tflite_metadata(model_bytes, metadata, entries={TFLITE_METADATA: support.buffer})
+    return pack_associated_files(packed, support.files)
 
 
 def _interpreter(model_bytes, **kwargs):
@@ -269,10 +353,35 @@ def time_ms(model_bytes, repeats=5, threads=2):
 MIN_INT8_SPEEDUP = 1.5
 
 
+def mediapipe_notes(channels, io_dtype):
+    """Why MediaPipe's ImageSegmenter would refuse a file with this input, if it would.
+
+    MediaPipe takes 3-channel (or 4-channel) images and uint8 or float32 tensors.
+
+    Example:
+    ```python
+    mediapipe_notes(1, "uint8")   # ['... export with input_channels=3 ...']
+    ```
+    """
+    notes = []
+    if io_dtype == "int8":
+        notes.append(
+            "This file has int8 input and output, which MediaPipe's ImageSegmenter refuses "
+            "(it needs uint8 or float32 I/O); keras-unet's runners and the TFLite interpreter "
+            "run it. For MediaPipe, export with io_dtype='uint8' (--io uint8, the default).")
+    if channels not in (3, 4):
+        notes.append(
+            f"This file takes {channels}-channel images; MediaPipe's ImageSegmenter needs 3 "
+            "(RGB). For MediaPipe, export with input_channels=3 (--input-channels 3): the "
+            "file then takes RGB and converts it to gray inside.")
+    return notes
+
+
 def diagnose(job, options, model_bytes):
-    """Time a dynamic-range or int8 file against float32; warn when it gains too little."""
+    """MediaPipe's input requirements; time a dynamic-range or int8 file against float32."""
+    notes = mediapipe_notes(job.input_channels, options.io_dtype)
     if options.quantize not in ("dynamic", "int8") or not options.check_speed:
-        return Diagnosis()
+        return Diagnosis(warnings=notes)
     float_bytes = job.cached("tflite_float32", lambda: convert(
         job, dataclasses.replace(options, quantize="none", io_dtype="float32")))
     mode = options.quantize
@@ -295,7 +404,7 @@ def diagnose(job, options, model_bytes):
             "poorly onto integer kernels (depthwise convolutions, hard-swish and "
             "squeeze-excitation in MobileNetV3 do), or layers were kept in float. Measure on "
             "the target device with `keras-unet bench` before choosing it.")
-    return Diagnosis(warnings=found, timings_ms=timings)
+    return Diagnosis(warnings=notes + found, timings_ms=timings)
 
 
 class Int8Session:
@@ -325,7 +434,7 @@ class Int8Session:
         custom = custom_ops(model_bytes)
         if custom:
             _raise_unsupported(custom, self.job.source)
-        return model_bytes
+        return binary_output_off_half(model_bytes)
 
     def expand(self, nodes):
         return self.quantizer.with_consumers(nodes)
@@ -335,7 +444,7 @@ class Int8Session:
 
 
 CONVERTER = Converter(format="tflite", suffix=".tflite", quantize_modes=QUANTIZE_MODES,
-                      convert=convert, describe=describe, embed_metadata=embed_tflite_metadata,
+                      convert=convert, describe=describe, embed_metadata=embed_metadata,
                       diagnose=diagnose, int8_session=Int8Session)
 
 
@@ -343,8 +452,12 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
                   calibration_size=100, io_dtype=None, input_size=None, verify=True,
                   agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
                   verification_size=32, check_speed=True, progress=True, repair=None,
-                  layer_report=False, threads=2, verbose=False):
+                  layer_report=False, threads=2, verbose=False, input_channels=None):
     """Convert a Keras segmentation model to a verified `.tflite` file.
+
+    The file carries our `keras_unet` metadata and the standard TFLite Metadata
+    (`keras_unet.export.tflite_support_metadata`), so MediaPipe's `ImageSegmenter` runs it
+    as it is when its input is uint8 or float32 with 3 channels.
 
     Args:
         model_or_path: a `keras.Model` or the path of a `.keras` file.
@@ -377,6 +490,10 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
         threads: threads for the speed checks during export.
         verbose: also show TensorFlow's, the converter's and the runtimes' own log lines
             (silenced by default, for the duration of the call only).
+        input_channels: channels the file takes; `3` for a 1-channel model makes the file
+            take RGB and convert it to gray inside (ITU-R 601 luma, as
+            `keras_unet.runtime.imageio` converts files), which MediaPipe needs. Default:
+            the model's own.
 
     Returns:
         `keras_unet.export.result.ExportResult`.
@@ -401,5 +518,5 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
         calibration_size=calibration_size, input_size=input_size, batch=1, verify=verify,
         agreement_floor=agreement_floor, verification_data=verification_data,
         verification_size=verification_size, progress=progress, repair=repair,
-        layer_report=layer_report, verbose=verbose,
+        layer_report=layer_report, verbose=verbose, input_channels=input_channels,
     )

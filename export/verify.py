@@ -154,8 +154,16 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
     )
 
 
-def keras_predict(model, images, batch_size=8):
+def keras_predict(model, images, batch_size=8, logits=False):
     """Probabilities of a Keras model, float32, in inference mode.
+
+    Args:
+        model: the Keras model.
+        images: `(N, H, W, C)` in [0, 255].
+        batch_size: images per call (a static batch of the model wins).
+        logits: the model outputs logits (`output_activation=None`): apply the activation
+            the runners apply to such a file (`keras_unet.runtime.tensors.activate`:
+            sigmoid for one class, softmax for more), so both sides are probabilities.
 
     Example:
     ```python
@@ -168,7 +176,12 @@ def keras_predict(model, images, batch_size=8):
         np.asarray(model(images[i:i + batch_size], training=False), dtype="float32")
         for i in range(0, len(images), batch_size)
     ]
-    return np.concatenate(outputs)
+    outputs = np.concatenate(outputs)
+    if logits:
+        from keras_unet.runtime.tensors import activate
+
+        outputs = activate(outputs).astype("float32")
+    return outputs
 
 
 def verify_export(model, path, images, quantization, threshold=0.5,
@@ -186,7 +199,9 @@ def verify_export(model, path, images, quantization, threshold=0.5,
         atol: largest difference accepted for float32 exports.
         source: where the images came from.
         raise_on_failure: raise `VerificationError` when the criterion fails.
-        reference: precomputed Keras probabilities for `images` (else computed here).
+        reference: precomputed Keras probabilities for `images` (else computed here,
+            with the activation applied when the file's metadata says the model outputs
+            logits, as the runner does).
 
     Example:
     ```python
@@ -195,9 +210,9 @@ def verify_export(model, path, images, quantization, threshold=0.5,
     """
     from keras_unet.runtime import load_runner
 
-    if reference is None:
-        reference = keras_predict(model, images)
     runner = load_runner(str(path))
+    if reference is None:
+        reference = keras_predict(model, images, logits=runner.output_activation is None)
     candidate = np.asarray(runner.predict(images), dtype="float32")
     report = compare_predictions(
         reference, candidate, quantization, threshold, agreement_floor, atol, source

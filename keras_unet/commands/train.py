@@ -115,6 +115,25 @@ def image_size(values):
     return (values[0], values[-1])
 
 
+def _check_class_names(args):
+    """--class-names must fit --num-classes before any data is read or a model built.
+
+    The rule is `keras_unet.models.unet.check_class_names`: one name per class, or for a
+    binary model one name (the foreground) or two (background, foreground).
+    """
+    from keras_unet.models.unet import check_class_names
+
+    try:
+        check_class_names(args.class_names, args.num_classes)
+    except ValueError:
+        allowed = ("one name (the foreground) or two (background, foreground)"
+                   if args.num_classes == 1 else f"{args.num_classes} names, one per class")
+        raise ValueError(
+            f"--class-names takes {allowed} for --num-classes {args.num_classes}. "
+            f"Received: --class-names {' '.join(args.class_names)}"
+        ) from None
+
+
 def _load_state(out):
     path = os.path.join(out, STATE_FILE)
     if not os.path.exists(path):
@@ -293,6 +312,7 @@ def run(args):
                                       remove_temporary_files)
 
     image_size(args.image_size)
+    _check_class_names(args)
     state = _load_state(args.out)
     initial_epoch = check_resume(args, state)
     os.makedirs(args.out, exist_ok=True)

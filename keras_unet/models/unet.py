@@ -6,6 +6,7 @@ import numpy as np
 from keras_unet.encoders import get_encoder
 from keras_unet.layers import UPSAMPLE_MODES, DecoderBlock
 from keras_unet.layers._validation import check_choice, check_positive_int, check_rate
+from keras_unet.runtime.metadata import class_name_counts
 
 OUTPUT_ACTIVATIONS = ("auto", "sigmoid", "softmax", None)
 
@@ -30,6 +31,32 @@ def _check_input_shape(input_shape, depth):
         if size % multiple:
             raise ValueError(_size_message(input_shape, depth, f"{side} {size}"))
     return tuple(input_shape)
+
+
+def check_class_names(class_names, num_classes):
+    """`class_names` as a list of str, or None; raises `ValueError` for a wrong count.
+
+    One name per class. A binary model (`num_classes=1`, one sigmoid output: the
+    foreground) takes one name, the foreground's, or two, `[background, foreground]`
+    (`keras_unet.runtime.metadata.class_name_counts`); exports store the names as given,
+    and the last one names the foreground (MediaPipe's label of the one output channel,
+    the foreground row of `keras-unet evaluate`).
+
+    Example:
+    ```python
+    check_class_names(["background", "nucleus"], 1)   # ['background', 'nucleus']
+    ```
+    """
+    if class_names is None:
+        return None
+    class_names = [str(c) for c in class_names]
+    if len(class_names) not in class_name_counts(num_classes):
+        raise ValueError(
+            f"`class_names` must name each of the {num_classes} class(es)"
+            f"{' (or background and foreground)' if num_classes == 1 else ''}. "
+            f"Received: class_names={class_names!r}"
+        )
+    return class_names
 
 
 def _size_message(input_shape, depth, what):
@@ -81,9 +108,10 @@ class UNet(keras.Model):
         bn_momentum: momentum of every batch norm, the encoder's included. The default
             0.9 converges within a few hundred steps; keras.applications' own 0.999 does
             not, which shows as near-zero validation IoU after short training.
-        class_names: optional names, one per class (for `num_classes=1`, the name of the
-            foreground). Stored in the model and in every export's metadata, so evaluation
-            and benchmark tables name the classes.
+        class_names: optional names, one per class; for `num_classes=1`, the name of the
+            foreground, or two names, `[background, foreground]` (`check_class_names`).
+            Stored in the model and in every export's metadata, so evaluation and
+            benchmark tables and MediaPipe's labels name the classes.
         name: model name.
         **kwargs: standard `keras.Model` arguments.
 
@@ -141,14 +169,7 @@ class UNet(keras.Model):
                 f"so depth must be <= {spec.max_depth}. Received: depth={depth}"
             )
         input_shape = _check_input_shape(input_shape, depth)
-        if class_names is not None:
-            class_names = [str(c) for c in class_names]
-            if len(class_names) not in (num_classes, 2 if num_classes == 1 else num_classes):
-                raise ValueError(
-                    f"`class_names` must name each of the {num_classes} class(es)"
-                    f"{' (or background and foreground)' if num_classes == 1 else ''}. "
-                    f"Received: class_names={class_names!r}"
-                )
+        class_names = check_class_names(class_names, num_classes)
         if output_activation == "auto":
             output_activation = "sigmoid" if num_classes == 1 else "softmax"
 
