@@ -1,4 +1,4 @@
-"""Export a Keras U-Net to TFLite or ONNX, quantize it, and verify it against Keras.
+"""Export a Keras U-Net to TFLite, ONNX or ORT (ONNX Runtime Mobile), quantize it, verify it.
 
 Every export is run against the Keras model on real images before it is written:
 float32 must match within 1e-4; a quantized file must keep agreement_iou, the IoU of the
@@ -20,17 +20,19 @@ Examples:
         --calibration-data data/val --dynamic-batch --out model_int8.onnx
     keras-unet export model.keras --quantize int8 --calibration-data data/train \\
         --out model_int8.tflite --report int8_report.json
+    keras-unet export model.keras --quantize int8 --calibration-data data/train \\
+        --out model_int8.ort          # ONNX Runtime Mobile (the ONNX export, converted)
 
-Exit status: 0 written, 1 verification failed (nothing written), 2 bad input.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-HELP = "export a .keras model to TFLite or ONNX (fp32/fp16/dynamic/int8), verified against Keras"
+HELP = "export a .keras model to TFLite, ONNX or ORT (fp32/fp16/dynamic/int8), verified against Keras"
 
-FORMATS = {"tflite": ".tflite", "onnx": ".onnx"}
+# ort: ONNX Runtime's own format, what ONNX Runtime Mobile loads (the ONNX export, converted).
+FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "ort": ".ort"}
 
 
 def add_arguments(parser):
@@ -42,7 +44,7 @@ def add_arguments(parser):
     parser.add_argument("model", metavar="MODEL.keras", type=existing_file, help="the Keras model file")
     parser.add_argument("--out", required=True, metavar="FILE",
                         type=output_file_in_existing_folder,
-                        help="output file (.tflite or .onnx)")
+                        help="output file (.tflite, .onnx or .ort)")
     parser.add_argument("--format", choices=sorted(FORMATS), default=None,
                         help="output format (default: from the --out suffix)")
     parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"), default="none",
@@ -60,7 +62,12 @@ def add_arguments(parser):
                         help="static input size; needed for a model that accepts any size "
                              "(default: the model's own)")
     parser.add_argument("--io", choices=("uint8", "int8", "float32"), default=None,
-                        help="TFLite int8 input/output dtype (default uint8 for int8, else float32)")
+                        help="TFLite int8 input/output dtype (default uint8 for int8, else "
+                             "float32); MediaPipe needs uint8 or float32, it refuses int8")
+    parser.add_argument("--input-channels", type=int, choices=(1, 3), default=None, metavar="C",
+                        help="TFLite: channels the file takes; 3 makes a 1-channel model take "
+                             "RGB and convert it to gray inside (MediaPipe needs 3) "
+                             "(default: the model's own)")
     parser.add_argument("--agreement-floor", type=unit_interval, default=0.95, metavar="IOU",
                         help="lowest agreement_iou (foreground IoU of the two models' masks; "
                              "frequency-weighted IoU for several classes) a quantized export "
@@ -93,8 +100,8 @@ def _format(args):
             if suffix == expected:
                 return name
         raise ValueError(
-            f"Cannot tell the format from --out; pass --format tflite|onnx or use a "
-            f".tflite/.onnx suffix. Received: --out {args.out}"
+            f"Cannot tell the format from --out; pass --format tflite|onnx|ort or use a "
+            f".tflite/.onnx/.ort suffix. Received: --out {args.out}"
         )
     if suffix != FORMATS[args.format]:
         raise ValueError(
@@ -137,8 +144,11 @@ def _export(args, fmt):
         from keras_unet.export.calibration import require_calibration
 
         require_calibration(None, "int8", "cli")
-    if fmt == "onnx" and args.io not in (None, "float32"):
+    if fmt in ("onnx", "ort") and args.io not in (None, "float32"):
         raise ValueError(f"--io applies to TFLite only; ONNX keeps float32 I/O. Received: --io {args.io}")
+    if fmt in ("onnx", "ort") and args.input_channels is not None:
+        raise ValueError("--input-channels applies to TFLite only; an ONNX file takes the "
+                         f"model's own channels. Received: --input-channels {args.input_channels}")
     if Path(args.out).exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to replace it "
                               "(it is replaced only if the new export verifies)")
@@ -157,12 +167,15 @@ def _export(args, fmt):
         if args.dynamic_batch or args.dynamic_size or args.opset != 17:
             raise ValueError("--opset, --dynamic-batch and --dynamic-size apply to ONNX only; "
                              "TFLite files have a static shape")
-        return export_tflite(args.model, args.out, io_dtype=args.io, **common)
+        return export_tflite(args.model, args.out, io_dtype=args.io,
+                             input_channels=args.input_channels, **common)
     from keras_unet.export.onnx import export_onnx
+    from keras_unet.export.ort import export_ort
 
-    return export_onnx(args.model, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
-                       dynamic_size=args.dynamic_size, activation_type=args.activation_type,
-                       **common)
+    exporter = export_ort if fmt == "ort" else export_onnx
+    return exporter(args.model, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
+                    dynamic_size=args.dynamic_size, activation_type=args.activation_type,
+                    **common)
 
 
 def run(args):

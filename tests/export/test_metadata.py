@@ -159,7 +159,7 @@ def test_read_metadata_errors_name_the_file(tmp_path, tflite_bytes):
         read_metadata(bad)
     wrong = tmp_path / "model.pt"
     wrong.write_bytes(b"x")
-    with pytest.raises(ValueError, match="Expected a .tflite or .onnx file"):
+    with pytest.raises(ValueError, match="Expected a .tflite, .onnx or .ort file"):
         read_metadata(wrong)
     # A keras_unet entry that is not JSON is reported as such, with the file's name.
     garbled = tmp_path / "garbled.tflite"

@@ -47,3 +47,13 @@ def test_the_benchmark_runs_an_ort_file(model, tmp_path):
     export_ort(model, tmp_path / "m.ort", progress=False)
     report = run_benchmark([str(tmp_path / "m.ort")], runs=2, warmup=1, progress=False)
     assert report.rows[0].error is None and report.rows[0].latency_p50_ms > 0
+
+
+def test_the_cli_writes_an_ort_file_from_its_suffix(model, tmp_path, capsys):
+    from keras_unet import cli
+
+    model.save(tmp_path / "model.keras")
+    assert cli.main(["export", str(tmp_path / "model.keras"), "--out", str(tmp_path / "m.ort"),
+                     "--quiet"]) == 0
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "m.ort").is_file()
+    assert read_metadata(tmp_path / "m.ort")["num_classes"] == 1
