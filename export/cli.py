@@ -83,6 +83,10 @@ def add_arguments(parser):
                         help="threads for the speed checks during export")
     parser.add_argument("--activation-type", choices=("auto", "uint8", "int8"), default="auto",
                         help="ONNX int8 activations; auto times both here and keeps the faster")
+    parser.add_argument("--output", choices=("probabilities", "mask"), default="probabilities",
+                        help="what the file outputs: probabilities, or mask: a uint8 class-id "
+                             "mask (threshold or arg-max inside the file, checked to equal "
+                             "keras-unet predict's masks), so a device does no post-processing")
     parser.add_argument("--opset", type=int_in(13, 18), default=17, metavar="N",
                         help="ONNX opset (13 to 18: what tf2onnx converts to)")
     parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: free batch dimension")
@@ -160,6 +164,7 @@ def _export(args, fmt):
         verification_data=args.verification_data, progress=not args.quiet,
         repair=args.repair, layer_report=args.report is not None, threads=args.threads,
         verbose=getattr(args, "verbose", False) or getattr(args, "debug", False),
+        output=args.output,
     )
     if fmt == "tflite":
         from keras_unet.export.tflite import export_tflite

@@ -51,6 +51,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from keras_unet.export.mask_head import onnx_with_mask_head
 from keras_unet.export.pipeline import Converter, Diagnosis, check_output, run_export
 from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
 
@@ -407,7 +408,8 @@ class Int8Session:
 
 CONVERTER = Converter(format="onnx", suffix=".onnx", quantize_modes=QUANTIZE_MODES,
                       convert=convert, describe=describe, embed_metadata=embed_metadata,
-                      diagnose=diagnose, int8_session=Int8Session)
+                      diagnose=diagnose, int8_session=Int8Session,
+                      mask_head=onnx_with_mask_head)
 
 
 def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynamic_batch=False,
@@ -415,7 +417,7 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
                 input_size=None, io_dtype=None, activation_type="auto", verify=True,
                 agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
                 verification_size=32, progress=True, repair=None, layer_report=False,
-                threads=2, verbose=False):
+                threads=2, verbose=False, output="probabilities"):
     """Convert a Keras segmentation model to a verified `.onnx` file.
 
     Args:
@@ -451,6 +453,9 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
         threads: threads for the speed checks during export.
         verbose: also show TensorFlow's, the converter's and the runtimes' own log lines
             (silenced by default, for the duration of the call only).
+        output: `"probabilities"` (default) or `"mask"`: the file outputs a `(N, H, W)`
+            uint8 class-id mask (threshold or arg-max inside), so a device does no
+            post-processing; checked to give exactly the probability file's masks.
 
     Returns:
         `keras_unet.export.result.ExportResult`.
@@ -485,4 +490,5 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
         batch=None if dynamic_batch else 1, verify=verify, agreement_floor=agreement_floor,
         verification_data=verification_data, verification_size=verification_size,
         progress=progress, repair=repair, layer_report=layer_report, verbose=verbose,
+        output=output,
     )

@@ -85,6 +85,8 @@ class Converter:
         diagnose: `(job, options, model_bytes) -> Diagnosis`, or None.
         int8_session: `(job, options) -> session` for `keras_unet.export.int8` (report
             and repair), or None.
+        mask_head: `(model_bytes, num_classes, threshold) -> bytes` ending the graph with
+            the mask step (`keras_unet.export.mask_head`), or None.
 
     Example:
     ```python
@@ -102,6 +104,7 @@ class Converter:
     embed_metadata: Callable
     diagnose: Optional[Callable] = None
     int8_session: Optional[Callable] = None
+    mask_head: Optional[Callable] = None
 
 
 @dataclasses.dataclass
@@ -317,7 +320,7 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
                calibration_size=100, input_size=None, dynamic_size=False, batch=1, verify=True,
                agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
                verification_size=32, progress=True, repair=None, layer_report=False,
-               verbose=False, input_channels=None):
+               verbose=False, input_channels=None, output="probabilities"):
     """The whole pipeline for one format: check, load, convert, describe, metadata, verify, write.
 
     Args:
@@ -337,6 +340,10 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
         verbose: show TensorFlow's, the converter's and the runtimes' own log lines (by
             default they are silenced for the duration of the call only; see
             `keras_unet.console.quiet`).
+        output: `"probabilities"` (default) or `"mask"`: the file ends with the threshold
+            (binary) or arg-max (multi-class) and outputs a `(N, H, W)` uint8 class-id mask
+            (`keras_unet.export.mask_head`), checked to give exactly the probability file's
+            masks on the verification images.
 
     Returns:
         `ExportResult`.
@@ -354,14 +361,22 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
         return _run_export(converter, options, model_or_path, out, calibration_data,
                            calibration_size, input_size, dynamic_size, batch, verify,
                            agreement_floor, verification_data, verification_size, progress,
-                           repair, layer_report, input_channels)
+                           repair, layer_report, input_channels, output)
+
+
+OUTPUTS = ("probabilities", "mask")
 
 
 def _run_export(converter, options, model_or_path, out, calibration_data, calibration_size,
                 input_size, dynamic_size, batch, verify, agreement_floor, verification_data,
-                verification_size, progress, repair, layer_report, input_channels=None):
+                verification_size, progress, repair, layer_report, input_channels=None,
+                output="probabilities"):
     from keras_unet.runtime.files import write_bytes_atomic
 
+    if output not in OUTPUTS:
+        raise ValueError(f"`output` must be one of {OUTPUTS}. Received: output={output!r}")
+    if output == "mask" and converter.mask_head is None:
+        raise ValueError(f"A mask output is not available for {converter.format} files.")
     quantize = options.quantize
     check_output(converter, out, quantize)
     check_floor(agreement_floor)
@@ -401,6 +416,9 @@ def _run_export(converter, options, model_or_path, out, calibration_data, calibr
         for message in diagnosis.warnings:
             warnings.warn(message, UserWarning, stacklevel=3)
         truth = iou_against_truth(job, converter, model_bytes) if verify else {}
+        if output == "mask":
+            model_bytes, metadata = with_mask_head(job, converter, model_bytes, metadata)
+            info = converter.describe(model_bytes)
         write_bytes_atomic(out, model_bytes)
     return ExportResult(
         path=str(out), format=converter.format, quantization=quantize,
@@ -478,3 +496,43 @@ def iou_against_truth(job, converter, model_bytes):
                                      num_classes, ignore)["iou"]
     return {"iou_keras": float(keras_iou), "iou_export": float(export_iou),
             "iou_drop": float(keras_iou - export_iou)}
+
+
+def with_mask_head(job, converter, model_bytes, metadata):
+    """The verified probability file ending with its mask step, and its metadata.
+
+    The mask file must give exactly the masks the probability file gives on the verification
+    images at the file's input size (where the two runners do the same resizing); anything
+    else raises `VerificationError` and nothing is written.
+    """
+    import numpy as np
+
+    from keras_unet.export.verify import VerificationError
+    from keras_unet.runtime import load_runner
+    from keras_unet.runtime.resizing import resize_image
+
+    threshold = metadata.get("threshold") or 0.5
+    head = converter.mask_head(model_bytes, int(metadata["num_classes"]), threshold)
+    mask_metadata = {**metadata, "output": "mask", "output_dtype": "uint8",
+                     "output_quantization": None}
+    head = converter.embed_metadata(head, mask_metadata)
+    images, _ = job.verification_images()
+    height, width = job.export_size
+    if height is not None:
+        images = [resize_image(np.asarray(image, np.float32), (height, width)) for image in images]
+    paths = []
+    for name, data in (("probabilities", model_bytes), ("mask", head)):
+        path = job.new_path(name, converter.suffix)
+        path.write_bytes(data)
+        paths.append(path)
+    try:
+        with load_runner(paths[0], threads=1) as reference, load_runner(paths[1], threads=1) as masks:
+            expected, got = reference.predict_masks(images), masks.predict_masks(images)
+    finally:
+        for path in paths:
+            path.unlink()
+    same = float(np.mean([np.mean(np.asarray(a) == np.asarray(b)) for a, b in zip(expected, got)]))
+    if same < 1.0:
+        raise VerificationError(f"The mask output gives other masks than the verified probability "
+                                f"file (pixel agreement {same:.6f}); nothing was written.")
+    return head, mask_metadata

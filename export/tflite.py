@@ -76,6 +76,7 @@ import time
 
 import numpy as np
 
+from keras_unet.export.mask_head import tflite_with_mask_head
 from keras_unet.export.metadata import embed_tflite_metadata
 from keras_unet.export.pipeline import Converter, Diagnosis, check_output, run_export
 from keras_unet.export.tflite_support_metadata import (
@@ -301,6 +302,10 @@ def embed_metadata(model_bytes, metadata):
     data = embed_metadata(model_bytes, metadata)
     ```
     """
+    if metadata.get("output") == "mask":
+        # A uint8 class-id mask is not the confidence tensor the TFLite Metadata describes
+        # (MediaPipe would read it as probabilities): the file carries our entry only.
+        return embed_tflite_metadata(model_bytes, metadata)
     support = build_support_metadata(metadata)
     packed = embed_tflite_metadata(model_bytes, metadata, entries={TFLITE_METADATA: support.buffer})
     return pack_associated_files(packed, support.files)
@@ -445,14 +450,16 @@ class Int8Session:
 
 CONVERTER = Converter(format="tflite", suffix=".tflite", quantize_modes=QUANTIZE_MODES,
                       convert=convert, describe=describe, embed_metadata=embed_metadata,
-                      diagnose=diagnose, int8_session=Int8Session)
+                      diagnose=diagnose, int8_session=Int8Session,
+                      mask_head=tflite_with_mask_head)
 
 
 def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
                   calibration_size=100, io_dtype=None, input_size=None, verify=True,
                   agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
                   verification_size=32, check_speed=True, progress=True, repair=None,
-                  layer_report=False, threads=2, verbose=False, input_channels=None):
+                  layer_report=False, threads=2, verbose=False, input_channels=None,
+                  output="probabilities"):
     """Convert a Keras segmentation model to a verified `.tflite` file.
 
     The file carries our `keras_unet` metadata and the standard TFLite Metadata
@@ -490,6 +497,9 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
         threads: threads for the speed checks during export.
         verbose: also show TensorFlow's, the converter's and the runtimes' own log lines
             (silenced by default, for the duration of the call only).
+        output: `"probabilities"` (default) or `"mask"`: the file outputs a `(N, H, W)`
+            uint8 class-id mask (threshold or arg-max inside), so a device does no
+            post-processing; checked to give exactly the probability file's masks.
         input_channels: channels the file takes; `3` for a 1-channel model makes the file
             take RGB and convert it to gray inside (ITU-R 601 luma, as
             `keras_unet.runtime.imageio` converts files), which MediaPipe needs. Default:
@@ -518,5 +528,5 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
         calibration_size=calibration_size, input_size=input_size, batch=1, verify=verify,
         agreement_floor=agreement_floor, verification_data=verification_data,
         verification_size=verification_size, progress=progress, repair=repair,
-        layer_report=layer_report, verbose=verbose, input_channels=input_channels,
+        layer_report=layer_report, verbose=verbose, input_channels=input_channels, output=output,
     )

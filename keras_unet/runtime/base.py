@@ -205,7 +205,10 @@ class Runner:
         probabilities = runner.postprocess(runner.run(batch), [(480, 640)] * len(batch))
         ```
         """
-        probabilities = dequantize(raw, self.output_quantization)
+        if self.metadata.get("output") == "mask":
+            probabilities = _one_hot(raw, self.num_classes)  # a file exported with its mask step
+        else:
+            probabilities = dequantize(raw, self.output_quantization)
         if probabilities.ndim == 3:
             probabilities = probabilities[..., None]
         if len(sizes) != len(probabilities):
@@ -213,7 +216,7 @@ class Runner:
                 f"`sizes` needs one (H, W) per image of the batch ({len(probabilities)}). "
                 f"Received: {len(sizes)} sizes"
             )
-        if self.output_activation is None:
+        if self.output_activation is None and self.metadata.get("output") != "mask":
             probabilities = activate(probabilities)
         return [resize_image(p, tuple(int(s) for s in size)).astype(np.float32, copy=False)
                 for p, size in zip(probabilities, sizes)]
@@ -402,3 +405,16 @@ class Runner:
         if isinstance(probabilities, np.ndarray):
             return probabilities_to_masks(probabilities, threshold).astype(dtype, copy=False)
         return [probabilities_to_masks(p, threshold).astype(dtype, copy=False) for p in probabilities]
+
+
+def _one_hot(masks, num_classes):
+    """Class-id masks `(N, H, W)` as 0/1 "probabilities" `(N, H, W, K)` (`K = 1` for binary).
+
+    A file exported with `output="mask"` has no probabilities; its masks as one-hot values
+    go through the same resizing, tiling and thresholding as probabilities, so
+    `predict_masks` gives its masks unchanged at the model's size.
+    """
+    masks = np.asarray(masks)
+    if num_classes == 1:
+        return masks.astype(np.float32)[..., None]
+    return np.eye(num_classes, dtype=np.float32)[masks.astype(np.int64)]

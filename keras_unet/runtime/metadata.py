@@ -272,8 +272,13 @@ def merge_metadata(stored, derived, path):
         )
         return dict(derived)
     merged = {**derived, **stored}
-    for key in ("channels", "num_classes", "input_dtype", "input_quantization",
-                "output_quantization", "input_size"):
+    checked = ("channels", "num_classes", "input_dtype", "input_quantization",
+               "output_quantization", "input_size")
+    if stored.get("output") == "mask":
+        # A mask output (N, H, W) has no class axis: the classes are the metadata's.
+        checked = tuple(k for k in checked if k not in ("num_classes", "output_quantization"))
+        merged["output_quantization"] = None
+    for key in checked:
         told, actual = stored.get(key), derived.get(key)
         if key == "input_size" and told is not None:
             # A free dimension in the file is free whatever the metadata says.
