@@ -85,7 +85,7 @@ def add_arguments(parser):
                         help="ONNX int8 activations; auto times both here and keeps the faster")
     parser.add_argument("--output", choices=("probabilities", "mask"), default="probabilities",
                         help="what the file outputs: probabilities, or mask: a uint8 class-id "
-                             "mask (threshold or arg-max inside the file, checked to equal "
+                             "mask (threshold or arg-max inside the file, checked against "
                              "keras-unet predict's masks), so a device does no post-processing")
     parser.add_argument("--opset", type=int_in(13, 18), default=17, metavar="N",
                         help="ONNX opset (13 to 18: what tf2onnx converts to)")

@@ -455,7 +455,7 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
             (silenced by default, for the duration of the call only).
         output: `"probabilities"` (default) or `"mask"`: the file outputs a `(N, H, W)`
             uint8 class-id mask (threshold or arg-max inside), so a device does no
-            post-processing; checked to give exactly the probability file's masks.
+            post-processing; checked against the probability file's masks.
 
     Returns:
         `keras_unet.export.result.ExportResult`.

@@ -342,7 +342,7 @@ def run_export(converter, options, model_or_path, out, calibration_data=None,
             `keras_unet.console.quiet`).
         output: `"probabilities"` (default) or `"mask"`: the file ends with the threshold
             (binary) or arg-max (multi-class) and outputs a `(N, H, W)` uint8 class-id mask
-            (`keras_unet.export.mask_head`), checked to give exactly the probability file's
+            (`keras_unet.export.mask_head`), checked to give the probability file's
             masks on the verification images.
 
     Returns:
@@ -501,9 +501,9 @@ def iou_against_truth(job, converter, model_bytes):
 def with_mask_head(job, converter, model_bytes, metadata):
     """The verified probability file ending with its mask step, and its metadata.
 
-    The mask file must give exactly the masks the probability file gives on the verification
-    images at the file's input size (where the two runners do the same resizing); anything
-    else raises `VerificationError` and nothing is written.
+    The mask file must give the masks the probability file gives on the verification images
+    at the file's input size (where the two runners do the same resizing), pixel for pixel up
+    to `MASK_HEAD_AGREEMENT`; else `VerificationError` is raised and nothing is written.
     """
     import numpy as np
 
@@ -532,7 +532,15 @@ def with_mask_head(job, converter, model_bytes, metadata):
         for path in paths:
             path.unlink()
     same = float(np.mean([np.mean(np.asarray(a) == np.asarray(b)) for a, b in zip(expected, got)]))
-    if same < 1.0:
+    if same < MASK_HEAD_AGREEMENT:
         raise VerificationError(f"The mask output gives other masks than the verified probability "
-                                f"file (pixel agreement {same:.6f}); nothing was written.")
-    return head, mask_metadata
+                                f"file (pixel agreement {same:.6f} < {MASK_HEAD_AGREEMENT}); "
+                                "nothing was written.")
+    return head, {**mask_metadata, "mask_head_pixel_agreement": round(same, 6)}
+
+
+# onnxruntime optimizes a graph with the mask step appended a little differently (which
+# quantize/dequantize pairs it fuses), so a probability within a rounding step of the
+# threshold can fall on the other side: a few pixels in 10^4 on random images; TFLite files
+# and float ONNX files agree exactly.
+MASK_HEAD_AGREEMENT = 0.999

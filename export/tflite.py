@@ -499,7 +499,7 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
             (silenced by default, for the duration of the call only).
         output: `"probabilities"` (default) or `"mask"`: the file outputs a `(N, H, W)`
             uint8 class-id mask (threshold or arg-max inside), so a device does no
-            post-processing; checked to give exactly the probability file's masks.
+            post-processing; checked against the probability file's masks.
         input_channels: channels the file takes; `3` for a 1-channel model makes the file
             take RGB and convert it to gray inside (ITU-R 601 luma, as
             `keras_unet.runtime.imageio` converts files), which MediaPipe needs. Default:

@@ -66,7 +66,7 @@ def test_the_python_export_api_prints_no_library_logs(tmp_path):
         import keras_unet
         from keras_unet.export import export_onnx, export_tflite
 
-        model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+        model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
         level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")  # TensorFlow sets its own on import
         # Importing Keras (TensorFlow) is the caller's own doing; what follows is ours.
         print("--- export ---", file=sys.stderr, flush=True)
