@@ -208,12 +208,19 @@ def verify_export(model, path, images, quantization, threshold=0.5,
     report = verify_export(model, "model.tflite", images, "int8")
     ```
     """
+    import warnings
+
     from keras_unet.runtime import load_runner
 
-    runner = load_runner(str(path))
-    if reference is None:
-        reference = keras_predict(model, images, logits=runner.output_activation is None)
-    candidate = np.asarray(runner.predict(images), dtype="float32")
+    with warnings.catch_warnings():
+        # Said about the export's own intermediate files (a candidate before its metadata is
+        # embedded; a batch-1 graph run image by image): not news for the user.
+        warnings.filterwarnings("ignore", message=".*no keras_unet metadata in this file")
+        warnings.filterwarnings("ignore", message=".*this graph cannot take a batch")
+        runner = load_runner(str(path))
+        if reference is None:
+            reference = keras_predict(model, images, logits=runner.output_activation is None)
+        candidate = np.asarray(runner.predict(images), dtype="float32")
     report = compare_predictions(
         reference, candidate, quantization, threshold, agreement_floor, atol, source
     )
