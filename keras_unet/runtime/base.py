@@ -34,7 +34,7 @@ Choices every runner shares:
 import numpy as np
 
 from keras_unet.runtime.notices import warn_once, warned
-from keras_unet.runtime.resizing import resize_image
+from keras_unet.runtime.resizing import check_size, resize_image
 from keras_unet.runtime.scores import probabilities_to_masks
 from keras_unet.runtime.tensors import (
     activate,
@@ -46,7 +46,6 @@ from keras_unet.runtime.tensors import (
 )
 from keras_unet.runtime.tiling import (
     TileBlender,
-    check_tile_size,
     pad_to_tile,
     tile_boxes,
     tile_overlap,
@@ -320,7 +319,7 @@ class Runner:
         """
         fixed = tuple(self.input_size)
         if tile_size is not None:
-            size = check_tile_size(tile_size)
+            size = check_size(tile_size, "tile_size")
             if any(f is not None and f != s for f, s in zip(fixed, size)):
                 raise ValueError(
                     f"{self.path} takes inputs of size {fixed}, so its tiles are that size. "

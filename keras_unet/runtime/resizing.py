@@ -25,17 +25,18 @@ from keras_unet.runtime.images import pil_image
 RESIZE_MODES = ("resize", "pad")
 
 
-def check_size(size):
-    """`(height, width)` as two ints; a `ValueError` saying what is wrong otherwise.
+def check_size(size, name="size"):
+    """`(height, width)` as two ints; a `ValueError` naming the argument `name` otherwise.
 
     Example:
     ```python
-    check_size([64, 48])   # (64, 48)
+    check_size([64, 48])               # (64, 48)
+    check_size([0, 48], "tile_size")   # ValueError: `tile_size` must be ...
     ```
     """
     if (not isinstance(size, (tuple, list)) or len(size) != 2
             or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 for s in size)):
-        raise ValueError(f"`size` must be (height, width) of positive integers. Received: size={size!r}")
+        raise ValueError(f"`{name}` must be (height, width) of positive integers. Received: {name}={size!r}")
     return int(size[0]), int(size[1])
 
 

@@ -37,7 +37,9 @@ import numbers
 
 import numpy as np
 
-__all__ = ["DEFAULT_OVERLAP", "TileBlender", "blend", "check_tile_size", "pad_to_tile",
+from keras_unet.runtime.resizing import check_size
+
+__all__ = ["DEFAULT_OVERLAP", "TileBlender", "blend", "pad_to_tile",
            "tile_boxes", "tile_overlap", "tile_starts", "tile_window"]
 
 #: The overlap `tile=True` means: a quarter of the tile on each shared edge.
@@ -71,20 +73,6 @@ def tile_overlap(tile):
         "`tile` must be None/False (resize to the model input), True (tiles overlapping by "
         f"{DEFAULT_OVERLAP:g}) or an overlap fraction in [0, 1). Received: tile={tile!r}"
     )
-
-
-def check_tile_size(size, name="tile_size"):
-    """`(height, width)` as two positive ints; a `ValueError` naming the argument otherwise.
-
-    Example:
-    ```python
-    check_tile_size([128, 96])   # (128, 96)
-    ```
-    """
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 for s in size)):
-        raise ValueError(f"`{name}` must be (height, width) of positive integers. Received: {name}={size!r}")
-    return int(size[0]), int(size[1])
 
 
 def _fraction(overlap):
@@ -146,8 +134,8 @@ def tile_boxes(image_size, tile_size, overlap=DEFAULT_OVERLAP):
     tile_boxes((200, 128), (128, 128), 0.25)   # [(0, 0, 128, 128), (72, 0, 200, 128)]
     ```
     """
-    height, width = check_tile_size(image_size, "image_size")
-    tile_h, tile_w = check_tile_size(tile_size)
+    height, width = check_size(image_size, "image_size")
+    tile_h, tile_w = check_size(tile_size, "tile_size")
     return [(top, left, top + tile_h, left + tile_w)
             for top in tile_starts(height, tile_h, overlap)
             for left in tile_starts(width, tile_w, overlap)]
@@ -168,7 +156,7 @@ def pad_to_tile(image, tile_size):
     pad_to_tile(np.zeros((100, 300, 3)), (128, 128)).shape   # (128, 300, 3)
     ```
     """
-    tile_h, tile_w = check_tile_size(tile_size)
+    tile_h, tile_w = check_size(tile_size, "tile_size")
     image = np.asarray(image)
     pad_h, pad_w = max(tile_h - image.shape[0], 0), max(tile_w - image.shape[1], 0)
     if not pad_h and not pad_w:
@@ -210,7 +198,7 @@ def tile_window(tile_size, overlap=DEFAULT_OVERLAP):
     tile_window((4, 4), 0.25)[0]   # [0.25, 0.5, 0.5, 0.25]
     ```
     """
-    tile_h, tile_w = check_tile_size(tile_size)
+    tile_h, tile_w = check_size(tile_size, "tile_size")
     overlap = _fraction(overlap)
     return np.outer(_ramp(tile_h, overlap), _ramp(tile_w, overlap)).astype(np.float32)
 
@@ -236,7 +224,7 @@ class TileBlender:
     """
 
     def __init__(self, image_size, window):
-        self.image_size = check_tile_size(image_size, "image_size")
+        self.image_size = check_size(image_size, "image_size")
         self.window = np.asarray(window, dtype=np.float32)
         if self.window.ndim != 2 or not np.all(self.window > 0):
             raise ValueError(
