@@ -121,22 +121,13 @@ def _check_report_options(args):
     if args.quantize != "int8":
         raise ValueError(f"--report is the per-layer report of an int8 export; it needs "
                          f"--quantize int8. Received: --quantize {args.quantize}")
-    folder = Path(args.report).absolute().parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--report: the folder {folder} does not exist. "
-                                f"Received: --report {args.report}")
     if Path(args.report).suffix.lower() != ".json":
         raise ValueError(f"--report writes JSON: give a .json file. Received: --report {args.report}")
 
 
 def _export(args, fmt):
-    if args.calibration_size <= 0:
-        raise ValueError(f"--calibration-size must be positive. Received: {args.calibration_size}")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1. Received: --threads {args.threads}")
-    if not 0.0 <= args.agreement_floor <= 1.0:
-        raise ValueError(f"--agreement-floor is an IoU in [0, 1]. Received: --agreement-floor "
-                         f"{args.agreement_floor}")
+    # --calibration-size, --threads and --agreement-floor are range-checked by their argparse
+    # types (keras_unet.console.arguments) when the command line is read.
     if args.repair and args.quantize != "int8":
         raise ValueError(f"--repair keeps layers of an int8 file in float; it does not apply to "
                          f"--quantize {args.quantize}.")
@@ -200,6 +191,8 @@ def run(args):
 
     import warnings
 
+    from keras_unet.console.command import one_line
+
     try:
         fmt = _format(args)
         with warnings.catch_warnings():  # the summary prints each of the export's warnings once
@@ -213,10 +206,10 @@ def run(args):
                           outcome.attempts, outcome.layer_report, written=False)
         return 1
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError) as error:
-        print(f"keras-unet export: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"keras-unet export: error: {one_line(error)}", file=sys.stderr)
         return 2
     except RuntimeError as error:  # a conversion step failed; the message names it
-        print(f"keras-unet export: failed: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"keras-unet export: failed: {one_line(error)}", file=sys.stderr)
         return 1
     print(result.summary(worst_layers=WORST_LAYERS if args.report else 0))
     if args.report:

@@ -111,14 +111,6 @@ def _num(value):
     return "-" if value is None or value != value else f"{value:.4f}"
 
 
-def _json_safe(value):
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def run(args):
     from keras_unet.commands.predict import tile_options
 
@@ -129,5 +121,5 @@ def run(args):
     if args.json:
         from keras_unet.runtime.files import write_json_atomic
 
-        write_json_atomic(args.json, {k: _json_safe(v) for k, v in scores.items()})
+        write_json_atomic(args.json, scores)  # NaN (a class absent from both) is written as null
     return 0
