@@ -4,10 +4,12 @@ Every export is run against the Keras model on real images before it is written:
 float32 must match within 1e-4; a quantized file must keep agreement_iou, the IoU of the
 two models' masks, at or above --agreement-floor (0.95), or the command fails with the
 numbers and writes nothing. int8 verifies on images held out from --calibration-data
-(at least 32 where there are 64), not on the images it calibrated on. An int8 file below
-the floor is repaired: its worst layers (per-layer report) are kept in float a few at a
-time, and ONNX also tries Percentile and Entropy calibration, until the floor holds;
---no-repair turns that off. --report FILE.json writes the per-layer report (also when
+(at least 32 where there are 64), not on the images it calibrated on. int8 tries each
+calibration (min/max, ranges clipped at the 99.99th percentile, and for ONNX Entropy) and
+keeps the best; below an agreement of 0.98 (or the floor, when higher) it is repaired: its
+worst layers (per-layer report) are kept in float a few at a time until 0.98 holds, and
+when that fails the all-int8 file is kept if it meets the floor; --no-repair turns all
+that off (min/max calibration only). --report FILE.json writes the per-layer report (also when
 the export is refused) and prints the worst layers. The file is written to a temporary name and renamed into
 place, so a failed export leaves an earlier file untouched. An existing --out is only
 replaced with --force.
@@ -73,8 +75,8 @@ def add_arguments(parser):
                              "frequency-weighted IoU for several classes) a quantized export "
                              "may have, in [0, 1] (default 0.95)")
     parser.add_argument("--repair", action=argparse.BooleanOptionalAction, default=None,
-                        help="int8 below the floor: keep the worst layers in float (and, ONNX, "
-                             "try other calibrations) until it meets it (default: on for int8)")
+                        help="int8: try every calibration, and below agreement 0.98 keep the "
+                             "worst layers in float until it holds (default: on for int8)")
     parser.add_argument("--report", metavar="FILE.json", default=None,
                         type=output_file_in_existing_folder,
                         help="int8: write the per-layer quantization report (also when the "

@@ -1,16 +1,23 @@
-"""The int8 step of the export pipeline: quantize, verify, and repair what misses the floor.
+"""The int8 step of the export pipeline: quantize, verify, and repair what falls short.
 
-1. Quantize with the format's default calibration and verify on held-out images
-   (`keras_unet.export.holdout`).
-2. Below `agreement_floor`, and unless `repair=False`: try the other calibrations the
-   format has (ONNX: Percentile, then Entropy; they cost no speed), every layer in int8.
-3. Still below: from the best of those, build the per-layer report
+Two thresholds: `agreement_floor` (default 0.95), below which nothing is written, and
+`AGREEMENT_TARGET` (0.98, or the floor when higher), what repair aims for.
+
+1. Quantize with each calibration the format has (TFLite: min/max, then ranges clipped
+   at the 99.99th percentile; ONNX: the same two, then onnxruntime's Entropy), every
+   layer in int8, and verify each on held-out images (`keras_unet.export.holdout`). They
+   cost no speed, so all are tried and the best is kept. `repair=False` tries only the
+   first.
+2. Best still below the target: from it, build the per-layer report
    (`keras_unet.export.quantization`), keep the worst `STEP` layers (and what must stay
    float with them) in float, quantize and verify again; up to `MAX_STEPS` times,
    re-reporting each time, because keeping one op in float changes what the next sees;
    never more than `MAX_KEPT` ops, past which the file has lost what int8 gains.
-4. The first file that meets the floor wins. When none does, the export is refused with
-   the best agreement found, and the report of that best attempt.
+3. The choice: the best calibration when it meets the target; else the first file with
+   layers in float that meets it; else, since float layers cost speed without reaching
+   the target, the best calibration when it meets the floor; else the best of all. Below
+   the floor the export is refused with the best agreement found, and the report of that
+   best attempt.
 
 Every attempt is recorded (`Attempt`), and the chosen one's kept layers and calibration go
 into the result, the metadata and the printed summary.
@@ -37,6 +44,8 @@ outcome.kept_float, outcome.verification.agreement_iou
 import dataclasses
 
 STEP = 2
+# What repair aims for (issue 10): agreement a user cannot tell from the Keras masks.
+AGREEMENT_TARGET = 0.98
 MAX_STEPS = 6
 # Past this many ops in float the file has lost most of what int8 gains (the
 # dequantize/quantize pairs around each float op cost time too): refuse instead.
@@ -87,7 +96,7 @@ def _names(rows, nodes):
 
 def quantize_verified(job, converter, options, finish, agreement_floor, repair=True,
                       want_report=False):
-    """Quantize to int8 and verify; repair (keep layers float) until the floor holds.
+    """Quantize to int8 and verify; repair (keep layers float) toward `AGREEMENT_TARGET`.
 
     Args:
         job: the pipeline's `ExportJob`.
@@ -97,7 +106,8 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             embedding (`extra`: the session's `metadata`, e.g. ONNX's chosen activation
             type), so the file verified is the file written.
         agreement_floor: lowest accepted `agreement_iou`.
-        repair: try keeping layers in float / other calibrations when below the floor.
+        repair: try the other calibrations, and keep layers in float while below the
+            target (`AGREEMENT_TARGET`, or the floor when higher).
         want_report: also build the per-layer report of the chosen file when it passed at
             once (a repaired or refused file always gets one).
 
@@ -115,10 +125,10 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
 
     session = converter.int8_session(job, options)
     images, _ = job.verification_images()
-    attempts, best = [], None
+    target = max(agreement_floor, AGREEMENT_TARGET)
+    attempts, tried = [], []
 
     def attempt(variant, keep, rows, quantized=None):
-        nonlocal best
         if quantized is None:
             quantized = session.quantize(keep, variant)
         model_bytes = finish(quantized, variant, _names(rows, keep), getattr(session, "metadata", {}))
@@ -126,21 +136,21 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
                               threshold=job.threshold, raise_on_failure=False)
         attempts.append(Attempt(variant, _names(rows, keep), report.agreement_iou,
                                 report.pixel_agreement, report.passed))
-        if best is None or report.agreement_iou > best[0]:
-            best = (report.agreement_iou, model_bytes, report, variant, list(keep), rows)
+        tried.append((report.agreement_iou, model_bytes, report, variant, list(keep), rows))
         return report
 
-    # Other calibrations cost no speed: all of them before keeping any layer in float.
+    # Calibrations cost no speed: try them all, every layer in int8.
     seen = set()
     for variant in session.variants if repair else session.variants[:1]:
         first = session.quantize([], variant)
         if first in seen:  # this calibration chose the same ranges as an earlier one
             continue
         seen.add(first)
-        if attempt(variant, [], None, quantized=first).passed:
-            break
-    if repair and not best[2].passed:
-        variant, keep = best[3], []
+        attempt(variant, [], None, quantized=first)
+    best_int8 = max(tried, key=lambda entry: entry[0])
+    repaired = None
+    if repair and best_int8[0] < target:
+        variant, keep = best_int8[3], []
         for _ in range(MAX_STEPS):
             try:
                 rows = session.report(images, keep, variant)
@@ -150,9 +160,14 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             if not added or len(keep) + len(added) > MAX_KEPT:
                 break
             keep = keep + added
-            if attempt(variant, keep, rows).passed:
+            if attempt(variant, keep, rows).agreement_iou >= target:
+                repaired = tried[-1]
                 break
-    _, model_bytes, report, variant, keep, best_rows = best
+    if best_int8[0] >= target or (repaired is None and best_int8[2].passed):
+        chosen = best_int8
+    else:
+        chosen = repaired or max(tried, key=lambda entry: entry[0])
+    _, model_bytes, report, variant, keep, best_rows = chosen
     layer_report = best_rows
     if keep or not report.passed or want_report:
         try:
@@ -162,9 +177,8 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
     outcome = Int8Outcome(model_bytes, report, variant, _names(layer_report, keep), keep,
                           attempts, layer_report)
     if not report.passed:
-        tried = len(attempts)
         error = VerificationError(
-            f"No int8 file met agreement_iou >= {agreement_floor:g}: the best of {tried} "
+            f"No int8 file met agreement_iou >= {agreement_floor:g}: the best of {len(attempts)} "
             f"attempt(s) reached {report.agreement_iou:.4f} ({variant} calibration, "
             f"{len(keep)} layer(s) kept in float). Nothing was written. {report.summary()}. "
             "The per-layer report (--report) shows where the error arises; calibrate on "

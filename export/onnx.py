@@ -81,7 +81,9 @@ class ONNXOptions:
             Name a Conv together with the activation after it: onnxruntime's CPU provider
             turns a float Conv that still sits between Q/DQ pairs back into a QLinearConv
             (seen with onnxruntime 1.32).
-        calibrate_method: `"minmax"`, `"entropy"` or `"percentile"` activation ranges.
+        calibrate_method: activation ranges: `"minmax"` (full calibration range),
+            `"percentile"` (clipped at the 99.99th percentile on each side, measured by
+            `keras_unet.export.quantization.onnx_ranges`) or `"entropy"` (onnxruntime's).
 
     Example:
     ```python
@@ -174,9 +176,14 @@ def _quantize_int8(job, options):
     from keras_unet.export.calibration import onnx_calibration_reader, pin_input_range
 
     out = job.new_path("int8", ".onnx")
+    # "percentile" is ours, not onnxruntime's (see quantization.onnx_ranges): min/max
+    # calibration with each intermediate tensor's range overridden.
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-    # The Entropy/Percentile calibrators print their progress to stdout.
+               "percentile": CalibrationMethod.MinMax}
+    extra = {}
+    if options.calibrate_method == "percentile":
+        extra["TensorQuantOverrides"] = _percentile_overrides(job, options.opset)
+    # The Entropy calibrator prints its progress to stdout.
     with _quiet_logs(), contextlib.redirect_stdout(io.StringIO()):
         quantize_static(
             str(_prepared_model(job, options.opset)), str(out),
@@ -190,8 +197,18 @@ def _quantize_int8(job, options):
             per_channel=True,
             nodes_to_exclude=list(options.nodes_to_exclude),
             calibrate_method=methods[options.calibrate_method],
+            extra_options=extra,
         )
     return out.read_bytes()
+
+
+def _percentile_overrides(job, opset):
+    """Percentile ranges of the job's prepared graph on its calibration images, once."""
+    from keras_unet.export.calibration import pin_input_range
+    from keras_unet.export.quantization.onnx_ranges import percentile_overrides
+
+    return job.cached(("onnx_percentile_ranges", opset), lambda: percentile_overrides(
+        _prepared_model(job, opset), pin_input_range(job.calibration), input_name=INPUT_NAME))
 
 
 def convert(job, options):
@@ -334,8 +351,8 @@ def time_ms(model_bytes, repeats=5, threads=2):
 class Int8Session:
     """The int8 quantizer of one job for `keras_unet.export.int8.quantize_verified`.
 
-    Each calibration method onnxruntime has is a variant (MinMax first, then Percentile
-    and Entropy); ops are kept in float through `nodes_to_exclude`, each with the
+    Each calibration method is a variant (MinMax first, then our Percentile ranges and
+    onnxruntime's Entropy); ops are kept in float through `nodes_to_exclude`, each with the
     activation onnxruntime would fuse it with (`onnx_nodes_to_exclude`).
 
     Example:

@@ -416,7 +416,9 @@ class Int8Session:
     """The int8 quantizer of one job for `keras_unet.export.int8.quantize_verified`.
 
     Calibrates once (`TFLiteQuantizer`: the calibrator's ranges measured again where
-    TFLite widened them), then quantizes with any set of ops kept in float
+    TFLite widened them), then quantizes from either calibration variant (`"minmax"`,
+    `"percentile"`: ranges clipped at the 99.99th percentile, see
+    `keras_unet.export.quantization.ranges`) with any set of ops kept in float
     (`denylisted_nodes`, uint8/int8 I/O kept) and reports per layer.
 
     Example:
@@ -426,7 +428,7 @@ class Int8Session:
     ```
     """
 
-    variants = ("minmax",)
+    variants = ("minmax", "percentile")
 
     def __init__(self, job, options):
         from keras_unet.export.quantization import TFLiteQuantizer
@@ -435,7 +437,7 @@ class Int8Session:
         self.quantizer = TFLiteQuantizer(make_converter(job, options))
 
     def quantize(self, keep_float, variant):
-        model_bytes = self.quantizer.quantize(keep_float=keep_float)
+        model_bytes = self.quantizer.quantize(keep_float=keep_float, variant=variant)
         custom = custom_ops(model_bytes)
         if custom:
             _raise_unsupported(custom, self.job.source)
@@ -445,7 +447,8 @@ class Int8Session:
         return self.quantizer.with_consumers(nodes)
 
     def report(self, images, keep_float, variant):
-        return self.quantizer.report(images, keep_float=keep_float, model=self.job.model)
+        return self.quantizer.report(images, keep_float=keep_float, model=self.job.model,
+                                     variant=variant)
 
 
 CONVERTER = Converter(format="tflite", suffix=".tflite", quantize_modes=QUANTIZE_MODES,

@@ -49,6 +49,9 @@ import numpy as np
 from keras_unet.export.quantization.report import (keras_layer_name, layer_names, make_row,
                                                    output_layer_names, sort_rows, sqnr_db)
 
+# Calibrations `TFLiteQuantizer` quantizes from (see `TFLiteQuantizer.calibrated_for`).
+VARIANTS = ("minmax", "percentile")
+
 
 @contextlib.contextmanager
 def _quiet():
@@ -166,7 +169,7 @@ class TFLiteQuantizer:
     def __init__(self, converter, fix_ranges=True):
         import tensorflow as tf
 
-        from keras_unet.export.quantization.tflite_ranges import (measure_ranges, set_ranges,
+        from keras_unet.export.quantization.tflite_ranges import (sample_tensors, set_ranges,
                                                                   widened_ranges)
 
         if not converter.optimizations or converter.representative_dataset is None:
@@ -192,8 +195,11 @@ class TFLiteQuantizer:
                     delattr(converter, name)
         calibrated = self._debugger.calibrated_model
         self.widened_ranges = []
+        # One pass over the calibration images gives the true min/max and the sample the
+        # percentile variant reads its ranges from.
+        self._sampler = sample_tensors(calibrated, _calibration_samples(converter))
         if fix_ranges:
-            ranges = measure_ranges(calibrated, _calibration_samples(converter))
+            ranges = self._sampler.min_max()
             self.widened_ranges = widened_ranges(calibrated, ranges, factor=1.01)
             if self.widened_ranges:
                 calibrated = set_ranges(calibrated, {name: ranges[name]
@@ -202,8 +208,29 @@ class TFLiteQuantizer:
         self.calibrated_model = calibrated
         self._ops, self._outputs = tensor_ops(calibrated)
         self._consumers = tensor_consumers(calibrated)
+        self._calibrated = {"minmax": calibrated}
         # The debugger quantized the original calibration; re-quantize on first use.
-        self._keep_float = () if not self.widened_ranges else None
+        self._quantized_as = ("minmax", ()) if not self.widened_ranges else None
+
+    def calibrated_for(self, variant):
+        """The calibrated model of a calibration `variant` (see `VARIANTS`).
+
+        `"minmax"`: each activation's full calibration range (TFLite's own, with the
+        ranges its calibrator widened measured again). `"percentile"`: each op output's
+        range clipped at the 99.99th percentile on each side (`ranges.RangeSampler`); the
+        model's output keeps its full range, so no probability saturates.
+        """
+        from keras_unet.export.quantization.ranges import DEFAULT_PERCENTILE
+        from keras_unet.export.quantization.tflite_ranges import set_ranges
+
+        if variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {list(VARIANTS)}. Received: variant={variant!r}")
+        if variant not in self._calibrated:
+            clipped = self._sampler.ranges(DEFAULT_PERCENTILE)
+            ranges = {name: clipped[name] for name in self._ops
+                      if name in clipped and name not in self._outputs}
+            self._calibrated[variant] = set_ranges(self.calibrated_model, ranges)
+        return self._calibrated[variant]
 
     def _calibrated_name(self, tensor_name):
         """The calibrated model's name for a tensor the debugger's quantized model names.
@@ -246,16 +273,17 @@ class TFLiteQuantizer:
             )
         return keep_float
 
-    def _requantize(self, keep_float):
+    def _requantize(self, keep_float, variant):
         import tensorflow as tf
 
-        if keep_float != self._keep_float:
-            with _quiet():
+        if (variant, keep_float) != self._quantized_as:
+            self._debugger.calibrated_model = self.calibrated_for(variant)
+            with _quiet():  # setting the options quantizes the calibrated model again
                 self._debugger.options = tf.lite.experimental.QuantizationDebugOptions(
                     denylisted_nodes=list(keep_float) or None)
-            self._keep_float = keep_float
+            self._quantized_as = (variant, keep_float)
 
-    def report(self, images, keep_float=(), model=None):
+    def report(self, images, keep_float=(), model=None, variant="minmax"):
         """Per-tensor int8 error on `images`, worst first (see `report.COLUMNS`).
 
         Args:
@@ -264,6 +292,7 @@ class TFLiteQuantizer:
             keep_float: `node` values of ops to leave in float; they get rows with
                 `kept_float=True` and no figures.
             model: the Keras model (or its layer names), to name rows by Keras layer.
+            variant: the calibration (`calibrated_for`).
 
         Example:
         ```python
@@ -274,7 +303,7 @@ class TFLiteQuantizer:
         import tensorflow as tf
 
         keep_float = self._check_nodes(keep_float)
-        self._requantize(keep_float)
+        self._requantize(keep_float, variant)
         options = tf.lite.experimental.QuantizationDebugOptions(
             layer_direct_compare_metrics={"signal_power": _signal_power})
         with _quiet():
@@ -303,12 +332,12 @@ class TFLiteQuantizer:
                                  self._ops[node], node, kept_float=True))
         return sort_rows(rows)
 
-    def quantize(self, keep_float=()):
+    def quantize(self, keep_float=(), variant="minmax"):
         """The deployable int8 `.tflite` bytes with the ops of `keep_float` left in float.
 
         Same calibration, quantizer and input/output types as `converter.convert()`;
-        with no `keep_float` and no range replaced (`widened_ranges` empty) it gives the
-        same model.
+        with no `keep_float`, the `"minmax"` variant and no range replaced
+        (`widened_ranges` empty) it gives the same model.
 
         Example:
         ```python
@@ -325,7 +354,7 @@ class TFLiteQuantizer:
         if converter.inference_output_type is not None:
             types["output_data_type"] = converter.inference_output_type
         return convert.mlir_quantize(
-            self.calibrated_model,
+            self.calibrated_for(variant),
             disable_per_channel=converter._experimental_disable_per_channel,
             disable_per_channel_for_dense_layers=(
                 converter._experimental_disable_per_channel_quantization_for_dense_layers),

@@ -66,7 +66,23 @@ def measure_ranges(model_bytes, images):
     measure_ranges(calibrated_model, pin_input_range(images))
     ```
     """
+    return sample_tensors(model_bytes, images).min_max()
+
+
+def sample_tensors(model_bytes, images, seed=0):
+    """A `ranges.RangeSampler` of every float tensor over `images` (min, max, a sample).
+
+    Runs without buffer sharing and without delegates, so each tensor is read as the op
+    that produced it left it.
+
+    Example:
+    ```python
+    sample_tensors(calibrated_model, pin_input_range(images)).ranges(99.99)
+    ```
+    """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from keras_unet.export.quantization.ranges import RangeSampler
 
     with warnings.catch_warnings():  # "preserve_all_tensors ... for debugging": it is
         warnings.filterwarnings("ignore", message=r".*experimental_preserve_all_tensors.*")
@@ -77,8 +93,7 @@ def measure_ranges(model_bytes, images):
     detail = interpreter.get_input_details()[0]
     tensors = [(d["index"], d["name"]) for d in interpreter.get_tensor_details()
                if np.dtype(d["dtype"]) == np.float32 and d["name"]]
-    low, high = {}, {}
-    seen = 0
+    sampler = RangeSampler(seed=seed)
     for sample in images:
         if isinstance(sample, (list, tuple)):
             sample = sample[0]
@@ -87,19 +102,16 @@ def measure_ranges(model_bytes, images):
             sample = sample[None]
         interpreter.set_tensor(detail["index"], sample)
         interpreter.invoke()
-        seen += 1
+        values = {}
         for index, name in tensors:
             try:
-                value = interpreter.get_tensor(index)
+                values[name] = interpreter.get_tensor(index)
             except ValueError:  # constants folded away, tensors without data
                 continue
-            if value.size == 0:
-                continue
-            low[name] = min(low.get(name, np.inf), float(value.min()))
-            high[name] = max(high.get(name, -np.inf), float(value.max()))
-    if not seen:
+        sampler.add(values)
+    if not sampler.images:
         raise ValueError("`images` is empty: pass the calibration images. Received: no images")
-    return {name: (low[name], high[name]) for name in low}
+    return sampler
 
 
 def widened_ranges(model_bytes, ranges, factor=1.5):

@@ -48,13 +48,13 @@ def test_small_sets_are_halved_and_tiny_sets_reuse_the_calibration_images():
 
 # ------------------------------------------------------------------ repair (slow: converts)
 
-def decisive_spiky_model(images):
+def decisive_spiky_model(images, rare=False):
     """The spiky model with its head rescaled so its logits spread over about +-5 around a
     median of 0: an untrained model's probabilities sit at 0.5, where any rounding flips
     pixels and agreement measures nothing."""
     import keras
 
-    model = spiky_model(stride=1)
+    model = spiky_model(stride=1, rare=rare)
     head = model.get_layer("head")
     logits = keras.Model(model.inputs, head.output).predict(images, verbose=0)
     kernel, bias = head.get_weights()
@@ -120,6 +120,30 @@ def test_onnx_repair_reports_per_layer_and_records_the_activation_type(spiky_ima
                    if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits}
     expected = {"uint8": onnx.TensorProto.UINT8, "int8": onnx.TensorProto.INT8}
     assert zero_points == {expected[int8["activation_type"]]}  # the faster form is the one written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_percentile_ranges_clip_a_rare_outlier_and_repair_starts_from_them(spiky_images, tmp_path, fmt):
+    """One calibration pixel stretches the spike's range to ~1000: min/max quantizes the
+    layer to nothing, the 99.99th-percentile ranges (both formats) keep its step fine, and
+    repair toward the 0.98 target continues from the better calibration."""
+    from keras_unet.export import export_onnx, export_tflite
+
+    images = spiky_images.copy()
+    images[..., 0] = np.minimum(images[..., 0], 254.0)  # the spike never fires when verifying
+    model = decisive_spiky_model(images, rare=True)
+    export, options = ((export_tflite, {"check_speed": False}) if fmt == "tflite"
+                       else (export_onnx, {"activation_type": "uint8"}))
+    result = export(model, tmp_path / f"m.{fmt}", quantize="int8", calibration_data=images,
+                    progress=False, **options)
+    minmax, percentile = result.repair_attempts[0], result.repair_attempts[1]
+    assert (minmax["calibration"], percentile["calibration"]) == ("minmax", "percentile")
+    assert minmax["kept_float"] == percentile["kept_float"] == []
+    assert minmax["agreement_iou"] < 0.9 and percentile["agreement_iou"] > 0.95, result.repair_attempts
+    assert result.calibration_method == "percentile"
+    if percentile["agreement_iou"] < 0.98:  # below the target: layers kept float until it holds
+        assert result.kept_float and result.verification.agreement_iou >= 0.98
 
 
 # ------------------------------------------------------------------ the CLI

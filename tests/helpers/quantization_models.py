@@ -10,7 +10,7 @@ Keep that pixel below 255 in verification images.
 SIZE = (32, 32)
 
 
-def spike_layer():
+def spike_layer(rare=False):
     import keras
     from keras import ops
 
@@ -23,12 +23,23 @@ def spike_layer():
             image, features = inputs
             return features + 1000.0 * ops.relu(image[:, -1:, -1:, :1] - 254.0)
 
-    return Spike(name="spike")
+    @keras.saving.register_keras_serializable(package="keras_unet_tests")
+    class RareSpike(keras.layers.Layer):
+        """`features + 1000` at each pixel whose red value is 255 (calibration: one pixel)."""
+
+        def call(self, inputs):
+            image, features = inputs
+            return features + 1000.0 * ops.relu(image[..., :1] - 254.0)
+
+    return RareSpike(name="spike") if rare else Spike(name="spike")
 
 
-def spiky_model(normalization="unit", spike=True, stride=2):
+def spiky_model(normalization="unit", spike=True, stride=2, rare=False):
     """The test model; `stride=1` keeps the input size (a segmentation model for the export
-    pipeline, whose verification compares masks at the image size)."""
+    pipeline, whose verification compares masks at the image size). `rare=True`: the
+    spike fires per pixel, so in calibration only at the pixel `pin_input_range` sets to
+    255: a range stretched by 0.002% of the values, which percentile ranges clip away.
+    Keep red below 255 in verification images."""
     import keras
 
     from keras_unet.layers import InputNormalization
@@ -41,7 +52,7 @@ def spiky_model(normalization="unit", spike=True, stride=2):
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
     x = keras.layers.Conv2D(1, 1, name="head")(x)
     if spike:
-        x = spike_layer()([inputs, x])
+        x = spike_layer(rare)([inputs, x])
     outputs = keras.layers.Activation("sigmoid", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="spiky")
 

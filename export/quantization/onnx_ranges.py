@@ -1,0 +1,84 @@
+"""Percentile activation ranges of a float ONNX graph, for `quantize_static`'s overrides.
+
+onnxruntime's `CalibrationMethod.Percentile` takes its histograms over |x|, which suits
+symmetric int8 activations but gives our asymmetric uint8 ones wrong bounds (a ReLU
+output's range no longer starts at 0; see `ranges`). Here every intermediate tensor of the
+float graph is made a graph output (`qdq_loss_debug.modify_model_output_intermediate_tensors`
+does the same for its report), the graph runs on the calibration images, and
+`ranges.RangeSampler` gives each tensor's range clipped at the 99.99th percentile. They
+reach `quantize_static` as `extra_options={"TensorQuantOverrides": ...}` with `rmin`/`rmax`,
+and onnxruntime computes scale and zero point from them as it does from min/max.
+
+The graph's input and outputs keep their min/max ranges: the input is pinned to [0, 255]
+(`calibration.pin_input_range`) and clipping an output would saturate probabilities.
+
+Example:
+```python
+overrides = percentile_overrides("prepared.onnx", calibration_images, input_name="image")
+quantize_static(..., calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"TensorQuantOverrides": overrides})
+```
+"""
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from keras_unet.export.quantization.ranges import DEFAULT_PERCENTILE, RangeSampler
+
+
+def sample_activations(float_path, images, input_name="image"):
+    """A `RangeSampler` of every float intermediate tensor of `float_path` over `images`.
+
+    Example:
+    ```python
+    sample_activations("prepared.onnx", images).min_max()["conv1"]  # (0.0, 7.3)
+    ```
+    """
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(float_path))
+    graph = model.graph
+    constants = {init.name for init in graph.initializer}
+    constants |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
+    outputs = {output.name for output in graph.output}
+    for node in graph.node:
+        for name in node.output:
+            if name and name not in constants and name not in outputs:
+                graph.output.append(onnx.ValueInfoProto(name=name))
+                outputs.add(name)
+    options = onnxruntime.SessionOptions()
+    # No fusion: every tensor read is the one quantize_static will put a Q/DQ pair on.
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    with tempfile.TemporaryDirectory(prefix="keras_unet_ranges_") as work:
+        path = Path(work) / "augmented.onnx"
+        onnx.save(model, str(path))
+        session = onnxruntime.InferenceSession(str(path), sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    sampler = RangeSampler()
+    for image in np.asarray(images, dtype=np.float32):
+        sampler.add(dict(zip(names, session.run(None, {input_name: image[None]}))))
+    if not sampler.images:
+        raise ValueError("`images` is empty: pass the calibration images. Received: no images")
+    return sampler
+
+
+def percentile_overrides(float_path, images, input_name="image", percentile=DEFAULT_PERCENTILE):
+    """`TensorQuantOverrides` for `quantize_static`: each intermediate tensor's range
+    clipped at `percentile` on each side (graph input and outputs left to min/max).
+
+    Example:
+    ```python
+    percentile_overrides("prepared.onnx", images)["conv1"]  # [{'rmin': 0.0, 'rmax': 5.2}]
+    ```
+    """
+    import onnx
+
+    graph = onnx.load(str(float_path), load_external_data=False).graph
+    ends = {value.name for value in graph.input} | {value.name for value in graph.output}
+    ranges = sample_activations(float_path, images, input_name).ranges(percentile)
+    return {name: [{"rmin": np.array(low, dtype=np.float32), "rmax": np.array(high, dtype=np.float32)}]
+            for name, (low, high) in ranges.items() if name not in ends}
