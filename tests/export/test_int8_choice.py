@@ -1,0 +1,100 @@
+"""Which int8 file `keras_unet.export.int8.quantize_verified` writes (issue 10): every
+calibration is tried, repair aims for `AGREEMENT_TARGET`, float layers are kept only when
+they reach it, and a refusal only below the floor. A scripted session stands in for a
+format, so each rule is checked without converting anything."""
+
+import types
+
+import numpy as np
+import pytest
+
+from keras_unet.export import int8
+from keras_unet.export.quantization.report import make_row
+from keras_unet.export.verify import VerificationError
+
+LAYERS = [f"layer{i}" for i in range(30)]
+
+
+class ScriptedSession:
+    """Calibrations `a` and `b`; each quantized file's agreement comes from `scores`:
+    `(variant, number of layers kept float) -> agreement`."""
+
+    variants = ("a", "b")
+
+    def __init__(self, scores):
+        self.scores = scores
+        self.reports = 0
+
+    def quantize(self, keep_float, variant):
+        return f"{variant}:{','.join(keep_float)}".encode()
+
+    def report(self, images, keep_float, variant):
+        self.reports += 1
+        return [make_row(name, "CONV_2D", name, sqnr_db=10.0 + i, kept_float=name in keep_float)
+                for i, name in enumerate(LAYERS)]
+
+
+def _choose(monkeypatch, scores, floor=0.95, repair=True):
+    session = ScriptedSession(scores)
+
+    def verify_bytes(job, converter, model_bytes, quantization, agreement_floor, threshold,
+                     raise_on_failure):
+        variant, kept = model_bytes.decode().split(":")
+        score = scores[(variant, len(kept.split(",")) if kept else 0)]
+        return types.SimpleNamespace(agreement_iou=score, pixel_agreement=score,
+                                     passed=score >= agreement_floor, summary=lambda: "scripted")
+
+    monkeypatch.setattr("keras_unet.export.pipeline.verify_bytes", verify_bytes)
+    job = types.SimpleNamespace(threshold=0.5,
+                                verification_images=lambda: (np.zeros((2, 4, 4, 3)), "test"))
+    converter = types.SimpleNamespace(int8_session=lambda job, options: session)
+    outcome = int8.quantize_verified(job, converter, None, lambda b, *rest: b, floor, repair=repair)
+    return outcome, session
+
+
+def test_the_best_calibration_wins_when_it_meets_the_target(monkeypatch):
+    outcome, session = _choose(monkeypatch, {("a", 0): 0.985, ("b", 0): 0.991})
+    assert outcome.calibration == "b" and outcome.kept_float == []
+    assert [a.calibration for a in outcome.attempts] == ["a", "b"]  # both tried
+    assert session.reports == 0  # nothing kept float, no report asked for
+
+
+def test_below_the_target_repair_continues_from_the_best_calibration(monkeypatch):
+    scores = {("a", 0): 0.90, ("b", 0): 0.97, ("b", 2): 0.975, ("b", 4): 0.982}
+    outcome, _ = _choose(monkeypatch, scores)
+    assert outcome.calibration == "b" and outcome.kept_float == ["layer0", "layer1", "layer2", "layer3"]
+    assert outcome.verification.agreement_iou == 0.982
+
+
+def test_float_layers_that_miss_the_target_are_not_worth_their_speed(monkeypatch):
+    scores = {("a", 0): 0.96, ("b", 0): 0.95}
+    scores.update({("a", n): 0.965 + n / 1000 for n in range(2, 13, 2)})  # never 0.98
+    outcome, _ = _choose(monkeypatch, scores)
+    assert outcome.calibration == "a" and outcome.kept_float == [] and outcome.verification.agreement_iou == 0.96
+    assert len(outcome.attempts) == 2 + int8.MAX_STEPS
+
+
+def test_below_the_floor_the_best_repair_is_kept_when_it_meets_the_floor(monkeypatch):
+    scores = {("a", 0): 0.90, ("b", 0): 0.93}
+    scores.update({("b", n): 0.94 + n / 1000 for n in range(2, 13, 2)})  # 0.952 at 12 kept
+    outcome, _ = _choose(monkeypatch, scores)
+    assert outcome.calibration == "b" and len(outcome.kept_float) == 12
+    assert outcome.verification.agreement_iou == pytest.approx(0.952)
+
+
+def test_nothing_at_the_floor_is_refused_with_the_best_found(monkeypatch):
+    scores = {("a", 0): 0.80, ("b", 0): 0.85}
+    scores.update({("b", n): 0.85 + n / 1000 for n in range(2, 13, 2)})
+    with pytest.raises(VerificationError, match=r"reached 0\.8620 \(b calibration, 12 layer\(s\)"):
+        _choose(monkeypatch, scores)
+
+
+def test_a_floor_above_the_target_becomes_the_target(monkeypatch):
+    scores = {("a", 0): 0.985, ("b", 0): 0.984, ("a", 2): 0.992}
+    outcome, _ = _choose(monkeypatch, scores, floor=0.99)
+    assert outcome.kept_float == ["layer0", "layer1"] and outcome.verification.agreement_iou == 0.992
+
+
+def test_without_repair_only_the_first_calibration_is_tried(monkeypatch):
+    outcome, session = _choose(monkeypatch, {("a", 0): 0.96, ("b", 0): 0.99}, repair=False)
+    assert [a.calibration for a in outcome.attempts] == ["a"] and outcome.kept_float == []
