@@ -58,8 +58,9 @@ def sample_activations(float_path, images, input_name="image"):
         session = onnxruntime.InferenceSession(str(path), sess_options=options,
                                                providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
-    sampler = RangeSampler()
-    for image in np.asarray(images, dtype=np.float32):
+    images = np.asarray(images, dtype=np.float32)
+    sampler = RangeSampler(expected_images=len(images))
+    for image in images:
         sampler.add(dict(zip(names, session.run(None, {input_name: image[None]}))))
     if not sampler.images:
         raise ValueError("`images` is empty: pass the calibration images. Received: no images")

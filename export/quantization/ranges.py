@@ -23,48 +23,60 @@ symmetric int8 ranges, not for the asymmetric uint8 activations we export. These
 are two-sided, always contain 0 (so 0 stays exactly representable, as both runtimes
 need) and are never wider than min/max.
 
-`RangeSampler` keeps, per tensor, the exact min and max and a bounded uniform sample of
-the values (not all of them: a ResNet50 U-Net's activations are ~60 MB an image), from
-which `percentile_ranges` reads the percentiles.
+`RangeSampler` keeps, per tensor, the exact min and max and the largest and smallest values
+(a tail of ~0.01% of them, not all: a ResNet50 U-Net's activations are ~60 MB an image),
+enough to give the percentiles exactly. A random sample would not do: MobileNetV3-small's
+agreement moved between 0.967 and 0.978 with the sample drawn, so sensitive is the int8
+model to the exact clip of a few tensors.
 
 Example:
 ```python
-sampler = RangeSampler(seed=0)
+sampler = RangeSampler(expected_images=len(images))
 for outputs in per_image_tensors:          # {tensor name: array} for one image
     sampler.add(outputs)
 ranges = sampler.ranges(percentile=99.99)  # {tensor name: (low, high)}
 ```
 """
 
+import math
+
 import numpy as np
 
 DEFAULT_PERCENTILE = 99.99
-# Values kept per tensor and image: at 100 calibration images, 200k values, so the
-# 99.99th percentile sits ~20 values from the sampled extreme.
-SAMPLES_PER_IMAGE = 2048
+LOWEST_PERCENTILE = 99.9
 
 
 class RangeSampler:
-    """Running min, max and a uniform sample of each tensor's values over images.
+    """Running min, max and the extreme tails of each tensor's values over images.
 
     Args:
-        samples_per_image: values kept per tensor and image (all of them when the tensor
-            is smaller).
-        seed: seed of the sampling, so a calibration is reproducible.
+        expected_images: how many images will be added; the tails kept are sized for
+            them (more images still work, the percentile then reads a shorter tail,
+            exactly while the tail lasts).
+        lowest_percentile: the lowest percentile `ranges` will be asked for (a lower one
+            needs longer tails).
 
     Example:
     ```python
-    sampler = RangeSampler()
+    sampler = RangeSampler(expected_images=1)
     sampler.add({"conv1": np.random.randn(1, 8, 8, 4).astype("float32")})
     sampler.ranges(99.99)["conv1"]  # (-3.1, 3.4)
     ```
     """
 
-    def __init__(self, samples_per_image=SAMPLES_PER_IMAGE, seed=0):
-        self.samples_per_image = int(samples_per_image)
-        self._rng = np.random.default_rng(seed)
-        self._low, self._high, self._samples = {}, {}, {}
+    def __init__(self, expected_images=100, lowest_percentile=LOWEST_PERCENTILE):
+        if not 50.0 < lowest_percentile <= 100.0:
+            raise ValueError("`lowest_percentile` must be in (50, 100]. "
+                             f"Received: lowest_percentile={lowest_percentile!r}")
+        self.expected_images = max(1, int(expected_images))
+        self.lowest_percentile = float(lowest_percentile)
+        self._low, self._high, self._count = {}, {}, {}
+        self._top, self._bottom = {}, {}
         self.images = 0
+
+    def _tail_size(self, size):
+        share = (100.0 - self.lowest_percentile) / 100.0
+        return math.ceil(share * size * self.expected_images) + 2
 
     def add(self, tensors):
         """Record one image's `{tensor name: float array}`; empty arrays are skipped."""
@@ -72,12 +84,14 @@ class RangeSampler:
             value = np.asarray(value)
             if value.size == 0 or not np.issubdtype(value.dtype, np.floating):
                 continue
-            value = value.ravel()
+            value = value.ravel().astype(np.float32, copy=False)
             self._low[name] = min(self._low.get(name, np.inf), float(value.min()))
             self._high[name] = max(self._high.get(name, -np.inf), float(value.max()))
-            if value.size > self.samples_per_image:  # with replacement: O(k), not O(n)
-                value = value[self._rng.integers(0, value.size, self.samples_per_image)]
-            self._samples.setdefault(name, []).append(value.astype(np.float32))
+            self._count[name] = self._count.get(name, 0) + value.size
+            keep = self._tail_size(value.size)
+            self._top[name] = _largest(np.concatenate([self._top.get(name, value[:0]), _largest(value, keep)]), keep)
+            self._bottom[name] = -_largest(np.concatenate([-self._bottom.get(name, value[:0]),
+                                                           _largest(-value, keep)]), keep)
         self.images += 1
 
     def min_max(self):
@@ -87,18 +101,42 @@ class RangeSampler:
     def ranges(self, percentile=DEFAULT_PERCENTILE):
         """`{tensor name: (low, high)}` clipped at `percentile` on each side.
 
+        The percentiles are `np.percentile`'s (linear interpolation) of all values seen.
         Each range contains 0 and lies within the tensor's min and max.
         """
-        if not 50.0 < percentile <= 100.0:
-            raise ValueError(f"`percentile` must be in (50, 100]. Received: percentile={percentile!r}")
+        if not self.lowest_percentile <= percentile <= 100.0:
+            raise ValueError(f"`percentile` must be in [{self.lowest_percentile:g}, 100]. "
+                             f"Received: percentile={percentile!r}")
         if not self.images:
             raise ValueError("No images were recorded: call `add` with each calibration "
                              "image's tensors first. Received: 0 images")
         ranges = {}
-        for name, chunks in self._samples.items():
-            values = np.concatenate(chunks)
-            low, high = np.percentile(values, [100.0 - percentile, percentile])
-            low = min(0.0, max(float(low), self._low[name]))
-            high = max(0.0, min(float(high), self._high[name]))
+        for name, count in self._count.items():
+            high = _from_top(np.sort(self._top[name])[::-1], count, percentile)
+            low = -_from_top(np.sort(-self._bottom[name])[::-1], count, percentile)
+            low = min(0.0, max(low, self._low[name]))
+            high = max(0.0, min(high, self._high[name]))
             ranges[name] = (low, high)
         return ranges
+
+
+def _largest(values, k):
+    """The `k` largest of `values` (all of them when there are fewer), unordered."""
+    if values.size <= k:
+        return values
+    return np.partition(values, values.size - k)[values.size - k:]
+
+
+def _from_top(descending, count, percentile):
+    """`np.percentile(all_values, percentile)` from the largest values, `descending`.
+
+    Linear interpolation between ranks, counted from the top: the value at fractional
+    rank `(count - 1) * (1 - percentile / 100)`. A tail too short for it (more images
+    than expected) gives its last value, the closest it holds.
+    """
+    position = (count - 1) * (1.0 - percentile / 100.0)
+    below = int(math.floor(position))
+    if below + 1 >= descending.size:
+        return float(descending[-1])
+    fraction = position - below
+    return float(descending[below] * (1.0 - fraction) + descending[below + 1] * fraction)

@@ -69,8 +69,8 @@ def measure_ranges(model_bytes, images):
     return sample_tensors(model_bytes, images).min_max()
 
 
-def sample_tensors(model_bytes, images, seed=0):
-    """A `ranges.RangeSampler` of every float tensor over `images` (min, max, a sample).
+def sample_tensors(model_bytes, images):
+    """A `ranges.RangeSampler` of every float tensor over `images` (min, max, tails).
 
     Runs without buffer sharing and without delegates, so each tensor is read as the op
     that produced it left it.
@@ -93,7 +93,8 @@ def sample_tensors(model_bytes, images, seed=0):
     detail = interpreter.get_input_details()[0]
     tensors = [(d["index"], d["name"]) for d in interpreter.get_tensor_details()
                if np.dtype(d["dtype"]) == np.float32 and d["name"]]
-    sampler = RangeSampler(seed=seed)
+    images = list(images)  # a representative dataset is a generator; the tails need the count
+    sampler = RangeSampler(expected_images=len(images))
     for sample in images:
         if isinstance(sample, (list, tuple)):
             sample = sample[0]

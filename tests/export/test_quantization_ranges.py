@@ -1,5 +1,5 @@
-"""Percentile activation ranges (`keras_unet.export.quantization.ranges`): what they clip,
-what they keep, and the bad inputs."""
+"""Percentile activation ranges (`keras_unet.export.quantization.ranges`): exact
+percentiles from the tails kept, what they clip, what they keep, and the bad inputs."""
 
 import numpy as np
 import pytest
@@ -7,11 +7,21 @@ import pytest
 from keras_unet.export.quantization.ranges import RangeSampler
 
 
-def _sampler(images, samples_per_image=100_000, seed=0):
-    sampler = RangeSampler(samples_per_image=samples_per_image, seed=seed)
+def _sampler(images, **kwargs):
+    sampler = RangeSampler(expected_images=kwargs.pop("expected_images", len(images)), **kwargs)
     for tensors in images:
         sampler.add(tensors)
     return sampler
+
+
+@pytest.mark.parametrize("percentile", [99.9, 99.95, 99.99, 99.999, 100.0])
+def test_percentiles_equal_numpys_over_all_values(percentile):
+    rng = np.random.default_rng(0)
+    images = [{"conv": rng.standard_t(3, size=(1, 48, 48, 8)).astype("float32")} for _ in range(7)]
+    low, high = _sampler(images).ranges(percentile)["conv"]
+    values = np.concatenate([x["conv"].ravel() for x in images])
+    assert high == pytest.approx(float(np.percentile(values, percentile)), rel=1e-6)
+    assert low == pytest.approx(float(np.percentile(values, 100 - percentile)), rel=1e-6)
 
 
 def test_a_rare_outlier_is_clipped_and_the_bulk_kept():
@@ -42,15 +52,20 @@ def test_ranges_contain_zero_and_stay_within_min_and_max():
     assert ranges["flat"] == (0.0, 2.5)
 
 
-def test_sampling_is_bounded_and_seeded():
+def test_memory_is_a_tail_not_every_value():
     rng = np.random.default_rng(3)
-    images = [{"big": rng.normal(size=(1, 128, 128, 16)).astype("float32")} for _ in range(3)]
-    first = _sampler(images, samples_per_image=2048, seed=7)
-    again = _sampler(images, samples_per_image=2048, seed=7)
-    assert sum(chunk.size for chunk in first._samples["big"]) == 3 * 2048
-    assert first.ranges() == again.ranges()
-    assert first.min_max() == again.min_max()  # min and max are exact, not sampled
-    assert first.min_max()["big"][1] == max(float(x["big"].max()) for x in images)
+    images = [{"big": rng.normal(size=(1, 128, 128, 16)).astype("float32")} for _ in range(5)]
+    sampler = _sampler(images)
+    assert sampler._top["big"].size < 0.002 * 5 * images[0]["big"].size
+    assert sampler.min_max()["big"][1] == max(float(x["big"].max()) for x in images)
+
+
+def test_more_images_than_expected_still_give_a_range_inside_min_max():
+    rng = np.random.default_rng(4)
+    images = [{"x": rng.normal(size=(1, 16, 16, 1)).astype("float32")} for _ in range(20)]
+    low, high = _sampler(images, expected_images=2).ranges(99.9)["x"]
+    true_low, true_high = _sampler(images).min_max()["x"]
+    assert true_low <= low < 0 < high <= true_high
 
 
 def test_integer_and_empty_tensors_are_skipped():
@@ -59,13 +74,15 @@ def test_integer_and_empty_tensors_are_skipped():
     assert set(sampler.ranges()) == {"x"}
 
 
-@pytest.mark.parametrize("percentile", [50.0, 100.5, -1])
-def test_a_percentile_outside_50_to_100_is_refused(percentile):
+@pytest.mark.parametrize("percentile", [99.0, 100.5, -1])
+def test_a_percentile_below_the_tails_kept_or_above_100_is_refused(percentile):
     sampler = _sampler([{"x": np.ones((2, 2), "float32")}])
-    with pytest.raises(ValueError, match=r"`percentile` must be in \(50, 100\]"):
+    with pytest.raises(ValueError, match=r"`percentile` must be in \[99\.9, 100\]"):
         sampler.ranges(percentile)
 
 
-def test_ranges_need_images():
+def test_ranges_need_images_and_a_sensible_lowest_percentile():
     with pytest.raises(ValueError, match="No images were recorded"):
         RangeSampler().ranges()
+    with pytest.raises(ValueError, match="`lowest_percentile` must be in"):
+        RangeSampler(lowest_percentile=10)
