@@ -5,11 +5,11 @@ float32 must match within 1e-4; a quantized file must keep agreement_iou, the Io
 two models' masks, at or above --agreement-floor (0.95), or the command fails with the
 numbers and writes nothing. int8 verifies on images held out from --calibration-data
 (at least 32 where there are 64), not on the images it calibrated on. int8 tries each
-calibration (min/max, ranges clipped at the 99.99th percentile, and for ONNX Entropy) and
+calibration (ranges clipped at the 99.99th percentile, min/max, and for ONNX Entropy) and
 keeps the best; below an agreement of 0.98 (or the floor, when higher) it is repaired: its
 worst layers (per-layer report) are kept in float a few at a time until 0.98 holds, and
 when that fails the all-int8 file is kept if it meets the floor; --no-repair turns all
-that off (min/max calibration only). --report FILE.json writes the per-layer report (also when
+that off (percentile calibration only). --report FILE.json writes the per-layer report (also when
 the export is refused) and prints the worst layers. The file is written to a temporary name and renamed into
 place, so a failed export leaves an earlier file untouched. An existing --out is only
 replaced with --force.

@@ -3,8 +3,8 @@
 Two thresholds: `agreement_floor` (default 0.95), below which nothing is written, and
 `AGREEMENT_TARGET` (0.98, or the floor when higher), what repair aims for.
 
-1. Quantize with each calibration the format has (TFLite: min/max, then ranges clipped
-   at the 99.99th percentile; ONNX: the same two, then onnxruntime's Entropy), every
+1. Quantize with each calibration the format has (TFLite: ranges clipped at the 99.99th
+   percentile, then min/max; ONNX: the same two, then onnxruntime's Entropy), every
    layer in int8, and verify each on held-out images (`keras_unet.export.holdout`). They
    cost no speed, so all are tried and the best is kept. `repair=False` tries only the
    first.
@@ -12,7 +12,9 @@ Two thresholds: `agreement_floor` (default 0.95), below which nothing is written
    (`keras_unet.export.quantization`), keep the worst `STEP` layers (and what must stay
    float with them) in float, quantize and verify again; up to `MAX_STEPS` times,
    re-reporting each time, because keeping one op in float changes what the next sees;
-   never more than `MAX_KEPT` ops, past which the file has lost what int8 gains.
+   never more than `MAX_KEPT` ops, past which the file has lost what int8 gains, and
+   while the best calibration meets the floor never more than `TARGET_SHARE` of the
+   model's quantized ops (the target is worth a few float layers, not a float model).
 3. The choice: the best calibration when it meets the target; else the first file with
    layers in float that meets it; else, since float layers cost speed without reaching
    the target, the best calibration when it meets the floor; else the best of all. Below
@@ -50,6 +52,9 @@ MAX_STEPS = 6
 # Past this many ops in float the file has lost most of what int8 gains (the
 # dequantize/quantize pairs around each float op cost time too): refuse instead.
 MAX_KEPT = 24
+# Repair toward the target from a file that already meets the floor keeps at most this
+# share of the quantized ops in float.
+TARGET_SHARE = 0.25
 
 
 @dataclasses.dataclass
@@ -150,14 +155,16 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
     best_int8 = max(tried, key=lambda entry: entry[0])
     repaired = None
     if repair and best_int8[0] < target:
-        variant, keep = best_int8[3], []
+        variant, keep, limit = best_int8[3], [], MAX_KEPT
         for _ in range(MAX_STEPS):
             try:
                 rows = session.report(images, keep, variant)
             except ValueError:  # nothing quantized is left to measure
                 break
+            if not keep and best_int8[2].passed:
+                limit = min(MAX_KEPT, int(TARGET_SHARE * len(rows)))
             added = _next_nodes(session, rows, keep)
-            if not added or len(keep) + len(added) > MAX_KEPT:
+            if not added or len(keep) + len(added) > limit:
                 break
             keep = keep + added
             if attempt(variant, keep, rows).agreement_iou >= target:

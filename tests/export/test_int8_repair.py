@@ -127,7 +127,7 @@ def test_onnx_repair_reports_per_layer_and_records_the_activation_type(spiky_ima
 def test_percentile_ranges_clip_a_rare_outlier_and_repair_starts_from_them(spiky_images, tmp_path, fmt):
     """One calibration pixel stretches the spike's range to ~1000: min/max quantizes the
     layer to nothing, the 99.99th-percentile ranges (both formats) keep its step fine, and
-    repair toward the 0.98 target continues from the better calibration."""
+    what is written builds on the better calibration."""
     from keras_unet.export import export_onnx, export_tflite
 
     images = spiky_images.copy()
@@ -137,13 +137,12 @@ def test_percentile_ranges_clip_a_rare_outlier_and_repair_starts_from_them(spiky
                        else (export_onnx, {"activation_type": "uint8"}))
     result = export(model, tmp_path / f"m.{fmt}", quantize="int8", calibration_data=images,
                     progress=False, **options)
-    minmax, percentile = result.repair_attempts[0], result.repair_attempts[1]
-    assert (minmax["calibration"], percentile["calibration"]) == ("minmax", "percentile")
+    percentile, minmax = result.repair_attempts[0], result.repair_attempts[1]
+    assert (percentile["calibration"], minmax["calibration"]) == ("percentile", "minmax")
     assert minmax["kept_float"] == percentile["kept_float"] == []
     assert minmax["agreement_iou"] < 0.9 and percentile["agreement_iou"] > 0.95, result.repair_attempts
     assert result.calibration_method == "percentile"
-    if percentile["agreement_iou"] < 0.98:  # below the target: layers kept float until it holds
-        assert result.kept_float and result.verification.agreement_iou >= 0.98
+    assert result.verification.agreement_iou >= percentile["agreement_iou"]
 
 
 # ------------------------------------------------------------------ the CLI
