@@ -31,12 +31,13 @@ from keras_unet.version import __version__
 
 _SUBMODULES = (
     "benchmarks", "callbacks", "data", "datasets", "encoders", "export", "layers", "losses", "metrics",
-    "models", "runtime",
+    "models", "quantization", "runtime",
 )  # fmt: skip
 _ATTRIBUTES = {"UNet": "keras_unet.models"}
 # Importing these registers every serializable class with Keras.
 _REGISTERING_MODULES = (
     "keras_unet.layers", "keras_unet.models.unet", "keras_unet.losses", "keras_unet.metrics",
+    "keras_unet.quantization",
 )  # fmt: skip
 
 
