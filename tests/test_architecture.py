@@ -17,7 +17,8 @@ ROOTS = {"keras_unet": REPO / "keras_unet", "keras_unet.export": REPO / "export"
 LEVELS = [
     ("runtime", ("keras_unet.runtime", "keras_unet.console", "keras_unet.datasets", "keras_unet.version")),
     ("plugin", ("keras_unet.callbacks", "keras_unet.layers", "keras_unet.encoders", "keras_unet.models", "keras_unet.losses",
-                "keras_unet.metrics", "keras_unet.data")),
+                "keras_unet.metrics", "keras_unet.data", "keras_unet.quantization",
+                "keras_unet.distribution")),
     ("export", ("keras_unet.export",)),
     ("benchmarks", ("keras_unet.benchmarks",)),
     ("cli", ("keras_unet.cli", "keras_unet.commands")),

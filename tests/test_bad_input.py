@@ -94,6 +94,15 @@ CASES = [
     (TRAIN + ["--data", "{ws}/no_masks"], 2, "masks"),
     (TRAIN + ["--data", "{ws}/wrong_size"], 2, "wrong_size"),
     (TRAIN + ["--data", "{ws}/broken_image"], 2, "broken_image"),
+    # train: distribution (this process runs TensorFlow; data-parallel is JAX's)
+    (TRAIN + ["--strategy", "multiworker"], 2, "keras-team/keras#20585"),
+    (TRAIN + ["--strategy", "data-parallel"], 2, "KERAS_BACKEND=jax"),
+    (TRAIN + ["--strategy", "data-parallel", "--num-processes", "2"], 2, "--coordinator"),
+    (TRAIN + ["--strategy", "data-parallel", "--num-processes", "2", "--coordinator", "127.0.0.1:9",
+              "--process-id", "2"], 2, "--process-id"),
+    (TRAIN + ["--coordinator", "127.0.0.1:9"], 2, "--coordinator"),
+    (TRAIN + ["--strategy", "data-parallel", "--coordinator", "localhost"], 2, "--coordinator"),
+    (TRAIN + ["--coordinator-timeout", "0"], 2, "--coordinator-timeout"),
     # predict
     (PREDICT + ["--batch-size", "-1"], 2, "--batch-size"),
     (PREDICT + ["--batch-size", "0"], 2, "--batch-size"),

@@ -17,12 +17,24 @@ loss becomes NaN or infinite stops at once, keeping the last good checkpoints, a
 without writing metrics.json. A finished run is never overwritten: it continues only if
 --epochs is raised.
 
+More than one device or machine (JAX backend, Keras' own keras.distribution): with
+--strategy data-parallel every process trains on its share of each global batch of
+--batch-size images and all hold the same weights; give every machine the same command, the
+data at the same path, and its own --process-id. Process 0 writes OUT; the others write
+nothing. (TensorFlow's MultiWorkerMirroredStrategy is not offered: Keras 3's fit fails under
+it on more than one worker, keras-team/keras#20585.)
+
 Examples:
   keras-unet train --data data/nuclei --out runs/nuclei --image-size 128 --channels 1
   keras-unet train --data camvid/train --val-data camvid/val --out runs/camvid \\
       --num-classes 11 --ignore-index 11 --image-size 256 352 --loss ce_dice
+  # two machines; on 10.0.0.1 with --process-id 0, on the other with --process-id 1:
+  KERAS_BACKEND=jax keras-unet train --data data/nuclei --out runs/nuclei \\
+      --strategy data-parallel --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
 """
 
+import argparse
+import contextlib
 import csv
 import json
 import os
@@ -40,10 +52,29 @@ RUN_DEFINING = (
 )  # fmt: skip
 
 
+STRATEGIES = ("none", "mirrored", "data-parallel")
+MULTIWORKER_REMOVED = (
+    "'multiworker' (TensorFlow's MultiWorkerMirroredStrategy) was removed: Keras 3's fit fails "
+    "under it on more than one worker (keras-team/keras#20585); train on several machines with "
+    "KERAS_BACKEND=jax and --strategy data-parallel"
+)
+
+
+def strategy_name(text):
+    """`--strategy`: one of STRATEGIES; `multiworker` is refused with the reason and what to use."""
+    if text == "multiworker":
+        raise argparse.ArgumentTypeError(MULTIWORKER_REMOVED)
+    return text
+
+
+strategy_name.__name__ = "strategy"
+
+
 def add_arguments(parser):
     from keras_unet.console.arguments import (ImageSizeAction, any_int, existing_dir,
-                                              half_open_fraction, non_negative_int, open_fraction,
-                                              output_dir, positive_float, positive_int)
+                                              half_open_fraction, host_port, non_negative_int,
+                                              open_fraction, output_dir, positive_float,
+                                              positive_int)
 
     data = parser.add_argument_group("data")
     data.add_argument("--data", required=True, metavar="DIR", type=existing_dir,
@@ -91,7 +122,8 @@ def add_arguments(parser):
                      help="run folder (created; an unfinished run there is resumed)")
     fit.add_argument("--epochs", type=positive_int, default=20, metavar="N",
                      help="total epochs, counting those of a resumed run")
-    fit.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per step")
+    fit.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
+                     help="images per step, over all devices and processes (the global batch)")
     fit.add_argument("--loss", default=None,
                      help="dice, jaccard, focal, tversky, bce_dice, ce_dice, bce, ce "
                           "(default: bce_dice for binary, ce_dice for multi-class)")
@@ -100,13 +132,34 @@ def add_arguments(parser):
                      help="early-stopping patience in epochs without a better validation IoU")
     fit.add_argument("--seed", type=any_int, default=0,
                      help="seed of the split, the shuffle, the augmentation and the initial weights")
-    fit.add_argument("--strategy", default="none", choices=["none", "mirrored", "multiworker"],
-                     help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+    fit.add_argument("--strategy", default="none", type=strategy_name, choices=STRATEGIES,
+                     help="none: one device; mirrored: every GPU/CPU device of this machine "
+                          "(TensorFlow backend, tf.distribute.MirroredStrategy); data-parallel: "
+                          "every device of one or several machines (JAX backend, "
+                          "keras.distribution.DataParallel). TensorFlow's multiworker strategy is "
+                          "not offered: Keras 3 cannot fit under it on more than one worker "
+                          "(keras-team/keras#20585)")
     fit.add_argument("--mixed-precision", action="store_true",
                      help="mixed_float16 on a GPU (ignored with a note on CPU)")
     fit.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                      help="use only the first N training pairs, for quick trials (default: all)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    cluster = parser.add_argument_group(
+        "more than one machine (--strategy data-parallel; the same command on every machine)")
+    cluster.add_argument("--coordinator", type=host_port, metavar="HOST:PORT",
+                         help="where process 0 listens, reachable from every machine (default: "
+                              "KERAS_DISTRIBUTION_JOB_ADDRESSES, Slurm's first node, or "
+                              "MASTER_ADDR:MASTER_PORT; none: one process)")
+    cluster.add_argument("--num-processes", type=positive_int, metavar="N",
+                         help="processes taking part, one per machine (default: "
+                              "KERAS_DISTRIBUTION_NUM_PROCESSES, SLURM_NTASKS or WORLD_SIZE; else 1)")
+    cluster.add_argument("--process-id", type=non_negative_int, metavar="I",
+                         help="this process, 0 to N-1; 0 runs on the coordinator's host and alone "
+                              "writes OUT (default: KERAS_DISTRIBUTION_PROCESS_ID, SLURM_PROCID or "
+                              "RANK)")
+    cluster.add_argument("--coordinator-timeout", type=positive_float, default=120, metavar="S",
+                         help="seconds to wait for every process to join before giving up")
 
 
 def image_size(values):
@@ -225,13 +278,126 @@ def _load_last(args, epochs_done):
 
 
 def _strategy(name):
+    """The tf.distribute strategy of --strategy none or mirrored (data-parallel needs none:
+    keras.distribution, set by `keras_unet.distribution.initialize`, does that work)."""
     import tensorflow as tf
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def resolve_cluster(args):
+    """The `keras_unet.distribution.Cluster` of --strategy data-parallel (None for the other
+    strategies), after checking that the strategy, the backend and the cluster options fit
+    together; ValueError naming the option otherwise. Nothing is started."""
+    import keras
+
+    given = [f"--{name.replace('_', '-')}" for name in ("coordinator", "num_processes", "process_id")
+             if getattr(args, name, None) is not None]
+    if args.strategy != "data-parallel":
+        if given:
+            raise ValueError(f"{given[0]} is for --strategy data-parallel (several processes); "
+                             f"received --strategy {args.strategy}")
+        if args.strategy == "mirrored" and keras.backend.backend() != "tensorflow":
+            raise ValueError("--strategy mirrored is TensorFlow's tf.distribute.MirroredStrategy and "
+                             f"needs KERAS_BACKEND=tensorflow (this process runs "
+                             f"{keras.backend.backend()!r}); on JAX use --strategy data-parallel")
+        return None
+    from keras_unet import distribution
+
+    cluster = distribution.resolve_cluster(args.coordinator, args.num_processes, args.process_id)
+    if keras.backend.backend() != "jax":
+        raise ValueError("--strategy data-parallel needs the JAX backend (run it with "
+                         f"KERAS_BACKEND=jax; this process runs {keras.backend.backend()!r}); on "
+                         "TensorFlow, --strategy mirrored uses every device of one machine")
+    return cluster
+
+
+def check_global_batch(batch_size, cluster):
+    """--batch-size is the global batch: every device must get an equal share of it."""
+    devices = cluster.num_devices
+    if batch_size % devices:
+        larger = -(-batch_size // devices) * devices
+        raise ValueError(
+            f"--batch-size {batch_size} does not split evenly over the {devices} devices of this "
+            f"data-parallel run ({cluster.num_processes} process(es)); expected a multiple of "
+            f"{devices}, e.g. --batch-size {larger}"
+        )
+
+
+def validation_batch_size(count, batch_size, devices):
+    """The batch size for fit's validation under data-parallel: a multiple of `devices`, at
+    most `batch_size` (or `devices`), that leaves the fewest of `count` images out (every
+    device must get an equal share of every batch); among equals, the largest.
+
+    Example:
+    ```python
+    validation_batch_size(67, 8, 2)   # 6: 66 of 67 images in 11 batches (8 would leave out 3)
+    ```
+    """
+    sizes = range(devices, max(devices, batch_size - batch_size % devices) + 1, devices)
+    return min(sizes, key=lambda size: (count % size, -size))
+
+
+def _validation_for_fit(args, val, cluster):
+    """`val` rebatched so that every batch splits over the devices; says what is left out."""
+    count = sum(int(batch[0].shape[0]) for batch in val)
+    size = validation_batch_size(count, args.batch_size, cluster.num_devices)
+    kept = count - count % size
+    if not kept:
+        raise ValueError(
+            f"the validation set has {count} image(s), fewer than the {cluster.num_devices} devices "
+            "of this data-parallel run, which must each get a share; raise --val-split or give a "
+            "larger --val-data"
+        )
+    if kept < count and cluster.is_chief:
+        print(f"note: each epoch's validation scores {kept} of the {count} validation images "
+              f"(batches of {size}, which split evenly over {cluster.num_devices} devices); "
+              f"{METRICS_FILE} scores all {count}")
+    return val.unbatch().batch(size, drop_remainder=True)
+
+
+def _resume_from_chief(model, args, cluster, epochs_done):
+    """Data-parallel resume: process 0 reads last.keras, every process takes its weights and
+    optimizer state (the other machines need no copy of OUT)."""
+    import numpy as np
+
+    from keras_unet import distribution
+
+    model.optimizer.build(model.trainable_variables)
+    variables = list(model.variables) + list(model.optimizer.variables)
+    like = [np.asarray(variable.value) for variable in variables]
+
+    def read():
+        with distribution.local_only():
+            saved = _load_last(args, epochs_done)
+            values = [np.asarray(v.value) for v in list(saved.variables) + list(saved.optimizer.variables)]
+        if [v.shape for v in values] != [v.shape for v in like]:
+            raise ValueError(
+                f"--out {args.out!r}: {LAST_FILE} does not hold the variables of the model these "
+                "options build, so the run cannot resume. Choose a new --out to start again."
+            )
+        return [value.astype(ref.dtype) for value, ref in zip(values, like)]
+
+    for variable, value in zip(variables, distribution.on_chief(cluster, read, like)):
+        variable.assign(value)
+    # The saved optimizer carries the old rate; a resume after a NaN may lower it.
+    model.optimizer.learning_rate = args.lr
+
+
+def _local_checkpoint(filepath, **kwargs):
+    """AtomicModelCheckpoint that saves with the distribution switched off, for process 0
+    alone (see `keras_unet.distribution.local_only`)."""
+    from keras_unet.callbacks import AtomicModelCheckpoint
+    from keras_unet.distribution import local_only
+
+    class LocalCheckpoint(AtomicModelCheckpoint):
+        def _save_model(self, epoch, batch, logs):
+            with local_only():
+                super()._save_model(epoch, batch, logs)
+
+    return LocalCheckpoint(filepath, **kwargs)
 
 
 def _set_precision(enabled):
@@ -271,8 +437,9 @@ def default_loss(num_classes):
     return "bce_dice" if num_classes == 1 else "ce_dice"
 
 
-def load_data(args):
-    """(train, validation) tf.data datasets from the arguments."""
+def load_data(args, drop_remainder=False):
+    """(train, validation) tf.data datasets from the arguments; `drop_remainder` drops the
+    last incomplete training batch (data-parallel: every step needs the whole global batch)."""
     from keras_unet.runtime import imageio
     from keras_unet import data
 
@@ -289,6 +456,7 @@ def load_data(args):
         augment=not args.no_augment,
         shuffle=True,
         seed=args.seed,
+        drop_remainder=drop_remainder,
         **split,
     )
 
@@ -308,63 +476,98 @@ def compile_model(model, args):
 def run(args):
     import keras
 
-    from keras_unet.callbacks import (AtomicModelCheckpoint, StopOnNonFiniteLoss, TrainingDiverged,
-                                      remove_temporary_files)
+    from keras_unet.callbacks import StopOnNonFiniteLoss, TrainingDiverged
 
     image_size(args.image_size)
     _check_class_names(args)
-    state = _load_state(args.out)
-    initial_epoch = check_resume(args, state)
-    os.makedirs(args.out, exist_ok=True)
-    # Files a killed run left under their temporary names were never complete.
-    remove_temporary_files(args.out)
+    cluster = resolve_cluster(args)
+    if cluster is not None:  # before any JAX computation, and on every process
+        from keras_unet import distribution
+
+        cluster = distribution.initialize(cluster, timeout=args.coordinator_timeout)
+        check_global_batch(args.batch_size, cluster)
+        print(f"data-parallel: {cluster.describe()}; global batch {args.batch_size}, "
+              f"{args.batch_size // cluster.num_devices} per device")
+    chief = cluster is None or cluster.is_chief
+    # Only process 0 reads and writes OUT; the others learn from it where the run starts.
+    state = None
     log_path = os.path.join(args.out, LOG_FILE)
-    if initial_epoch:
-        trim_log(log_path, initial_epoch)
+
+    def open_run_folder():
+        nonlocal state
+        from keras_unet.callbacks import remove_temporary_files
+
+        state = _load_state(args.out)
+        done = check_resume(args, state)
+        os.makedirs(args.out, exist_ok=True)
+        # Files a killed run left under their temporary names were never complete.
+        remove_temporary_files(args.out)
+        if done:
+            trim_log(log_path, done)
+        return done
+
+    initial_epoch = int(_on_chief(cluster, open_run_folder, like=0))
     keras.utils.set_random_seed(args.seed)
     _set_precision(args.mixed_precision)
 
-    # MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
     strategy = _strategy(args.strategy)
-    if args.strategy != "none":
+    if args.strategy == "mirrored":
         print(f"{args.strategy} strategy: training on {strategy.num_replicas_in_sync} replica(s)")
-    train, val = load_data(args)
+    # Data-parallel: every process builds the whole pipeline and Keras keeps its share of each
+    # batch; a folder missing on one machine must stop all of them, not leave them waiting.
+    train, val = _everywhere(cluster, lambda: load_data(args, drop_remainder=cluster is not None))
+    fit_val = val
+    if cluster is not None:
+        if not int(train.cardinality()):
+            raise ValueError(f"--batch-size {args.batch_size} is more than the training images; "
+                             "data-parallel steps take whole batches only")
+        fit_val = _validation_for_fit(args, val, cluster)
     last_path = os.path.join(args.out, LAST_FILE)
     best_path = os.path.join(args.out, BEST_FILE)
     with strategy.scope():
-        if initial_epoch:
+        if initial_epoch and cluster is None:
             model = _load_last(args, initial_epoch)
             # The saved optimizer carries the old rate; a resume after a NaN may lower it.
             model.optimizer.learning_rate = args.lr
-            print(f"resuming {args.out} from epoch {initial_epoch}")
         else:
             model = build_model(args)
             compile_model(model, args)
+            if initial_epoch:
+                _resume_from_chief(model, args, cluster, initial_epoch)
+        if initial_epoch and chief:
+            print(f"resuming {args.out} from epoch {initial_epoch}")
 
     record = {k: getattr(args, k) for k in RUN_DEFINING}
-    best_so_far = state.get("best_val_iou") if initial_epoch else None
-    _write_json(os.path.join(args.out, STATE_FILE),
-                {"args": record, "epochs_completed": initial_epoch, "finished": False,
-                 "best_val_iou": best_so_far})
+    best_so_far = state.get("best_val_iou") if initial_epoch and chief else None
+    if chief:
+        _write_json(os.path.join(args.out, STATE_FILE),
+                    {"args": record, "epochs_completed": initial_epoch, "finished": False,
+                     "best_val_iou": best_so_far})
     monitor = "val_iou"
     # Order matters: a NaN batch raises before any epoch-end callback runs; an epoch's log
     # row and checkpoints are written before config.json commits the epoch (a resumed run
-    # drops log rows beyond the commit), the best model before the last one.
-    callbacks = [
-        _interrupt_check(),
-        StopOnNonFiniteLoss(),
-        keras.callbacks.CSVLogger(log_path, append=bool(initial_epoch)),
-        AtomicModelCheckpoint(best_path, monitor=monitor, mode="max", save_best_only=True,
-                              initial_value_threshold=best_so_far),
-        AtomicModelCheckpoint(last_path),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=args.patience),
-        _state_callback(args.out, record, monitor, best_so_far),
-    ]
+    # drops log rows beyond the commit), the best model before the last one. Under
+    # data-parallel every process sees the same (global) loss and val_iou, so all stop at
+    # the same step; only process 0 writes.
+    callbacks = [_interrupt_check(), StopOnNonFiniteLoss()]
+    if chief:
+        checkpoint = _checkpoint_class(cluster)
+        callbacks += [
+            keras.callbacks.CSVLogger(log_path, append=bool(initial_epoch)),
+            checkpoint(best_path, monitor=monitor, mode="max", save_best_only=True,
+                       initial_value_threshold=best_so_far),
+            checkpoint(last_path),
+        ]
+    callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=args.patience))
+    if chief:
+        callbacks.append(_state_callback(args.out, record, monitor, best_so_far))
     try:
         # The tf.data pipeline shuffles (seeded); fit's own shuffle does not apply to it.
-        model.fit(train, validation_data=val, epochs=args.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=0 if args.quiet else 1, shuffle=False)
+        model.fit(train, validation_data=fit_val, epochs=args.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=0 if args.quiet or not chief else 1, shuffle=False)
     except TrainingDiverged as error:
+        if not chief:
+            raise
         done = (_load_state(args.out) or {}).get("epochs_completed", 0)
         kept = (f"{LAST_FILE} keeps epoch {done} and {BEST_FILE} the best so far, no {METRICS_FILE} "
                 f"was written. Lower --lr (now {args.lr:g}) and run again with the same --out to "
@@ -377,9 +580,24 @@ def run(args):
             epoch=error.epoch, batch=error.batch, loss=error.loss,
         ) from error
 
-    best = keras.models.load_model(best_path)
-    compile_model(best, args)
-    results = best.evaluate(val, return_dict=True, verbose=0)
+    if cluster is not None and cluster.multi_process:
+        from keras_unet.distribution import weights_fingerprint
+
+        # The same on every process when they trained in lockstep.
+        print(f"process {cluster.process_id} of {cluster.num_processes}: weights "
+              f"{weights_fingerprint(model)}")
+        if not chief:
+            print(f"process {cluster.process_id}: done; process 0 writes the run folder (its "
+                  "--out, on its machine) and scores the best model")
+            return 0
+    from keras_unet.distribution import local_only
+
+    # Process 0 scores the best model alone, on every validation image (fit's validation
+    # under data-parallel may leave a few out); the others have finished.
+    with local_only() if cluster is not None else contextlib.nullcontext():
+        best = keras.models.load_model(best_path)
+        compile_model(best, args)
+        results = best.evaluate(val, return_dict=True, verbose=0)
     names = args.class_names or []
     per_class = {}
     for c in range(args.num_classes if args.num_classes > 1 else 0):
@@ -404,6 +622,29 @@ def run(args):
         print(f"  {name:<16} IoU {value:.4f}")
     print(f"validation IoU {summary['val_iou']:.4f}, Dice {summary['val_dice']:.4f} -> {best_path}")
     return 0
+
+
+def _on_chief(cluster, work, like):
+    """`work()` on process 0, its result everywhere (just `work()` without a cluster)."""
+    if cluster is None:
+        return work()
+    from keras_unet.distribution import on_chief
+
+    return on_chief(cluster, work, like)
+
+
+def _everywhere(cluster, work):
+    if cluster is None:
+        return work()
+    from keras_unet.distribution import everywhere
+
+    return everywhere(cluster, work)
+
+
+def _checkpoint_class(cluster):
+    from keras_unet.callbacks import AtomicModelCheckpoint
+
+    return AtomicModelCheckpoint if cluster is None else _local_checkpoint
 
 
 def interrupted(args):

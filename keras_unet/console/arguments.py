@@ -71,6 +71,26 @@ def int_in(low, high):
     return _ranged(int, low=low, high=high, name=f"integer in [{low}, {high}]")
 
 
+def host_port(text):
+    """`HOST:PORT` (a name, an IPv4 address or a bracketed IPv6 address, and a port in
+    [1, 65535]), e.g. the coordinator of a multi-process run; returned as given.
+
+    Example:
+    ```python
+    parser.add_argument("--coordinator", type=host_port)   # 10.0.0.1:1234, [::1]:1234
+    ```
+    """
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or host in ("[]",) or (":" in host and not host.startswith("[")):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 10.0.0.1:1234), received {text!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port in [1, 65535], received {text!r}")
+    return text
+
+
+host_port.__name__ = "HOST:PORT"
+
+
 def existing_dir(text):
     """A folder that exists (for inputs); the error names it."""
     if not os.path.exists(text):

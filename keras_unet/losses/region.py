@@ -6,6 +6,17 @@ of 0), no `ignore_index`, no sparse labels and no per-class average (`axis=None`
 all channels into one score). Keras' `tversky` in 3.15 also applies `alpha` to the false
 negatives, against its docstring (fixed upstream in keras-team/keras#23333), so the
 meaning of `alpha` would change with the Keras version.
+
+Under a `tf.distribute` strategy with several replicas (`keras-unet train --strategy
+mirrored`) each replica sees a slice of the batch, and Keras sums the replicas' gradients.
+Keras' own losses therefore divide each replica's mean by the number of replicas; a loss that
+returns one scalar per batch, as these do, is left as it is, so the region term's gradient
+came out `replicas` times too large (twice the update of one device on the same batch, with
+2 replicas). Here each replica adds up its TP, FP and FN with the other replicas' first (an
+all-reduce, through which TensorFlow differentiates) and divides the loss by the number of
+replicas: the loss is the one of the whole global batch and the step is the step of one
+device on it. On the JAX backend (`keras.distribution`) the batch is one global array and
+nothing needs doing.
 """
 
 import keras
@@ -42,11 +53,37 @@ class RegionLoss(SegmentationLoss):
         tp = ops.sum(y_pred * target * valid, axis=axes)
         fp = ops.sum(y_pred * (1.0 - target) * valid, axis=axes)
         fn = ops.sum((1.0 - y_pred) * target * valid, axis=axes)
+        (tp, fp, fn), replicas = sum_over_replicas([tp, fp, fn])
         scores = self._score(tp, fp, fn)
         if self.class_weights is None:
-            return 1.0 - ops.mean(scores)
-        weights = class_weight_vector(self.class_weights, num_channels)
-        return 1.0 - ops.sum(scores * weights) / ops.sum(weights)
+            loss = 1.0 - ops.mean(scores)
+        else:
+            weights = class_weight_vector(self.class_weights, num_channels)
+            loss = 1.0 - ops.sum(scores * weights) / ops.sum(weights)
+        # Keras sums the replicas' gradients: each replica holds its share, as Keras' own
+        # losses do (see the module docstring).
+        return loss / replicas if replicas > 1 else loss
+
+
+def sum_over_replicas(values):
+    """`values` summed over the replicas of a `tf.distribute` strategy, and their number.
+
+    Outside a strategy, in its cross-replica context, or on another backend than TensorFlow,
+    the values come back as they are with 1.
+
+    Example:
+    ```python
+    (tp, fp, fn), replicas = sum_over_replicas([tp, fp, fn])
+    ```
+    """
+    if keras.backend.backend() != "tensorflow":
+        return values, 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values, 1
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values), context.num_replicas_in_sync
 
 
 @keras.saving.register_keras_serializable(package="keras_unet", name="DiceLoss")

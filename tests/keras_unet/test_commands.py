@@ -127,9 +127,9 @@ def test_bad_image_size_is_rejected(nuclei_subset, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy, replicas", [("mirrored", "2"), ("multiworker", "1")])
+@pytest.mark.parametrize("strategy, replicas", [("mirrored", "2")])
 def test_distribution_strategies_train_on_two_logical_cpus(nuclei_subset, tmp_path, strategy, replicas):
-    """mirrored uses both logical CPUs; multiworker without TF_CONFIG is one worker."""
+    """mirrored uses both logical CPUs (multiworker is refused: tests/keras_unet/test_distribution.py)."""
     script = textwrap.dedent(
         """
         import sys, tensorflow as tf
