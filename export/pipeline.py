@@ -261,6 +261,11 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
     if quantize == "int8":
         require_calibration(calibration_data, quantize, "api")
     model, source = load_source_model(model_or_path)
+    if quantize != "int8" and _is_quantize_aware(model):
+        # The float graph of a QAT model, without its fake-quant ops (weights on the grid).
+        from keras_unet.quantization import float_copy
+
+        model = float_copy(model)
     size = resolve_input_size(model, input_size, source, required=not dynamic_size)
     facts = model_facts(model)
     export_size = (None, None) if dynamic_size else size
@@ -398,6 +403,17 @@ def _run_export(converter, options, model_or_path, out, calibration_data, calibr
             return final
 
         outcome, report = None, None
+        qat = quantize == "int8" and _is_quantize_aware(job.model)
+        if qat:
+            if input_channels not in (None, job.facts.get("channels")) or output == "mask":
+                raise ValueError("A quantize-aware model is exported as it was trained: "
+                                 "`input_channels` and output='mask' are not available for it "
+                                 f"yet. Received: input_channels={input_channels!r}, output={output!r}")
+            from keras_unet.export.qat import QATSession
+
+            # Its learned ranges replace calibration (the calibration images only verify).
+            converter = dataclasses.replace(
+                converter, int8_session=lambda job, options, fmt=converter.format: QATSession(job, options, fmt))
         if quantize == "int8" and verify and converter.int8_session is not None:
             from keras_unet.export.int8 import quantize_verified
 
@@ -405,13 +421,15 @@ def _run_export(converter, options, model_or_path, out, calibration_data, calibr
                                         repair=repair, want_report=layer_report)
             model_bytes, report = outcome.model_bytes, outcome.verification
         else:
-            model_bytes = finish(converter.convert(job, options))
+            converted = (converter.int8_session(job, options).quantize([], "qat") if qat
+                         else converter.convert(job, options))
+            model_bytes = finish(converted, "qat" if qat else None)
             if verify:
                 report = verify_bytes(job, converter, model_bytes, quantize,
                                       threshold=job.threshold, agreement_floor=agreement_floor)
         info, metadata = made[model_bytes]
         diagnosis = Diagnosis()
-        if converter.diagnose is not None:
+        if converter.diagnose is not None and not qat:  # its timings convert the float graph
             diagnosis = converter.diagnose(job, options, model_bytes)
         for message in diagnosis.warnings:
             warnings.warn(message, UserWarning, stacklevel=3)
@@ -433,6 +451,12 @@ def _run_export(converter, options, model_or_path, out, calibration_data, calibr
         layer_report=outcome.layer_report if outcome else None,
         **truth,
     )
+
+
+def _is_quantize_aware(model):
+    from keras_unet.quantization import is_quantize_aware
+
+    return is_quantize_aware(model)
 
 
 def check_floor(agreement_floor):

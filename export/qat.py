@@ -274,3 +274,46 @@ def calibrated_tensors(path, overrides):
                    if node.op_type == "QuantizeLinear" and node.input[0] not in constants
                    and node.input[0] not in overrides
                    and node.input[0].removesuffix(suffix) not in overrides})
+
+
+class QATSession:
+    """The int8 session (`keras_unet.export.int8`) of a quantize-aware model.
+
+    One calibration variant, `"qat"`: the ranges the model learned. Nothing is kept in
+    float and there is no per-layer report (both raise `ValueError`, which the int8 step
+    reads as "nothing more to try"), so the file is verified, and written or refused, as it
+    comes out of `qat_tflite_bytes` / `qat_onnx_bytes`.
+
+    Example:
+    ```python
+    session = QATSession(job, TFLiteOptions(quantize="int8", io_dtype="uint8"), "tflite")
+    model_bytes = session.quantize([], "qat")
+    ```
+    """
+
+    variants = ("qat",)
+
+    def __init__(self, job, options, fmt):
+        self.job, self.options, self.format = job, options, fmt
+        self.metadata = {}
+
+    def quantize(self, keep_float, variant):
+        if keep_float:
+            raise ValueError("A quantize-aware model is written all int8, from its learned "
+                             f"ranges; no layer is kept in float. Received: keep_float={list(keep_float)}")
+
+        def build():
+            if self.format == "tflite":
+                return qat_tflite_bytes(self.job.model, io_dtype=self.options.io_dtype,
+                                        input_size=self.job.size)
+            activation = self.options.activation_type
+            activation = "uint8" if activation == "auto" else activation
+            self.metadata = {"activation_type": activation}
+            return qat_onnx_bytes(self.job.model, input_size=self.job.size,
+                                  opset=self.options.opset, activation_type=activation)
+
+        return self.job.cached(("qat_int8", self.format), build)
+
+    def report(self, images, keep_float, variant):
+        raise ValueError("A quantize-aware model has no per-layer calibration report: its "
+                         "ranges were learned in training. Received: a QAT model")

@@ -77,7 +77,9 @@ class ExportResult:
         if self.calibration_method is not None:
             tries = len(self.repair_attempts)
             lines.append(
-                f"int8: {self.calibration_method} calibration, "
+                ("int8: the ranges learned in quantization-aware training (the calibration "
+                 "images only verify), " if self.calibration_method == "qat"
+                 else f"int8: {self.calibration_method} calibration, ")
                 + (f"{len(self.kept_float)} layer(s) kept in float after {tries} attempt(s): "
                    f"{', '.join(self.kept_float)}" if self.kept_float
                    else "every layer in int8"))

@@ -128,3 +128,33 @@ def test_float_models_and_untrained_ranges_are_refused():
         qat_onnx_bytes(quantize_aware(model))
     with pytest.raises(ValueError, match="Received: io_dtype='int16'"):
         qat_tflite_bytes(quantize_aware(model), io_dtype="int16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_the_export_pipeline_writes_a_qat_model_from_its_learned_ranges(trained, tmp_path, fmt):
+    """`export_tflite`/`export_onnx` (and so `keras-unet export`) of a QAT model: no
+    calibration, nothing kept float, verified against the QAT model, metadata says so; a
+    float export of it is its float copy, without fake-quant ops."""
+    from keras_unet.export import export_onnx, export_tflite
+    from keras_unet.runtime import read_metadata
+
+    _, qat, images = trained
+    export = export_tflite if fmt == "tflite" else export_onnx
+    result = export(qat, tmp_path / f"m.{fmt}", quantize="int8", calibration_data=images[:80],
+                    progress=False)
+    assert result.calibration_method == "qat" and result.kept_float == []
+    assert [a["calibration"] for a in result.repair_attempts] == ["qat"]
+    assert result.verification.agreement_iou >= AGREEMENT_FLOOR
+    assert read_metadata(tmp_path / f"m.{fmt}")["int8"]["calibration"] == "qat"
+    if fmt == "tflite":
+        from keras_unet.export.qat import tflite_float_ops
+
+        assert tflite_float_ops((tmp_path / "m.tflite").read_bytes()) == []
+        from keras_unet.runtime.tflite import interpreter_class
+
+        plain = export(qat, tmp_path / "f.tflite", progress=False)
+        assert plain.verification.max_abs_diff <= 1e-4
+        interpreter = interpreter_class()(model_path=str(tmp_path / "f.tflite"))
+        dtypes = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+        assert not dtypes & {"int8", "uint8"}, dtypes  # no fake-quant op became int8
