@@ -98,6 +98,10 @@ CASES = [
     (TRAIN + ["--strategy", "multiworker"], 2, "keras-team/keras#20585"),
     (TRAIN + ["--strategy", "data-parallel"], 2, "KERAS_BACKEND=jax"),
     (TRAIN + ["--strategy", "data-parallel", "--num-processes", "2"], 2, "--coordinator"),
+    # train: quantization-aware fine-tuning
+    (TRAIN + ["--qat"], 2, "--init"),
+    (TRAIN + ["--init", "{ws}/missing.keras"], 2, "missing.keras"),
+    (TRAIN + ["--init", "{ws}/a_file.txt"], 2, "a_file.txt"),
     (TRAIN + ["--strategy", "data-parallel", "--num-processes", "2", "--coordinator", "127.0.0.1:9",
               "--process-id", "2"], 2, "--process-id"),
     (TRAIN + ["--coordinator", "127.0.0.1:9"], 2, "--coordinator"),

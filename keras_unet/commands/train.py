@@ -48,7 +48,7 @@ BEST_FILE, LAST_FILE, LOG_FILE, METRICS_FILE = "model.keras", "last.keras", "tra
 RUN_DEFINING = (
     "data", "val_data", "val_split", "image_size", "channels", "num_classes", "ignore_index",
     "mask_encoding", "encoder", "filters", "depth", "use_batchnorm", "upsample",
-    "use_attention", "residual", "dropout", "loss", "seed",
+    "use_attention", "residual", "dropout", "loss", "seed", "init", "qat",
 )  # fmt: skip
 
 
@@ -71,7 +71,7 @@ strategy_name.__name__ = "strategy"
 
 
 def add_arguments(parser):
-    from keras_unet.console.arguments import (ImageSizeAction, any_int, existing_dir,
+    from keras_unet.console.arguments import (ImageSizeAction, any_int, existing_dir, existing_file,
                                               half_open_fraction, host_port, non_negative_int,
                                               open_fraction, output_dir, positive_float,
                                               positive_int)
@@ -144,6 +144,15 @@ def add_arguments(parser):
     fit.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                      help="use only the first N training pairs, for quick trials (default: all)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.add_argument("--init", metavar="MODEL.keras", type=existing_file, default=None,
+                     help="start from this trained model (its architecture and weights; the "
+                          "model options are not used) (default: a new model)")
+    fit.add_argument("--qat", action="store_true",
+                     help="quantization-aware fine-tuning of --init (TensorFlow backend): its "
+                          "int8-simulating copy learns to reproduce the --init model's outputs "
+                          "(SGD with momentum 0.9 at --lr); export the result with --quantize "
+                          "int8. Train-set IoU is not meaningful then (the targets are "
+                          "probabilities); val_iou is")
 
     cluster = parser.add_argument_group(
         "more than one machine (--strategy data-parallel; the same command on every machine)")
@@ -461,16 +470,78 @@ def load_data(args, drop_remainder=False):
     )
 
 
-def compile_model(model, args):
+def compile_model(model, args, teacher=None):
+    """Adam and the segmentation loss; with a `teacher` (--qat), SGD with momentum and the
+    distillation loss towards the teacher's probabilities (what worked for QAT, see
+    `keras_unet.quantization.distillation`)."""
     import keras
 
     from keras_unet import losses, metrics
 
+    if teacher is not None:
+        from keras_unet.quantization import distillation_loss
+
+        optimizer, loss = keras.optimizers.SGD(args.lr, momentum=0.9), distillation_loss(teacher)
+    else:
+        optimizer = keras.optimizers.Adam(args.lr)
+        loss = losses.get_loss(args.loss or default_loss(args.num_classes), ignore_index=args.ignore_index)
     model.compile(
-        optimizer=keras.optimizers.Adam(args.lr),
-        loss=losses.get_loss(args.loss or default_loss(args.num_classes), ignore_index=args.ignore_index),
+        optimizer=optimizer, loss=loss,
         metrics=metrics.get_metrics(args.num_classes, ignore_index=args.ignore_index, per_class=True),
     )
+
+
+def check_init(args):
+    """--qat needs --init, one device and the TensorFlow backend; ValueError otherwise."""
+    if getattr(args, "qat", False):
+        import keras
+
+        if not args.init:
+            raise ValueError("--qat fine-tunes a trained model: give it with --init MODEL.keras")
+        if args.strategy != "none":
+            raise ValueError(f"--qat trains on one device; --strategy {args.strategy} is not "
+                             "available with it")
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError("--qat needs the TensorFlow backend (the int8 exports read its "
+                             f"fake-quant ops); KERAS_BACKEND is {keras.backend.backend()!r}")
+
+
+def load_init(args):
+    """The --init model (None without --init); a clear error for a file that is not one."""
+    if not args.init:
+        return None
+    from keras_unet.export.source import load_source_model
+
+    from keras_unet.export.source import model_facts
+
+    try:
+        model, _ = load_source_model(args.init)
+    except (ValueError, FileNotFoundError) as error:
+        raise ValueError(f"--init {args.init!r}: {str(error).split('. Received')[0]}") from error
+    facts = model_facts(model)
+    for option, value, wanted in (("--channels", args.channels, facts["channels"]),
+                                  ("--num-classes", args.num_classes, facts["num_classes"])):
+        if value != wanted:
+            raise ValueError(f"--init {args.init!r} takes {option} {wanted}; received {option} {value}")
+    return model
+
+
+def initial_model(args, init):
+    """The model a new run starts from: a new UNet, the --init model, or (--qat) the
+    quantize-aware copy of the --init model."""
+    if init is None:
+        model = build_model(args)
+    elif args.qat:
+        from keras_unet.quantization import quantize_aware
+
+        model = quantize_aware(init)
+    else:
+        import keras
+
+        model = keras.models.clone_model(init)
+        model.set_weights(init.get_weights())
+    compile_model(model, args, teacher=init if args.qat else None)
+    return model
 
 
 def run(args):
@@ -480,6 +551,7 @@ def run(args):
 
     image_size(args.image_size)
     _check_class_names(args)
+    check_init(args)
     cluster = resolve_cluster(args)
     if cluster is not None:  # before any JAX computation, and on every process
         from keras_unet import distribution
@@ -516,6 +588,12 @@ def run(args):
     # Data-parallel: every process builds the whole pipeline and Keras keeps its share of each
     # batch; a folder missing on one machine must stop all of them, not leave them waiting.
     train, val = _everywhere(cluster, lambda: load_data(args, drop_remainder=cluster is not None))
+    init = load_init(args)
+    if args.qat:
+        from keras_unet.quantization import distillation_dataset
+
+        # The targets are the --init model's probabilities on the same augmented batches.
+        train = distillation_dataset(train, init)
     fit_val = val
     if cluster is not None:
         if not int(train.cardinality()):
@@ -530,8 +608,7 @@ def run(args):
             # The saved optimizer carries the old rate; a resume after a NaN may lower it.
             model.optimizer.learning_rate = args.lr
         else:
-            model = build_model(args)
-            compile_model(model, args)
+            model = initial_model(args, init)
             if initial_epoch:
                 _resume_from_chief(model, args, cluster, initial_epoch)
         if initial_epoch and chief:
