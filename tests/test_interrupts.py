@@ -4,10 +4,16 @@ import subprocess
 import sys
 import textwrap
 
+# A suite started in the background (`cmd &` in a script) hands its children SIGINT ignored,
+# and Python then installs no KeyboardInterrupt handler: give the child the interactive default.
+DEFAULT_SIGINT = """
+import os, signal, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+"""
+
 
 def test_a_swallowed_interrupt_is_raised_again_at_the_next_check():
-    code = textwrap.dedent("""
-        import os, signal, time
+    code = DEFAULT_SIGINT + textwrap.dedent("""
         from keras_unet.console.interrupts import raise_if_interrupted, reliable_interrupt
 
         with reliable_interrupt(resend_after_s=60):
@@ -28,8 +34,7 @@ def test_a_swallowed_interrupt_is_raised_again_at_the_next_check():
 
 
 def test_the_block_end_raises_an_interrupt_nobody_checked():
-    code = textwrap.dedent("""
-        import os, signal, time
+    code = DEFAULT_SIGINT + textwrap.dedent("""
         from keras_unet.console.interrupts import reliable_interrupt
 
         try:
