@@ -194,6 +194,15 @@ def _read_state(out):
     return _strict_json(path) if path.exists() else None
 
 
+# SIGINT is ignored in children of a shell's background job, and the test needs Ctrl-C. The child
+# restores it itself: a preexec_fn would run Python between fork and exec in a parent that may
+# hold JAX's or TensorFlow's threads, which can deadlock.
+CLI_WITH_CTRL_C = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from keras_unet.cli import main; sys.exit(main())"
+)
+
+
 def _run_once(command, out, logs, trigger, sig, timeout_s=90):
     """Run `command`; send `sig` when `trigger` fires.
 
@@ -210,9 +219,7 @@ def _run_once(command, out, logs, trigger, sig, timeout_s=90):
     fire_at = None
     started = time.monotonic()
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-        # SIGINT is ignored in children of a shell's background job; the test needs Ctrl-C.
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr,
-                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
         sent = False
         try:
             while process.poll() is None:
@@ -261,7 +268,7 @@ def test_a_run_interrupted_and_killed_at_random_moments_resumes_to_the_end(tmp_p
     out = tmp_path / "run"
     logs = tmp_path / "logs"
     logs.mkdir()
-    command = [sys.executable, "-m", "keras_unet.cli", *_train_args(out, "--epochs", str(EPOCHS))]
+    command = [sys.executable, "-c", CLI_WITH_CTRL_C, *_train_args(out, "--epochs", str(EPOCHS))]
     resume = "keras-unet " + shlex.join(command[3:])
     rng = random.Random(20240611)
     # Four of each signal: twice in the middle of a checkpoint save, once somewhere around
