@@ -17,11 +17,13 @@ images as TFLite:
   activations.
 - **Ops left in float**: onnxruntime's CPU provider has no int8 kernel for
   `ConvTranspose`, so Q/DQ pairs around it run as dequantize -> float ConvTranspose
-  -> quantize; on a MobileNetV2 U-Net the int8 file was then slower than fp32. The export
-  reads back the graph onnxruntime actually runs and reports the compute ops still in
-  float (`ExportResult.float_ops_left`), with a warning. `upsample="bilinear"` or
-  `"nearest"` avoid it. `ONNXOptions.nodes_to_exclude` keeps chosen nodes in float on
-  purpose (the quantization repair step).
+  -> quantize; on a MobileNetV2 U-Net the int8 file was then slower than fp32. A UNet's
+  2x2 up-convolutions are therefore exported as 1x1 Conv + DepthToSpace
+  (`keras_unet.export.decoder_form`), both integer here. The export reads back the graph
+  onnxruntime actually runs and reports the compute ops still in float
+  (`ExportResult.float_ops_left`, e.g. another model's 3x3 ConvTranspose), with a warning.
+  `ONNXOptions.nodes_to_exclude` keeps chosen nodes in float on purpose (the quantization
+  repair step).
 - **No symbolic shape inference.** `quant_pre_process` would run onnxruntime's
   `SymbolicShapeInference` first, which, when it cannot follow a graph, saves
   `sym_shape_infer_temp.onnx` and a uuid-named `.data` file into the process's working
@@ -54,6 +56,7 @@ from pathlib import Path
 from keras_unet.export.mask_head import onnx_with_mask_head
 from keras_unet.export.pipeline import Converter, Diagnosis, check_output, run_export
 from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
+from keras_unet.export.decoder_form import export_form
 
 QUANTIZE_MODES = ("none", "fp16", "int8")
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -146,9 +149,12 @@ def float_model(job, opset):
         spec = keras.InputSpec(shape=(job.batch, height, width, job.facts["channels"]),
                                dtype="float32", name=INPUT_NAME)
         try:
+            # The same graph as job.static (1x1 conv + pixel shuffle for 2x2 up-convolutions:
+            # onnxruntime has no int8 ConvTranspose), with the batch and size asked for.
+            graph = job.cached("export_form", lambda: export_form(job.model))
             with _quiet_logs():
-                job.model.export(str(path), format="onnx", verbose=False,
-                                 input_signature=[spec], opset_version=opset)
+                graph.export(str(path), format="onnx", verbose=False,
+                             input_signature=[spec], opset_version=opset)
         except Exception as error:  # tf2onnx raises many types; name the cause
             raise RuntimeError(
                 f"ONNX conversion (tf2onnx, opset {opset}) failed: {type(error).__name__}: "
@@ -186,15 +192,16 @@ def _quantize_int8(job, options):
     if options.calibrate_method == "percentile":
         extra["TensorQuantOverrides"] = _percentile_overrides(job, options.opset)
     # The Entropy calibrator prints its progress to stdout.
-    with _quiet_logs(), contextlib.redirect_stdout(io.StringIO()):
+    uint8 = options.activation_type != "int8"
+    with _quiet_logs(), contextlib.redirect_stdout(io.StringIO()), \
+            _depth_to_space_quantized(uint8):
         quantize_static(
             str(_prepared_model(job, options.opset)), str(out),
             onnx_calibration_reader(pin_input_range(job.calibration), INPUT_NAME,
                                     progress=job.progress),
             quant_format=QuantFormat.QDQ,
             # "auto" without the int8 session (no verification): the usual winner.
-            activation_type=(QuantType.QInt8 if options.activation_type == "int8"
-                             else QuantType.QUInt8),
+            activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
             nodes_to_exclude=list(options.nodes_to_exclude),
@@ -202,6 +209,29 @@ def _quantize_int8(job, options):
             extra_options=extra,
         )
     return out.read_bytes()
+
+
+@contextlib.contextmanager
+def _depth_to_space_quantized(uint8):
+    """Quantize `DepthToSpace` (the pixel shuffle of `decoder_form`) like `Transpose`.
+
+    onnxruntime's QDQ quantizer leaves an op float unless its registry names it, and
+    `DepthToSpace` is not there, while its CPU kernel moves uint8 tensors and the session's
+    graph optimizer drops the DequantizeLinear/QuantizeLinear pair around it. Registered as a
+    same-scale op for the length of one `quantize_static` call, for uint8 activations only:
+    with int8 ones the CPU provider then ran the convolutions before it in float.
+    """
+    from onnxruntime.quantization import registry
+    from onnxruntime.quantization.operators.direct_q8 import QDQDirect8BitOp
+
+    added = uint8 and "DepthToSpace" not in registry.QDQRegistry
+    if added:
+        registry.QDQRegistry["DepthToSpace"] = QDQDirect8BitOp
+    try:
+        yield
+    finally:
+        if added:
+            registry.QDQRegistry.pop("DepthToSpace", None)
 
 
 def _percentile_overrides(job, opset):
@@ -300,8 +330,9 @@ def diagnose(job, options, model_bytes):
                 f"onnxruntime's CPU provider runs {sum(float_ops.values())} compute op(s) of "
                 f"this int8 model in float ({float_ops}), each between a dequantize and a "
                 "quantize; the int8 file may be slower than float32. "
-                + ("ConvTranspose has no int8 CPU kernel: build the UNet with "
-                   "upsample='bilinear' or 'nearest' for a fully integer decoder."
+                + ("ConvTranspose has no int8 CPU kernel (a UNet's 2x2 ones are exported "
+                   "as Conv + DepthToSpace; other kernel sizes are not): upsampling with "
+                   "UpSampling2D gives a fully integer decoder."
                    if "ConvTranspose" in float_ops else ""))
         timings = {"float32": time_ms(float_model(job, options.opset).read_bytes(),
                                       threads=options.threads),

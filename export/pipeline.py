@@ -271,7 +271,10 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
     export_size = (None, None) if dynamic_size else size
     if size == (None, None):
         size = DEFAULT_VERIFY_SIZE
-    static = static_model(model, size, batch_size=batch, input_channels=input_channels)
+    # Full-integer TFLite wants each skip connection's own int8 scale (decoder_form); ONNX
+    # converts its own graph (onnx.float_model) and the float modes gain nothing from it.
+    static = static_model(model, size, batch_size=batch, input_channels=input_channels,
+                          separate_skip_scales=quantize == "int8")
     channels = int(static.inputs[0].shape[-1])
     calibration, masks, verification_source = None, None, None
     if quantize == "int8":

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 # What a model is (input shape, classes, activation) has one definition, in the runtime.
+from keras_unet.export.decoder_form import export_form
 from keras_unet.runtime.describe import describe_model, model_input_shape
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -151,13 +152,17 @@ def _check_input_channels(input_channels, channels):
     return 3
 
 
-def static_model(model, input_size, batch_size=1, input_channels=None):
+def static_model(model, input_size, batch_size=1, input_channels=None,
+                 separate_skip_scales=False):
     """A functional wrapper of `model` with a fixed `(batch, H, W, C)` input.
 
     TFLite wants static shapes: a `None` spatial size becomes `1x1` in the converted file
     (the runtime must then resize the input tensor), and a `None` batch makes every
     `Conv2DTranspose` compute its output shape at run time (SHAPE/STRIDED_SLICE/PACK
-    ops), which keeps XNNPACK from taking those layers. The wrapper shares the weights.
+    ops), which keeps XNNPACK from taking those layers. The wrapper shares the weights and
+    computes the decoder in its export form (`keras_unet.export.decoder_form`: 2x2
+    up-convolutions as 1x1 convolutions plus a pixel shuffle; with `separate_skip_scales`, skip
+    connections that keep their own int8 scale), checked against the model on one image.
 
     Args:
         model: the Keras model.
@@ -166,6 +171,7 @@ def static_model(model, input_size, batch_size=1, input_channels=None):
         input_channels: channels of the wrapper's input. `3` for a 1-channel model puts
             an RGB -> gray conversion (ITU-R 601 luma, `rgb_to_gray_layer`) in front of
             it, so the file takes RGB (MediaPipe needs 3 channels). Default: the model's.
+        separate_skip_scales: for full-integer TFLite (see `export_form`).
 
     Example:
     ```python
@@ -182,17 +188,34 @@ def static_model(model, input_size, batch_size=1, input_channels=None):
         shape=(height, width, channels), batch_size=batch_size, name="image", dtype="float32"
     )
     try:
-        x = inputs if channels == model_channels else rgb_to_gray_layer()(inputs)
-        outputs = model(x, training=False)
-        fixed = keras.Model(inputs, outputs, name=model.name)
         # Symbolic calls skip shape checks that only run on real tensors (a UNet's
         # "multiple of 2**depth"); one real call surfaces them here, with their message.
-        fixed(np.zeros((batch_size or 1, height, width, channels), "float32"), training=False)
+        sample = np.random.default_rng(0).uniform(
+            0, 255, (batch_size or 1, height, width, model_channels)).astype("float32")
+        expected = np.asarray(model(sample, training=False))
+        x = inputs if channels == model_channels else rgb_to_gray_layer()(inputs)
+        graph = export_form(model, separate_skip_scales=separate_skip_scales)
+        outputs = graph(x, training=False)
+        fixed = keras.Model(inputs, outputs, name=model.name)
     except ValueError as error:
         raise ValueError(
             f"The model cannot run at input_size={(height, width)}: {error}"
         ) from error
+    if graph is not model:
+        _check_same_outputs(graph, sample, expected)
     return fixed
+
+
+def _check_same_outputs(graph, sample, expected):
+    """The export form must compute what the model computes (float32 summation order aside)."""
+    got = np.asarray(graph(sample, training=False))
+    tolerance = 1e-4 * (1.0 + float(np.max(np.abs(expected))))
+    difference = float(np.max(np.abs(got - expected)))
+    if not difference <= tolerance:
+        raise RuntimeError(
+            f"The export form of the model differs from the model by {difference:.3g} "
+            f"(allowed {tolerance:.3g}); please report this with the model's config."
+        )
 
 
 def model_facts(model):

@@ -95,12 +95,21 @@ class DecoderBlock(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         below, skip = self._split(inputs)
-        x = self.up(below)
+        x = self._upsample(below)
         if skip is not None:
             if self.gate is not None:
                 skip = self.gate([skip, x])
-            x = ops.concatenate([x, skip], axis=-1)
+            x = self._join(x, skip)
         return self.block(x, training=training)
+
+    # `_upsample` and `_join` are methods so that an export can compute the same numbers in
+    # the form its runtime quantizes best (`keras_unet.export.decoder_form`) without copying
+    # the rest of `call`.
+    def _upsample(self, below):
+        return self.up(below)
+
+    def _join(self, upsampled, skip):
+        return ops.concatenate([upsampled, skip], axis=-1)
 
     def compute_output_shape(self, input_shape):
         below_shape, _ = self._split(input_shape)

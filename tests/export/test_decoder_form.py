@@ -1,0 +1,112 @@
+"""The decoder's export form: the same float numbers, integer kernels in the files."""
+
+import numpy as np
+import pytest
+
+SIZE = (32, 32)
+
+
+def _unet(**kwargs):
+    import keras
+
+    import keras_unet
+
+    keras.utils.set_random_seed(0)
+    return keras_unet.UNet((*SIZE, 3), filters=4, depth=2, **kwargs)
+
+
+def _images(count=2):
+    return np.random.default_rng(1).uniform(0, 255, (count, *SIZE, 3)).astype("float32")
+
+
+def _nuclei(start, count):
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export.calibration import load_images
+
+    return load_images(nuclei_path(), SIZE, 3, limit=start + count, progress=False)[start:]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"use_batchnorm": True, "use_attention": True},
+                                    {"upsample": "bilinear"}])
+@pytest.mark.parametrize("separate", [False, True])
+def test_the_export_form_computes_what_the_model_computes(kwargs, separate):
+    from keras_unet.export.decoder_form import export_decoder_block_type, export_form
+
+    model = _unet(**kwargs)
+    # Weights that are not the initializer's, so a wrong kernel layout shows.
+    rng = np.random.default_rng(2)
+    model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
+    before = [w.copy() for w in model.get_weights()]
+    form = export_form(model, separate_skip_scales=separate)
+    changed = kwargs.get("upsample", "transpose") == "transpose" or separate
+    assert (form is not model) == changed
+    kinds = {type(layer).__name__ for layer in form.layers}
+    assert ("ExportDecoderBlock" in kinds) == changed
+    assert "ExportDecoderBlock" not in {type(layer).__name__ for layer in model.layers}
+    images = _images()
+    np.testing.assert_allclose(np.asarray(form(images)), np.asarray(model(images)), atol=1e-5)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    if changed:
+        block = next(layer for layer in form.layers if isinstance(layer, export_decoder_block_type()))
+        assert block.subpixel == (kwargs.get("upsample", "transpose") == "transpose")
+
+
+def test_a_wrong_export_form_is_caught_before_conversion(monkeypatch):
+    from keras import ops
+
+    from keras_unet.export.decoder_form import export_decoder_block_type
+    from keras_unet.export.source import static_model
+
+    ExportDecoderBlock = export_decoder_block_type()
+    # Taps in the wrong order: the shape is right, the numbers are not.
+    original = ExportDecoderBlock._upsample
+    monkeypatch.setattr(ExportDecoderBlock, "_upsample",
+                        lambda self, below: ops.flip(original(self, below), axis=1))
+    with pytest.raises(RuntimeError, match="export form of the model differs"):
+        static_model(_unet(), SIZE)
+
+
+def test_int8_tflite_has_no_transposed_convolution_and_encoders_keep_their_own_scale(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_unet.export import export_tflite
+
+    model = _unet()
+    out = tmp_path / "model.tflite"
+    export_tflite(model, out, quantize="int8", calibration_data=_nuclei(0, 8),
+                  verification_data=_nuclei(8, 4),
+                  agreement_floor=0.0, repair=False, progress=False, check_speed=False)
+    interpreter = Interpreter(str(out))
+    ops = interpreter._get_ops_details()
+    names = [op["op_name"] for op in ops]
+    assert "TRANSPOSE_CONV" not in names
+    assert names.count("DEPTH_TO_SPACE") == 2 and names.count("DEPTHWISE_CONV_2D") == 2
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    # Each encoder block ends in a ReLU: its output, which the max pool reads, gets the whole
+    # int8 range from 0 (zero point -128), not a scale shared with the signed upsampled tensor.
+    pooled = [tensors[op["inputs"][0]] for op in ops if op["op_name"] == "MAX_POOL_2D"]
+    assert len(pooled) == 2
+    assert [int(t["quantization_parameters"]["zero_points"][0]) for t in pooled] == [-128, -128]
+
+
+def test_int8_onnx_runs_every_convolution_in_integer(tmp_path, monkeypatch):
+    import onnx
+
+    from keras_unet.export import export_onnx
+    from keras_unet.export.onnx import float_ops_left
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "model.onnx"
+    result = export_onnx(_unet(), out, quantize="int8", calibration_data=_nuclei(0, 8),
+                         verification_data=_nuclei(8, 4), agreement_floor=0.0, repair=False,
+                         progress=False, activation_type="uint8")
+    types = [node.op_type for node in onnx.load(str(out)).graph.node]
+    assert "ConvTranspose" not in types and types.count("DepthToSpace") == 2
+    assert float_ops_left(out, tmp_path) == {} and result.float_ops_left == {}
+    # DepthToSpace is quantized: a QuantizeLinear/DequantizeLinear pair on each side of it.
+    graph = onnx.load(str(out)).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    for node in graph.node:
+        if node.op_type == "DepthToSpace":
+            assert producers[node.input[0]] == "DequantizeLinear"
