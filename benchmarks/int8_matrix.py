@@ -43,7 +43,7 @@ EXPORTS = {"int8.tflite": ["--quantize", "int8"], "int8.onnx": ["--quantize", "i
 TARGETS = {"agreement_iou": 0.98, "iou_drop": 0.005, "p50_ratio": 0.35}
 
 
-def _cli(*args, log):
+def run_cli(*args, log):
     command = [sys.executable, "-m", "keras_unet.cli", *map(str, args)]
     with open(log, "a") as handle:
         handle.write("$ " + " ".join(command[2:]) + "\n")
@@ -79,7 +79,7 @@ def run_model(name, folders, work, epochs, threads, image_size, channels):
     log = folder / "log.txt"
     model = folder / "run" / "model.keras"
     if not (folder / "run" / "metrics.json").exists():
-        code = _cli("train", "--data", folders["train"], "--out", folder / "run", "--epochs", epochs,
+        code = run_cli("train", "--data", folders["train"], "--out", folder / "run", "--epochs", epochs,
                     "--image-size", image_size, "--channels", channels, "--encoder-weights", "none",
                     "--seed", 0, "--quiet", *MODELS[name], log=log)
         if code:
@@ -89,7 +89,7 @@ def run_model(name, folders, work, epochs, threads, image_size, channels):
         out, report = folder / file, folder / f"{file}.report.json"
         if not out.exists():
             extra = ["--report", report] if "int8" in file else []
-            code = _cli("export", model, "--out", out, "--calibration-data", folders["train"],
+            code = run_cli("export", model, "--out", out, "--calibration-data", folders["train"],
                         "--threads", threads, *options, *extra, log=log)
             exported[file] = {"code": code}
         if report.exists():
@@ -97,7 +97,7 @@ def run_model(name, folders, work, epochs, threads, image_size, channels):
     bench = folder / "bench.json"
     files = [model] + [folder / f for f in EXPORTS if (folder / f).exists()]
     if not bench.exists():
-        _cli("bench", *files, "--data", folders["test"], "--reference", model, "--threads", threads,
+        run_cli("bench", *files, "--data", folders["test"], "--reference", model, "--threads", threads,
              "--seconds", 5, "--json", bench, log=log)
     rows = json.loads(bench.read_text())["rows"] if bench.exists() else []
     by_file = {Path(row["model"]).name: row for row in rows}
