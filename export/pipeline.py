@@ -408,10 +408,12 @@ def _run_export(converter, options, model_or_path, out, calibration_data, calibr
         outcome, report = None, None
         qat = quantize == "int8" and _is_quantize_aware(job.model)
         if qat:
-            if input_channels not in (None, job.facts.get("channels")) or output == "mask":
+            if input_channels not in (None, job.facts.get("channels")):
+                # The RGB -> gray step would be a float layer in front of the learned ranges.
                 raise ValueError("A quantize-aware model is exported as it was trained: "
-                                 "`input_channels` and output='mask' are not available for it "
-                                 f"yet. Received: input_channels={input_channels!r}, output={output!r}")
+                                 "`input_channels` is not available for it; train the QAT "
+                                 "model on the channels the device gives. "
+                                 f"Received: input_channels={input_channels!r}")
             from keras_unet.export.qat import QATSession
 
             # Its learned ranges replace calibration (the calibration images only verify).
