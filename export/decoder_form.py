@@ -59,15 +59,16 @@ def export_decoder_block_type():
         def _upsample(self, below):
             if not self.subpixel:
                 return super()._upsample(below)
-            kernel = self.up.kernel  # (2, 2, filters, channels in)
+            dtype = self.up.compute_dtype  # what Conv2DTranspose computes in (mixed precision)
+            kernel = ops.cast(self.up.kernel, dtype)  # (2, 2, filters, channels in)
             filters, channels_in = kernel.shape[2], kernel.shape[3]
             # Output channel (i * 2 + j) * filters + c of the 1x1 conv is kernel tap (i, j)
             # of channel c: the order depth_to_space (NHWC, DCR) reads it in.
             pointwise = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)),
                                     (1, 1, channels_in, 4 * filters))
-            x = ops.conv(ops.cast(below, kernel.dtype), pointwise, strides=1, padding="valid")
+            x = ops.conv(ops.cast(below, dtype), pointwise, strides=1, padding="valid")
             if self.up.use_bias:
-                x = x + ops.tile(self.up.bias, (4,))
+                x = x + ops.tile(ops.cast(self.up.bias, dtype), (4,))
             return ops.depth_to_space(x, 2)
 
         def _join(self, upsampled, skip):

@@ -110,3 +110,19 @@ def test_int8_onnx_runs_every_convolution_in_integer(tmp_path, monkeypatch):
     for node in graph.node:
         if node.op_type == "DepthToSpace":
             assert producers[node.input[0]] == "DequantizeLinear"
+
+
+def test_a_mixed_precision_model_keeps_its_compute_dtype():
+    import keras
+
+    from keras_unet.export.source import static_model
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _unet()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    fixed = static_model(model, SIZE, separate_skip_scales=True)  # checks it against the model
+    images = _images(1)
+    np.testing.assert_allclose(np.asarray(fixed(images), "float32"),
+                               np.asarray(model(images), "float32"), atol=1e-2)
