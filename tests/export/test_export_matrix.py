@@ -72,8 +72,8 @@ def test_variant_exports_in_both_formats(variant, calibration, tmp_path):
         if result.quantization != "none":
             assert report.mean_abs_diff <= INT8_MEAN_ABS_DIFF, (name, report.summary())
     assert results["tflite_int8"].input_dtype == "uint8"
-    if arguments.get("upsample", "transpose") != "transpose":
-        assert results["onnx_int8"].float_ops_left == {}
+    # Every convolution integer in onnxruntime, 2x2 up-convolutions included (decoder_form).
+    assert results["onnx_int8"].float_ops_left == {}
 
 
 @pytest.mark.slow
