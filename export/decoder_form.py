@@ -59,17 +59,7 @@ def export_decoder_block_type():
         def _upsample(self, below):
             if not self.subpixel:
                 return super()._upsample(below)
-            dtype = self.up.compute_dtype  # what Conv2DTranspose computes in (mixed precision)
-            kernel = ops.cast(self.up.kernel, dtype)  # (2, 2, filters, channels in)
-            filters, channels_in = kernel.shape[2], kernel.shape[3]
-            # Output channel (i * 2 + j) * filters + c of the 1x1 conv is kernel tap (i, j)
-            # of channel c: the order depth_to_space (NHWC, DCR) reads it in.
-            pointwise = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)),
-                                    (1, 1, channels_in, 4 * filters))
-            x = ops.conv(ops.cast(below, dtype), pointwise, strides=1, padding="valid")
-            if self.up.use_bias:
-                x = x + ops.tile(ops.cast(self.up.bias, dtype), (4,))
-            return ops.depth_to_space(x, 2)
+            return subpixel_upsample(self.up, below)
 
         def _join(self, upsampled, skip):
             if self.separate_skip_scale:
@@ -82,6 +72,70 @@ def export_decoder_block_type():
     return ExportDecoderBlock
 
 
+def subpixel_upsample(transposed, x):
+    """What the 2x2 stride-2 `Conv2DTranspose` `transposed` computes on `x`, as a 1x1
+    convolution to `4 * filters` channels and `depth_to_space(2)`."""
+    from keras import ops
+
+    dtype = transposed.compute_dtype  # what Conv2DTranspose computes in (mixed precision)
+    kernel = ops.cast(transposed.kernel, dtype)  # (2, 2, filters, channels in)
+    filters, channels_in = kernel.shape[2], kernel.shape[3]
+    # Output channel (i * 2 + j) * filters + c of the 1x1 conv is kernel tap (i, j) of
+    # channel c: the order depth_to_space (NHWC, DCR) reads it in.
+    pointwise = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)), (1, 1, channels_in, 4 * filters))
+    x = ops.conv(ops.cast(x, dtype), pointwise, strides=1, padding="valid")
+    if transposed.use_bias:
+        x = x + ops.tile(ops.cast(transposed.bias, dtype), (4,))
+    return ops.depth_to_space(x, 2)
+
+
+@functools.lru_cache(maxsize=None)
+def subpixel_transpose_type():
+    """`SubpixelConv2DTranspose`: a 2x2 stride-2 `Conv2DTranspose` computed by
+    `subpixel_upsample` (export-only; built on first use)."""
+    import keras
+
+    class SubpixelConv2DTranspose(keras.layers.Conv2DTranspose):
+        def call(self, inputs):
+            return subpixel_upsample(self, inputs)
+
+    return SubpixelConv2DTranspose
+
+
+def _is_subpixel_transpose(layer):
+    import keras
+
+    return (isinstance(layer, keras.layers.Conv2DTranspose)
+            and tuple(layer.kernel_size) == (2, 2) and tuple(layer.strides) == (2, 2)
+            and tuple(layer.dilation_rate) == (1, 1) and layer.padding == "same"
+            and layer.data_format == "channels_last" and layer.activation.__name__ == "linear")
+
+
+def subpixel_transposes(model):
+    """`model` with every 2x2 stride-2 `Conv2DTranspose` layer of its graph computed as 1x1
+    conv + pixel shuffle: the flat graphs `DecoderBlock` rewriting cannot reach (a
+    quantization-aware model's float copy). Returns `model` itself when it has none.
+
+    Example:
+    ```python
+    onnx_ready = subpixel_transposes(float_copy(qat_model))
+    ```
+    """
+    import keras
+
+    swaps = {}
+    for layer in getattr(model, "layers", []):
+        if _is_subpixel_transpose(layer) and layer.built:
+            twin = subpixel_transpose_type().from_config(layer.get_config())
+            twin.build((layer._build_shapes_dict or {}).get("input_shape"))
+            twin.set_weights(layer.get_weights())
+            swaps[id(layer)] = twin
+    if not swaps or not hasattr(model, "_run_through_graph"):
+        return model
+    return keras.models.clone_model(
+        model, clone_function=lambda layer: swaps.get(id(layer), layer))
+
+
 def _is_decoder_block(layer):
     from keras_unet.layers import DecoderBlock
 
@@ -90,12 +144,8 @@ def _is_decoder_block(layer):
 
 def is_subpixel_candidate(layer):
     """True for a `DecoderBlock` whose upsampling is a 2x2 stride-2 `Conv2DTranspose`."""
-    if not _is_decoder_block(layer) or layer.upsample != "transpose":
-        return False
-    up = layer.up
-    return (tuple(up.kernel_size) == (2, 2) and tuple(up.strides) == (2, 2)
-            and tuple(up.dilation_rate) == (1, 1) and up.padding == "same"
-            and up.activation.__name__ == "linear")
+    return (_is_decoder_block(layer) and layer.upsample == "transpose"
+            and _is_subpixel_transpose(layer.up))
 
 
 def _input_shape(block):

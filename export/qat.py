@@ -175,6 +175,7 @@ def _float_onnx(model, folder, input_size, opset):
     import keras
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from keras_unet.export.decoder_form import subpixel_transposes
     from keras_unet.export.onnx import INPUT_NAME, _quiet_logs
     from keras_unet.export.source import resolve_input_size
     from keras_unet.quantization import float_copy
@@ -185,9 +186,12 @@ def _float_onnx(model, folder, input_size, opset):
     channels = graph.inputs[0].shape[-1]
     spec = keras.InputSpec(shape=(1, height, width, channels), dtype="float32", name=INPUT_NAME)
     exported, prepared = Path(folder) / "float.onnx", Path(folder) / "prepared.onnx"
+    # 2x2 up-convolutions as Conv + DepthToSpace, as the post-training export writes them:
+    # onnxruntime has no int8 ConvTranspose. The probes read the same numbers from `graph`.
+    onnx_graph = subpixel_transposes(graph)
     with _quiet_logs():
-        graph.export(str(exported), format="onnx", verbose=False, input_signature=[spec],
-                     opset_version=opset)
+        onnx_graph.export(str(exported), format="onnx", verbose=False, input_signature=[spec],
+                          opset_version=opset)
         quant_pre_process(str(exported), str(prepared), skip_symbolic_shape=True)
     probe_model = keras.Model(graph.inputs, [tensor for tensor, _ in probes.values()])
     return prepared, probe_model, [quantizer for _, quantizer in probes.values()], (height, width, channels)
@@ -227,7 +231,7 @@ def qat_onnx_bytes(model, input_size=None, opset=17, activation_type="uint8",
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from keras_unet.export.calibration import onnx_calibration_reader
-    from keras_unet.export.onnx import INPUT_NAME, _quiet_logs
+    from keras_unet.export.onnx import INPUT_NAME, _depth_to_space_quantized, _quiet_logs
     from keras_unet.export.qat_ranges import tensor_ranges
 
     with tempfile.TemporaryDirectory(prefix="keras_unet_qat_") as folder:
@@ -240,7 +244,7 @@ def qat_onnx_bytes(model, input_size=None, opset=17, activation_type="uint8",
             overrides[name] = [{"scale": scale, "zero_point": zero_point}]
         out = Path(folder) / "int8.onnx"
         data = images if calibration_images is None else np.asarray(calibration_images, "float32")
-        with _quiet_logs():
+        with _quiet_logs(), _depth_to_space_quantized(activation_type == "uint8"):
             quantize_static(
                 str(prepared), str(out), onnx_calibration_reader(data, INPUT_NAME, progress=False),
                 quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,

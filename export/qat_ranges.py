@@ -30,7 +30,8 @@ import numpy as np
 # Keras and onnxruntime compute the same float graph to about 1e-6 relative.
 MATCH_RTOL = 1e-4
 # Ops that move values without changing them: a range passes through both ways.
-SAME_RANGE = ("Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten")
+SAME_RANGE = ("Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten",
+              "DepthToSpace")
 # Ops whose outputs lie within their input's range (padding adds zeros, which every range
 # holds): onnxruntime quantizes their output with their input's scale and zero point.
 WITHIN_RANGE = ("MaxPool", "Resize", "Pad", "Slice", "Split", "Gather")
