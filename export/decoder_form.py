@@ -121,15 +121,25 @@ def subpixel_transposes(model):
     onnx_ready = subpixel_transposes(float_copy(qat_model))
     ```
     """
+    swaps = {id(layer): _twin(layer, subpixel_transpose_type())
+             for layer in getattr(model, "layers", [])
+             if _is_subpixel_transpose(layer) and layer.built}
+    return _with_swaps(model, swaps)
+
+
+def _twin(layer, layer_type):
+    """A built `layer_type` with `layer`'s config and a copy of its weights."""
+    twin = layer_type.from_config(layer.get_config())
+    twin.build(_input_shape(layer))
+    twin.set_weights(layer.get_weights())
+    return twin
+
+
+def _with_swaps(model, swaps):
+    """`model`'s graph with the layers in `swaps` (`id(layer)` -> twin) replaced; `model`
+    itself when there is nothing to replace or it is not a functional graph."""
     import keras
 
-    swaps = {}
-    for layer in getattr(model, "layers", []):
-        if _is_subpixel_transpose(layer) and layer.built:
-            twin = subpixel_transpose_type().from_config(layer.get_config())
-            twin.build((layer._build_shapes_dict or {}).get("input_shape"))
-            twin.set_weights(layer.get_weights())
-            swaps[id(layer)] = twin
     if not swaps or not hasattr(model, "_run_through_graph"):
         return model
     return keras.models.clone_model(
@@ -148,8 +158,8 @@ def is_subpixel_candidate(layer):
             and _is_subpixel_transpose(layer.up))
 
 
-def _input_shape(block):
-    return (block._build_shapes_dict or {}).get("input_shape")
+def _input_shape(layer):
+    return (layer._build_shapes_dict or {}).get("input_shape")
 
 
 def _has_skip(block):
@@ -159,10 +169,8 @@ def _has_skip(block):
 
 
 def _export_copy(block, subpixel, separate_skip_scale):
-    twin = export_decoder_block_type().from_config(block.get_config())
+    twin = _twin(block, export_decoder_block_type())
     twin.subpixel, twin.separate_skip_scale = subpixel, separate_skip_scale
-    twin.build(_input_shape(block))
-    twin.set_weights(block.get_weights())
     return twin
 
 
@@ -184,8 +192,6 @@ def export_form(model, separate_skip_scales=False):
     exported = export_form(model, separate_skip_scales=True)
     ```
     """
-    import keras
-
     swaps = {}
     for layer in getattr(model, "layers", []):
         if not _is_decoder_block(layer) or not layer.built:
@@ -194,7 +200,4 @@ def export_form(model, separate_skip_scales=False):
         separate = bool(separate_skip_scales) and _has_skip(layer)
         if subpixel or separate:
             swaps[id(layer)] = _export_copy(layer, subpixel, separate)
-    if not swaps or not hasattr(model, "_run_through_graph"):
-        return model
-    return keras.models.clone_model(
-        model, clone_function=lambda layer: swaps.get(id(layer), layer))
+    return _with_swaps(model, swaps)
