@@ -114,7 +114,7 @@ def run_model(name, folders, work, epochs, threads, image_size, channels):
             "model": name, "file": file, "agreement_iou": row.get("agreement_iou"),
             "pixel_agreement": row.get("pixel_agreement"), "iou": row.get("iou"),
             "iou_drop": row.get("iou_drop"),
-            "p50_ratio": (1.0 / row["speedup_vs_reference"]) if row.get("speedup_vs_reference") else None,
+            "p50_ratio": p50_ratio(row),
             "vs_fp32_tflite": (fp32["latency_p50_ms"] / row["latency_p50_ms"]
                                if fp32.get("latency_p50_ms") and row.get("latency_p50_ms") else None),
             "kept_float": report.get("kept_float", []),
@@ -146,18 +146,37 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    """`python -m keras_unet.benchmarks.int8_matrix`: run the matrix and print its table."""
-    parser = argparse.ArgumentParser(prog="python -m keras_unet.benchmarks.int8_matrix",
-                                     description=__doc__.split("\n\n")[0])
+def add_matrix_arguments(parser, work_help, default_models):
+    """The options every matrix script takes: data, work folder, models, training, JSON."""
     parser.add_argument("--data", required=True, metavar="DIR", help="labelled folder (images/, masks/)")
-    parser.add_argument("--work", required=True, metavar="DIR", help="where runs, exports and reports go")
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--work", required=True, metavar="DIR", help=work_help)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=default_models)
+    parser.add_argument("--epochs", type=int, default=15, help="training epochs of the float models")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+
+
+def write_rows(path, rows):
+    """The table's rows as JSON at `path` (written atomically); nothing when `path` is None."""
+    if path:
+        from keras_unet.runtime.files import write_text_atomic
+
+        write_text_atomic(path, json.dumps(rows, indent=2))
+
+
+def p50_ratio(row):
+    """A bench row's p50 as a ratio of the reference's p50 (None when it was not timed)."""
+    speedup = row.get("speedup_vs_reference")
+    return 1.0 / speedup if speedup else None
+
+
+def main(argv=None):
+    """`python -m keras_unet.benchmarks.int8_matrix`: run the matrix and print its table."""
+    parser = argparse.ArgumentParser(prog="python -m keras_unet.benchmarks.int8_matrix",
+                                     description=__doc__.split("\n\n")[0])
+    add_matrix_arguments(parser, "where runs, exports and reports go", default_models=list(MODELS))
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.threads < 1 or args.image_size < 32:
         parser.error("--epochs and --threads must be >= 1 and --image-size >= 32")
@@ -167,10 +186,7 @@ def main(argv=None):
         rows.extend(run_model(name, folders, args.work, args.epochs, args.threads, args.image_size,
                               args.channels))
         print(format_table(rows), flush=True)
-    if args.json:
-        from keras_unet.runtime.files import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(rows, indent=2))
+    write_rows(args.json, rows)
     return 0 if all(meets_targets(row) for row in rows) else 1
 
 

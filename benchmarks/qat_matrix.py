@@ -26,7 +26,8 @@ import json
 import sys
 from pathlib import Path
 
-from keras_unet.benchmarks.int8_matrix import MODELS, run_cli, run_model, split_folder
+from keras_unet.benchmarks.int8_matrix import (add_matrix_arguments, p50_ratio, run_cli, run_model,
+                                               split_folder, write_rows)
 
 TARGETS = {"agreement_iou": 0.99, "iou_drop": 0.003}
 FILES = ("int8.tflite", "int8.onnx", "qat/int8.tflite", "qat/int8.onnx")
@@ -72,8 +73,7 @@ def run_qat(name, folders, work, epochs, qat_epochs, threads, image_size, channe
         table.append({
             "model": name, "file": Path(file).name, "method": method,
             "agreement_iou": row.get("agreement_iou"), "iou_drop": row.get("iou_drop"),
-            "p50_ratio": (1.0 / row["speedup_vs_reference"]
-                          if row.get("speedup_vs_reference") else None),
+            "p50_ratio": p50_ratio(row),
             "kept_float": report.get("kept_float", []), "error": row.get("error"),
         })
     return table
@@ -107,18 +107,10 @@ def main(argv=None):
     """`python -m keras_unet.benchmarks.qat_matrix`: run it and print the table."""
     parser = argparse.ArgumentParser(prog="python -m keras_unet.benchmarks.qat_matrix",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, metavar="DIR", help="labelled folder (images/, masks/)")
-    parser.add_argument("--work", required=True, metavar="DIR",
-                        help="the int8 matrix's folder (its models are reused when present)")
-    parser.add_argument("--models", nargs="+", choices=list(MODELS),
-                        default=["mobilenet_v3_small", "mobilenet_v3_large", "vanilla"])
-    parser.add_argument("--epochs", type=int, default=15, help="float training epochs")
+    add_matrix_arguments(parser, "the int8 matrix's folder (its models are reused when present)",
+                         default_models=["mobilenet_v3_small", "mobilenet_v3_large", "vanilla"])
     parser.add_argument("--qat-epochs", type=int, default=None,
                         help="QAT epochs (default: 20%% of --epochs, at least 1)")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--channels", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     qat_epochs = args.qat_epochs if args.qat_epochs is not None else max(1, round(args.epochs * 0.2))
     if args.epochs < 1 or qat_epochs < 1 or args.threads < 1 or args.image_size < 32:
@@ -129,10 +121,7 @@ def main(argv=None):
         rows.extend(run_qat(name, folders, args.work, args.epochs, qat_epochs, args.threads,
                             args.image_size, args.channels))
         print(format_table(rows), flush=True)
-    if args.json:
-        from keras_unet.runtime.files import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(rows, indent=2))
+    write_rows(args.json, rows)
     return 0 if all(meets_targets(r) for r in rows if r.get("method") == "qat") else 1
 
 
