@@ -210,6 +210,13 @@ def _write_json(path, data):
     write_json_atomic(path, data)
 
 
+def _run_defaults():
+    """The default of every run-defining option, as `keras-unet train` parses it."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return {k: parser.get_default(k) for k in RUN_DEFINING}
+
+
 def check_resume(args, state):
     """Decide how to treat an existing run folder; returns the epoch to start from."""
     if state is None:
@@ -222,8 +229,11 @@ def check_resume(args, state):
                 "refusing to write into it. Choose an empty or new folder."
             )
         return 0
-    changed = {k: (state["args"].get(k), getattr(args, k)) for k in RUN_DEFINING
-               if state["args"].get(k) != getattr(args, k)}
+    # A setting missing from the saved state is one that did not exist when the run was
+    # started (an older keras-unet): it ran with that option's default.
+    defaults = _run_defaults()
+    saved = {k: state["args"].get(k, defaults[k]) for k in RUN_DEFINING}
+    changed = {k: (saved[k], getattr(args, k)) for k in RUN_DEFINING if saved[k] != getattr(args, k)}
     if changed:
         detail = ", ".join(f"--{k.replace('_', '-')} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
         raise ValueError(

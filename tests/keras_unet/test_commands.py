@@ -72,6 +72,23 @@ def test_finished_run_is_not_overwritten_but_can_be_extended(trained_run, nuclei
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
 
 
+def test_a_run_saved_before_an_option_existed_resumes_with_that_options_default(tmp_path):
+    import argparse
+
+    from keras_unet.commands.train import RUN_DEFINING, _run_defaults, add_arguments, check_resume
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "3"])
+    saved = {k: getattr(args, k) for k in RUN_DEFINING if k not in ("qat", "init")}  # an older run
+    state = {"args": saved, "epochs_completed": 1, "finished": False}
+    assert _run_defaults()["qat"] is False
+    assert check_resume(args, state) == 1
+    args.qat = True  # a setting the old run did not have still has to match its default
+    with pytest.raises(ValueError, match="--qat was False, now True"):
+        check_resume(args, state)
+
+
 def test_train_refuses_a_folder_that_is_not_a_run(nuclei_subset, tmp_path, capsys):
     (tmp_path / "precious.txt").write_text("mine")
     status = cli.main(["train", "--data", str(nuclei_subset / "train"), "--out", str(tmp_path), *TINY])
