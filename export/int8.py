@@ -8,7 +8,10 @@ Two thresholds: `agreement_floor` (default 0.95), below which nothing is written
    layer in int8, and verify each on held-out images (`keras_unet.export.holdout`). They
    cost no speed, so all are tried and the best is kept. `repair=False` tries only the
    first.
-2. Best still below the target: from it, build the per-layer report
+2. Best still below the target: first keep the stem in float (the ops up to the first
+   convolution's activation, `report.leading_nodes`), measured and kept only when it
+   raises agreement: its error reaches every later layer, which per-layer figures do not
+   show, and it reads only the image's few channels. Then build the per-layer report
    (`keras_unet.export.quantization`), keep the worst `STEP` layers (and what must stay
    float with them) in float, quantize and verify again; up to `MAX_STEPS` times,
    re-reporting each time, because keeping one op in float changes what the next sees;
@@ -27,7 +30,8 @@ into the result, the metadata and the printed summary.
 A format takes part through an `Int8Session` (`tflite.Int8Session`, `onnx.Int8Session`):
 `variants` (calibrations to try, in order), `quantize(keep_float, variant) -> bytes`,
 `report(images, keep_float, variant) -> rows`, optionally `metadata` (a dict recorded under
-the file's `"int8"` metadata) and optionally `expand(nodes) -> nodes` (what
+the file's `"int8"` metadata), optionally `leading_nodes() -> nodes` (the stem) and
+optionally `expand(nodes) -> nodes` (what
 else must stay float with them: TFLite adds the ops reading a kept op's output, whose input
 would otherwise be quantized at the same bad range).
 
@@ -156,13 +160,24 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
     repaired = None
     if repair and best_int8[0] < target:
         variant, keep, limit = best_int8[3], [], MAX_KEPT
-        for _ in range(MAX_STEPS):
-            try:
-                rows = session.report(images, keep, variant)
-            except ValueError:  # nothing quantized is left to measure
-                break
-            if not keep and best_int8[2].passed:
-                limit = min(MAX_KEPT, int(TARGET_SHARE * len(rows)))
+        rows = session.report(images, keep, variant)
+        if best_int8[2].passed:
+            limit = min(MAX_KEPT, int(TARGET_SHARE * len(rows)))
+        # The stem first, measured: its error reaches every later layer, which the rows
+        # (each measured on its own input) do not show. Kept only when it helps.
+        stem = getattr(session, "leading_nodes", list)()
+        if stem and len(stem) <= limit:
+            agreement = attempt(variant, stem, rows).agreement_iou
+            if agreement >= target:
+                repaired = tried[-1]
+            elif agreement > best_int8[0]:
+                keep = list(stem)
+        for step in range(MAX_STEPS if repaired is None else 0):
+            if step or keep:
+                try:
+                    rows = session.report(images, keep, variant)
+                except ValueError:  # nothing quantized is left to measure
+                    break
             added = _next_nodes(session, rows, keep)
             if not added or len(keep) + len(added) > limit:
                 break

@@ -436,19 +436,33 @@ class Int8Session:
         return dataclasses.replace(self.options, calibrate_method=variant,
                                    nodes_to_exclude=tuple(self.options.nodes_to_exclude) + exclude)
 
+    def _graph(self):
+        import onnx
+
+        return self.job.cached(("onnx_prepared_graph", self.options.opset), lambda: onnx.load(
+            str(_prepared_model(self.job, self.options.opset)), load_external_data=False).graph)
+
     def expand(self, nodes):
         """The graph nodes among `nodes` (not graph inputs) and the nodes reading their
         outputs: a float op still hands its consumer a tensor quantized at its range."""
-        import onnx
-
-        graph = self.job.cached(("onnx_prepared_graph", self.options.opset), lambda: onnx.load(
-            str(_prepared_model(self.job, self.options.opset)), load_external_data=False).graph)
+        graph = self._graph()
         by_output = {out: node.name for node in graph.node for out in node.output}
         names = {node.name for node in graph.node}
         kept = [node for node in nodes if node in names]
         readers = [node.name for node in graph.node
                    if any(by_output.get(name) in kept for name in node.input)]
         return list(dict.fromkeys(kept + readers))
+
+    def leading_nodes(self):
+        """The stem's nodes (`report.leading_nodes`); nodes that read only weights (a
+        kernel's Transpose) are not activations and are left out."""
+        from keras_unet.export.quantization import leading_nodes
+
+        graph = self._graph()
+        weights = {init.name for init in graph.initializer}
+        ops = [(node.name, node.op_type, list(node.input), list(node.output)) for node in graph.node
+               if any(name and name not in weights for name in node.input)]
+        return leading_nodes(ops, HEAVY_OPS)
 
     def quantize(self, keep_float, variant):
         key = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))

@@ -448,6 +448,9 @@ class Int8Session:
     def expand(self, nodes):
         return self.quantizer.with_consumers(nodes)
 
+    def leading_nodes(self):
+        return self.quantizer.leading_ops()
+
     def report(self, images, keep_float, variant):
         return self.quantizer.report(images, keep_float=keep_float, model=self.job.model,
                                      variant=variant)

@@ -51,6 +51,9 @@ from keras_unet.export.quantization.report import (keras_layer_name, layer_names
 
 # Calibrations `TFLiteQuantizer` quantizes from (see `TFLiteQuantizer.calibrated_for`).
 VARIANTS = ("minmax", "percentile")
+# Ops that multiply by weights: where a model's stem ends (`leading_ops`).
+TFLITE_COMPUTE_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED",
+                                "BATCH_MATMUL"})
 
 
 @contextlib.contextmanager
@@ -262,6 +265,24 @@ class TFLiteQuantizer:
                 if consumer in self._ops and consumer not in chosen:
                     chosen.append(consumer)
         return chosen
+
+    def leading_ops(self):
+        """The stem's ops (`report.leading_nodes`), for `quantize(keep_float=...)`.
+
+        Example:
+        ```python
+        quantizer.leading_ops()  # ['.../rescaling_1/mul', '.../conv_1/convolution...', ...]
+        ```
+        """
+        from keras_unet.export.quantization.report import leading_nodes
+
+        inputs = {node: [] for node in self._ops}
+        for tensor, readers in self._consumers.items():
+            for reader in readers:
+                if reader in inputs:
+                    inputs[reader].append(tensor)
+        ops = [(node, op, inputs[node], [node]) for node, op in self._ops.items()]
+        return leading_nodes(ops, TFLITE_COMPUTE_OPS)
 
     def _check_nodes(self, keep_float):
         keep_float = tuple(dict.fromkeys(str(node) for node in keep_float))

@@ -34,13 +34,27 @@ class ScriptedSession:
                 for i, name in enumerate(LAYERS)]
 
 
-def _choose(monkeypatch, scores, floor=0.95, repair=True):
-    session = ScriptedSession(scores)
+class StemSession(ScriptedSession):
+    """A format that names its stem (`leading_nodes`)."""
+
+    def leading_nodes(self):
+        return ["stem_conv", "stem_act"]
+
+
+def _by_count(scores):
+    def score(variant, kept):
+        return scores[(variant, len(kept))]
+    return score
+
+
+def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=ScriptedSession):
+    session = session_class(scores)
+    score_of = scores if callable(scores) else _by_count(scores)
 
     def verify_bytes(job, converter, model_bytes, quantization, agreement_floor, threshold,
                      raise_on_failure):
         variant, kept = model_bytes.decode().split(":")
-        score = scores[(variant, len(kept.split(",")) if kept else 0)]
+        score = score_of(variant, kept.split(",") if kept else [])
         return types.SimpleNamespace(agreement_iou=score, pixel_agreement=score,
                                      passed=score >= agreement_floor, summary=lambda: "scripted")
 
@@ -100,3 +114,34 @@ def test_a_floor_above_the_target_becomes_the_target(monkeypatch):
 def test_without_repair_only_the_first_calibration_is_tried(monkeypatch):
     outcome, session = _choose(monkeypatch, {("a", 0): 0.96, ("b", 0): 0.99}, repair=False)
     assert [a.calibration for a in outcome.attempts] == ["a"] and outcome.kept_float == []
+
+
+def _stem_scores(base, stem_gain, per_layer=0.0):
+    """Agreement: `base` for calibration b (a lower), `stem_gain` more with the stem kept
+    float, `per_layer` more per other layer kept float."""
+    def score(variant, kept):
+        stem = "stem_conv" in kept
+        others = len([k for k in kept if not k.startswith("stem")])
+        return (base if variant == "b" else base - 0.05) + stem_gain * stem + per_layer * others
+    return score
+
+
+def test_the_stem_is_tried_first_and_kept_alone_when_it_reaches_the_target(monkeypatch):
+    outcome, _ = _choose(monkeypatch, _stem_scores(0.967, 0.017), session_class=StemSession)
+    assert outcome.kept_float == ["stem_conv", "stem_act"] and outcome.calibration == "b"
+    assert [a.kept_float for a in outcome.attempts] == [[], [], ["stem_conv", "stem_act"]]
+
+
+def test_a_stem_that_helps_stays_float_while_repair_goes_on(monkeypatch):
+    outcome, _ = _choose(monkeypatch, _stem_scores(0.96, 0.01, per_layer=0.003),
+                         session_class=StemSession)
+    assert outcome.kept_float == ["stem_conv", "stem_act", "layer0", "layer1", "layer2", "layer3"]
+    assert outcome.verification.agreement_iou == pytest.approx(0.982)
+
+
+def test_a_stem_that_does_not_help_is_not_kept(monkeypatch):
+    outcome, _ = _choose(monkeypatch, _stem_scores(0.96, -0.01, per_layer=0.011),
+                         session_class=StemSession)
+    assert outcome.kept_float == ["layer0", "layer1"]
+    assert [a.kept_float for a in outcome.attempts][2:] == [["stem_conv", "stem_act"],
+                                                           ["layer0", "layer1"]]

@@ -43,6 +43,18 @@ def test_worst_nodes_skip_layers_already_kept_in_float():
         "m/conv2/Relu", "m/conv1/Relu"]
 
 
+def test_leading_nodes_are_the_first_convolution_what_it_needs_and_its_activation():
+    compute = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+    ops = [("side", "MUL", ["image"], ["s"]),  # a branch the convolution does not read
+           ("mul", "MUL", ["image"], ["a"]), ("add", "ADD", ["a"], ["b"]),
+           ("conv", "CONV_2D", ["b", "kernel"], ["c"]), ("act", "HARD_SWISH", ["c"], ["d"]),
+           ("dw", "DEPTHWISE_CONV_2D", ["d"], ["e"]), ("join", "ADD", ["d", "e"], ["f"]),
+           ("late", "RELU", ["s"], ["g"])]
+    assert report.leading_nodes(ops, compute) == ["mul", "add", "conv", "act"]
+    assert report.leading_nodes(ops[:4], compute) == ["mul", "add", "conv"]
+    assert report.leading_nodes(ops[:3], compute) == []  # no convolution at all
+
+
 def test_sqnr_db_is_finite_without_error():
     assert report.sqnr_db(1.0, 0.01) == pytest.approx(20.0)
     assert np.isfinite(report.sqnr_db(1.0, 0.0)) and np.isfinite(report.sqnr_db(0.0, 0.0))
@@ -195,6 +207,20 @@ def test_tflite_ranges_widened_in_place_are_measured_again(spiky_tflite, verific
     assert raw.report(verification, model=model)[0]["name"] == "head"
 
 
+def test_tflite_leading_ops_are_the_first_convolution_and_what_precedes_it(spiky_tflite,
+                                                                           verification):
+    model, _, quantizer = spiky_tflite
+    stem = quantizer.leading_ops()
+    order = list(quantizer._ops)
+    assert stem == sorted(stem, key=order.index)  # in execution order
+    # normalization -> pad -> conv1 (+ReLU); not the spike's branch, which also reads the image
+    assert "normalization" in stem[0] and "conv1" in stem[-1] and len(stem) == 3
+    assert not any("conv2" in node or "spike" in node for node in stem)
+    assert sum(quantizer._ops[node] == "CONV_2D" for node in stem) == 1
+    rows = quantizer.report(verification, keep_float=stem, model=model, variant="percentile")
+    assert {row["node"] for row in rows if row["kept_float"]} == set(stem)
+
+
 def test_tflite_keep_float_rejects_unknown_nodes(spiky_tflite):
     _, _, quantizer = spiky_tflite
     with pytest.raises(ValueError, match="node.*Received"):
@@ -327,3 +353,24 @@ def test_onnx_nodes_to_exclude_take_the_conv_with_its_relu(spiky_onnx, verificat
                              model=model)
     assert [row["kept_float"] for row in rows[-2:]] == [True, True]
     assert {row["name"] for row in rows[-2:]} == {"conv2"}
+
+
+def test_onnx_session_leading_nodes_skip_weight_only_nodes(spiky_onnx):
+    import onnx
+
+    from keras_unet.export.onnx import Int8Session
+
+    _, prepared, _ = spiky_onnx
+    graph = onnx.load(str(prepared)).graph
+    session = Int8Session.__new__(Int8Session)  # only its graph is needed
+    session._graph = lambda: graph
+    stem = session.leading_nodes()
+    ops = {node.name: node.op_type for node in graph.node}
+    assert [ops[node] for node in stem].count("Conv") == 1
+    conv = next(node for node in stem if ops[node] == "Conv")
+    assert "conv1" in conv or "conv1" in " ".join(stem)
+    assert not any("conv2" in node for node in stem)
+    weights = {init.name for init in graph.initializer}
+    for node in graph.node:
+        if node.name in stem:
+            assert any(name not in weights for name in node.input if name)
