@@ -227,3 +227,47 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
             f"{self.advice}",
             epoch=self._epoch + 1, batch=batch + 1, loss=loss,
         )
+
+
+class WarnOnCollapse(keras.callbacks.Callback):
+    """Warn once when `patience` epochs in a row score an IoU of exactly 0 on the training
+    and the validation data: the model predicts no foreground at all.
+
+    Measured on the 250-photo nuclei split at 128x128: the original U-Net (filters 64, no
+    batch norm) trained with Adam at 1e-3 scored IoU 0.013 in its first epoch and 0.0 in
+    the three after it; at 1e-4 its first epoch reached a validation IoU of 0.32. The
+    loss stays finite, so nothing else says so.
+
+    Args:
+        advice: the sentence ending the warning (what to change).
+        patience: epochs in a row with IoU 0 before warning.
+        stream: where the warning goes (default `sys.stderr`).
+
+    Example:
+    ```python
+    import keras
+    from keras_unet.callbacks import WarnOnCollapse
+
+    callbacks = [WarnOnCollapse("Try --lr 1e-4.")]
+    ```
+    """
+
+    def __init__(self, advice="Lower the learning rate.", patience=2, stream=None):
+        super().__init__()
+        self.advice = advice
+        self.patience = patience
+        self.stream = stream
+        self._zeros = 0
+        self.warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        import sys
+
+        logs = logs or {}
+        collapsed = logs.get("iou") == 0.0 and logs.get("val_iou", 0.0) == 0.0
+        self._zeros = self._zeros + 1 if collapsed else 0
+        if self._zeros >= self.patience and not self.warned:
+            self.warned = True
+            print(f"warning: epochs {epoch + 2 - self._zeros}-{epoch + 1} scored IoU 0 on the "
+                  f"training and validation data: the model predicts no foreground. "
+                  f"{self.advice}", file=self.stream or sys.stderr, flush=True)

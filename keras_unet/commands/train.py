@@ -557,7 +557,7 @@ def initial_model(args, init):
 def run(args):
     import keras
 
-    from keras_unet.callbacks import StopOnNonFiniteLoss, TrainingDiverged
+    from keras_unet.callbacks import StopOnNonFiniteLoss, TrainingDiverged, WarnOnCollapse
 
     image_size(args.image_size)
     _check_class_names(args)
@@ -636,7 +636,11 @@ def run(args):
     # drops log rows beyond the commit), the best model before the last one. Under
     # data-parallel every process sees the same (global) loss and val_iou, so all stop at
     # the same step; only process 0 writes.
-    callbacks = [_interrupt_check(), StopOnNonFiniteLoss()]
+    without_bn = args.encoder == "vanilla" and not args.use_batchnorm
+    advice = (f"A U-Net without batch norm often collapses so at Adam's --lr {args.lr:g}: "
+              "try --lr 1e-4, or --use-batchnorm." if without_bn else
+              f"Try a lower --lr (now {args.lr:g}) or check that the masks have foreground.")
+    callbacks = [_interrupt_check(), StopOnNonFiniteLoss(), WarnOnCollapse(advice)]
     if chief:
         checkpoint = _checkpoint_class(cluster)
         callbacks += [

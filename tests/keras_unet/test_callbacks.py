@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_unet.callbacks import (AtomicModelCheckpoint, StopOnNonFiniteLoss, TrainingDiverged,
-                                  is_temporary_file, remove_temporary_files)
+                                  WarnOnCollapse, is_temporary_file, remove_temporary_files)
 from keras_unet.runtime.files import write_json_atomic
 
 X = np.linspace(-1, 1, 64 * 4, dtype="float32").reshape(64, 4)
@@ -155,3 +155,30 @@ def test_write_json_atomic_writes_non_finite_numbers_as_null(tmp_path):
     assert data == {"iou": None, "loss": None, "dice": 0.5, "per_class": [None, 1.0], "epochs": 3,
                     "ok": True}
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_collapse_to_no_foreground_is_warned_once_after_two_epochs():
+    import io
+
+    stream = io.StringIO()
+    callback = WarnOnCollapse("Try --lr 1e-4.", stream=stream)
+    logs = [{"iou": 0.01, "val_iou": 0.0}, {"iou": 0.0, "val_iou": 0.0},
+            {"iou": 0.0, "val_iou": 0.0}, {"iou": 0.0, "val_iou": 0.0}]
+    callback.on_epoch_end(0, logs[0])
+    callback.on_epoch_end(1, logs[1])
+    assert stream.getvalue() == ""  # one epoch at 0 may be a slow start
+    for epoch in (2, 3):
+        callback.on_epoch_end(epoch, logs[epoch])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and "epochs 2-3 scored IoU 0" in lines[0] and lines[0].endswith("Try --lr 1e-4.")
+
+
+def test_a_model_that_finds_foreground_is_not_warned_about():
+    import io
+
+    stream = io.StringIO()
+    callback = WarnOnCollapse(stream=stream)
+    for epoch, logs in enumerate([{"iou": 0.0, "val_iou": 0.0}, {"iou": 0.0, "val_iou": 0.2},
+                                  {"iou": 0.0, "val_iou": 0.0}, {"iou": 0.3, "val_iou": 0.0}]):
+        callback.on_epoch_end(epoch, logs)
+    assert stream.getvalue() == "" and not callback.warned
