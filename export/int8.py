@@ -202,7 +202,7 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
         error = VerificationError(
             f"No int8 file met agreement_iou >= {agreement_floor:g}: the best of {len(attempts)} "
             f"attempt(s) reached {report.agreement_iou:.4f} ({variant} calibration, "
-            f"{len(keep)} layer(s) kept in float). Nothing was written. {report.summary()}. "
+            f"{len(keep)} op(s) kept in float). Nothing was written. {report.summary()}. "
             "The per-layer report (--report) shows where the error arises; calibrate on "
             "more representative images, or lower --agreement-floor if this loss is "
             "acceptable.", report)

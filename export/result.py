@@ -80,8 +80,8 @@ class ExportResult:
                 ("int8: the ranges learned in quantization-aware training (the calibration "
                  "images only verify), " if self.calibration_method == "qat"
                  else f"int8: {self.calibration_method} calibration, ")
-                + (f"{len(self.kept_float)} layer(s) kept in float after {tries} attempt(s): "
-                   f"{', '.join(self.kept_float)}" if self.kept_float
+                + (f"{len(self.kept_float)} op(s) kept in float after {tries} attempt(s): "
+                   f"{_counted(self.kept_float)}" if self.kept_float
                    else "every layer in int8"))
         if self.float_ops_left:
             lines.append(f"ops left in float: {self.float_ops_left}")
@@ -100,3 +100,11 @@ class ExportResult:
         if self.verification is not None:
             data["verification"] = self.verification.to_dict()
         return data
+
+
+def _counted(names):
+    """`a, a, b` -> `a x2, b`: a Keras layer can become several ops (a hard-swish four)."""
+    counts = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in counts.items())

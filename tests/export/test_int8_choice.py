@@ -101,7 +101,7 @@ def test_below_the_floor_the_best_repair_is_kept_when_it_meets_the_floor(monkeyp
 def test_nothing_at_the_floor_is_refused_with_the_best_found(monkeypatch):
     scores = {("a", 0): 0.80, ("b", 0): 0.85}
     scores.update({("b", n): 0.85 + n / 1000 for n in range(2, 13, 2)})
-    with pytest.raises(VerificationError, match=r"reached 0\.8620 \(b calibration, 12 layer\(s\)"):
+    with pytest.raises(VerificationError, match=r"reached 0\.8620 \(b calibration, 12 op\(s\)"):
         _choose(monkeypatch, scores)
 
 
@@ -145,3 +145,10 @@ def test_a_stem_that_does_not_help_is_not_kept(monkeypatch):
     assert outcome.kept_float == ["layer0", "layer1"]
     assert [a.kept_float for a in outcome.attempts][2:] == [["stem_conv", "stem_act"],
                                                            ["layer0", "layer1"]]
+
+
+def test_the_summary_counts_ops_of_one_layer_kept_float():
+    from keras_unet.export.result import _counted
+
+    assert _counted(["rescaling", "rescaling", "conv_bn", "activation", "activation"]) == (
+        "rescaling x2, conv_bn, activation x2")
