@@ -38,6 +38,7 @@ MODELS = {
     "mobilenet_v3_small": ["--filters", "16", "--encoder", "mobilenet_v3_small"],
     "mobilenet_v3_large": ["--filters", "16", "--encoder", "mobilenet_v3_large"],
     "resnet50": ["--filters", "16", "--encoder", "resnet50"],
+    "attention": ["--filters", "16", "--use-batchnorm", "--use-attention"],
     "seed": ["--filters", "64", "--lr", "1e-4"],
 }
 EXPORTS = {"int8.tflite": ["--quantize", "int8"], "int8.onnx": ["--quantize", "int8"],
