@@ -158,9 +158,14 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
         attempt(variant, [], None, quantized=first)
     best_int8 = max(tried, key=lambda entry: entry[0])
     repaired = None
+    rows = None
     if repair and best_int8[0] < target:
         variant, keep, limit = best_int8[3], [], MAX_KEPT
-        rows = session.report(images, keep, variant)
+        try:
+            rows = session.report(images, keep, variant)
+        except ValueError:  # nothing to measure (a QAT model: its ranges were learned)
+            pass
+    if rows is not None:
         if best_int8[2].passed:
             limit = min(MAX_KEPT, int(TARGET_SHARE * len(rows)))
         # The stem first, measured: its error reaches every later layer, which the rows

@@ -152,3 +152,17 @@ def test_the_summary_counts_ops_of_one_layer_kept_float():
 
     assert _counted(["rescaling", "rescaling", "conv_bn", "activation", "activation"]) == (
         "rescaling x2, conv_bn, activation x2")
+
+
+class LearnedRangesSession(StemSession):
+    """A QAT model's session: nothing to report on, so nothing to repair."""
+
+    def report(self, images, keep_float, variant):
+        raise ValueError("a quantize-aware model has no per-layer calibration report")
+
+
+def test_a_session_without_a_report_writes_its_file_unrepaired(monkeypatch):
+    outcome, _ = _choose(monkeypatch, {("a", 0): 0.96, ("b", 0): 0.97},
+                         session_class=LearnedRangesSession)
+    assert outcome.kept_float == [] and outcome.calibration == "b"
+    assert [a.kept_float for a in outcome.attempts] == [[], []]
