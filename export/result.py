@@ -104,7 +104,6 @@ class ExportResult:
 
 def _counted(names):
     """`a, a, b` -> `a x2, b`: a Keras layer can become several ops (a hard-swish four)."""
-    counts = {}
-    for name in names:
-        counts[name] = counts.get(name, 0) + 1
-    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in counts.items())
+    from collections import Counter
+
+    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in Counter(names).items())
