@@ -637,7 +637,7 @@ def run(args):
     # data-parallel every process sees the same (global) loss and val_iou, so all stop at
     # the same step; only process 0 writes.
     without_bn = args.encoder == "vanilla" and not args.use_batchnorm
-    advice = (f"A U-Net without batch norm often collapses so at Adam's --lr {args.lr:g}: "
+    advice = (f"A U-Net without batch norm can collapse so at Adam's --lr {args.lr:g}: "
               "try --lr 1e-4, or --use-batchnorm." if without_bn else
               f"Try a lower --lr (now {args.lr:g}) or check that the masks have foreground.")
     callbacks = [_interrupt_check(), StopOnNonFiniteLoss(), WarnOnCollapse(advice)]
