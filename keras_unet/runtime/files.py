@@ -23,19 +23,10 @@ from pathlib import Path
 MB = 10**6
 
 
-def _new_temporary(folder, out):
-    """Create an empty file beside `out` with the permissions a plain `open()` gives.
-
-    `tempfile.mkstemp` would create it 0600 and reading the umask to fix that means
-    setting it (process-wide, racy): `os.open` with mode 0o666 lets the OS apply it.
-    """
+def _temporary_names(folder, out):
+    """Candidate temporary names beside `out` (random, so two writers do not collide)."""
     for _ in range(100):
-        tmp = folder / f".{out.stem}.{secrets.token_hex(4)}.tmp{out.suffix}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
+        yield folder / f".{out.stem}.{secrets.token_hex(4)}.tmp{out.suffix}"
     raise FileExistsError(f"Could not create a temporary file beside '{out}'.")
 
 
@@ -62,13 +53,23 @@ def atomic_output(out):
         raise FileNotFoundError(
             f"The output folder does not exist: create it first. Received: out='{out}'"
         )
-    tmp = _new_temporary(folder, out)
+    tmp = None
     try:
+        # The name is claimed before the file exists, inside the try: a Ctrl-C landing just
+        # after the file's creation (before any assignment could record it) is still cleaned
+        # up. `os.open` with mode 0o666 lets the umask apply (`tempfile.mkstemp` gives 0600).
+        for tmp in _temporary_names(folder, out):
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                break
+            except FileExistsError:
+                tmp = None  # another writer's file: never ours to delete
         yield tmp
         os.replace(tmp, out)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def write_bytes_atomic(out, data):

@@ -42,3 +42,28 @@ def test_json_writes_non_finite_numbers_as_null(tmp_path):
 
     write_json_atomic(tmp_path / "m.json", {"loss": float("nan"), "iou": [np.float32(0.5), float("inf")]})
     assert json.loads((tmp_path / "m.json").read_text()) == {"loss": None, "iou": [0.5, None]}
+
+
+def test_a_ctrl_c_just_after_the_temporary_is_created_leaves_no_file(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def open_then_interrupted(path, *args):
+        fd = real_open(path, *args)  # the file exists now, before the caller records it
+        os.close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("keras_unet.runtime.files.os.open", open_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(tmp_path / "model.keras"):
+            pass
+    assert os.listdir(tmp_path) == []
+
+
+def test_another_writers_temporary_with_the_same_name_is_left_alone(tmp_path, monkeypatch):
+    names = iter(["aaaaaaaa", "bbbbbbbb"])
+    monkeypatch.setattr("keras_unet.runtime.files.secrets.token_hex", lambda n: next(names))
+    theirs = tmp_path / ".model.aaaaaaaa.tmp.json"
+    theirs.write_text("theirs")
+    write_text_atomic(tmp_path / "model.json", "ours")
+    assert theirs.read_text() == "theirs" and (tmp_path / "model.json").read_text() == "ours"
+    assert sorted(os.listdir(tmp_path)) == [".model.aaaaaaaa.tmp.json", "model.json"]
