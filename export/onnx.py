@@ -19,7 +19,9 @@ images as TFLite:
   `ConvTranspose`, so Q/DQ pairs around it run as dequantize -> float ConvTranspose
   -> quantize; on a MobileNetV2 U-Net the int8 file was then slower than fp32. A UNet's
   2x2 up-convolutions are therefore exported as 1x1 Conv + DepthToSpace
-  (`keras_unet.export.decoder_form`), both integer here. The export reads back the graph
+  (`keras_unet.export.decoder_form`), both integer here, the shuffle written as NHWC
+  reshapes so onnxruntime keeps the decoder in its NHWC integer layout
+  (`keras_unet.export.onnx_layout`). The export reads back the graph
   onnxruntime actually runs and reports the compute ops still in float
   (`ExportResult.float_ops_left`, e.g. another model's 3x3 ConvTranspose), with a warning.
   `ONNXOptions.nodes_to_exclude` keeps chosen nodes in float on purpose (the quantization
@@ -165,14 +167,26 @@ def float_model(job, opset):
     return job.cached(("onnx_float", opset), build)
 
 
-def _prepared_model(job, opset):
-    """The float graph after `quant_pre_process` (no symbolic shape inference), once per job."""
+def prepare_for_int8(float_path, out):
+    """Write the float graph at `float_path` as `quantize_static` should read it to `out`:
+    `quant_pre_process` (no symbolic shape inference) and the NHWC pixel shuffle
+    (`keras_unet.export.onnx_layout`: onnxruntime otherwise moves the decoder to NCHW)."""
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from keras_unet.export.onnx_layout import nhwc_pixel_shuffle
+
+    with _quiet_logs():
+        quant_pre_process(str(float_path), str(out), skip_symbolic_shape=True)
+    onnx.save(nhwc_pixel_shuffle(onnx.load(str(out))), str(out))
+
+
+def _prepared_model(job, opset):
+    """The float graph to quantize, once per job: after `quant_pre_process` (no symbolic
+    shape inference), with each pixel shuffle in the NHWC form (`onnx_layout`)."""
     def build():
         path = job.new_path("prepared", ".onnx")
-        with _quiet_logs():
-            quant_pre_process(str(float_model(job, opset)), str(path), skip_symbolic_shape=True)
+        prepare_for_int8(float_model(job, opset), path)
         return path
 
     return job.cached(("onnx_prepared", opset), build)
@@ -263,15 +277,14 @@ def convert(job, options):
     return path.read_bytes()
 
 
-def float_ops_left(path, work):
-    """Compute-heavy ops onnxruntime's CPU provider runs in float for `path`, by type.
-
-    Reads the graph after onnxruntime's own optimizations (QDQ fusion into QLinearConv
-    etc.), which is what actually runs. The optimized graph is written into `work`.
+def runtime_graph(path, work):
+    """The graph onnxruntime's CPU provider runs for the ONNX file `path`: after its own
+    optimizations (QDQ fusion into QLinearConv, the NHWC layout of integer ops). Written
+    into a temporary folder under `work` and read back.
 
     Example:
     ```python
-    float_ops_left("model_int8.onnx", "/tmp")  # {'ConvTranspose': 4}
+    [node.op_type for node in runtime_graph("model_int8.onnx", "/tmp").node]
     ```
     """
     import onnx
@@ -283,10 +296,24 @@ def float_ops_left(path, work):
         options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        counts = {}
-        for node in onnx.load(str(optimized)).graph.node:
-            if node.op_type in HEAVY_OPS:
-                counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        return onnx.load(str(optimized)).graph
+
+
+def float_ops_left(path, work):
+    """Compute-heavy ops onnxruntime's CPU provider runs in float for `path`, by type.
+
+    Reads the graph after onnxruntime's own optimizations (`runtime_graph`), which is what
+    actually runs.
+
+    Example:
+    ```python
+    float_ops_left("model_int8.onnx", "/tmp")  # {'ConvTranspose': 4}
+    ```
+    """
+    counts = {}
+    for node in runtime_graph(path, work).node:
+        if node.op_type in HEAVY_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
 
 

@@ -173,10 +173,9 @@ def activation_quant_params(low, high, activation_type="uint8"):
 def _float_onnx(model, folder, input_size, opset):
     """The float ONNX graph of `model`'s float copy, and a Keras model of its probes."""
     import keras
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from keras_unet.export.decoder_form import subpixel_transposes
-    from keras_unet.export.onnx import INPUT_NAME, _quiet_logs
+    from keras_unet.export.onnx import INPUT_NAME, _quiet_logs, prepare_for_int8
     from keras_unet.export.source import resolve_input_size
     from keras_unet.quantization import float_copy
 
@@ -192,7 +191,7 @@ def _float_onnx(model, folder, input_size, opset):
     with _quiet_logs():
         onnx_graph.export(str(exported), format="onnx", verbose=False, input_signature=[spec],
                           opset_version=opset)
-        quant_pre_process(str(exported), str(prepared), skip_symbolic_shape=True)
+    prepare_for_int8(exported, prepared)
     probe_model = keras.Model(graph.inputs, [tensor for tensor, _ in probes.values()])
     return prepared, probe_model, [quantizer for _, quantizer in probes.values()], (height, width, channels)
 

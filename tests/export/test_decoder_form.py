@@ -90,26 +90,35 @@ def test_int8_tflite_has_no_transposed_convolution_and_encoders_keep_their_own_s
     assert [int(t["quantization_parameters"]["zero_points"][0]) for t in pooled] == [-128, -128]
 
 
-def test_int8_onnx_runs_every_convolution_in_integer(tmp_path, monkeypatch):
+def test_int8_onnx_runs_every_convolution_in_integer_and_the_decoder_in_nhwc(tmp_path, monkeypatch):
     import onnx
 
     from keras_unet.export import export_onnx
-    from keras_unet.export.onnx import float_ops_left
+    from keras_unet.export.onnx import float_ops_left, runtime_graph
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "model.onnx"
     result = export_onnx(_unet(), out, quantize="int8", calibration_data=_nuclei(0, 8),
                          verification_data=_nuclei(8, 4), agreement_floor=0.0, repair=False,
                          progress=False, activation_type="uint8")
-    types = [node.op_type for node in onnx.load(str(out)).graph.node]
-    assert "ConvTranspose" not in types and types.count("DepthToSpace") == 2
-    assert float_ops_left(out, tmp_path) == {} and result.float_ops_left == {}
-    # DepthToSpace is quantized: a QuantizeLinear/DequantizeLinear pair on each side of it.
     graph = onnx.load(str(out)).graph
+    types = [node.op_type for node in graph.node]
+    # Each 2x2 up-convolution: a 1x1 Conv and the pixel shuffle as NHWC reshapes.
+    assert "ConvTranspose" not in types and "DepthToSpace" not in types
+    shuffles = [node for node in graph.node if node.name.endswith("/shuffle")]
+    assert len(shuffles) == 2
+    assert float_ops_left(out, tmp_path) == {} and result.float_ops_left == {}
+    # The shuffle is quantized: a QuantizeLinear/DequantizeLinear pair on each side of it.
     producers = {output: node.op_type for node in graph.node for output in node.output}
-    for node in graph.node:
-        if node.op_type == "DepthToSpace":
-            assert producers[node.input[0]] == "DequantizeLinear"
+    for node in shuffles:
+        assert producers[node.input[0]] == "DequantizeLinear"
+    # What onnxruntime runs: no DepthToSpace, and the decoder's concatenations on the
+    # channel axis of NHWC, not moved back to NCHW around a DepthToSpace.
+    ran = runtime_graph(out, tmp_path).node
+    assert "DepthToSpace" not in [node.op_type for node in ran]
+    concat_axes = [next(a.i for a in node.attribute if a.name == "axis")
+                   for node in ran if node.op_type == "QLinearConcat"]
+    assert concat_axes in ([3, 3], [-1, -1])
 
 
 def test_a_mixed_precision_model_keeps_its_compute_dtype():

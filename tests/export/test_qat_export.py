@@ -112,11 +112,12 @@ def test_qat_onnx_uses_the_learned_ranges_and_segments_like_keras(trained, tmp_p
         for layer in qat.layers if isinstance(layer, ActivationQuantizer))}
     assert (1.0, 0) in used  # the image input: pixels are the codes
     assert learned <= used  # every learned range is a scale and zero point of the file
-    # The 2x2 up-convolutions run as integer Conv + DepthToSpace, as in post-training files.
+    # The 2x2 up-convolutions run as integer Conv + pixel shuffle, as in post-training files.
     from keras_unet.export.onnx import float_ops_left
 
     types = [node.op_type for node in proto.graph.node]
-    assert "ConvTranspose" not in types and types.count("DepthToSpace") == 2
+    assert "ConvTranspose" not in types and "DepthToSpace" not in types
+    assert sum(node.name.endswith("/shuffle") for node in proto.graph.node) == 2
     assert float_ops_left(path, tmp_path) == {}
     probabilities = load_runner(path).predict(images)
     assert _agreement(probabilities, qat.predict(images, verbose=0)) >= AGREEMENT_FLOOR
