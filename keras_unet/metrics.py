@@ -76,8 +76,14 @@ class _SegmentationScore(keras.metrics.IoU):
         if len(y_true.shape) == len(y_pred.shape) + 1:
             if y_true.shape[-1] == 1:
                 y_true = y_true[..., 0]
-            else:  # one-hot
+            else:  # one-hot, or a teacher's probabilities
                 y_true = ops.argmax(y_true, axis=-1)
+        if channels == 1 and "float" in str(y_true.dtype):
+            # Soft targets (a teacher's probabilities: `train --qat` distils from one) are
+            # masks by the same rule as the predictions; truncating them to int would count
+            # only p == 1 as foreground. Labels 0, 1 and out-of-range values stay as they are.
+            soft = (y_true > 0) & (y_true < 1)
+            y_true = ops.where(soft, ops.cast(y_true >= self.threshold, y_true.dtype), y_true)
         if sample_weight is not None:
             sample_weight = ops.convert_to_tensor(sample_weight)
             if len(sample_weight.shape) == len(y_true.shape) + 1:

@@ -111,6 +111,24 @@ def test_binary_matches_keras_binary_iou_on_foreground():
     assert float(ours.result()) == pytest.approx(float(theirs.result()), rel=1e-6)
 
 
+def test_soft_binary_targets_are_read_as_masks_by_the_same_rule():
+    # `train --qat` distils from a teacher: its probabilities are the targets.
+    rng = np.random.default_rng(3)
+    teacher = rng.random((2, 8, 8, 1)).astype("float32")
+    teacher[0, 0, :2, 0] = [0.0, 1.0]
+    probs = rng.random((2, 8, 8, 1)).astype("float32")
+    for threshold in (0.5, 0.3):
+        soft, hard = metrics.IoU(threshold=threshold), metrics.IoU(threshold=threshold)
+        soft.update_state(teacher, probs)
+        hard.update_state((teacher >= threshold).astype("int32"), probs)
+        assert float(soft.result()) == pytest.approx(float(hard.result()))
+        assert 0.1 < float(soft.result()) < 1.0  # truncated targets: about 0.01
+    # The student equal to its teacher scores 1, not the IoU of `p == 1` pixels.
+    same = metrics.IoU()
+    same.update_state(teacher, teacher)
+    assert float(same.result()) == pytest.approx(1.0)
+
+
 def test_one_hot_labels_and_reset():
     batches = _multiclass_batches(ignore=0)
     labels, probs = batches[0]
