@@ -222,7 +222,21 @@ def _quantize_int8(job, options):
             calibrate_method=methods[options.calibrate_method],
             extra_options=extra,
         )
-    return out.read_bytes()
+    return finish_quantized(out)
+
+
+def finish_quantized(path):
+    """The bytes of the QDQ file at `path`, with the free-size shuffle's `Shape` nodes
+    reading quantized tensors (`onnx_layout.shapes_read_quantized`; nothing to do in a
+    static-size graph)."""
+    import onnx
+
+    from keras_unet.export.onnx_layout import shapes_read_quantized
+
+    model = onnx.load(str(path))
+    if not shapes_read_quantized(model):
+        return Path(path).read_bytes()
+    return model.SerializeToString()
 
 
 @contextlib.contextmanager
@@ -362,8 +376,8 @@ def diagnose(job, options, model_bytes):
                    "UpSampling2D gives a fully integer decoder."
                    if "ConvTranspose" in float_ops else ""))
         timings = {"float32": time_ms(float_model(job, options.opset).read_bytes(),
-                                      threads=options.threads),
-                   "int8": time_ms(model_bytes, threads=options.threads)}
+                                      threads=options.threads, size=job.size),
+                   "int8": time_ms(model_bytes, threads=options.threads, size=job.size)}
         speedup = timings["float32"] / timings["int8"] if timings["int8"] > 0 else float("inf")
         if speedup < MIN_INT8_SPEEDUP and timings["float32"] > 1.0:
             found.append(
@@ -379,12 +393,19 @@ def diagnose(job, options, model_bytes):
     return Diagnosis(warnings=found, float_ops_left=float_ops, timings_ms=timings)
 
 
-def time_ms(model_bytes, repeats=5, threads=2):
+def time_ms(model_bytes, repeats=5, threads=2, size=None):
     """Median milliseconds of one onnxruntime run on zeros, after a warm-up run.
+
+    Args:
+        model_bytes: the ONNX file's bytes (input `(N, H, W, C)`).
+        repeats: timed runs.
+        threads: onnxruntime intra-op threads.
+        size: `(height, width)` to run a free-size (`--dynamic-size`) file at; a U-Net
+            cannot run at the 1x1 a free dimension would otherwise get.
 
     Example:
     ```python
-    time_ms(Path("model.onnx").read_bytes(), threads=2)
+    time_ms(Path("model.onnx").read_bytes(), threads=2, size=(128, 128))
     ```
     """
     import time
@@ -397,7 +418,8 @@ def time_ms(model_bytes, repeats=5, threads=2):
     options.log_severity_level = 3
     session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in feed.shape]
+    fill = [1, *(size or (1, 1)), 1]
+    shape = [d if isinstance(d, int) else fill[axis] for axis, d in enumerate(feed.shape)]
     inputs = {feed.name: np.zeros(shape, np.float32)}
     session.run(None, inputs)
     runs = []
@@ -446,7 +468,7 @@ class Int8Session:
             path = self.job.new_path(f"activations_{kind}", ".onnx")
             path.write_bytes(model_bytes)
             float_ops[kind] = sum(float_ops_left(path, self.job.work).values())
-            timings[kind] = time_ms(model_bytes, threads=options.threads)
+            timings[kind] = time_ms(model_bytes, threads=options.threads, size=self.job.size)
         fewest = min(float_ops.values())
         chosen = min((kind for kind in timings if float_ops[kind] == fewest), key=timings.get)
         self.metadata = {

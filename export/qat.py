@@ -230,7 +230,8 @@ def qat_onnx_bytes(model, input_size=None, opset=17, activation_type="uint8",
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from keras_unet.export.calibration import onnx_calibration_reader
-    from keras_unet.export.onnx import INPUT_NAME, _depth_to_space_quantized, _quiet_logs
+    from keras_unet.export.onnx import (INPUT_NAME, _depth_to_space_quantized, _quiet_logs,
+                                        finish_quantized)
     from keras_unet.export.qat_ranges import tensor_ranges
 
     with tempfile.TemporaryDirectory(prefix="keras_unet_qat_") as folder:
@@ -256,7 +257,7 @@ def qat_onnx_bytes(model, input_size=None, opset=17, activation_type="uint8",
                 f"quantizer covers: {', '.join(missing)}; their ranges would come from "
                 "calibration, not training. Pass allow_calibrated=True with calibration_images, "
                 "or export with post-training int8. Received: allow_calibrated=False")
-        return out.read_bytes()
+        return finish_quantized(out)
 
 
 def calibrated_tensors(path, overrides):

@@ -121,6 +121,42 @@ def test_int8_onnx_runs_every_convolution_in_integer_and_the_decoder_in_nhwc(tmp
     assert concat_axes in ([3, 3], [-1, -1])
 
 
+def test_a_free_size_int8_onnx_shuffles_in_nhwc_and_runs_at_any_size(tmp_path, monkeypatch):
+    import keras
+    import onnxruntime as ort
+
+    import keras_unet
+    from keras_unet.export import export_onnx, onnx_layout
+    from keras_unet.export.onnx import runtime_graph
+
+    monkeypatch.chdir(tmp_path)
+    keras.utils.set_random_seed(0)
+    model = keras_unet.UNet((None, None, 3), filters=4, depth=2)
+
+    def export(out):
+        return export_onnx(model, out, quantize="int8", calibration_data=_nuclei(0, 8),
+                           verification_data=_nuclei(8, 4), dynamic_size=True, input_size=SIZE,
+                           agreement_floor=0.0, repair=False, progress=False,
+                           activation_type="uint8")
+
+    export(tmp_path / "nhwc.onnx")
+    ran = [node.op_type for node in runtime_graph(tmp_path / "nhwc.onnx", tmp_path).node]
+    # The merged shape is computed from the quantized tensor: no dequantize runs but the
+    # output's, and no DepthToSpace.
+    assert "DepthToSpace" not in ran and ran.count("DequantizeLinear") == 1
+    assert ran.count("Shape") == 2
+    # The same file with DepthToSpace left as it was computes the same numbers.
+    monkeypatch.setattr(onnx_layout, "nhwc_pixel_shuffle", lambda graph: graph)
+    export(tmp_path / "nchw.onnx")
+    sessions = [ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+                for name in ("nhwc.onnx", "nchw.onnx")]
+    for height, width in (SIZE, (48, 64)):
+        images = np.random.default_rng(height).uniform(0, 255, (1, height, width, 3)).astype("float32")
+        new, old = (session.run(None, {"image": images})[0] for session in sessions)
+        assert new.shape == (1, height, width, 1)
+        np.testing.assert_array_equal(new, old)
+
+
 def test_a_mixed_precision_model_keeps_its_compute_dtype():
     import keras
 

@@ -48,15 +48,37 @@ def test_the_rewrite_computes_exactly_what_depth_to_space_computes(mode, blocksi
     np.testing.assert_array_equal(_run(rewritten, x), _run(model, x))
 
 
-def test_a_depth_to_space_of_unknown_size_is_left_as_it_is():
-    model = _depth_to_space_model((16, 5, 7))
+def _free(model, dims, name):
     free = onnx.ModelProto()
     free.CopyFrom(model)
     for value in (*free.graph.input, *free.graph.output):
-        for dim in value.type.tensor_type.shape.dim[2:]:
-            dim.dim_param = "size"
+        for dim in dims:
+            value.type.tensor_type.shape.dim[dim].dim_param = f"{name}{dim}"
+    return free
+
+
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+def test_a_free_height_and_width_compute_the_merged_shape(mode):
+    # A --dynamic-size export: the file runs at any size, so must the shuffle.
+    free = _free(_depth_to_space_model((16, 5, 7), mode=mode), (2, 3), "size")
     rewritten = nhwc_pixel_shuffle(free)
-    assert [node.op_type for node in rewritten.graph.node] == ["Conv", "DepthToSpace", "Relu"]
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert "DepthToSpace" not in [node.op_type for node in rewritten.graph.node]
+    for height, width in ((5, 7), (4, 9)):
+        x = np.random.default_rng(height).normal(size=(1, 16, height, width)).astype("float32")
+        out = _run(rewritten, x)
+        assert out.shape == (1, 4, 2 * height, 2 * width)
+        np.testing.assert_array_equal(out, _run(free, x))
+
+
+def test_a_depth_to_space_of_unknown_depth_is_left_as_it_is():
+    # Channels unknown: nothing to split them by.
+    node = helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, name="up")
+    graph = helper.make_graph(
+        [node], "free", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, "c", 5, 7))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, "c4", 10, 14))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert [n.op_type for n in nhwc_pixel_shuffle(model).graph.node] == ["DepthToSpace"]
 
 
 def test_a_free_batch_keeps_working():
