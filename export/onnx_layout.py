@@ -37,9 +37,6 @@ def nhwc_pixel_shuffle(model):
     Returns a new `ModelProto`; `model` is not changed.
     """
     import onnx
-    from onnx import helper, numpy_helper
-
-    import numpy as np
 
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {info.name: _dims(info) for info in (*inferred.graph.value_info, *inferred.graph.input)}
@@ -47,8 +44,7 @@ def nhwc_pixel_shuffle(model):
     result.CopyFrom(model)
     nodes, constants = [], []
     for node in model.graph.node:
-        rewritten = _rewrite(node, shapes.get(node.input[0]) if node.input else None, helper,
-                             numpy_helper, np)
+        rewritten = _rewrite(node, shapes.get(node.input[0]) if node.input else None)
         if rewritten is None:
             nodes.append(node)
             continue
@@ -66,8 +62,11 @@ def _dims(info):
     return [dim.dim_value if dim.HasField("dim_value") else None for dim in shape.dim]
 
 
-def _rewrite(node, shape, helper, numpy_helper, np):
+def _rewrite(node, shape):
     """Nodes and constants replacing one `DepthToSpace` NCHW node, or None to keep it."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
     if node.op_type != "DepthToSpace" or node.domain not in ("", "ai.onnx"):
         return None
     attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
@@ -82,12 +81,12 @@ def _rewrite(node, shape, helper, numpy_helper, np):
     channels = depth // (block * block)
     split = (block, block, channels) if mode == "DCR" else (channels, block, block)
     name = node.name or node.output[0]
+    constants, nodes = [], []
 
     def constant(label, values):
         constants.append(numpy_helper.from_array(np.array(values, np.int64), f"{name}/{label}"))
         return constants[-1].name
 
-    constants, nodes = [], []
     # 0 keeps that dimension of the input as it is (Reshape's default `allowzero=0`).
     split_shape = constant("split_shape", (0, 0, 0, *split))
     if height is not None and width is not None:
