@@ -30,7 +30,8 @@ import dataclasses
 
 import numpy as np
 
-from keras_unet.runtime.scores import mask_agreement, probabilities_to_masks
+from keras_unet.runtime.scores import (agreement_standard_error, mask_agreement,
+                                       probabilities_to_masks)
 
 FP32_ATOL = 1e-4
 # The default refuses what plainly does not segment like the original. Measured on 32
@@ -65,6 +66,9 @@ class VerificationReport:
         criterion: what had to hold, e.g. `"max_abs_diff <= 0.0001"`.
         passed: whether it held.
         source: where the images came from.
+        agreement_se: quantized files: bootstrap standard error of `agreement_iou` over
+            the images (`keras_unet.runtime.scores.agreement_standard_error`), how far the
+            figure could move on other images of the same kind; 0 for float32.
 
     Example:
     ```python
@@ -83,15 +87,17 @@ class VerificationReport:
     criterion: str
     passed: bool
     source: str = ""
+    agreement_se: float = 0.0
 
     def summary(self):
         """One line with the numbers, e.g. for the CLI."""
         status = "passed" if self.passed else "FAILED"
         origin = f" from {self.source}" if self.source else ""
+        se = f" (SE {self.agreement_se:.4f})" if self.agreement_se else ""
         return (
             f"verification {status} on {self.n_images} image(s){origin}: "
             f"max_abs_diff={self.max_abs_diff:.3g} mean_abs_diff={self.mean_abs_diff:.3g} "
-            f"agreement_iou={self.agreement_iou:.4f} "
+            f"agreement_iou={self.agreement_iou:.4f}{se} "
             f"agreement_mean_iou={self.agreement_mean_iou:.4f} "
             f"pixel_agreement={self.pixel_agreement:.4f} (required: {self.criterion})"
         )
@@ -128,11 +134,10 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
             f"Received: keras {reference.shape}, export {candidate.shape}"
         )
     diff = np.abs(reference - candidate)
-    agreement = mask_agreement(
-        probabilities_to_masks(candidate, threshold),
-        probabilities_to_masks(reference, threshold),
-        num_classes=int(reference.shape[-1]),
-    )
+    masks = probabilities_to_masks(candidate, threshold)
+    reference_masks = probabilities_to_masks(reference, threshold)
+    num_classes = int(reference.shape[-1])
+    agreement = mask_agreement(masks, reference_masks, num_classes=num_classes)
     max_diff = float(diff.max()) if diff.size else 0.0
     if quantization == "none":
         criterion = f"max_abs_diff <= {atol:g}"
@@ -140,6 +145,7 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
     else:
         criterion = f"agreement_iou >= {agreement_floor:g}"
         passed = agreement["agreement_iou"] >= agreement_floor
+    quantized = quantization != "none"
     return VerificationReport(
         max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
@@ -151,6 +157,8 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
         criterion=criterion,
         passed=bool(passed),
         source=source,
+        agreement_se=(agreement_standard_error(masks, reference_masks, num_classes)
+                      if quantized else 0.0),
     )
 
 

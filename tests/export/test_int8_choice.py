@@ -1,6 +1,6 @@
 """Which int8 file `keras_unet.export.int8.quantize_verified` writes (issue 10): every
-calibration is tried, repair aims for `AGREEMENT_TARGET`, float layers are kept only when
-they reach it, and a refusal only below the floor. A scripted session stands in for a
+calibration is tried, repair aims for `AGREEMENT_TARGET` cleared by `CONFIDENCE_Z` standard
+errors, float layers are kept only when they reach it, and a refusal only below the floor. A scripted session stands in for a
 format, so each rule is checked without converting anything."""
 
 import types
@@ -47,7 +47,7 @@ def _by_count(scores):
     return score
 
 
-def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=ScriptedSession):
+def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=ScriptedSession, se=0.0):
     session = session_class(scores)
     score_of = scores if callable(scores) else _by_count(scores)
 
@@ -55,7 +55,7 @@ def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=Scripted
                      raise_on_failure):
         variant, kept = model_bytes.decode().split(":")
         score = score_of(variant, kept.split(",") if kept else [])
-        return types.SimpleNamespace(agreement_iou=score, pixel_agreement=score,
+        return types.SimpleNamespace(agreement_iou=score, pixel_agreement=score, agreement_se=se,
                                      passed=score >= agreement_floor, summary=lambda: "scripted")
 
     monkeypatch.setattr("keras_unet.export.pipeline.verify_bytes", verify_bytes)
@@ -145,6 +145,31 @@ def test_a_stem_that_does_not_help_is_not_kept(monkeypatch):
     assert outcome.kept_float == ["layer0", "layer1"]
     assert [a.kept_float for a in outcome.attempts][2:] == [["stem_conv", "stem_act"],
                                                            ["layer0", "layer1"]]
+
+
+def test_a_file_at_the_target_within_its_noise_gets_one_more_step(monkeypatch):
+    # 0.9817 +- 0.001 (MobileNetV3-large TFLite's stem file) is 0.9797 two errors down.
+    scores = {("a", 0): 0.9817, ("b", 0): 0.95, ("a", 2): 0.9868}
+    outcome, _ = _choose(monkeypatch, scores, se=0.001)
+    assert outcome.kept_float == ["layer0", "layer1"]
+    without_noise, _ = _choose(monkeypatch, scores, se=0.0)
+    assert without_noise.kept_float == []
+
+
+def test_when_no_step_clears_the_noise_the_fewest_float_ops_at_the_target_are_kept(monkeypatch):
+    # MobileNetV3-large ONNX: the stem reached 0.9818, every later step the same.
+    scores = {("a", 0): 0.9658, ("b", 0): 0.952}
+    scores.update({("a", n): 0.9818 for n in range(2, 13, 2)})
+    outcome, _ = _choose(monkeypatch, scores, se=0.001)
+    assert outcome.kept_float == ["layer0", "layer1"]
+    assert outcome.verification.agreement_iou == 0.9818
+
+
+def test_an_all_int8_file_at_the_target_stays_when_repair_does_not_clear_the_noise(monkeypatch):
+    scores = {("a", 0): 0.981, ("b", 0): 0.95}
+    scores.update({("a", n): 0.9815 for n in range(2, 13, 2)})
+    outcome, _ = _choose(monkeypatch, scores, se=0.001)
+    assert outcome.kept_float == [] and len(outcome.attempts) > 2
 
 
 def test_the_summary_counts_ops_of_one_layer_kept_float():

@@ -73,6 +73,18 @@ def test_quantized_criterion_uses_agreement_iou_floor():
     assert report.to_dict()["agreement_iou"] == pytest.approx(0.9)
 
 
+def test_a_quantized_report_says_how_noisy_its_agreement_is():
+    reference = np.zeros((4, 10, 10, 1), "float32")
+    reference[:, :4, :5] = 0.9
+    candidate = reference.copy()
+    candidate[0, 0, :4] = 0.1  # one image of four disagrees
+    report = compare_predictions(reference, candidate, "int8")
+    assert 0.01 < report.agreement_se < 0.1
+    assert f"(SE {report.agreement_se:.4f})" in report.summary()
+    assert report.to_dict()["agreement_se"] == report.agreement_se
+    assert compare_predictions(reference, candidate, "none").agreement_se == 0.0
+
+
 def test_threshold_rule_is_p_greater_or_equal_like_predict():
     at_threshold = np.full((1, 4, 4, 1), 0.5, "float32")
     # p == threshold is foreground: just below it, every pixel flips and nothing agrees.

@@ -86,3 +86,39 @@ def test_numpy_scores_equal_the_training_metrics(num_classes, ignore_index):
     assert scores["dice"] == pytest.approx(float(dice.result()), rel=1e-5)
     np.testing.assert_allclose(scores["iou_per_class"], np.asarray(iou.per_class_result()), rtol=1e-5)
     np.testing.assert_allclose(scores["dice_per_class"], np.asarray(dice.per_class_result()), rtol=1e-5)
+
+
+def _noisy_pairs(num_classes, flips, seed=0):
+    rng = np.random.default_rng(seed)
+    classes = max(num_classes, 2)
+    reference = rng.integers(0, classes, (len(flips), 16, 16))
+    masks = reference.copy()
+    for image, share in enumerate(flips):
+        changed = rng.random((16, 16)) < share
+        masks[image][changed] = (reference[image][changed] + 1) % classes
+    return masks, reference
+
+
+@pytest.mark.parametrize("num_classes", [1, 4])
+def test_the_bootstrap_resamples_the_gated_figure(num_classes):
+    masks, reference = _noisy_pairs(num_classes, [0.0, 0.02, 0.1, 0.3, 0.05, 0.0])
+    # The vectorised figure of one resample is mask_agreement's own.
+    from keras_unet.runtime.scores import _gated_agreement, confusion_matrix
+
+    matrix = confusion_matrix(reference, masks, num_classes)[None]
+    assert _gated_agreement(matrix, num_classes == 1)[0] == pytest.approx(
+        accuracy.mask_agreement(masks, reference, num_classes)["agreement_iou"])
+    se = accuracy.agreement_standard_error(masks, reference, num_classes)
+    assert 0.01 < se < 0.2
+    assert se == accuracy.agreement_standard_error(masks, reference, num_classes)  # fixed seed
+
+
+def test_the_standard_error_shrinks_with_agreeing_images_and_vanishes_without_spread():
+    spread, reference = _noisy_pairs(1, [0.0, 0.3] * 4)
+    steady, steady_reference = _noisy_pairs(1, [0.1] * 8)
+    uniform = accuracy.agreement_standard_error(steady, steady_reference, 1)
+    assert uniform < accuracy.agreement_standard_error(spread, reference, 1)
+    assert accuracy.agreement_standard_error(reference, reference, 1) == 0.0
+    assert accuracy.agreement_standard_error(spread[:1], reference[:1], 1) == 0.0
+    with pytest.raises(ValueError, match="same number of masks"):
+        accuracy.agreement_standard_error(spread[:2], reference[:3], 1)
