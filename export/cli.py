@@ -7,7 +7,8 @@ numbers and writes nothing. int8 verifies on images held out from --calibration-
 (at least 32 where there are 64), not on the images it calibrated on. int8 tries each
 calibration (ranges clipped at the 99.99th percentile, min/max, and for ONNX Entropy) and
 keeps the best; below an agreement of 0.98 (or the floor, when higher) it is repaired: its
-worst layers (per-layer report) are kept in float a few at a time until 0.98 holds, and
+worst layers (per-layer report) are kept in float a few at a time until 0.98 holds by two
+standard errors of the verified agreement (the noise of the verification images), and
 when that fails the all-int8 file is kept if it meets the floor; --no-repair turns all
 that off (percentile calibration only). --report FILE.json writes the per-layer report (also when
 the export is refused) and prints the worst layers. The file is written to a temporary name and renamed into
@@ -75,8 +76,9 @@ def add_arguments(parser):
                              "frequency-weighted IoU for several classes) a quantized export "
                              "may have, in [0, 1] (default 0.95)")
     parser.add_argument("--repair", action=argparse.BooleanOptionalAction, default=None,
-                        help="int8: try every calibration, and below agreement 0.98 keep the "
-                             "worst layers in float until it holds (default: on for int8)")
+                        help="int8: try every calibration, and below agreement 0.98 (by two "
+                             "standard errors of the verification) keep the worst layers in "
+                             "float until it holds (default: on for int8)")
     parser.add_argument("--report", metavar="FILE.json", default=None,
                         type=output_file_in_existing_folder,
                         help="int8: write the per-layer quantization report (also when the "
