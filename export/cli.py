@@ -220,7 +220,8 @@ def run(args):
         iou = {k: getattr(result, k) for k in ("iou_keras", "iou_export", "iou_drop")
                if getattr(result, k) is not None}
         _write_report(args, result.verification, result.calibration_method, result.kept_float,
-                      result.repair_attempts, result.layer_report, written=True, iou=iou)
+                      result.repair_attempts, result.layer_report, written=True, iou=iou,
+                      latency=result.kept_float_latency_ms)
     return 0
 
 
@@ -228,7 +229,7 @@ WORST_LAYERS = 10
 
 
 def _write_report(args, verification, calibration, kept_float, attempts, layers, written,
-                  iou=None):
+                  iou=None, latency=None):
     from keras_unet.export.int8 import quantization_report
     from keras_unet.export.quantization.report import format_worst_layers
     from keras_unet.runtime.files import write_json_atomic
@@ -240,7 +241,7 @@ def _write_report(args, verification, calibration, kept_float, attempts, layers,
     report = quantization_report(
         file=args.out, written=written, agreement_floor=args.agreement_floor,
         verification=verification, calibration_method=calibration, kept_float=kept_float,
-        attempts=attempts, layers=layers, iou=iou)
+        attempts=attempts, layers=layers, iou=iou, kept_float_latency_ms=latency)
     write_json_atomic(args.report, report)
     print(f"per-layer report written to {args.report}", file=sys.stderr if not written else sys.stdout)
 

@@ -30,12 +30,16 @@ TFLite; one more repair step, +4% latency, gave 0.984).
    best attempt.
 
 Every attempt is recorded (`Attempt`), and the chosen one's kept layers and calibration go
-into the result, the metadata and the printed summary.
+into the result, the metadata and the printed summary; so does what the float layers cost
+in speed, when the session can time a file (`time_ms`): the chosen file and the best
+all-int8 one timed in turn on this machine (`Int8Outcome.latency_ms`, the metadata's
+`int8.kept_float_latency_ms`).
 
 A format takes part through an `Int8Session` (`tflite.Int8Session`, `onnx.Int8Session`):
 `variants` (calibrations to try, in order), `quantize(keep_float, variant) -> bytes`,
 `report(images, keep_float, variant) -> rows`, optionally `metadata` (a dict recorded under
-the file's `"int8"` metadata), optionally `leading_nodes() -> nodes` (the stem) and
+the file's `"int8"` metadata), optionally `time_ms(bytes) -> ms or None` (latency of a
+file here, None when speed checks are off), optionally `leading_nodes() -> nodes` (the stem) and
 optionally `expand(nodes) -> nodes` (what
 else must stay float with them: TFLite adds the ops reading a kept op's output, whose input
 would otherwise be quantized at the same bad range).
@@ -67,6 +71,9 @@ MAX_KEPT = 24
 # Repair toward the target from a file that already meets the floor keeps at most this
 # share of the quantized ops in float (a U-Net without batch norm needed 9 of 32).
 TARGET_SHARE = 1 / 3
+# Rounds of timing the all-int8 and the repaired file in turn: the two alternate so that
+# a machine's drift reaches both.
+LATENCY_ROUNDS = 3
 
 
 @dataclasses.dataclass
@@ -95,6 +102,9 @@ class Int8Outcome:
         kept_nodes: the format's node names of those ops.
         attempts: every `Attempt`, in order.
         layer_report: per-layer rows of the chosen file (or None if not computed).
+        latency_ms: with layers kept in float, `{"all_int8": ms, "this_file": ms}`: the
+            best all-int8 file and the chosen one, timed in turn here (medians of
+            `LATENCY_ROUNDS`); empty when nothing was kept or the session cannot time.
     """
 
     model_bytes: bytes
@@ -104,6 +114,7 @@ class Int8Outcome:
     kept_nodes: list
     attempts: list
     layer_report: list = None
+    latency_ms: dict = dataclasses.field(default_factory=dict)
 
 
 def _names(rows, nodes):
@@ -156,7 +167,8 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
                               threshold=job.threshold, raise_on_failure=False)
         attempts.append(Attempt(variant, _names(rows, keep), report.agreement_iou,
                                 report.pixel_agreement, report.passed))
-        tried.append((report.agreement_iou, model_bytes, report, variant, list(keep), rows))
+        tried.append((report.agreement_iou, model_bytes, report, variant, list(keep), rows,
+                      quantized))
         return report
 
     # Calibrations cost no speed: try them all, every layer in int8.
@@ -202,15 +214,21 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
                 repaired = tried[-1]
                 break
     chosen = _choose(best_int8, repaired, tried, target, confident)
-    _, model_bytes, report, variant, keep, best_rows = chosen
+    _, model_bytes, report, variant, keep, best_rows, quantized = chosen
     layer_report = best_rows
     if keep or not report.passed or want_report:
         try:
             layer_report = session.report(images, keep, variant)
         except ValueError:  # every op kept in float: nothing quantized to report on
             pass
+    latency = {}
+    if keep and report.passed and hasattr(session, "time_ms"):
+        latency = _latency_cost(session, best_int8[1], model_bytes)
+        if latency:  # the same graph, with what its float layers cost in its metadata
+            extra = {**getattr(session, "metadata", {}), "kept_float_latency_ms": latency}
+            model_bytes = finish(quantized, variant, _names(best_rows, keep), extra)
     outcome = Int8Outcome(model_bytes, report, variant, _names(layer_report, keep), keep,
-                          attempts, layer_report)
+                          attempts, layer_report, latency)
     if not report.passed:
         error = VerificationError(
             f"No int8 file met agreement_iou >= {agreement_floor:g}: the best of {len(attempts)} "
@@ -241,6 +259,21 @@ def _choose(best_int8, repaired, tried, target, confident):
     return max(tried, key=lambda entry: entry[0])
 
 
+def _latency_cost(session, all_int8, chosen):
+    """`{"all_int8": ms, "this_file": ms}`, medians of `LATENCY_ROUNDS` timings taken in
+    turn, or {} when the session does not time (speed checks off)."""
+    import numpy as np
+
+    times = {"all_int8": [], "this_file": []}
+    for _ in range(LATENCY_ROUNDS):
+        for key, model_bytes in (("all_int8", all_int8), ("this_file", chosen)):
+            ms = session.time_ms(model_bytes)
+            if ms is None:
+                return {}
+            times[key].append(ms)
+    return {key: round(float(np.median(values)), 3) for key, values in times.items()}
+
+
 def _next_nodes(session, rows, keep):
     """The next `STEP` worst ops to keep in float, with what must stay float with them.
 
@@ -262,9 +295,10 @@ def _next_nodes(session, rows, keep):
 
 
 def quantization_report(*, file, written, agreement_floor, verification, calibration_method,
-                        kept_float, attempts, layers, iou=None):
+                        kept_float, attempts, layers, iou=None, kept_float_latency_ms=None):
     """The `--report` JSON of an int8 export, written or refused: model-level figures, what
-    the repair tried, and one row per quantized tensor (worst first).
+    the repair tried and what its float layers cost in speed (`Int8Outcome.latency_ms`), and
+    one row per quantized tensor (worst first).
 
     Example:
     ```python
@@ -285,6 +319,7 @@ def quantization_report(*, file, written, agreement_floor, verification, calibra
         "verification": verified,
         "calibration_method": calibration_method,
         "kept_float": list(kept_float),
+        "kept_float_latency_ms": dict(kept_float_latency_ms or {}),
         "attempts": [a if isinstance(a, dict) else a.to_dict() for a in attempts],
         "layers": list(layers or []),
     }

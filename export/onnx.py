@@ -477,6 +477,10 @@ class Int8Session:
             "activation_type_float_ops": float_ops}
         return dataclasses.replace(options, activation_type=chosen)
 
+    def time_ms(self, model_bytes):
+        """Latency of `model_bytes` here (onnxruntime, the export's threads)."""
+        return time_ms(model_bytes, threads=self.options.threads, size=self.job.size)
+
     def _options(self, keep_float, variant):
         from keras_unet.export.quantization import onnx_nodes_to_exclude
 

@@ -454,6 +454,7 @@ def _run_export(converter, options, model_or_path, out, calibration_data, calibr
         calibration_method=outcome.calibration if outcome else None,
         repair_attempts=[a.to_dict() for a in outcome.attempts] if outcome else [],
         layer_report=outcome.layer_report if outcome else None,
+        kept_float_latency_ms=dict(outcome.latency_ms) if outcome else {},
         **truth,
     )
 

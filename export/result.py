@@ -36,6 +36,8 @@ class ExportResult:
         calibration_method: int8: the calibration the written file used.
         repair_attempts: int8: every file tried (calibration, kept_float, agreement).
         layer_report: int8: per-layer rows of the written file (worst first), when built.
+        kept_float_latency_ms: int8 with layers kept in float: `{"all_int8": ms,
+            "this_file": ms}`, what those float layers cost in speed on the export machine.
         iou_keras, iou_export, iou_drop: against the masks of the verification images,
             when they have masks (held out from a labelled calibration folder).
     """
@@ -56,6 +58,7 @@ class ExportResult:
     calibration_method: str = None
     repair_attempts: list = dataclasses.field(default_factory=list)
     layer_report: list = None
+    kept_float_latency_ms: dict = dataclasses.field(default_factory=dict)
     iou_keras: float = None
     iou_export: float = None
     iou_drop: float = None
@@ -83,6 +86,12 @@ class ExportResult:
                 + (f"{len(self.kept_float)} op(s) kept in float after {tries} attempt(s): "
                    f"{_counted(self.kept_float)}" if self.kept_float
                    else "every layer in int8"))
+            cost = self.kept_float_latency_ms
+            if self.kept_float and cost.get("all_int8"):
+                change = cost["this_file"] / cost["all_int8"] - 1.0
+                lines.append(
+                    f"latency with those ops in float: {cost['this_file']:.2f} ms per image here, "
+                    f"{change:+.0%} against {cost['all_int8']:.2f} ms with every layer in int8")
         if self.float_ops_left:
             lines.append(f"ops left in float: {self.float_ops_left}")
         if self.timings_ms:

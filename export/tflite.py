@@ -436,6 +436,7 @@ class Int8Session:
         from keras_unet.export.quantization import TFLiteQuantizer
 
         self.job = job
+        self.options = options
         self.quantizer = TFLiteQuantizer(make_converter(job, options))
 
     def quantize(self, keep_float, variant):
@@ -447,6 +448,12 @@ class Int8Session:
 
     def expand(self, nodes):
         return self.quantizer.with_consumers(nodes)
+
+    def time_ms(self, model_bytes):
+        """Latency of `model_bytes` here, or None when speed checks are off."""
+        if not self.options.check_speed:
+            return None
+        return time_ms(model_bytes, threads=self.options.threads)
 
     def leading_nodes(self):
         return self.quantizer.leading_ops()

@@ -47,7 +47,23 @@ def _by_count(scores):
     return score
 
 
-def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=ScriptedSession, se=0.0):
+class TimedSession(ScriptedSession):
+    """A format that times files: 1 ms per file plus 0.1 ms per op kept in float."""
+
+    metadata = {"activation_type": "uint8"}
+
+    def __init__(self, scores):
+        super().__init__(scores)
+        self.timed = []
+
+    def time_ms(self, model_bytes):
+        kept = model_bytes.decode().split(":")[1]
+        self.timed.append(kept)
+        return 1.0 + 0.1 * len(kept.split(",") if kept else [])
+
+
+def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=ScriptedSession, se=0.0,
+            finished=None):
     session = session_class(scores)
     score_of = scores if callable(scores) else _by_count(scores)
 
@@ -62,7 +78,12 @@ def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=Scripted
     job = types.SimpleNamespace(threshold=0.5,
                                 verification_images=lambda: (np.zeros((2, 4, 4, 3)), "test"))
     converter = types.SimpleNamespace(int8_session=lambda job, options: session)
-    outcome = int8.quantize_verified(job, converter, None, lambda b, *rest: b, floor, repair=repair)
+    def finish(model_bytes, variant, kept_float, extra):
+        if finished is not None:
+            finished.append(extra)
+        return model_bytes
+
+    outcome = int8.quantize_verified(job, converter, None, finish, floor, repair=repair)
     return outcome, session
 
 
@@ -170,6 +191,24 @@ def test_an_all_int8_file_at_the_target_stays_when_repair_does_not_clear_the_noi
     scores.update({("a", n): 0.9815 for n in range(2, 13, 2)})
     outcome, _ = _choose(monkeypatch, scores, se=0.001)
     assert outcome.kept_float == [] and len(outcome.attempts) > 2
+
+
+def test_what_the_float_layers_cost_is_timed_in_turn_and_recorded(monkeypatch):
+    finished = []
+    scores = {("a", 0): 0.97, ("b", 0): 0.95, ("a", 2): 0.975, ("a", 4): 0.99}
+    outcome, session = _choose(monkeypatch, scores, session_class=TimedSession, finished=finished)
+    assert len(outcome.kept_float) == 4
+    assert outcome.latency_ms == {"all_int8": 1.0, "this_file": pytest.approx(1.4)}
+    kept = "layer0,layer1,layer2,layer3"
+    assert session.timed == ["", kept] * int8.LATENCY_ROUNDS  # alternating
+    # The written file's metadata carries the cost beside the session's own entries.
+    assert finished[-1] == {"activation_type": "uint8", "kept_float_latency_ms": outcome.latency_ms}
+
+
+def test_nothing_kept_float_nothing_timed(monkeypatch):
+    outcome, session = _choose(monkeypatch, {("a", 0): 0.99, ("b", 0): 0.95},
+                               session_class=TimedSession)
+    assert outcome.latency_ms == {} and session.timed == []
 
 
 def test_the_summary_counts_ops_of_one_layer_kept_float():

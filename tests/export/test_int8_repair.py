@@ -93,8 +93,15 @@ def test_tflite_repair_keeps_the_bad_layer_in_float_and_meets_the_floor(spiky_im
     assert result.verification.passed and result.verification.agreement_iou >= 0.98
     assert "spike" in result.kept_float and result.calibration_method == "minmax"
     assert result.repair_attempts[0]["passed"] is False and result.repair_attempts[-1]["passed"]
-    assert read_metadata(tmp_path / "repaired.tflite")["int8"]["kept_float"] == result.kept_float
+    int8_metadata = read_metadata(tmp_path / "repaired.tflite")["int8"]
+    assert int8_metadata["kept_float"] == result.kept_float
     assert "kept in float" in result.summary() and "spike" in result.summary()
+    # What the float layers cost in speed: result, metadata, summary.
+    cost = result.kept_float_latency_ms
+    assert set(cost) == {"all_int8", "this_file"} and min(cost.values()) > 0
+    assert int8_metadata["kept_float_latency_ms"] == cost
+    assert "latency with those ops in float" in result.summary()
+    assert "with every layer in int8" in result.summary()
 
 
 @pytest.mark.slow
@@ -188,7 +195,10 @@ def test_cli_repairs_and_writes_the_report(spiky_files, capsys):
     data = json.loads(report.read_text())
     assert out.exists() and data["written"] and "spike" in data["kept_float"]
     assert {"name", "op", "sqnr_db", "rmse_over_scale", "max_abs_error", "kept_float"} <= set(data["layers"][0])
+    assert set(data["kept_float_latency_ms"]) == {"all_int8", "this_file"}
+    assert data["verification"]["agreement_se"] > 0
     assert "SQNR dB" in printed and "kept in float" in printed
+    assert "latency with those ops in float" in printed
 
 
 @pytest.mark.parametrize("args, message", [
