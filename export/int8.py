@@ -5,7 +5,7 @@ Two thresholds: `agreement_floor` (default 0.95), below which nothing is written
 target* when its verified agreement does by `CONFIDENCE_Z` standard errors (the bootstrap
 `agreement_se` over the verification images): 32 images carry noise of about 0.001, and a
 file verified at 0.9817 measured 0.978 on the benchmark's test images (MobileNetV3-large
-TFLite; one more repair step, +4% latency, gave 0.984).
+TFLite; one more repair step gave 0.984).
 
 1. Quantize with each calibration the format has (TFLite: ranges clipped at the 99.99th
    percentile, then min/max; ONNX: the same two, then onnxruntime's Entropy), every
@@ -57,6 +57,7 @@ outcome.kept_float, outcome.verification.agreement_iou
 """
 
 import dataclasses
+import typing
 
 STEP = 2
 # What repair aims for (issue 10): agreement a user cannot tell from the Keras masks.
@@ -117,6 +118,18 @@ class Int8Outcome:
     latency_ms: dict = dataclasses.field(default_factory=dict)
 
 
+class _Tried(typing.NamedTuple):
+    """One attempt as the choice needs it: the verified file and how it was made."""
+
+    agreement: float
+    model_bytes: bytes  # with metadata, as verified
+    report: object  # its VerificationReport
+    variant: str
+    keep: list
+    rows: list  # the per-layer report the kept ops were chosen from
+    quantized: bytes  # before metadata
+
+
 def _names(rows, nodes):
     by_node = {row["node"]: row["name"] for row in rows or []}
     return [by_node.get(node, node) for node in nodes]
@@ -167,8 +180,8 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
                               threshold=job.threshold, raise_on_failure=False)
         attempts.append(Attempt(variant, _names(rows, keep), report.agreement_iou,
                                 report.pixel_agreement, report.passed))
-        tried.append((report.agreement_iou, model_bytes, report, variant, list(keep), rows,
-                      quantized))
+        tried.append(_Tried(report.agreement_iou, model_bytes, report, variant, list(keep), rows,
+                            quantized))
         return report
 
     # Calibrations cost no speed: try them all, every layer in int8.
@@ -179,17 +192,17 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             continue
         seen.add(first)
         attempt(variant, [], None, quantized=first)
-    best_int8 = max(tried, key=lambda entry: entry[0])
+    best_int8 = max(tried, key=lambda entry: entry.agreement)
     repaired = None
     rows = None
-    if repair and not confident(best_int8[2]):
-        variant, keep, limit = best_int8[3], [], MAX_KEPT
+    if repair and not confident(best_int8.report):
+        variant, keep, limit = best_int8.variant, [], MAX_KEPT
         try:
             rows = session.report(images, keep, variant)
         except ValueError:  # nothing to measure (a QAT model: its ranges were learned)
             pass
     if rows is not None:
-        if best_int8[2].passed:
+        if best_int8.report.passed:
             limit = min(MAX_KEPT, int(TARGET_SHARE * len(rows)))
         # The stem first, measured: its error reaches every later layer, which the rows
         # (each measured on its own input) do not show. Kept only when it helps.
@@ -198,7 +211,7 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             stem_report = attempt(variant, stem, rows)
             if confident(stem_report):
                 repaired = tried[-1]
-            elif stem_report.agreement_iou > best_int8[0]:
+            elif stem_report.agreement_iou > best_int8.agreement:
                 keep = list(stem)
         for step in range(MAX_STEPS if repaired is None else 0):
             if step or keep:
@@ -223,7 +236,7 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             pass
     latency = {}
     if keep and report.passed and hasattr(session, "time_ms"):
-        latency = _latency_cost(session, best_int8[1], model_bytes)
+        latency = _latency_cost(session, best_int8.model_bytes, model_bytes)
         if latency:  # the same graph, with what its float layers cost in its metadata
             extra = {**getattr(session, "metadata", {}), "kept_float_latency_ms": latency}
             model_bytes = finish(quantized, variant, _names(best_rows, keep), extra)
@@ -245,18 +258,18 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
 def _choose(best_int8, repaired, tried, target, confident):
     """The attempt to write (see step 3 of the module docstring); `tried` is in the order
     tried, so the first repaired attempt is the one with the fewest ops in float."""
-    if confident(best_int8[2]):
+    if confident(best_int8.report):
         return best_int8
     if repaired is not None:
         return repaired
-    if best_int8[0] >= target:
+    if best_int8.agreement >= target:
         return best_int8
-    reached = [entry for entry in tried if entry[4] and entry[0] >= target]
+    reached = [entry for entry in tried if entry.keep and entry.agreement >= target]
     if reached:
         return reached[0]
-    if best_int8[2].passed:
+    if best_int8.report.passed:
         return best_int8
-    return max(tried, key=lambda entry: entry[0])
+    return max(tried, key=lambda entry: entry.agreement)
 
 
 def _latency_cost(session, all_int8, chosen):
