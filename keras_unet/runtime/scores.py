@@ -212,17 +212,9 @@ def mask_agreement(masks, reference_masks, num_classes, ignore_index=None):
         return {"pixel_agreement": 1.0, "agreement_iou": 1.0, "agreement_mean_iou": 1.0,
                 "pixels": pixels}
     scores = scores_from_confusion(matrix, binary=num_classes == 1)
-    iou = np.nan_to_num(np.asarray(scores["iou_per_class"], np.float64), nan=0.0)
-    if num_classes == 1:
-        # Foreground absent from both while background differs cannot happen (that
-        # would put counts off the diagonal), so NaN here means no foreground at all.
-        gate = 1.0 if np.isnan(scores["iou"]) else scores["iou"]
-    else:
-        frequency = matrix.sum(axis=1) / pixels
-        gate = float((frequency * iou).sum())
     return {
         "pixel_agreement": float(np.trace(matrix) / pixels),
-        "agreement_iou": float(gate),
+        "agreement_iou": float(_gated_agreement(matrix[None], binary=num_classes == 1)[0]),
         "agreement_mean_iou": float(scores["mean_iou"]),
         "pixels": pixels,
     }
@@ -241,9 +233,10 @@ def agreement_iou(masks, reference_masks, num_classes, ignore_index=None):
 
 
 def _gated_agreement(matrices, binary):
-    """`agreement_iou` of each confusion matrix in `matrices` `(R, C, C)`, as `mask_agreement`
-    computes it (binary: foreground IoU, 1.0 with no foreground; multi-class: frequency-weighted
-    IoU), vectorised over `R`."""
+    """`agreement_iou` of each confusion matrix in `matrices` `(R, C, C)` (rows: the
+    reference): binary, the foreground IoU (1.0 with no foreground in either: absent from
+    both while background differs cannot happen); multi-class, per-class IoU weighted by the
+    reference's share of pixels, a class in neither counting 0."""
     matrices = np.asarray(matrices, np.float64)
     tp = np.diagonal(matrices, axis1=1, axis2=2)
     truth = matrices.sum(axis=2)
