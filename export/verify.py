@@ -142,10 +142,11 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
     if quantization == "none":
         criterion = f"max_abs_diff <= {atol:g}"
         passed = max_diff <= atol
+        standard_error = 0.0
     else:
         criterion = f"agreement_iou >= {agreement_floor:g}"
         passed = agreement["agreement_iou"] >= agreement_floor
-    quantized = quantization != "none"
+        standard_error = agreement_standard_error(masks, reference_masks, num_classes)
     return VerificationReport(
         max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
@@ -157,8 +158,7 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
         criterion=criterion,
         passed=bool(passed),
         source=source,
-        agreement_se=(agreement_standard_error(masks, reference_masks, num_classes)
-                      if quantized else 0.0),
+        agreement_se=standard_error,
     )
 
 
