@@ -120,7 +120,7 @@ def qat_tflite_bytes(model, io_dtype="uint8", input_size=None):
     _check_model(model)
     import tensorflow as tf
 
-    from keras_unet.export.tflite import (binary_output_off_half, custom_ops, write_saved_model,
+    from keras_unet.export.tflite import (custom_ops, finish_binary_output, write_saved_model,
                                           _raise_unsupported)
 
     static = _static_graph(model, input_size, keep_activation_quantizers=True)
@@ -145,7 +145,7 @@ def qat_tflite_bytes(model, io_dtype="uint8", input_size=None):
             f"{', '.join(sorted(set(left)))}; a tensor there has no learned range. This is a gap "
             "in keras_unet.quantization.registry for this model; export with post-training "
             "int8 (quantize='int8' on the float model) meanwhile.")
-    return binary_output_off_half(model_bytes)
+    return finish_binary_output(model_bytes)
 
 
 def activation_quant_params(low, high, activation_type="uint8"):

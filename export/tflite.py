@@ -209,7 +209,7 @@ def convert(job, options):
     custom = custom_ops(model_bytes)
     if custom:
         _raise_unsupported(custom, job.source)
-    return binary_output_off_half(model_bytes)
+    return finish_binary_output(model_bytes)
 
 
 # A uint8 probability output has scale 1/256: 0.5 is the code 128, where keras-unet's
@@ -264,6 +264,15 @@ def binary_output_off_half(model_bytes):
     builder = flatbuffers.Builder(len(model_bytes) + 4096)
     builder.Finish(unpacked.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def finish_binary_output(model_bytes):
+    """A binary int8 file's logit grid with 0 between codes
+    (`keras_unet.export.quantization.logit_grid`), then its uint8 output off 0.5
+    (`binary_output_off_half`); other files come back as they were."""
+    from keras_unet.export.quantization.logit_grid import tflite_sign_exact_logit
+
+    return binary_output_off_half(tflite_sign_exact_logit(model_bytes))
 
 
 def custom_ops(model_bytes):
@@ -444,7 +453,7 @@ class Int8Session:
         custom = custom_ops(model_bytes)
         if custom:
             _raise_unsupported(custom, self.job.source)
-        return binary_output_off_half(model_bytes)
+        return finish_binary_output(model_bytes)
 
     def expand(self, nodes):
         return self.quantizer.with_consumers(nodes)
