@@ -228,17 +228,17 @@ def _quantize_int8(job, options):
 def finish_quantized(path):
     """The bytes of the QDQ file at `path`, with the free-size shuffle's `Shape` nodes
     reading quantized tensors (`onnx_layout.shapes_read_quantized`; nothing to do in a
-    static-size graph) and a binary model's logit grid with 0 between codes
-    (`keras_unet.export.quantization.logit_grid`)."""
+    static-size graph) and a binary model's logit range clipped to the sigmoid's [-8, 8]
+    (`keras_unet.export.quantization.logit_range`)."""
     import onnx
 
     from keras_unet.export.onnx_layout import shapes_read_quantized
-    from keras_unet.export.quantization.logit_grid import onnx_sign_exact_logit
+    from keras_unet.export.quantization.logit_range import onnx_clip_logit_range
 
     model = onnx.load(str(path))
     if not shapes_read_quantized(model):
-        return onnx_sign_exact_logit(Path(path).read_bytes())
-    return onnx_sign_exact_logit(model.SerializeToString())
+        return onnx_clip_logit_range(Path(path).read_bytes())
+    return onnx_clip_logit_range(model.SerializeToString())
 
 
 @contextlib.contextmanager

@@ -267,12 +267,12 @@ def binary_output_off_half(model_bytes):
 
 
 def finish_binary_output(model_bytes):
-    """A binary int8 file's logit grid with 0 between codes
-    (`keras_unet.export.quantization.logit_grid`), then its uint8 output off 0.5
+    """A binary int8 file's logit range clipped to the sigmoid's [-8, 8]
+    (`keras_unet.export.quantization.logit_range`), then its uint8 output off 0.5
     (`binary_output_off_half`); other files come back as they were."""
-    from keras_unet.export.quantization.logit_grid import tflite_sign_exact_logit
+    from keras_unet.export.quantization.logit_range import tflite_clip_logit_range
 
-    return binary_output_off_half(tflite_sign_exact_logit(model_bytes))
+    return binary_output_off_half(tflite_clip_logit_range(model_bytes))
 
 
 def custom_ops(model_bytes):

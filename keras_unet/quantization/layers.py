@@ -69,12 +69,6 @@ class ActivationQuantizer(keras.layers.Layer):
             suits training from scratch.
         fixed_range: `(low, high)` to use instead of a learned range (the model input,
             sigmoid and softmax outputs).
-        keep_sign: at inference, lower the values by half a step before rounding, so that
-            none changes sign: what the int8 file of a binary model does to its logit
-            (`keras_unet.export.quantization.logit_grid`), so that the masks `p >= 0.5` are
-            the signs of the unrounded logits and the QAT model computes what its file
-            does. Training rounds without the shift (a constant offset there would be
-            learned away by the bias). Needs `fixed_range`.
         **kwargs: standard layer arguments.
 
     Attributes:
@@ -92,16 +86,10 @@ class ActivationQuantizer(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, ema_decay=0.99, fixed_range=None, keep_sign=False, **kwargs):
+    def __init__(self, ema_decay=0.99, fixed_range=None, **kwargs):
         super().__init__(**kwargs)
         self.ema_decay = _check_decay(ema_decay)
         self.fixed_range = _check_range(fixed_range)
-        if not isinstance(keep_sign, bool) or (keep_sign and self.fixed_range is None):
-            raise ValueError(
-                "`keep_sign` must be a bool, and True only with a `fixed_range` (the grid the "
-                f"shift is half a step of). Received: keep_sign={keep_sign!r}, "
-                f"fixed_range={fixed_range!r}")
-        self.keep_sign = keep_sign
 
     def build(self, input_shape):
         if self.fixed_range is not None:
@@ -116,9 +104,6 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if self.fixed_range is not None:
-            if self.keep_sign and not training:
-                low, high = self.fixed_range
-                inputs = ops.cast(inputs, "float32") - 0.5 * (high - low) / 255.0
             return fake_quant_activation(inputs, *self.fixed_range)
         if training:
             values = ops.stop_gradient(ops.cast(inputs, "float32"))
@@ -148,8 +133,7 @@ class ActivationQuantizer(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"ema_decay": self.ema_decay,
-                       "fixed_range": None if self.fixed_range is None else list(self.fixed_range),
-                       "keep_sign": self.keep_sign})
+                       "fixed_range": None if self.fixed_range is None else list(self.fixed_range)})
         return config
 
 

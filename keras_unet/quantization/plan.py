@@ -22,7 +22,7 @@ from typing import Optional
 
 import keras
 
-from keras_unet.quantization.registry import SIGMOID_INPUT_RANGE, Kind, classify
+from keras_unet.quantization.registry import Kind, classify
 
 OUTPUT = "model output"
 
@@ -38,9 +38,6 @@ class Step:
         folded_into: for a folded batch norm, the convolution it went into.
         quantize_output: whether an `ActivationQuantizer` follows it.
         output_range: the fixed range of that quantizer, or None for a learned one.
-        keeps_sign: whether that quantizer rounds without changing signs at inference
-            (`ActivationQuantizer(keep_sign=True)`): the logit in front of the sigmoid that
-            gives the model's output.
     """
 
     name: str
@@ -49,7 +46,6 @@ class Step:
     folded_into: Optional[object] = None
     quantize_output: bool = True
     output_range: Optional[tuple] = None
-    keeps_sign: bool = False
 
 
 def _graph(model):
@@ -117,18 +113,7 @@ def plan(model):
         step = steps[id(operation)]
         step.quantize_output = _quantizes_output(step, operation, consumers, steps)
         step.output_range = _output_range(step, operation, consumers, steps)
-        step.keeps_sign = _feeds_output_sigmoid(step, operation, consumers, steps)
     return steps
-
-
-def _feeds_output_sigmoid(step, operation, consumers, steps):
-    """Whether the step's output is the logit of a sigmoid that is the model's output."""
-    users = consumers.get(id(operation), [])
-    if not step.quantize_output or len(users) != 1 or users[0] == OUTPUT:
-        return False
-    reader = steps[id(users[0])]
-    return (reader.kind.input_range == SIGMOID_INPUT_RANGE
-            and consumers.get(id(users[0]), []) == [OUTPUT])
 
 
 def _output_range(step, operation, consumers, steps):

@@ -166,10 +166,8 @@ def quantize_aware(model, ema_decay=0.99):
         else:
             outputs = _copy(operation, args, kwargs)
         if step.quantize_output:
-            # One channel: a binary model's logit (arg-max over several is not a sign).
-            keep_sign = step.keeps_sign and outputs.shape[-1] == 1
             outputs = ActivationQuantizer(ema_decay, fixed_range=step.output_range,
-                                          keep_sign=keep_sign, name=f"{operation.name}_quant")(outputs)
+                                          name=f"{operation.name}_quant")(outputs)
         return outputs
 
     rebuilt = keras.models.clone_model(flat, input_tensors=inputs, clone_function=lambda op: op,
@@ -264,12 +262,6 @@ def _float_graph(model, inputs, bake_weights, keep_activation_quantizers, probes
                 probes[operation.name] = (args[0], operation)
             if not keep_activation_quantizers:
                 return args[0]
-            if operation.keep_sign:
-                # The file's half-step shift is made on its bytes, as for every binary
-                # int8 file (keras_unet.export.quantization.logit_grid), not twice. A
-                # fixed-range quantizer has no weights to copy.
-                config = {**operation.get_config(), "keep_sign": False}
-                return type(operation).from_config(config)(*args, **kwargs)
             return _copy(operation, args, kwargs)
         if isinstance(operation, tuple(QUANTIZE_AWARE_LAYERS.values())):
             return _plain_convolution(operation, args[0], bake_weights)

@@ -104,33 +104,6 @@ def test_quantizers_sit_where_int8_kernels_requantize():
     assert any(name.startswith("concatenate") for name in plain)
 
 
-def test_only_the_logit_of_a_binary_output_keeps_its_sign():
-    # The attention gates' sigmoids are inside the model: their inputs round as usual.
-    model = keras_unet.UNet(SIZE, filters=4, depth=2, use_attention=True)
-    quantizers = _quantizers(quantize_aware(model))
-    assert [name for name, q in quantizers.items() if q.keep_sign] == ["head_quant"]
-    multi = _quantizers(quantize_aware(keras_unet.UNet(SIZE, filters=4, depth=2, num_classes=3)))
-    assert not any(q.keep_sign for q in multi.values())
-    # Its plain float copy (what the converters read) rounds without the shift: the file's
-    # shift is made on its bytes (keras_unet.export.quantization.logit_grid), once.
-    copied = [layer for layer in float_copy(quantize_aware(model), keep_activation_quantizers=True)
-              .layers if isinstance(layer, ActivationQuantizer)]
-    assert copied and not any(layer.keep_sign for layer in copied)
-
-
-def test_a_sign_keeping_quantizer_rounds_logits_to_their_own_side_of_zero_at_inference():
-    quantizer = ActivationQuantizer(fixed_range=(-8.0, 8.0), keep_sign=True)
-    step = 16.0 / 255
-    logits = np.array([[-0.6 * step, -0.2 * step, -1e-4, 1e-4, 0.2 * step, 0.6 * step]], "float32")
-    inference = np.asarray(quantizer(logits, training=False))
-    np.testing.assert_array_equal(inference >= 0, logits >= 0)
-    np.testing.assert_allclose(inference / step, np.round(inference / step), atol=1e-3)
-    # Training rounds to the nearest code (the shift would be learned away by the bias).
-    training = np.asarray(quantizer(logits, training=True))
-    np.testing.assert_allclose(training, np.round(logits / step) * step, atol=1e-6)
-    assert (training[0, 1:3] == 0).all()  # small negative logits read 0, i.e. p = 0.5
-
-
 def test_fake_quant_weights_are_symmetric_int8_per_channel():
     kernel = RNG.normal(size=(3, 3, 4, 5)).astype("float32")
     kernel[..., 4] = 0.0  # an all-zero channel must stay finite and zero
@@ -158,8 +131,7 @@ def test_activation_quantizer_tracks_ranges_while_training_then_freezes():
     np.testing.assert_allclose(outputs / step, np.round(outputs / step), atol=1e-3)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"fixed_range": (0.0, 255.0)}, {"ema_decay": 0.9},
-                                    {"fixed_range": (-8.0, 8.0), "keep_sign": True}])
+@pytest.mark.parametrize("kwargs", [{}, {"fixed_range": (0.0, 255.0)}, {"ema_decay": 0.9}])
 def test_activation_quantizer_layer_contract(kwargs, tmp_path):
     run_layer_test(ActivationQuantizer, kwargs, IMAGES[:2], (2, *SIZE), tmp_path)
 
@@ -245,8 +217,6 @@ def test_a_qat_model_is_not_quantized_twice():
 @pytest.mark.parametrize("kwargs, match", [
     ({"ema_decay": 1.0}, "ema_decay"),
     ({"fixed_range": (1.0, 2.0)}, "fixed_range"),
-    ({"keep_sign": True}, "keep_sign"),
-    ({"fixed_range": (-8.0, 8.0), "keep_sign": 1}, "keep_sign"),
 ])
 def test_activation_quantizer_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=f"Received: {match}="):
