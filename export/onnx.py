@@ -572,7 +572,9 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
         verification_data: images to verify on. Default for int8: at least 32 images held
             out from `calibration_data` and not calibrated on (`keras_unet.export.holdout`);
             otherwise the nuclei sample shipped with keras_unet.
-        verification_size: at most this many verification images (default 32).
+        verification_size: at most this many verification images (default 32); images
+            held out from `calibration_data` are all used (at least 32, and those beyond
+            `calibration_size`, up to half the set).
         progress: show progress bars.
         repair: int8: when the file misses `agreement_floor`, keep its worst layers in
             float until it meets it (default on for int8, trying Percentile and Entropy

@@ -236,8 +236,9 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
         verification_data: images to verify on. Default for int8: images held out from
             `calibration_data` (`keras_unet.export.holdout`); otherwise the nuclei sample
             shipped with keras_unet.
-        verification_size: at most this many verification images (at least 32 are held
-            out for int8 where the calibration set has twice that many).
+        verification_size: at most this many verification images; for int8, at least
+            this many (32) are held out from the calibration set where it has twice that
+            many, and so are the images beyond `calibration_size`, up to half the set.
         progress: show progress bars.
         input_channels: channels of the file's input; 3 for a 1-channel model converts RGB
             to gray inside the static copy (`keras_unet.export.source.static_model`).
@@ -281,7 +282,8 @@ def open_job(model_or_path, quantize="none", calibration_data=None, calibration_
         if verification_data is None:
             from keras_unet.export.holdout import split_calibration
 
-            split = split_calibration(calibration_data, held_out=verification_size)
+            split = split_calibration(calibration_data, held_out=verification_size,
+                                      calibration_size=calibration_size)
             calibration_data, verification_data = split.calibration, split.verification
             masks, verification_source = split.masks, split.description
             if verification_data is not None:

@@ -509,7 +509,9 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
         verification_data: images to verify on. Default for int8: at least 32 images held
             out from `calibration_data` and not calibrated on (`keras_unet.export.holdout`);
             otherwise the nuclei sample shipped with keras_unet.
-        verification_size: at most this many verification images (default 32).
+        verification_size: at most this many verification images (default 32); images
+            held out from `calibration_data` are all used (at least 32, and those beyond
+            `calibration_size`, up to half the set).
         check_speed: for `"dynamic"` and `"int8"`, time the file against a float32
             conversion and warn when it is slower (dynamic) or less than 1.5x faster (int8).
         progress: show progress bars.

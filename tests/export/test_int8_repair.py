@@ -232,3 +232,12 @@ def test_cli_bad_int8_options_fail_with_one_line(tmp_path, capsys, args, message
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (root / "m.tflite").exists()
+
+
+def test_images_calibration_would_not_read_are_held_out_for_verification():
+    images = np.zeros((300, 4, 4, 3), np.float32)
+    split = split_calibration(images, calibration_size=100)
+    assert len(split.verification) == 150 and len(split.calibration) == 150  # half the set
+    split = split_calibration(images[:180], calibration_size=100)
+    assert len(split.verification) == 80 and len(split.calibration) == 100
+    assert len(split_calibration(images[:100], calibration_size=100).verification) == MIN_HELD_OUT
