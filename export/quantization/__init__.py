@@ -12,6 +12,8 @@ below load their module on first use.
   back (`measure_ranges`, `widened_ranges`, `set_ranges`).
 - `onnx_debug`: `onnx_layer_report`, `onnx_nodes_to_exclude` (what `quantize_static`'s
   `nodes_to_exclude` needs to really leave a layer in float).
+- `logit_range`: a binary file's logit range clipped to [-8, 8]
+  (`tflite_clip_logit_range`, `onnx_clip_logit_range`), applied to every int8 file.
 
 Example:
 ```python
