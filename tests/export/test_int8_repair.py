@@ -91,7 +91,7 @@ def test_tflite_repair_keeps_the_bad_layer_in_float_and_meets_the_floor(spiky_im
     result = export_tflite(model, tmp_path / "repaired.tflite", quantize="int8",
                            calibration_data=spiky_images, progress=False, agreement_floor=0.98)
     assert result.verification.passed and result.verification.agreement_iou >= 0.98
-    assert "spike" in result.kept_float and result.calibration_method == "minmax"
+    assert "spike" in result.kept_float
     assert result.repair_attempts[0]["passed"] is False and result.repair_attempts[-1]["passed"]
     int8_metadata = read_metadata(tmp_path / "repaired.tflite")["int8"]
     assert int8_metadata["kept_float"] == result.kept_float
@@ -135,9 +135,11 @@ def test_onnx_repair_reports_per_layer_and_records_the_activation_type(spiky_ima
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_percentile_ranges_clip_a_rare_outlier_and_repair_starts_from_them(spiky_images, tmp_path, fmt):
-    """One calibration pixel stretches the spike's range to ~1000: min/max quantizes the
-    layer to nothing, the 99.99th-percentile ranges (both formats) keep its step fine, and
-    what is written builds on the better calibration."""
+    """One calibration pixel stretches the spike's range to ~1000. The spike sits on the
+    logit, whose range every binary int8 file now clips to [-8, 8]
+    (keras_unet.export.quantization.logit_range), so min/max calibration no longer loses
+    the layer (it did: agreement < 0.9); both calibrations are tried, percentile first,
+    and what is written builds on the better one."""
     from keras_unet.export import export_onnx, export_tflite
 
     images = spiky_images.copy()
@@ -150,9 +152,10 @@ def test_percentile_ranges_clip_a_rare_outlier_and_repair_starts_from_them(spiky
     percentile, minmax = result.repair_attempts[0], result.repair_attempts[1]
     assert (percentile["calibration"], minmax["calibration"]) == ("percentile", "minmax")
     assert minmax["kept_float"] == percentile["kept_float"] == []
-    assert minmax["agreement_iou"] < 0.9 and percentile["agreement_iou"] > 0.95, result.repair_attempts
-    assert result.calibration_method == "percentile"
-    assert result.verification.agreement_iou >= percentile["agreement_iou"]
+    assert min(minmax["agreement_iou"], percentile["agreement_iou"]) > 0.95, result.repair_attempts
+    better = max((percentile, minmax), key=lambda attempt: attempt["agreement_iou"])
+    assert result.calibration_method == better["calibration"]
+    assert result.verification.agreement_iou >= better["agreement_iou"]
 
 
 # ------------------------------------------------------------------ the CLI
