@@ -127,13 +127,10 @@ def tflite_clip_logit_range(model_bytes):
 
 
 # ONNX ------------------------------------------------------------------------------------
-def _producer(graph, name):
-    found = [node for node in graph.node if name in node.output]
-    return found[0] if len(found) == 1 else None
-
-
 def _onnx_logit(graph):
     """`(QuantizeLinear, DequantizeLinear)` in front of the output's Sigmoid, or None."""
+    from keras_unet.export.quantization.onnx_debug import _producers
+
     outputs = {output.name for output in graph.output}
 
     def reaches_output(name):
@@ -149,10 +146,11 @@ def _onnx_logit(graph):
                 if node.op_type == "Sigmoid" and reaches_output(node.output[0])]
     if len(sigmoids) != 1:
         return None
-    dequantize = _producer(graph, sigmoids[0].input[0])
+    producers = _producers(graph)
+    dequantize = producers.get(sigmoids[0].input[0])
     if dequantize is None or dequantize.op_type != "DequantizeLinear":
         return None
-    quantize = _producer(graph, dequantize.input[0])
+    quantize = producers.get(dequantize.input[0])
     if quantize is None or quantize.op_type != "QuantizeLinear":
         return None
     return quantize, dequantize
