@@ -29,6 +29,12 @@ TFLite; one more repair step gave 0.984).
    the floor the export is refused with the best agreement found, and the report of that
    best attempt.
 
+A file the runtime cannot load is passed over, recorded with the runtime's message
+(`Attempt.error`): XNNPack prepares an int8 op only within its scale limits, so a badly
+calibrated ADD can make the all-int8 file unloadable while a file with that op in float
+loads. Repair then starts from the first calibration; when nothing loads, the export fails
+with the runtime's message and writes nothing.
+
 Every attempt is recorded (`Attempt`), and the chosen one's kept layers and calibration go
 into the result, the metadata and the printed summary; so does what the float layers cost
 in speed, when the session can time a file (`time_ms`): the chosen file and the best
@@ -84,8 +90,9 @@ class Attempt:
     calibration: str
     kept_float: list
     agreement_iou: float
-    pixel_agreement: float
+    pixel_agreement: float  # both None when the runtime could not load the file
     passed: bool
+    error: str = None  # why the runtime could not load it
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -167,17 +174,29 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
     session = converter.int8_session(job, options)
     images, _ = job.verification_images()
     target = max(agreement_floor, AGREEMENT_TARGET)
-    attempts, tried = [], []
+    attempts, tried, unloadable = [], [], []
 
     def confident(report):
         return report.agreement_iou - CONFIDENCE_Z * report.agreement_se >= target
 
     def attempt(variant, keep, rows, quantized=None):
+        """The attempt's `VerificationReport`, or None when the runtime cannot load it."""
         if quantized is None:
             quantized = session.quantize(keep, variant)
-        model_bytes = finish(quantized, variant, _names(rows, keep), getattr(session, "metadata", {}))
-        report = verify_bytes(job, converter, model_bytes, "int8", agreement_floor=agreement_floor,
-                              threshold=job.threshold, raise_on_failure=False)
+        try:
+            model_bytes = finish(quantized, variant, _names(rows, keep), getattr(session, "metadata", {}))
+            report = verify_bytes(job, converter, model_bytes, "int8", agreement_floor=agreement_floor,
+                                  threshold=job.threshold, raise_on_failure=False)
+        except RuntimeError as error:
+            if isinstance(error, VerificationError):
+                raise
+            # The runtime refused the file: XNNPack prepares int8 ops only within its
+            # scale limits (an ADD whose input and output scales differ by more than
+            # 2**10). Another calibration, or that op in float, may load.
+            attempts.append(Attempt(variant, _names(rows, keep), None, None, False,
+                                    error=str(error).splitlines()[0]))
+            unloadable.append(attempts[-1])
+            return None
         attempts.append(Attempt(variant, _names(rows, keep), report.agreement_iou,
                                 report.pixel_agreement, report.passed))
         tried.append(_Tried(report.agreement_iou, model_bytes, report, variant, list(keep), rows,
@@ -192,26 +211,30 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             continue
         seen.add(first)
         attempt(variant, [], None, quantized=first)
-    best_int8 = max(tried, key=lambda entry: entry.agreement)
+    # None when no calibration gave a file the runtime loads: repair may still find one.
+    best_int8 = max(tried, key=lambda entry: entry.agreement) if tried else None
     repaired = None
     rows = None
-    if repair and not confident(best_int8.report):
-        variant, keep, limit = best_int8.variant, [], MAX_KEPT
+    if repair and (best_int8 is None or not confident(best_int8.report)):
+        variant = best_int8.variant if best_int8 else session.variants[0]
+        keep, limit = [], MAX_KEPT
         try:
             rows = session.report(images, keep, variant)
         except ValueError:  # nothing to measure (a QAT model: its ranges were learned)
             pass
     if rows is not None:
-        if best_int8.report.passed:
+        if best_int8 is not None and best_int8.report.passed:
             limit = min(MAX_KEPT, int(TARGET_SHARE * len(rows)))
         # The stem first, measured: its error reaches every later layer, which the rows
         # (each measured on its own input) do not show. Kept only when it helps.
         stem = getattr(session, "leading_nodes", list)()
         if stem and len(stem) <= limit:
             stem_report = attempt(variant, stem, rows)
-            if confident(stem_report):
+            if stem_report is None:
+                pass
+            elif confident(stem_report):
                 repaired = tried[-1]
-            elif stem_report.agreement_iou > best_int8.agreement:
+            elif best_int8 is None or stem_report.agreement_iou > best_int8.agreement:
                 keep = list(stem)
         for step in range(MAX_STEPS if repaired is None else 0):
             if step or keep:
@@ -223,9 +246,15 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             if not added or len(keep) + len(added) > limit:
                 break
             keep = keep + added
-            if confident(attempt(variant, keep, rows)):
+            report = attempt(variant, keep, rows)
+            if report is not None and confident(report):
                 repaired = tried[-1]
                 break
+    if not tried:
+        raise RuntimeError(
+            f"No int8 file could be loaded by the runtime ({len(unloadable)} attempt(s), "
+            f"{unloadable[-1].kept_float or 'no'} op(s) kept in float in the last): "
+            f"{unloadable[0].error}. Nothing was written.")
     chosen = _choose(best_int8, repaired, tried, target, confident)
     _, model_bytes, report, variant, keep, best_rows, quantized = chosen
     layer_report = best_rows
@@ -235,7 +264,7 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
         except ValueError:  # every op kept in float: nothing quantized to report on
             pass
     latency = {}
-    if keep and report.passed and hasattr(session, "time_ms"):
+    if keep and report.passed and best_int8 is not None and hasattr(session, "time_ms"):
         latency = _latency_cost(session, best_int8.model_bytes, model_bytes)
         if latency:  # the same graph, with what its float layers cost in its metadata
             extra = {**getattr(session, "metadata", {}), "kept_float_latency_ms": latency}
@@ -257,7 +286,13 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
 
 def _choose(best_int8, repaired, tried, target, confident):
     """The attempt to write (see step 3 of the module docstring); `tried` is in the order
-    tried, so the first repaired attempt is the one with the fewest ops in float."""
+    tried, so the first repaired attempt is the one with the fewest ops in float;
+    `best_int8` is None when no all-int8 file loaded."""
+    if best_int8 is None:
+        if repaired is not None:
+            return repaired
+        reached = [entry for entry in tried if entry.agreement >= target]
+        return reached[0] if reached else max(tried, key=lambda entry: entry.agreement)
     if confident(best_int8.report):
         return best_int8
     if repaired is not None:

@@ -438,6 +438,11 @@ def _run_export(converter, options, model_or_path, out, calibration_data, calibr
         diagnosis = Diagnosis()
         if converter.diagnose is not None and not qat:  # its timings convert the float graph
             diagnosis = converter.diagnose(job, options, model_bytes)
+        refused = [a for a in outcome.attempts if a.error] if outcome else []
+        if refused:
+            diagnosis.warnings.append(
+                f"{len(refused)} int8 file(s) tried did not load in the runtime, e.g. with "
+                f"{len(refused[0].kept_float)} op(s) in float: {refused[0].error}")
         for message in diagnosis.warnings:
             warnings.warn(message, UserWarning, stacklevel=3)
         truth = iou_against_truth(job, converter, model_bytes) if verify else {}

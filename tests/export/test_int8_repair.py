@@ -48,13 +48,13 @@ def test_small_sets_are_halved_and_tiny_sets_reuse_the_calibration_images():
 
 # ------------------------------------------------------------------ repair (slow: converts)
 
-def decisive_spiky_model(images, rare=False):
+def decisive_spiky_model(images, rare=False, spike_at="logit"):
     """The spiky model with its head rescaled so its logits spread over about +-5 around a
     median of 0: an untrained model's probabilities sit at 0.5, where any rounding flips
     pixels and agreement measures nothing."""
     import keras
 
-    model = spiky_model(stride=1, rare=rare)
+    model = spiky_model(stride=1, rare=rare, spike_at=spike_at)
     head = model.get_layer("head")
     logits = keras.Model(model.inputs, head.output).predict(images, verbose=0)
     kernel, bias = head.get_weights()
@@ -102,6 +102,25 @@ def test_tflite_repair_keeps_the_bad_layer_in_float_and_meets_the_floor(spiky_im
     assert int8_metadata["kept_float_latency_ms"] == cost
     assert "latency with those ops in float" in result.summary()
     assert "with every layer in int8" in result.summary()
+
+
+@pytest.mark.slow
+def test_files_the_runtime_cannot_load_are_passed_over_and_repair_finds_one_it_can(spiky_images, tmp_path):
+    from keras_unet.export import export_tflite
+
+    model = decisive_spiky_model(spiky_images, spike_at="features")
+    with pytest.raises(RuntimeError, match="No int8 file could be loaded by the runtime.*XNNPACK"):
+        export_tflite(model, tmp_path / "pure.tflite", quantize="int8", calibration_data=spiky_images,
+                      repair=False, progress=False, agreement_floor=0.98)
+    assert not (tmp_path / "pure.tflite").exists()
+
+    result = export_tflite(model, tmp_path / "m.tflite", quantize="int8",
+                           calibration_data=spiky_images, progress=False, agreement_floor=0.98)
+    unloaded = [attempt for attempt in result.repair_attempts if attempt["error"]]
+    assert unloaded and unloaded[0]["kept_float"] == [] and unloaded[0]["agreement_iou"] is None
+    assert "spike" in result.kept_float and result.verification.agreement_iou >= 0.98
+    assert any("did not load in the runtime" in warning for warning in result.warnings)
+    assert result.kept_float_latency_ms == {}  # no all-int8 file to time it against
 
 
 @pytest.mark.slow

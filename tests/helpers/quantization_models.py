@@ -34,12 +34,14 @@ def spike_layer(rare=False):
     return RareSpike(name="spike") if rare else Spike(name="spike")
 
 
-def spiky_model(normalization="unit", spike=True, stride=2, rare=False):
+def spiky_model(normalization="unit", spike=True, stride=2, rare=False, spike_at="logit"):
     """The test model; `stride=1` keeps the input size (a segmentation model for the export
     pipeline, whose verification compares masks at the image size). `rare=True`: the
     spike fires per pixel, so in calibration only at the pixel `pin_input_range` sets to
     255: a range stretched by 0.002% of the values, which percentile ranges clip away.
-    Keep red below 255 in verification images."""
+    Keep red below 255 in verification images. `spike_at="features"` adds the spike to
+    conv1's output instead of the logit: its int8 ADD then scales by more than XNNPack
+    prepares (output scale ~5000x the input's), so the all-int8 file does not load."""
     import keras
 
     from keras_unet.layers import InputNormalization
@@ -49,9 +51,11 @@ def spiky_model(normalization="unit", spike=True, stride=2, rare=False):
     x = InputNormalization(normalization, name="normalization")(inputs)
     x = keras.layers.ZeroPadding2D(3, name="pad")(x)  # as in ResNet50's stem
     x = keras.layers.Conv2D(8, 7, strides=stride, activation="relu", name="conv1")(x)
+    if spike and spike_at == "features":
+        x = spike_layer(rare)([inputs, x])
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
     x = keras.layers.Conv2D(1, 1, name="head")(x)
-    if spike:
+    if spike and spike_at == "logit":
         x = spike_layer(rare)([inputs, x])
     outputs = keras.layers.Activation("sigmoid", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="spiky")
