@@ -115,13 +115,19 @@ def qat_tflite_bytes(model, io_dtype="uint8", input_size=None):
     model_bytes = qat_tflite_bytes(qat)
     ```
     """
+    from keras_unet.export.tflite import finish_converted
+
+    return finish_converted(converted_qat_tflite(model, io_dtype, input_size))
+
+
+def converted_qat_tflite(model, io_dtype="uint8", input_size=None):
+    """`qat_tflite_bytes` as the TFLite converter writes it, before `finish_converted`."""
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"`io_dtype` must be one of {list(IO_DTYPES)}. Received: io_dtype={io_dtype!r}")
     _check_model(model)
     import tensorflow as tf
 
-    from keras_unet.export.tflite import (custom_ops, finish_binary_output, write_saved_model,
-                                          _raise_unsupported)
+    from keras_unet.export.tflite import custom_ops, write_saved_model, _raise_unsupported
 
     static = _static_graph(model, input_size, keep_activation_quantizers=True)
     with tempfile.TemporaryDirectory(prefix="keras_unet_qat_") as folder:
@@ -145,7 +151,7 @@ def qat_tflite_bytes(model, io_dtype="uint8", input_size=None):
             f"{', '.join(sorted(set(left)))}; a tensor there has no learned range. This is a gap "
             "in keras_unet.quantization.registry for this model; export with post-training "
             "int8 (quantize='int8' on the float model) meanwhile.")
-    return finish_binary_output(model_bytes)
+    return model_bytes
 
 
 def activation_quant_params(low, high, activation_type="uint8"):

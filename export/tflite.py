@@ -209,7 +209,7 @@ def convert(job, options):
     custom = custom_ops(model_bytes)
     if custom:
         _raise_unsupported(custom, job.source)
-    return finish_binary_output(model_bytes)
+    return finish_converted(model_bytes)
 
 
 # A uint8 probability output has scale 1/256: 0.5 is the code 128, where keras-unet's
@@ -266,13 +266,16 @@ def binary_output_off_half(model_bytes):
     return bytes(builder.Output())
 
 
-def finish_binary_output(model_bytes):
-    """A binary int8 file's logit range clipped to the sigmoid's [-8, 8]
-    (`keras_unet.export.quantization.logit_range`), then its uint8 output off 0.5
-    (`binary_output_off_half`); other files come back as they were."""
+def finish_converted(model_bytes):
+    """A converted file as it is written: int8 requantizations the built-in kernels compute
+    exactly (`keras_unet.export.quantization.requantize`), a binary int8 file's logit range
+    clipped to the sigmoid's [-8, 8] (`keras_unet.export.quantization.logit_range`), then
+    its uint8 output off 0.5 (`binary_output_off_half`); each step leaves a file it does
+    not apply to as it was."""
     from keras_unet.export.quantization.logit_range import tflite_clip_logit_range
+    from keras_unet.export.quantization.requantize import precise_requantize
 
-    return binary_output_off_half(tflite_clip_logit_range(model_bytes))
+    return binary_output_off_half(tflite_clip_logit_range(precise_requantize(model_bytes)))
 
 
 def custom_ops(model_bytes):
@@ -453,7 +456,7 @@ class Int8Session:
         custom = custom_ops(model_bytes)
         if custom:
             _raise_unsupported(custom, self.job.source)
-        return finish_binary_output(model_bytes)
+        return finish_converted(model_bytes)
 
     def expand(self, nodes):
         return self.quantizer.with_consumers(nodes)

@@ -14,6 +14,8 @@ below load their module on first use.
   `nodes_to_exclude` needs to really leave a layer in float).
 - `logit_range`: a binary file's logit range clipped to [-8, 8]
   (`tflite_clip_logit_range`, `onnx_clip_logit_range`), applied to every int8 file.
+- `requantize`: `precise_requantize`, int8 -> int8 requantizations in a `.tflite` file
+  that TFLite's built-in kernels round twice, written as 1x1 depthwise convolutions.
 
 Example:
 ```python

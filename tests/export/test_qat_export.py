@@ -79,8 +79,8 @@ def test_qat_tflite_is_full_int8_with_the_trained_weights_and_segments_like_kera
                if isinstance(layer, tuple(QUANTIZE_AWARE_LAYERS.values()))]
     for tensor in interpreter.get_tensor_details():
         scales = tensor["quantization_parameters"]["scales"]
-        if len(scales) < 2 or tensor["dtype"] != np.int8:
-            continue
+        if len(scales) < 2 or tensor["dtype"] != np.int8 or tensor["name"].endswith("requantize_weights"):
+            continue  # (the identity weights of a precise requantization are no QAT kernel)
         axis = tensor["quantization_parameters"]["quantized_dimension"]
         shape = [1] * len(tensor["shape"])
         shape[axis] = -1
@@ -89,6 +89,58 @@ def test_qat_tflite_is_full_int8_with_the_trained_weights_and_segments_like_kera
                    for kernel in kernels if kernel.size == values.size), tensor["name"]
     reference = qat.predict(images, verbose=0)
     assert _agreement(_tflite_probabilities(model_bytes, images), reference) >= AGREEMENT_FLOOR
+
+
+def _builtin_run(model_bytes, image):
+    """The interpreter after one image on TFLite's built-in kernels (no XNNPack), every
+    intermediate tensor kept."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    interpreter.set_tensor(inp["index"], np.round(image)[None].astype(inp["dtype"]))
+    interpreter.invoke()
+    return interpreter
+
+
+@pytest.mark.slow
+def test_requantizations_the_builtin_kernels_round_twice_are_computed_exactly(trained):
+    """The tiny model's attention gate reads the upsampled tensor at 0.42 of its scale:
+    the converter writes an int8 -> int8 QUANTIZE, which TFLite's built-in kernel rounds
+    twice. The written file computes it as a 1x1 depthwise convolution instead."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from keras_unet.export.qat import converted_qat_tflite, qat_tflite_bytes
+    from keras_unet.export.quantization.requantize import _imprecise_requantizations
+
+    _, qat, images = trained
+    converted, written = converted_qat_tflite(qat), qat_tflite_bytes(qat)
+
+    def graph(model_bytes):
+        model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+        codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+        return model.subgraphs[0], codes
+
+    before, codes = graph(converted)
+    found = _imprecise_requantizations(before, schema, codes)
+    assert found, "the fixture no longer has a requantization below half the scale"
+    after, after_codes = graph(written)
+    assert _imprecise_requantizations(after, schema, after_codes) == []
+
+    def misrounded(model_bytes, op_index):
+        interpreter = _builtin_run(model_bytes, images[0])
+        source, target = (interpreter._get_tensor_details(t, 0) for t in
+                          (*before.operators[op_index].inputs[:1], *before.operators[op_index].outputs))
+        (in_scale, in_zero), (out_scale, out_zero) = source["quantization"], target["quantization"]
+        values = (interpreter.get_tensor(source["index"]).astype(np.float64) - in_zero) * in_scale
+        exact = np.clip(np.floor(values / out_scale + 0.5) + out_zero, -128, 127)
+        return int((interpreter.get_tensor(target["index"]) != exact).sum())
+
+    for op_index in found:  # the same tensors in both files: only the op between them changed
+        assert misrounded(converted, op_index) > 0
+        assert misrounded(written, op_index) == 0
 
 
 @pytest.mark.slow
