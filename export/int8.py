@@ -174,7 +174,7 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
     session = converter.int8_session(job, options)
     images, _ = job.verification_images()
     target = max(agreement_floor, AGREEMENT_TARGET)
-    attempts, tried, unloadable = [], [], []
+    attempts, tried = [], []
 
     def confident(report):
         return report.agreement_iou - CONFIDENCE_Z * report.agreement_se >= target
@@ -195,7 +195,6 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             # 2**10). Another calibration, or that op in float, may load.
             attempts.append(Attempt(variant, _names(rows, keep), None, None, False,
                                     error=str(error).splitlines()[0]))
-            unloadable.append(attempts[-1])
             return None
         attempts.append(Attempt(variant, _names(rows, keep), report.agreement_iou,
                                 report.pixel_agreement, report.passed))
@@ -250,11 +249,11 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             if report is not None and confident(report):
                 repaired = tried[-1]
                 break
-    if not tried:
+    if not tried:  # every attempt was refused by the runtime
         raise RuntimeError(
-            f"No int8 file could be loaded by the runtime ({len(unloadable)} attempt(s), "
-            f"{unloadable[-1].kept_float or 'no'} op(s) kept in float in the last): "
-            f"{unloadable[0].error}. Nothing was written.")
+            f"No int8 file could be loaded by the runtime ({len(attempts)} attempt(s), up to "
+            f"{max(len(a.kept_float) for a in attempts)} op(s) kept in float): "
+            f"{attempts[0].error}. Nothing was written.")
     chosen = _choose(best_int8, repaired, tried, target, confident)
     _, model_bytes, report, variant, keep, best_rows, quantized = chosen
     layer_report = best_rows
