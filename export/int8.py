@@ -286,22 +286,18 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
 def _choose(best_int8, repaired, tried, target, confident):
     """The attempt to write (see step 3 of the module docstring); `tried` is in the order
     tried, so the first repaired attempt is the one with the fewest ops in float;
-    `best_int8` is None when no all-int8 file loaded."""
-    if best_int8 is None:
-        if repaired is not None:
-            return repaired
-        reached = [entry for entry in tried if entry.agreement >= target]
-        return reached[0] if reached else max(tried, key=lambda entry: entry.agreement)
-    if confident(best_int8.report):
+    `best_int8` is None when no all-int8 file loaded (every entry of `tried` then keeps
+    ops in float, and the steps about it are passed over)."""
+    if best_int8 is not None and confident(best_int8.report):
         return best_int8
     if repaired is not None:
         return repaired
-    if best_int8.agreement >= target:
+    if best_int8 is not None and best_int8.agreement >= target:
         return best_int8
     reached = [entry for entry in tried if entry.keep and entry.agreement >= target]
     if reached:
         return reached[0]
-    if best_int8.report.passed:
+    if best_int8 is not None and best_int8.report.passed:
         return best_int8
     return max(tried, key=lambda entry: entry.agreement)
 
