@@ -39,11 +39,11 @@ def run_model_saving_test(model, input_data, tmp_path, atol=0.0):
     return loaded
 
 
-def run_training_step_test(model, input_data, target):
+def run_training_step_test(model, input_data, target, run_eagerly=False):
     """One fit step must move the trainable weights (catches silently frozen layers)."""
     before = [np.array(w) for w in model.trainable_weights]
     assert before, f"{model.name} has no trainable weights"
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", run_eagerly=run_eagerly)
     model.fit(input_data, target, epochs=1, batch_size=len(target), verbose=0)
     after = [np.array(w) for w in model.trainable_weights]
     assert any(not np.allclose(a, b) for a, b in zip(before, after))
@@ -67,5 +67,9 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output_shape, tm
 
     run_model_saving_test(model, input_data, tmp_path)
     if model.trainable_weights:
-        run_training_step_test(model, input_data, np.random.default_rng(0).normal(size=eager.shape))
+        # Eagerly: tracing the train step costs about 1.5 s per layer and the fast lane has
+        # 2 minutes. Whole models with every block option train in graph mode in
+        # test_unet.test_options_train_and_round_trip, QAT layers in test_train_qat.
+        run_training_step_test(model, input_data, np.random.default_rng(0).normal(size=eager.shape),
+                               run_eagerly=True)
     return model
