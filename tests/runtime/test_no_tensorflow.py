@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from keras_unet.export.metadata import build_metadata, embed_onnx_metadata, embed_tflite_metadata
+from keras_unet.runtime.loaders import interpreter_class
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +98,7 @@ def edge_files(tmp_path_factory):
             converter.inference_input_type = tf.uint8
             converter.inference_output_type = tf.uint8
         data = converter.convert()
-        interpreter = tf.lite.Interpreter(model_content=data)
+        interpreter = interpreter_class()(model_content=data)  # tf.lite's is deprecated
         io = {}
         for side, detail in (("input", interpreter.get_input_details()[0]),
                              ("output", interpreter.get_output_details()[0])):
