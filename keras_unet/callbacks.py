@@ -12,6 +12,9 @@ both gaps:
   is written. Temporary files left by a killed process are removed when training starts.
 - `StopOnNonFiniteLoss`: raises `TrainingDiverged` at the first batch whose loss is NaN or
   infinite, before any checkpoint of that epoch is written.
+- `ResumableEarlyStopping`: `EarlyStopping` that a resumed run starts from the best value
+  and the epochs without improvement saved before the stop, instead of from scratch (which
+  gave every resume `patience` more epochs than the uninterrupted run).
 
 Example:
 ```python
@@ -35,8 +38,8 @@ import keras
 
 from keras_unet.runtime.files import atomic_output
 
-__all__ = ["AtomicModelCheckpoint", "StopOnNonFiniteLoss", "TrainingDiverged",
-           "is_temporary_file", "remove_temporary_files"]
+__all__ = ["AtomicModelCheckpoint", "ResumableEarlyStopping", "StopOnNonFiniteLoss",
+           "TrainingDiverged", "is_temporary_file", "remove_temporary_files"]
 
 # `atomic_output("last.keras")` writes `.last.<8 hex>.tmp.keras` (keras_unet.runtime.files);
 # a weights-only save adds `.weights` before the suffix (Keras requires `.weights.h5`).
@@ -271,3 +274,39 @@ class WarnOnCollapse(keras.callbacks.Callback):
             print(f"warning: epochs {epoch + 2 - self._zeros}-{epoch + 1} scored IoU 0 on the "
                   f"training and validation data: the model predicts no foreground. "
                   f"{self.advice}", file=self.stream or sys.stderr, flush=True)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` that goes on counting where a stopped run left off.
+
+    Keras' callback forgets its best value and its count of epochs without improvement at
+    every `fit`, so a run resumed with `initial_epoch` would wait `patience` epochs afresh.
+    Given what the run had reached, this one stops at the epoch the uninterrupted run would.
+
+    Args:
+        initial_best: the best monitored value before the resume (None: none yet).
+        epochs_since_best: epochs since that value, as `EarlyStopping.wait` had them.
+        **kwargs: as for `keras.callbacks.EarlyStopping`.
+
+    Example:
+    ```python
+    # Stopped after epoch 7 with its best val_iou 0.81 at epoch 5: two epochs without
+    # improvement already count towards the patience.
+    stop = ResumableEarlyStopping(initial_best=0.81, epochs_since_best=2,
+                                  monitor="val_iou", mode="max", patience=3)
+    model.fit(train, validation_data=val, initial_epoch=7, epochs=20, callbacks=[stop])
+    ```
+    """
+
+    def __init__(self, initial_best=None, epochs_since_best=0, **kwargs):
+        super().__init__(**kwargs)
+        if epochs_since_best < 0:
+            raise ValueError(f"`epochs_since_best` must be >= 0. Received: {epochs_since_best}")
+        self.initial_best = initial_best
+        self.epochs_since_best = int(epochs_since_best)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.initial_best is not None:
+            self.best = self.initial_best
+            self.wait = self.epochs_since_best

@@ -7,15 +7,18 @@ DATA holds images/<stem>.<png|jpg|...> and masks/<stem>.png. Without --val-data,
   last.keras     the latest epoch (what a resumed run continues from)
   training.csv   one row per epoch
   metrics.json   validation IoU and Dice (mean and per class) of model.keras
-  config.json    the arguments and the epochs completed, so the same command resumes the run
+  config.json    the arguments, the epochs completed and early stopping's count, so the same
+                 command resumes the run where it was
 
 Running the same command again with the same OUT resumes an unfinished run: after Ctrl-C
 (the message says where it stopped and the command to run), a kill or a crash, at any
 moment. Every file is written under a temporary name and renamed into place, and an epoch
 counts as done once model.keras, last.keras and then config.json record it. A run whose
 loss becomes NaN or infinite stops at once, keeping the last good checkpoints, and exits 1
-without writing metrics.json. A finished run is never overwritten: it continues only if
---epochs is raised.
+without writing metrics.json. A resumed run stops early at the epoch the uninterrupted one
+would (early stopping keeps counting the epochs without a better validation IoU). A finished
+run is never overwritten: it continues only if --epochs is raised, and, if early stopping
+ended it, --patience too.
 
 More than one device or machine (JAX backend, Keras' own keras.distribution): with
 --strategy data-parallel every process trains on its share of each global batch of
@@ -246,7 +249,32 @@ def check_resume(args, state):
             f"--out {args.out!r} holds a finished run ({done} epochs, see metrics.json). "
             f"Raise --epochs above {done} to continue it, or choose a new --out."
         )
+    since = state.get("epochs_since_best", 0)
+    if state.get("finished") and stopped_early(since, args.patience):
+        raise ValueError(
+            f"--out {args.out!r} holds a finished run: early stopping ended it after {done} "
+            f"epochs, the last {since} without a better validation IoU (--patience "
+            f"{args.patience}). Raise --patience above {since} to continue it, or choose a new --out."
+        )
     return done
+
+
+def stopped_early(epochs_since_best, patience):
+    """Whether `EarlyStopping(patience)` ends a run that has gone `epochs_since_best` epochs
+    without a better value (Keras stops at the end of an epoch that did not improve, once its
+    count reaches the patience)."""
+    return epochs_since_best >= max(patience, 1)
+
+
+def _early_stopping_point(state, done):
+    """`[best val IoU or NaN, epochs since it]` of a run resumed after `done` epochs, as an
+    array, so that process 0 can send it to the others. Runs saved before keras-unet
+    recorded the count resume it from 0."""
+    import numpy as np
+
+    if not done or state.get("best_val_iou") is None:
+        return np.array([np.nan, 0.0])
+    return np.array([state["best_val_iou"], state.get("epochs_since_best", 0)], dtype=np.float64)
 
 
 def trim_log(path, epochs):
@@ -556,8 +584,10 @@ def initial_model(args, init):
 
 def run(args):
     import keras
+    import numpy as np
 
-    from keras_unet.callbacks import StopOnNonFiniteLoss, TrainingDiverged, WarnOnCollapse
+    from keras_unet.callbacks import (ResumableEarlyStopping, StopOnNonFiniteLoss, TrainingDiverged,
+                                      WarnOnCollapse)
 
     image_size(args.image_size)
     _check_class_names(args)
@@ -589,6 +619,14 @@ def run(args):
         return done
 
     initial_epoch = int(_on_chief(cluster, open_run_folder, like=0))
+    # Early stopping and the best-model checkpoint go on from where the run was (every process
+    # stops at the same epoch under data-parallel, so all of them need it).
+    best_so_far, since_best = _on_chief(cluster, lambda: _early_stopping_point(state, initial_epoch),
+                                        like=np.zeros(2))
+    best_so_far = None if np.isnan(best_so_far) else float(best_so_far)
+    since_best = int(since_best)
+    # Stopped early, then interrupted before the run was scored: nothing is left to train.
+    last_epoch = initial_epoch if stopped_early(since_best, args.patience) else args.epochs
     keras.utils.set_random_seed(args.seed)
     _set_precision(args.mixed_precision)
 
@@ -623,13 +661,15 @@ def run(args):
                 _resume_from_chief(model, args, cluster, initial_epoch)
         if initial_epoch and chief:
             print(f"resuming {args.out} from epoch {initial_epoch}")
+            if last_epoch == initial_epoch:
+                print(f"early stopping had ended the run ({since_best} epochs without a better "
+                      "validation IoU): scoring its best model")
 
     record = {k: getattr(args, k) for k in RUN_DEFINING}
-    best_so_far = state.get("best_val_iou") if initial_epoch and chief else None
     if chief:
         _write_json(os.path.join(args.out, STATE_FILE),
                     {"args": record, "epochs_completed": initial_epoch, "finished": False,
-                     "best_val_iou": best_so_far})
+                     "best_val_iou": best_so_far, "epochs_since_best": since_best})
     monitor = "val_iou"
     # Order matters: a NaN batch raises before any epoch-end callback runs; an epoch's log
     # row and checkpoints are written before config.json commits the epoch (a resumed run
@@ -649,12 +689,13 @@ def run(args):
                        initial_value_threshold=best_so_far),
             checkpoint(last_path),
         ]
-    callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=args.patience))
+    callbacks.append(ResumableEarlyStopping(initial_best=best_so_far, epochs_since_best=since_best,
+                                            monitor=monitor, mode="max", patience=args.patience))
     if chief:
-        callbacks.append(_state_callback(args.out, record, monitor, best_so_far))
+        callbacks.append(_state_callback(args.out, record, monitor, best_so_far, since_best))
     try:
         # The tf.data pipeline shuffles (seeded); fit's own shuffle does not apply to it.
-        model.fit(train, validation_data=fit_val, epochs=args.epochs, initial_epoch=initial_epoch,
+        model.fit(train, validation_data=fit_val, epochs=last_epoch, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=0 if args.quiet or not chief else 1, shuffle=False)
     except TrainingDiverged as error:
         if not chief:
@@ -778,27 +819,31 @@ def _interrupt_check():
     return InterruptCheck()
 
 
-def _state_callback(out, record, monitor, best):
+def _state_callback(out, record, monitor, best, since_best):
     """A callback that commits finished epochs to config.json, so a stopped run can resume.
 
     It must come after the checkpoints in the callback list: config.json says an epoch is
-    done only once model.keras and last.keras hold it.
+    done only once model.keras and last.keras hold it. It counts the epochs since the best
+    value as `EarlyStopping.wait` does, for `ResumableEarlyStopping` to go on from.
     """
     import keras
 
     class RunState(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.best = best
+            self.best, self.since_best = best, since_best
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get(monitor)
-            if value is not None and (self.best is None or value > self.best):
-                self.best = float(value)
+            if value is not None:
+                if self.best is None or value > self.best:
+                    self.best, self.since_best = float(value), 0
+                else:
+                    self.since_best += 1
             _write_json(
                 os.path.join(out, STATE_FILE),
                 {"args": record, "epochs_completed": epoch + 1, "finished": False,
-                 "best_val_iou": self.best},
+                 "best_val_iou": self.best, "epochs_since_best": self.since_best},
             )
 
     return RunState()

@@ -1,4 +1,5 @@
-"""AtomicModelCheckpoint, StopOnNonFiniteLoss and the JSON writer they rely on."""
+"""AtomicModelCheckpoint, StopOnNonFiniteLoss, ResumableEarlyStopping and the JSON writer they
+rely on."""
 
 import json
 import math
@@ -8,8 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_unet.callbacks import (AtomicModelCheckpoint, StopOnNonFiniteLoss, TrainingDiverged,
-                                  WarnOnCollapse, is_temporary_file, remove_temporary_files)
+from keras_unet.callbacks import (AtomicModelCheckpoint, ResumableEarlyStopping, StopOnNonFiniteLoss,
+                                  TrainingDiverged, WarnOnCollapse, is_temporary_file,
+                                  remove_temporary_files)
 from keras_unet.runtime.files import write_json_atomic
 
 X = np.linspace(-1, 1, 64 * 4, dtype="float32").reshape(64, 4)
@@ -182,3 +184,63 @@ def test_a_model_that_finds_foreground_is_not_warned_about():
                                   {"iou": 0.0, "val_iou": 0.0}, {"iou": 0.3, "val_iou": 0.0}]):
         callback.on_epoch_end(epoch, logs)
     assert stream.getvalue() == "" and not callback.warned
+
+
+# val_iou per epoch: improvements, plateaus, ties (a tie is no improvement) and a late gain.
+VAL_IOU = [0.2, 0.5, 0.5, 0.4, 0.6, 0.55, 0.58, 0.6, 0.61, 0.3, 0.3, 0.3, 0.3]
+
+
+def _stop_epoch(callback, model, epochs):
+    """Feeds VAL_IOU[epochs] to an early-stopping callback; the epoch it stops at, or None."""
+    model.stop_training = False
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch in epochs:
+        callback.on_epoch_end(epoch, {"val_iou": VAL_IOU[epoch]})
+        if model.stop_training:
+            return epoch
+    return None
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2, 3])
+def test_a_resumed_early_stopping_stops_where_the_uninterrupted_one_does(patience):
+    model = _model()
+    settings = dict(monitor="val_iou", mode="max", patience=patience)
+    uninterrupted = _stop_epoch(keras.callbacks.EarlyStopping(**settings), model, range(len(VAL_IOU)))
+    assert uninterrupted is not None
+    longer = []
+    for split in range(1, uninterrupted + 1):  # stopped after `split` epochs, then resumed
+        before = keras.callbacks.EarlyStopping(**settings)
+        assert _stop_epoch(before, model, range(split)) in (None, uninterrupted)
+        resumed = ResumableEarlyStopping(initial_best=before.best, epochs_since_best=before.wait,
+                                         **settings)
+        assert _stop_epoch(resumed, model, range(split, len(VAL_IOU))) == uninterrupted, split
+        # Keras' own callback forgets the run before the resume and goes on longer.
+        fresh = _stop_epoch(keras.callbacks.EarlyStopping(**settings), model, range(split, len(VAL_IOU)))
+        longer.append(fresh is None or fresh > uninterrupted)
+    assert any(longer)
+    assert _stop_epoch(ResumableEarlyStopping(**settings), model, range(len(VAL_IOU))) == uninterrupted
+
+
+def test_the_run_state_counts_epochs_since_the_best_as_early_stopping_does(tmp_path):
+    from keras_unet.commands.train import _state_callback, stopped_early
+
+    model = _model()
+    stop = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max", patience=len(VAL_IOU))
+    state = _state_callback(str(tmp_path), {}, "val_iou", None, 0)
+    for callback in (stop, state):
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch, value in enumerate(VAL_IOU):
+        for callback in (stop, state):
+            callback.on_epoch_end(epoch, {"val_iou": value})
+        saved = json.loads((tmp_path / "config.json").read_text())
+        assert (saved["best_val_iou"], saved["epochs_since_best"]) == (stop.best, stop.wait), epoch
+        assert saved["epochs_completed"] == epoch + 1
+    assert saved["epochs_since_best"] == 4
+    assert stopped_early(4, 4) and not stopped_early(4, 5) and not stopped_early(0, 0)
+
+
+def test_epochs_since_best_must_not_be_negative():
+    with pytest.raises(ValueError, match="epochs_since_best"):
+        ResumableEarlyStopping(initial_best=0.5, epochs_since_best=-1)

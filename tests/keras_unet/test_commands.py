@@ -72,6 +72,57 @@ def test_finished_run_is_not_overwritten_but_can_be_extended(trained_run, nuclei
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
 
 
+@pytest.mark.slow
+def test_a_resumed_run_keeps_early_stoppings_count(trained_run, nuclei_subset, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    state = json.loads((run / "config.json").read_text())
+    # A best no epoch can beat, reached one epoch before the stop: with --patience 2 the next
+    # epoch is the last (Keras' EarlyStopping alone would start counting afresh).
+    state.update(best_val_iou=1.0, epochs_since_best=1)
+    (run / "config.json").write_text(json.dumps(state))
+    args = ["train", "--data", str(nuclei_subset / "train"), "--val-data", str(nuclei_subset / "val"),
+            "--out", str(run), "--epochs", "6", "--patience", "2", *TINY]
+    assert cli.main(args) == 0
+    state = json.loads((run / "config.json").read_text())
+    assert (state["epochs_completed"], state["epochs_since_best"], state["finished"]) == (3, 2, True)
+    with open(run / "training.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    capsys.readouterr()
+    # The same command again: the run is finished, and says what would continue it.
+    metrics = (run / "metrics.json").read_bytes()
+    assert cli.main(args) == 2
+    assert "early stopping ended it after 3 epochs, the last 2 without" in capsys.readouterr().err
+    assert (run / "metrics.json").read_bytes() == metrics
+    # Stopped early, then interrupted while being scored: the rerun trains nothing and scores.
+    state["finished"] = False
+    (run / "config.json").write_text(json.dumps(state))
+    (run / "metrics.json").unlink()
+    assert cli.main(args) == 0
+    assert "early stopping had ended the run" in capsys.readouterr().out
+    with open(run / "training.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 3
+
+
+def test_an_early_stopped_run_continues_only_with_more_patience(tmp_path):
+    import argparse
+
+    from keras_unet.commands.train import RUN_DEFINING, add_arguments, check_resume
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "30"])
+    state = {"args": {k: getattr(args, k) for k in RUN_DEFINING}, "epochs_completed": 14,
+             "finished": True, "best_val_iou": 0.8, "epochs_since_best": args.patience}
+    with pytest.raises(ValueError, match=rf"the last {args.patience} without .* Raise --patience above"):
+        check_resume(args, state)
+    args.patience += 1
+    assert check_resume(args, state) == 14
+    del state["epochs_since_best"]  # a run saved before keras-unet kept the count
+    assert check_resume(args, state) == 14
+
+
 def test_a_run_saved_before_an_option_existed_resumes_with_that_options_default(tmp_path):
     import argparse
 
