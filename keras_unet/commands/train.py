@@ -689,10 +689,11 @@ def run(args):
                        initial_value_threshold=best_so_far),
             checkpoint(last_path),
         ]
-    callbacks.append(ResumableEarlyStopping(initial_best=best_so_far, epochs_since_best=since_best,
-                                            monitor=monitor, mode="max", patience=args.patience))
+    early_stopping = ResumableEarlyStopping(initial_best=best_so_far, epochs_since_best=since_best,
+                                            monitor=monitor, mode="max", patience=args.patience)
+    callbacks.append(early_stopping)
     if chief:
-        callbacks.append(_state_callback(args.out, record, monitor, best_so_far, since_best))
+        callbacks.append(_state_callback(args.out, record, early_stopping))
     try:
         # The tf.data pipeline shuffles (seeded); fit's own shuffle does not apply to it.
         model.fit(train, validation_data=fit_val, epochs=last_epoch, initial_epoch=initial_epoch,
@@ -819,31 +820,23 @@ def _interrupt_check():
     return InterruptCheck()
 
 
-def _state_callback(out, record, monitor, best, since_best):
+def _state_callback(out, record, early_stopping):
     """A callback that commits finished epochs to config.json, so a stopped run can resume.
 
     It must come after the checkpoints in the callback list: config.json says an epoch is
-    done only once model.keras and last.keras hold it. It counts the epochs since the best
-    value as `EarlyStopping.wait` does, for `ResumableEarlyStopping` to go on from.
+    done only once model.keras and last.keras hold it. And after `early_stopping`, whose
+    best value and count of epochs since it (updated by then) it records for the resume.
     """
     import keras
 
     class RunState(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.best, self.since_best = best, since_best
-
         def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(monitor)
-            if value is not None:
-                if self.best is None or value > self.best:
-                    self.best, self.since_best = float(value), 0
-                else:
-                    self.since_best += 1
+            best = early_stopping.best
             _write_json(
                 os.path.join(out, STATE_FILE),
                 {"args": record, "epochs_completed": epoch + 1, "finished": False,
-                 "best_val_iou": self.best, "epochs_since_best": self.since_best},
+                 "best_val_iou": None if best is None else float(best),
+                 "epochs_since_best": int(early_stopping.wait)},
             )
 
     return RunState()

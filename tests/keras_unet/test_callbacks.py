@@ -222,21 +222,21 @@ def test_a_resumed_early_stopping_stops_where_the_uninterrupted_one_does(patienc
     assert _stop_epoch(ResumableEarlyStopping(**settings), model, range(len(VAL_IOU))) == uninterrupted
 
 
-def test_the_run_state_counts_epochs_since_the_best_as_early_stopping_does(tmp_path):
+def test_the_run_state_records_early_stoppings_best_and_count_after_each_epoch(tmp_path):
     from keras_unet.commands.train import _state_callback, stopped_early
 
     model = _model()
-    stop = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max", patience=len(VAL_IOU))
-    state = _state_callback(str(tmp_path), {}, "val_iou", None, 0)
+    stop = ResumableEarlyStopping(monitor="val_iou", mode="max", patience=len(VAL_IOU))
+    state = _state_callback(str(tmp_path), {}, stop)
     for callback in (stop, state):
         callback.set_model(model)
         callback.on_train_begin()
     for epoch, value in enumerate(VAL_IOU):
-        for callback in (stop, state):
+        for callback in (stop, state):  # in train's order: early stopping first
             callback.on_epoch_end(epoch, {"val_iou": value})
         saved = json.loads((tmp_path / "config.json").read_text())
-        assert (saved["best_val_iou"], saved["epochs_since_best"]) == (stop.best, stop.wait), epoch
-        assert saved["epochs_completed"] == epoch + 1
+        assert saved["best_val_iou"] == max(VAL_IOU[:epoch + 1]), epoch
+        assert (saved["epochs_since_best"], saved["epochs_completed"]) == (stop.wait, epoch + 1)
     assert saved["epochs_since_best"] == 4
     assert stopped_early(4, 4) and not stopped_early(4, 5) and not stopped_early(0, 0)
 
