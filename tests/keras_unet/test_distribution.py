@@ -135,11 +135,14 @@ def _free_port():
 @pytest.fixture(scope="module")
 def jax_env(tmp_path_factory):
     """The environment of a JAX-backend subprocess; the processes share JAX's compilation
-    cache, so only the first of them compiles the model's initializers and steps."""
+    cache, so only the first of them compiles the model's initializers and steps, and XLA
+    compiles without its optimisation passes (most of the compile time; every process of a
+    test compiles alike, and the tests compare their results, not their speed)."""
     cache = tmp_path_factory.mktemp("jax_cache")
     return {**os.environ, "KERAS_BACKEND": "jax", "JAX_COMPILATION_CACHE_DIR": str(cache),
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+            "XLA_FLAGS": "--xla_backend_optimization_level=0"}
 
 
 def _start(argv, env, log):
