@@ -17,16 +17,13 @@ One import root, lightest first (see docs/ARCHITECTURE.md):
 `import keras_unet` imports neither Keras nor TensorFlow, so the command line and an
 edge device (`pip install "keras-unet-edge[edge]"`) start fast. The Keras names below are
 imported on first use. Layers, losses and metrics are registered with Keras as soon as
-Keras is imported (before or after this package), so
+Keras is imported (before or after this package or any of its submodules), so
 `keras.models.load_model("model.keras")` needs no `custom_objects`.
 """
 
 import importlib
-import importlib.abc
-import importlib.util
-import sys
-import warnings
 
+from keras_unet import _keras_registration
 from keras_unet.version import __version__
 
 _SUBMODULES = (
@@ -34,11 +31,6 @@ _SUBMODULES = (
     "models", "quantization", "runtime",
 )  # fmt: skip
 _ATTRIBUTES = {"UNet": "keras_unet.models"}
-# Importing these registers every serializable class with Keras.
-_REGISTERING_MODULES = (
-    "keras_unet.layers", "keras_unet.models.unet", "keras_unet.losses", "keras_unet.metrics",
-    "keras_unet.quantization",
-)  # fmt: skip
 
 
 def __getattr__(name):
@@ -53,44 +45,8 @@ def __dir__():
     return sorted(set(globals()) | set(_SUBMODULES) | set(_ATTRIBUTES))
 
 
-def _register_with_keras():
-    for module in _REGISTERING_MODULES:
-        try:
-            importlib.import_module(module)
-        except Exception as error:  # never break the user's `import keras`
-            warnings.warn(f"keras_unet could not register its Keras objects: {error}",
-                          stacklevel=2)
-            return
-
-
-class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
-    """Runs `_register_with_keras` right after `import keras` completes, once.
-
-    It steps aside from `sys.meta_path` the first time `keras` is looked up, so the
-    normal finders locate Keras, and only wraps that one module's loader.
-    """
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
-            return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("keras")
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_keras = spec.loader.exec_module
-
-        def exec_module(module):
-            exec_keras(module)
-            _register_with_keras()
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if "keras" in sys.modules:
-    _register_with_keras()
-elif not any(isinstance(finder, _RegisterWhenKerasLoads) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterWhenKerasLoads())
+# Layers, losses, metrics and models register with Keras when Keras loads, whichever module
+# of this package a program imports first (see keras_unet/_keras_registration.py).
+_keras_registration.install()
 
 __all__ = ["UNet", "__version__", *_SUBMODULES]

@@ -15,7 +15,8 @@ ROOTS = {"keras_unet": REPO / "keras_unet", "keras_unet.export": REPO / "export"
          "keras_unet.benchmarks": REPO / "benchmarks"}
 # Lowest first; a module may import its own level and the levels below, never above.
 LEVELS = [
-    ("runtime", ("keras_unet.runtime", "keras_unet.console", "keras_unet.datasets", "keras_unet.version")),
+    ("runtime", ("keras_unet.runtime", "keras_unet.console", "keras_unet.datasets", "keras_unet.version",
+                 "keras_unet._keras_registration")),
     ("plugin", ("keras_unet.callbacks", "keras_unet.layers", "keras_unet.encoders", "keras_unet.models", "keras_unet.losses",
                 "keras_unet.metrics", "keras_unet.data", "keras_unet.quantization",
                 "keras_unet.distribution")),
