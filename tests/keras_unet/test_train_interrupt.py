@@ -22,6 +22,7 @@ import pytest
 from keras_unet import cli
 from keras_unet.callbacks import is_temporary_file
 from keras_unet.commands import train
+from keras_unet.commands.run_folder import trim_log
 from keras_unet.datasets import nuclei_path
 
 TINY = ["--image-size", "32", "--channels", "1", "--filters", "4", "--depth", "2",
@@ -132,9 +133,9 @@ def test_an_unreadable_last_checkpoint_is_one_clear_line(tmp_path, capsys):
 def test_log_rows_beyond_the_committed_epochs_are_dropped(tmp_path):
     path = tmp_path / "training.csv"
     path.write_text("epoch,loss,val_iou\n0,1.5,0.1\n1,1.2,0.2\n2,1.1,0.3\n3,1.0")
-    train.trim_log(path, 2)
+    trim_log(path, 2)
     assert path.read_text() == "epoch,loss,val_iou\n0,1.5,0.1\n1,1.2,0.2\n"
-    train.trim_log(path, 2)  # nothing to drop: left as it is
+    trim_log(path, 2)  # nothing to drop: left as it is
     assert path.read_text() == "epoch,loss,val_iou\n0,1.5,0.1\n1,1.2,0.2\n"
 
 
