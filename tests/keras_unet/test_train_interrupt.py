@@ -93,6 +93,7 @@ def test_every_option_has_help_and_says_its_default_once():
     assert "(default: 0.2)" in entries["--val-split"] and "(default: 0.001)" in entries["--lr"]
 
 
+@pytest.mark.slow
 def test_a_diverging_run_exits_1_in_one_line_and_writes_no_model(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(_train_args(out, "--epochs", "2", "--lr", "1e12")) == 1
@@ -197,7 +198,9 @@ def _read_state(out):
 
 # SIGINT is ignored in children of a shell's background job, and the test needs Ctrl-C. The child
 # restores it itself: a preexec_fn would run Python between fork and exec in a parent that may
-# hold JAX's or TensorFlow's threads, which can deadlock.
+# hold JAX's or TensorFlow's threads, which can deadlock. Without one, Popen forks and execs in
+# C; start_new_session (setsid, also in C) puts the child in its own process group, so that
+# signals go to its group as a terminal's Ctrl-C would, and none meant for pytest reaches it.
 CLI_WITH_CTRL_C = (
     "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "from keras_unet.cli import main; sys.exit(main())"
@@ -220,7 +223,7 @@ def _run_once(command, out, logs, trigger, sig, timeout_s=90):
     fire_at = None
     started = time.monotonic()
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, start_new_session=True)
         sent = False
         try:
             while process.poll() is None:
@@ -238,14 +241,14 @@ def _run_once(command, out, logs, trigger, sig, timeout_s=90):
                         if len(seen) >= trigger[1]:
                             fire_at = now + (trigger[2] if kind == "epoch" else 0.0)
                 if fire_at is not None and now >= fire_at:
-                    process.send_signal(sig)
+                    os.killpg(process.pid, sig)
                     sent = True
                     break
                 time.sleep(0.002)
             process.wait(timeout=timeout_s)
         finally:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
     began = _stamp(out / "config.json") != config_before
     return sent, process.returncode, stdout_path.read_text(), stderr_path.read_text(), began
