@@ -140,6 +140,33 @@ def test_log_rows_beyond_the_committed_epochs_are_dropped(tmp_path):
     assert path.read_text() == "epoch,loss,val_iou\n0,1.5,0.1\n1,1.2,0.2\n"
 
 
+def test_opening_a_run_folder_cleans_it_and_says_where_the_run_starts(tmp_path):
+    from keras_unet.commands.run_folder import ResumePoint, RunFolder
+
+    out = tmp_path / "run"
+    settings = {"seed": 0, "filters": 4}
+    folder = RunFolder(str(out), settings)
+    assert folder.open(epochs=5, patience=3) == ResumePoint()  # a new folder, created
+    folder.begin(ResumePoint())
+    folder.commit_epoch(1, 0.5, 0)
+    folder.commit_epoch(2, 0.5, 1)
+    (out / "training.csv").write_text("epoch,val_iou\n0,0.5\n1,0.4\n2,0.45\n")
+    (out / ".last.0123abcd.tmp.keras").write_bytes(b"PK\x03\x04")
+    point = RunFolder(str(out), settings).open(epochs=5, patience=3)
+    assert point == ResumePoint(2, 0.5, 1)
+    assert ResumePoint.from_array(point.to_array()) == point
+    assert ResumePoint.from_array(ResumePoint().to_array()) == ResumePoint()
+    assert (out / "training.csv").read_text() == "epoch,val_iou\n0,0.5\n1,0.4\n"
+    assert sorted(os.listdir(out)) == ["config.json", "training.csv"]
+    folder.finish({"val_iou": 0.5, "epochs_completed": 2})
+    assert _strict_json(out / "config.json")["finished"] and folder.epochs_completed() == 2
+    assert _strict_json(out / "metrics.json") == {"val_iou": 0.5, "epochs_completed": 2}
+    with pytest.raises(ValueError, match="finished run .2 epochs.*Raise --epochs above 2"):
+        folder.open(epochs=2, patience=3)
+    with pytest.raises(ValueError, match="--filters was 4, now 8"):
+        RunFolder(str(out), {**settings, "filters": 8}).open(epochs=5, patience=3)
+
+
 def test_the_interrupt_line_says_where_and_how_to_resume(tmp_path):
     out = tmp_path / "run"
     args = argparse.Namespace(out=str(out), epochs=EPOCHS, command_line="keras-unet train --out x")
