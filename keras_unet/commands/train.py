@@ -167,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 
-def _check_class_names(args):
+def _check_class_names(args: argparse.Namespace) -> None:
     """--class-names must fit --num-classes before any data is read or a model built.
 
     The rule is `keras_unet.models.unet.check_class_names`: one name per class, or for a

@@ -167,7 +167,7 @@ def on_chief(cluster: Cluster | None, work: Callable[[], Any], like: Any) -> Any
 
     Example:
     ```python
-    initial_epoch = on_chief(cluster, lambda: check_resume(args, state), like=0)
+    epochs_done = on_chief(cluster, lambda: folder.epochs_completed(), like=0)
     ```
     """
     if cluster is None or not cluster.multi_process:
