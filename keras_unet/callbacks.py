@@ -15,6 +15,11 @@ both gaps:
 - `ResumableEarlyStopping`: `EarlyStopping` that a resumed run starts from the best value
   and the epochs without improvement saved before the stop, instead of from scratch (which
   gave every resume `patience` more epochs than the uninterrupted run).
+- `CommitEpoch`: after each epoch's checkpoints, hands the epoch count and early stopping's
+  state to a function that records them (`keras-unet train` writes its config.json).
+- `InterruptCheck`: stops at the next batch after a Ctrl-C that a library swallowed.
+- `LocalModelCheckpoint`: `AtomicModelCheckpoint` for the one process that saves under a
+  multi-process `keras.distribution`.
 
 Example:
 ```python
@@ -33,20 +38,23 @@ import contextlib
 import math
 import os
 import re
+from collections.abc import Callable
 
 import keras
 
+from keras_unet.console.interrupts import raise_if_interrupted
 from keras_unet.runtime.files import atomic_output
 
-__all__ = ["AtomicModelCheckpoint", "ResumableEarlyStopping", "StopOnNonFiniteLoss",
-           "TrainingDiverged", "is_temporary_file", "remove_temporary_files"]
+__all__ = ["AtomicModelCheckpoint", "CommitEpoch", "InterruptCheck", "LocalModelCheckpoint",
+           "ResumableEarlyStopping", "StopOnNonFiniteLoss", "TrainingDiverged", "WarnOnCollapse",
+           "is_temporary_file", "remove_temporary_files"]
 
 # `atomic_output("last.keras")` writes `.last.<8 hex>.tmp.keras` (keras_unet.runtime.files);
 # a weights-only save adds `.weights` before the suffix (Keras requires `.weights.h5`).
 _TEMPORARY = re.compile(r"^\.(?P<stem>.+)\.[0-9a-f]{8}\.tmp(?:\.weights)?(?P<suffix>\.[^.]+)?$")
 
 
-def is_temporary_file(name):
+def is_temporary_file(name: str) -> bool:
     """Whether the file name `name` is a temporary file of `atomic_output`.
 
     Such a file is only ever complete once renamed, so one still under its temporary name
@@ -63,7 +71,7 @@ def is_temporary_file(name):
     return _TEMPORARY.match(os.path.basename(name)) is not None
 
 
-def remove_temporary_files(folder, target=None):
+def remove_temporary_files(folder: str, target: str | None = None) -> list[str]:
     """Delete the temporary files `atomic_output` left in `folder`; return their names.
 
     Args:
@@ -133,12 +141,12 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     ```
     """
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs=None) -> None:
         super().on_train_begin(logs)
         folder = os.path.dirname(os.path.abspath(self.filepath))
         remove_temporary_files(folder, os.path.basename(self.filepath))
 
-    def _save_model(self, epoch, batch, logs):
+    def _save_model(self, epoch, batch, logs) -> None:
         filepath = self._get_file_path(epoch, batch, logs)
         if not self._should_save_model(epoch, batch, logs, filepath):
             return
@@ -174,7 +182,8 @@ class TrainingDiverged(RuntimeError):
         loss: the loss value (NaN or +-inf).
     """
 
-    def __init__(self, message, epoch=None, batch=None, loss=None):
+    def __init__(self, message: str, epoch: int | None = None, batch: int | None = None,
+                 loss: float | None = None) -> None:
         super().__init__(message)
         self.epoch = epoch
         self.batch = batch
@@ -209,15 +218,15 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
     ```
     """
 
-    def __init__(self, advice="Lower the learning rate."):
+    def __init__(self, advice: str = "Lower the learning rate.") -> None:
         super().__init__(raise_error=True)
         self.advice = advice
         self._epoch = 0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch, logs=None) -> None:
         self._epoch = epoch
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch, logs=None) -> None:
         loss = (logs or {}).get("loss")
         if loss is None:
             return
@@ -255,7 +264,7 @@ class WarnOnCollapse(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, advice="Lower the learning rate.", patience=2, stream=None):
+    def __init__(self, advice: str = "Lower the learning rate.", patience: int = 2, stream=None) -> None:
         super().__init__()
         self.advice = advice
         self.patience = patience
@@ -263,7 +272,7 @@ class WarnOnCollapse(keras.callbacks.Callback):
         self._zeros = 0
         self.warned = False
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch, logs=None) -> None:
         import sys
 
         logs = logs or {}
@@ -298,15 +307,96 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     ```
     """
 
-    def __init__(self, initial_best=None, epochs_since_best=0, **kwargs):
+    def __init__(self, initial_best: float | None = None, epochs_since_best: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         if epochs_since_best < 0:
             raise ValueError(f"`epochs_since_best` must be >= 0. Received: {epochs_since_best}")
         self.initial_best = initial_best
         self.epochs_since_best = int(epochs_since_best)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs=None) -> None:
         super().on_train_begin(logs)
         if self.initial_best is not None:
             self.best = self.initial_best
             self.wait = self.epochs_since_best
+
+
+class CommitEpoch(keras.callbacks.Callback):
+    """At the end of each epoch, call `commit(epochs_completed, best, epochs_since_best)`
+    with early stopping's best value and its count of epochs since that value.
+
+    What makes a stopped run resumable: a run folder records an epoch as done only once its
+    checkpoints hold it, and with early stopping's state, so that a resumed run stops where
+    the uninterrupted one would. So put it after the checkpoints and after `early_stopping`
+    in the callback list (Keras calls them in order; by then both are up to date).
+
+    Args:
+        commit: records the epoch; `best` is None before any epoch had a monitored value.
+        early_stopping: the run's `keras.callbacks.EarlyStopping` (or `ResumableEarlyStopping`).
+
+    Example:
+    ```python
+    from keras_unet.callbacks import CommitEpoch, ResumableEarlyStopping
+
+    stop = ResumableEarlyStopping(monitor="val_iou", mode="max", patience=10)
+    commit = CommitEpoch(lambda done, best, since: print(done, best, since), stop)
+    callbacks = [checkpoint, stop, commit]   # the checkpoints first
+    ```
+    """
+
+    def __init__(self, commit: Callable[[int, float | None, int], None],
+                 early_stopping: keras.callbacks.EarlyStopping) -> None:
+        super().__init__()
+        self.commit = commit
+        self.early_stopping = early_stopping
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        best = self.early_stopping.best
+        self.commit(epoch + 1, None if best is None else float(best), int(self.early_stopping.wait))
+
+
+class InterruptCheck(keras.callbacks.Callback):
+    """Raise `KeyboardInterrupt` at the next batch after a Ctrl-C, even one that a library
+    caught and swallowed (`keras_unet.console.interrupts.raise_if_interrupted`).
+
+    Put it first in the callback list: at an epoch's end it stops before any checkpoint of
+    that epoch is written.
+
+    Example:
+    ```python
+    from keras_unet.callbacks import InterruptCheck
+
+    model.fit(train, epochs=20, callbacks=[InterruptCheck(), *others])
+    ```
+    """
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        raise_if_interrupted()
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        raise_if_interrupted()
+
+    def on_test_batch_end(self, batch, logs=None) -> None:
+        raise_if_interrupted()
+
+
+class LocalModelCheckpoint(AtomicModelCheckpoint):
+    """`AtomicModelCheckpoint` that saves with the distribution switched off, for the one
+    process (process 0) that writes under a multi-process `keras.distribution`
+    (`keras_unet.distribution.local_only`: saving would otherwise wait for every process).
+
+    Takes the arguments of `AtomicModelCheckpoint`.
+
+    Example:
+    ```python
+    from keras_unet.callbacks import LocalModelCheckpoint
+
+    callbacks = [LocalModelCheckpoint("runs/a/last.keras")] if cluster.is_chief else []
+    ```
+    """
+
+    def _save_model(self, epoch, batch, logs) -> None:
+        from keras_unet.distribution import local_only
+
+        with local_only():
+            super()._save_model(epoch, batch, logs)

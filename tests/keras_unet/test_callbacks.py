@@ -1,5 +1,6 @@
-"""AtomicModelCheckpoint, StopOnNonFiniteLoss, ResumableEarlyStopping and the JSON writer they
-rely on."""
+"""The callbacks of `keras_unet.callbacks` and the JSON writer they rely on.
+
+Tests that run `fit` are slow; the others drive a callback's hooks by hand, as fit would."""
 
 import json
 import math
@@ -9,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_unet.callbacks import (AtomicModelCheckpoint, ResumableEarlyStopping, StopOnNonFiniteLoss,
-                                  TrainingDiverged, WarnOnCollapse, is_temporary_file,
-                                  remove_temporary_files)
+from keras_unet.callbacks import (AtomicModelCheckpoint, CommitEpoch, InterruptCheck, LocalModelCheckpoint,
+                                  ResumableEarlyStopping, StopOnNonFiniteLoss, TrainingDiverged,
+                                  WarnOnCollapse, is_temporary_file, remove_temporary_files)
 from keras_unet.runtime.files import write_json_atomic
 
 X = np.linspace(-1, 1, 64 * 4, dtype="float32").reshape(64, 4)
@@ -44,6 +45,7 @@ class EpochEnds(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
+@pytest.mark.slow
 def test_checkpoint_saves_a_loadable_file_and_no_temporary(tmp_path):
     path = tmp_path / "last.keras"
     model = _model()
@@ -52,6 +54,7 @@ def test_checkpoint_saves_a_loadable_file_and_no_temporary(tmp_path):
     np.testing.assert_array_equal(_kernel(path), model.layers[0].get_weights()[0])
 
 
+@pytest.mark.slow
 def test_an_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "last.keras"
     model = _model()
@@ -76,6 +79,7 @@ def test_an_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     keras.models.load_model(path)
 
 
+@pytest.mark.slow
 def test_leftovers_of_a_killed_save_are_removed_when_training_begins(tmp_path):
     leftover = tmp_path / ".last.0123abcd.tmp.keras"
     leftover.write_bytes(b"PK\x03\x04 half a zip")
@@ -96,6 +100,7 @@ def test_temporary_names_are_recognised():
     assert not is_temporary_file(".last.nothex00.tmp.keras")
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_placeholders_and_weights_only(tmp_path):
     _fit(_model(), [AtomicModelCheckpoint(tmp_path / "e{epoch:02d}.keras"),
@@ -106,6 +111,7 @@ def test_placeholders_and_weights_only(tmp_path):
     np.testing.assert_array_equal(model.layers[0].get_weights()[0], _kernel(tmp_path / "e02.keras"))
 
 
+@pytest.mark.slow
 def test_best_only_follows_keras(tmp_path):
     path = tmp_path / "best.keras"
     checkpoint = AtomicModelCheckpoint(path, monitor="loss", mode="min", save_best_only=True,
@@ -114,6 +120,7 @@ def test_best_only_follows_keras(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_a_huge_learning_rate_stops_before_the_epoch_is_saved(tmp_path):
     path = tmp_path / "last.keras"
     ends = EpochEnds()
@@ -125,6 +132,7 @@ def test_a_huge_learning_rate_stops_before_the_epoch_is_saved(tmp_path):
     assert ends.epochs == [] and not path.exists()
 
 
+@pytest.mark.slow
 def test_a_nan_loss_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path):
     path = tmp_path / "last.keras"
 
@@ -223,11 +231,11 @@ def test_a_resumed_early_stopping_stops_where_the_uninterrupted_one_does(patienc
 
 
 def test_the_run_state_records_early_stoppings_best_and_count_after_each_epoch(tmp_path):
-    from keras_unet.commands.train import _state_callback, stopped_early
+    from keras_unet.commands.run_folder import RunFolder, stopped_early
 
     model = _model()
     stop = ResumableEarlyStopping(monitor="val_iou", mode="max", patience=len(VAL_IOU))
-    state = _state_callback(str(tmp_path), {}, stop)
+    state = CommitEpoch(RunFolder(str(tmp_path), {}).commit_epoch, stop)
     for callback in (stop, state):
         callback.set_model(model)
         callback.on_train_begin()
@@ -244,3 +252,83 @@ def test_the_run_state_records_early_stoppings_best_and_count_after_each_epoch(t
 def test_epochs_since_best_must_not_be_negative():
     with pytest.raises(ValueError, match="epochs_since_best"):
         ResumableEarlyStopping(initial_best=0.5, epochs_since_best=-1)
+
+
+# -- fast: each callback's hooks driven by hand, in the order fit calls them ----------------------
+
+
+def _drive(callbacks, model, epoch_logs):
+    """Call the hooks fit would: train begin, then each epoch's begin and end with its logs."""
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch, logs in enumerate(epoch_logs):
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, logs)
+
+
+def test_a_checkpoint_driven_by_hand_saves_atomically_and_cleans_up(tmp_path):
+    leftover = tmp_path / ".last.0123abcd.tmp.keras"
+    leftover.write_bytes(b"PK\x03\x04 half a zip")
+    model = _model()
+    best = AtomicModelCheckpoint(tmp_path / "best.keras", monitor="loss", mode="min", save_best_only=True)
+    _drive([AtomicModelCheckpoint(tmp_path / "last.keras"), best], model,
+           [{"loss": 2.0}, {"loss": 3.0}])
+    assert sorted(os.listdir(tmp_path)) == ["best.keras", "last.keras"]  # the leftover is gone
+    assert best.best == 2.0
+    np.testing.assert_array_equal(_kernel(tmp_path / "last.keras"), model.layers[0].get_weights()[0])
+
+
+def test_a_non_finite_batch_loss_raises_where_it_happened():
+    stop = StopOnNonFiniteLoss(advice="Lower --lr.")
+    stop.on_epoch_begin(1)
+    stop.on_batch_end(0, {"loss": 0.5})
+    with pytest.raises(TrainingDiverged, match=r"became inf at epoch 2, batch 3.*Lower --lr\.$") as raised:
+        stop.on_batch_end(2, {"loss": float("inf")})
+    assert (raised.value.epoch, raised.value.batch) == (2, 3)
+
+
+def test_commit_epoch_hands_on_early_stoppings_state_after_each_epoch():
+    model = _model()
+    stop = ResumableEarlyStopping(initial_best=0.5, epochs_since_best=1, monitor="val_iou", mode="max",
+                                  patience=10)
+    commits = []
+    _drive([stop, CommitEpoch(lambda *args: commits.append(args), stop)], model,
+           [{"val_iou": 0.4}, {"val_iou": 0.7}, {"val_iou": 0.6}])
+    assert commits == [(1, 0.5, 2), (2, 0.7, 0), (3, 0.7, 1)]
+    assert all(type(best) is float and type(since) is int for _, best, since in commits)
+
+
+def test_interrupt_check_raises_a_swallowed_ctrl_c_at_the_next_hook(monkeypatch):
+    from keras_unet.console import interrupts
+
+    check = InterruptCheck()
+    check.on_train_batch_end(0)  # nothing pending: nothing happens
+    monkeypatch.setattr(interrupts._pending, "is_set", lambda: True)
+    for hook in (lambda: check.on_train_batch_end(1), lambda: check.on_epoch_end(0),
+                 lambda: check.on_test_batch_end(0)):
+        with pytest.raises(KeyboardInterrupt):
+            hook()
+
+
+def test_a_local_checkpoint_saves_with_the_distribution_switched_off(tmp_path, monkeypatch):
+    model = _model()
+    seen = []
+    save = model.save
+
+    marker = object()  # the distribution in force: set back after the save
+    restored = []
+    monkeypatch.setattr(keras.distribution, "distribution", lambda: marker)
+    monkeypatch.setattr(keras.distribution, "set_distribution", restored.append)
+
+    def save_and_note(filepath, *args, **kwargs):
+        seen.append(list(restored))
+        save(filepath, *args, **kwargs)
+
+    monkeypatch.setattr(model, "save", save_and_note)
+    _drive([LocalModelCheckpoint(tmp_path / "last.keras")], model, [{}])
+    assert seen == [[None]] and restored == [None, marker]  # off for the save, then back
+    assert os.listdir(tmp_path) == ["last.keras"]
+    keras.models.load_model(tmp_path / "last.keras")

@@ -1,4 +1,4 @@
-"""The train / evaluate / predict / demo commands, run in-process on tiny settings."""
+"""The train / evaluate / predict commands, run in-process on tiny settings (training: slow tests)."""
 
 import csv
 import json
@@ -34,7 +34,22 @@ def nuclei_subset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained tiny U-Net saved as model.keras: what predict and evaluate read, whose
+    checks do not depend on training (its masks are about a fifth foreground)."""
+    import keras
+
+    import keras_unet
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("tiny") / "model.keras"
+    keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def trained_run(nuclei_subset, tmp_path_factory):
+    """A run trained for 2 epochs (slow tests only)."""
     out = tmp_path_factory.mktemp("runs") / "run"
     code = cli.main(["train", "--data", str(nuclei_subset / "train"), "--val-data",
                      str(nuclei_subset / "val"), "--out", str(out), "--epochs", "2", *TINY])
@@ -108,36 +123,36 @@ def test_a_resumed_run_keeps_early_stoppings_count(trained_run, nuclei_subset, t
 def test_an_early_stopped_run_continues_only_with_more_patience(tmp_path):
     import argparse
 
-    from keras_unet.commands.train import RUN_DEFINING, add_arguments, check_resume
+    from keras_unet.commands.train import RUN_DEFINING, add_arguments, run_folder
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "30"])
     state = {"args": {k: getattr(args, k) for k in RUN_DEFINING}, "epochs_completed": 14,
              "finished": True, "best_val_iou": 0.8, "epochs_since_best": args.patience}
+    folder = run_folder(args)
     with pytest.raises(ValueError, match=rf"the last {args.patience} without .* Raise --patience above"):
-        check_resume(args, state)
-    args.patience += 1
-    assert check_resume(args, state) == 14
+        folder.check(state, args.epochs, args.patience)
+    assert folder.check(state, args.epochs, args.patience + 1) == 14
     del state["epochs_since_best"]  # a run saved before keras-unet kept the count
-    assert check_resume(args, state) == 14
+    assert folder.check(state, args.epochs, args.patience + 1) == 14
 
 
 def test_a_run_saved_before_an_option_existed_resumes_with_that_options_default(tmp_path):
     import argparse
 
-    from keras_unet.commands.train import RUN_DEFINING, _run_defaults, add_arguments, check_resume
+    from keras_unet.commands.train import RUN_DEFINING, add_arguments, run_defaults, run_folder
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "3"])
     saved = {k: getattr(args, k) for k in RUN_DEFINING if k not in ("qat", "init")}  # an older run
     state = {"args": saved, "epochs_completed": 1, "finished": False}
-    assert _run_defaults()["qat"] is False
-    assert check_resume(args, state) == 1
+    assert run_defaults()["qat"] is False
+    assert run_folder(args).check(state, args.epochs, args.patience) == 1
     args.qat = True  # a setting the old run did not have still has to match its default
     with pytest.raises(ValueError, match="--qat was False, now True"):
-        check_resume(args, state)
+        run_folder(args).check(state, args.epochs, args.patience)
 
 
 def test_train_refuses_a_folder_that_is_not_a_run(nuclei_subset, tmp_path, capsys):
@@ -148,24 +163,25 @@ def test_train_refuses_a_folder_that_is_not_a_run(nuclei_subset, tmp_path, capsy
     assert (tmp_path / "precious.txt").read_text() == "mine"
 
 
-def test_evaluate_matches_numpy_scores_of_predicted_masks(trained_run, nuclei_subset, tmp_path):
+def test_evaluate_matches_numpy_scores_of_predicted_masks(tiny_model, nuclei_subset, tmp_path):
     from keras_unet.runtime.scores import segmentation_scores
     from keras_unet.runtime import imageio, load_runner
 
     report = tmp_path / "scores.json"
-    assert cli.main(["evaluate", str(trained_run / "model.keras"), "--data",
+    assert cli.main(["evaluate", str(tiny_model), "--data",
                      str(nuclei_subset / "val"), "--json", str(report)]) == 0
     scores = json.loads(report.read_text())
-    runner = load_runner(trained_run / "model.keras")
+    runner = load_runner(tiny_model)
     pairs = imageio.list_pairs(nuclei_subset / "val")
     predicted = runner.predict_masks([imageio.read_image(i, channels=1) for i, _ in pairs])
+    assert 0.05 < np.mean(predicted) < 0.95  # masks with both classes: the IoU is not trivial
     truth = [imageio.decode_mask(imageio.read_mask(m), "binary") for _, m in pairs]
     expected = segmentation_scores(truth, predicted, num_classes=1)
     assert scores["images"] == 4
     assert scores["iou"] == pytest.approx(expected["iou"], abs=1e-9)
 
 
-def test_predict_writes_masks_at_each_image_size_and_never_overwrites(trained_run, tmp_path, capsys):
+def test_predict_writes_masks_at_each_image_size_and_never_overwrites(tiny_model, tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -173,7 +189,7 @@ def test_predict_writes_masks_at_each_image_size_and_never_overwrites(trained_ru
     for name, (h, w) in sizes.items():
         Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(images / name)
     out = tmp_path / "masks"
-    assert cli.main(["predict", str(trained_run / "model.keras"), "--images", str(images),
+    assert cli.main(["predict", str(tiny_model), "--images", str(images),
                      "--out", str(out), "--overlay"]) == 0
     for name, (h, w) in sizes.items():
         mask = np.asarray(Image.open(out / (os.path.splitext(name)[0] + ".png")))
@@ -182,7 +198,7 @@ def test_predict_writes_masks_at_each_image_size_and_never_overwrites(trained_ru
         assert (out / "overlays" / (os.path.splitext(name)[0] + ".png")).is_file()
     before = (out / "a.png").read_bytes()
     capsys.readouterr()
-    assert cli.main(["predict", str(trained_run / "model.keras"), "--images", str(images),
+    assert cli.main(["predict", str(tiny_model), "--images", str(images),
                      "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "a.png").read_bytes() == before

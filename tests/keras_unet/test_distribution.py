@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from keras_unet import cli
-from keras_unet.commands import train
 from keras_unet.console.arguments import host_port
 from keras_unet.datasets import nuclei_path
 from keras_unet.distribution import Cluster, first_slurm_node, resolve_cluster
+from keras_unet.distribution.training import check_global_batch, validation_batch_size
 
 # -- the cluster, from options and launchers' environment variables --------------------------
 
@@ -86,14 +86,14 @@ def test_a_coordinator_must_be_host_and_port():
     (3, 2, 4, 4),     # a batch smaller than the devices still gives each one image
 ])
 def test_validation_batches_split_over_the_devices_and_leave_out_the_fewest(count, batch, devices, size):
-    assert train.validation_batch_size(count, batch, devices) == size
+    assert validation_batch_size(count, batch, devices) == size
     assert size % devices == 0
 
 
 def test_the_global_batch_must_split_over_the_devices():
-    train.check_global_batch(8, Cluster(num_processes=2, process_id=0, num_devices=4))
+    check_global_batch(8, Cluster(num_processes=2, process_id=0, num_devices=4))
     with pytest.raises(ValueError, match="--batch-size 6 .* multiple of 4, e.g. --batch-size 8"):
-        train.check_global_batch(6, Cluster(num_processes=2, process_id=0, num_devices=4))
+        check_global_batch(6, Cluster(num_processes=2, process_id=0, num_devices=4))
 
 
 def test_the_all_reduce_on_paper():

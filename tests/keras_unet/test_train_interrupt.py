@@ -22,6 +22,7 @@ import pytest
 from keras_unet import cli
 from keras_unet.callbacks import is_temporary_file
 from keras_unet.commands import train
+from keras_unet.commands.run_folder import trim_log
 from keras_unet.datasets import nuclei_path
 
 TINY = ["--image-size", "32", "--channels", "1", "--filters", "4", "--depth", "2",
@@ -92,6 +93,7 @@ def test_every_option_has_help_and_says_its_default_once():
     assert "(default: 0.2)" in entries["--val-split"] and "(default: 0.001)" in entries["--lr"]
 
 
+@pytest.mark.slow
 def test_a_diverging_run_exits_1_in_one_line_and_writes_no_model(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(_train_args(out, "--epochs", "2", "--lr", "1e12")) == 1
@@ -132,10 +134,37 @@ def test_an_unreadable_last_checkpoint_is_one_clear_line(tmp_path, capsys):
 def test_log_rows_beyond_the_committed_epochs_are_dropped(tmp_path):
     path = tmp_path / "training.csv"
     path.write_text("epoch,loss,val_iou\n0,1.5,0.1\n1,1.2,0.2\n2,1.1,0.3\n3,1.0")
-    train.trim_log(path, 2)
+    trim_log(path, 2)
     assert path.read_text() == "epoch,loss,val_iou\n0,1.5,0.1\n1,1.2,0.2\n"
-    train.trim_log(path, 2)  # nothing to drop: left as it is
+    trim_log(path, 2)  # nothing to drop: left as it is
     assert path.read_text() == "epoch,loss,val_iou\n0,1.5,0.1\n1,1.2,0.2\n"
+
+
+def test_opening_a_run_folder_cleans_it_and_says_where_the_run_starts(tmp_path):
+    from keras_unet.commands.run_folder import ResumePoint, RunFolder
+
+    out = tmp_path / "run"
+    settings = {"seed": 0, "filters": 4}
+    folder = RunFolder(str(out), settings)
+    assert folder.open(epochs=5, patience=3) == ResumePoint()  # a new folder, created
+    folder.begin(ResumePoint())
+    folder.commit_epoch(1, 0.5, 0)
+    folder.commit_epoch(2, 0.5, 1)
+    (out / "training.csv").write_text("epoch,val_iou\n0,0.5\n1,0.4\n2,0.45\n")
+    (out / ".last.0123abcd.tmp.keras").write_bytes(b"PK\x03\x04")
+    point = RunFolder(str(out), settings).open(epochs=5, patience=3)
+    assert point == ResumePoint(2, 0.5, 1)
+    assert ResumePoint.from_array(point.to_array()) == point
+    assert ResumePoint.from_array(ResumePoint().to_array()) == ResumePoint()
+    assert (out / "training.csv").read_text() == "epoch,val_iou\n0,0.5\n1,0.4\n"
+    assert sorted(os.listdir(out)) == ["config.json", "training.csv"]
+    folder.finish({"val_iou": 0.5, "epochs_completed": 2})
+    assert _strict_json(out / "config.json")["finished"] and folder.epochs_completed() == 2
+    assert _strict_json(out / "metrics.json") == {"val_iou": 0.5, "epochs_completed": 2}
+    with pytest.raises(ValueError, match="finished run .2 epochs.*Raise --epochs above 2"):
+        folder.open(epochs=2, patience=3)
+    with pytest.raises(ValueError, match="--filters was 4, now 8"):
+        RunFolder(str(out), {**settings, "filters": 8}).open(epochs=5, patience=3)
 
 
 def test_the_interrupt_line_says_where_and_how_to_resume(tmp_path):
@@ -196,7 +225,9 @@ def _read_state(out):
 
 # SIGINT is ignored in children of a shell's background job, and the test needs Ctrl-C. The child
 # restores it itself: a preexec_fn would run Python between fork and exec in a parent that may
-# hold JAX's or TensorFlow's threads, which can deadlock.
+# hold JAX's or TensorFlow's threads, which can deadlock. Without one, Popen forks and execs in
+# C; start_new_session (setsid, also in C) puts the child in its own process group, so that
+# signals go to its group as a terminal's Ctrl-C would, and none meant for pytest reaches it.
 CLI_WITH_CTRL_C = (
     "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "from keras_unet.cli import main; sys.exit(main())"
@@ -219,7 +250,7 @@ def _run_once(command, out, logs, trigger, sig, timeout_s=90):
     fire_at = None
     started = time.monotonic()
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, start_new_session=True)
         sent = False
         try:
             while process.poll() is None:
@@ -237,14 +268,14 @@ def _run_once(command, out, logs, trigger, sig, timeout_s=90):
                         if len(seen) >= trigger[1]:
                             fire_at = now + (trigger[2] if kind == "epoch" else 0.0)
                 if fire_at is not None and now >= fire_at:
-                    process.send_signal(sig)
+                    os.killpg(process.pid, sig)
                     sent = True
                     break
                 time.sleep(0.002)
             process.wait(timeout=timeout_s)
         finally:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
     began = _stamp(out / "config.json") != config_before
     return sent, process.returncode, stdout_path.read_text(), stderr_path.read_text(), began
