@@ -5,6 +5,7 @@ A fenced ```python block runs as a test when the line before it (blank lines asi
     <!-- runnable -->              fast lane
     <!-- runnable slow -->         trains or converts: marked slow
     <!-- runnable slow epochs=1 --> the same, with every `epochs=N` in the block set to 1
+    <!-- runnable slow size=32 -->  the same, with every square size `(N, N` set to `(32, 32`
 
 The blocks of one page run in order in one fresh Python process, in an empty temporary folder,
 so a later block can use what an earlier one made.
@@ -54,6 +55,9 @@ def snippets(path):
         epochs = next((option.split("=", 1)[1] for option in options if option.startswith("epochs=")), None)
         if epochs is not None:
             code = re.sub(r"\bepochs=\d+", f"epochs={epochs}", code)
+        size = next((option.split("=", 1)[1] for option in options if option.startswith("size=")), None)
+        if size is not None:
+            code = re.sub(r"\((\d+), \1\b", f"({size}, {size}", code)
         found.append(Snippet(Path(path), start + 1, code, "slow" in options))
         index = end + 1
     return found
