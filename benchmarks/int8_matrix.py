@@ -8,7 +8,7 @@ held-out split that neither training nor calibration saw. One table: agreement w
 masks, IoU drop, p50 latency as a ratio of the Keras model's p50 in the same run, layers kept in
 float, and whether the export was written without a flag.
 
-Targets (issue 10): agreement >= 0.98, IoU drop <= 0.005, int8 p50 <= 0.35x Keras.
+Targets: agreement >= 0.98, IoU drop <= 0.005, int8 p50 <= 0.35x Keras.
 
 Every step is skipped when its output exists, so an interrupted matrix resumes; delete a model's
 folder to redo it.

@@ -1,4 +1,4 @@
-"""Quantization-aware fine-tuning against post-training int8, model by model (issue 13).
+"""Quantization-aware fine-tuning against post-training int8, model by model.
 
 Builds on the int8 matrix (`keras_unet.benchmarks.int8_matrix`): for each model it trains (or
 finds) the float model and its post-training int8 files, then fine-tunes the float model's
@@ -9,7 +9,7 @@ post-training files and both QAT files in one `keras-unet bench` run on the held
 One table: agreement with the float model's masks, IoU drop, p50 as a ratio of Keras', and
 layers kept in float, for post-training and QAT side by side.
 
-Targets (issue 13): after QAT, agreement >= 0.99 and IoU drop <= 0.003 on both runtimes, every
+Targets: after QAT, agreement >= 0.99 and IoU drop <= 0.003 on both runtimes, every
 layer in int8, latency the same as the post-training int8 file of the same model.
 
 Every step is skipped when its output exists, so an interrupted matrix resumes.
@@ -80,7 +80,7 @@ def run_qat(name, folders, work, epochs, qat_epochs, threads, image_size, channe
 
 
 def meets_targets(row):
-    """True when a QAT row meets issue 13's quality targets (latency is compared by eye)."""
+    """True when a QAT row meets the quality targets (TARGETS) (latency is compared by eye)."""
     return (row.get("error") is None and row["agreement_iou"] >= TARGETS["agreement_iou"]
             and row["iou_drop"] <= TARGETS["iou_drop"] and not row["kept_float"])
 

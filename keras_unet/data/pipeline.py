@@ -170,9 +170,10 @@ def load_dataset(data, image_size=(128, 128), channels=3, num_classes=1, mask_en
         `validation_data` is given.
 
     Raises:
-        ValueError / FileNotFoundError naming the file: a mask without image or the other
-        way round, an unreadable or truncated image, a mask of another size than its image,
-        mask values that fit no encoding or exceed `num_classes`, an empty folder.
+        ValueError: (or FileNotFoundError) naming the file or folder: a mask without image
+            or the other way round, an unreadable or truncated image, a mask of another size
+            than its image, mask values that fit no encoding or exceed `num_classes`, an
+            empty folder.
 
     Example:
     ```python

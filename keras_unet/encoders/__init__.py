@@ -48,13 +48,30 @@ ENCODERS = {
 }
 
 
-def list_encoders():
-    """Names accepted by `UNet(encoder=...)`, sorted."""
+def list_encoders() -> list:
+    """Names accepted by `UNet(encoder=...)`, sorted.
+
+    Example:
+    ```python
+    from keras_unet.encoders import list_encoders
+
+    assert "mobilenet_v2" in list_encoders()
+    ```
+    """
     return sorted(ENCODERS)
 
 
-def get_encoder(name):
-    """The registered `Encoder` called `name`; a `ValueError` lists the valid names."""
+def get_encoder(name: str) -> "Encoder":
+    """The registered `Encoder` called `name`; a `ValueError` lists the valid names.
+
+    Example:
+    ```python
+    from keras_unet.encoders import get_encoder
+
+    encoder = get_encoder("resnet50")
+    encoder.max_depth, encoder.pretrained      # (5, True)
+    ```
+    """
     try:
         return ENCODERS[name]
     except (KeyError, TypeError):

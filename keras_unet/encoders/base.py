@@ -12,6 +12,16 @@ class EncoderFeatures:
         features: `{stride: tensor}`; stride 1 is full resolution. The decoder reads
             channel counts from these tensors, so nothing is hard-coded per backbone.
         layers: the encoder's own layers (frozen when `encoder_trainable=False`).
+
+    Example:
+    ```python
+    import keras
+    from keras_unet.encoders import get_encoder
+
+    inputs = keras.Input((64, 64, 3))
+    built = get_encoder("vanilla").build(inputs, 2, 8, None, {})
+    sorted(built.features)        # strides of the skip features, e.g. [1, 2, 4]
+    ```
     """
 
     features: dict
@@ -29,6 +39,14 @@ class Encoder:
             for the vanilla encoder, which can go as deep as the input allows.
         pretrained: whether `encoder_weights="imagenet"` is available.
         build: `build(inputs, depth, filters, weights, block_kwargs) -> EncoderFeatures`.
+
+    Example:
+    ```python
+    from keras_unet.encoders import ENCODERS
+
+    for name, encoder in ENCODERS.items():
+        print(name, encoder.max_depth, encoder.pretrained, encoder.description)
+    ```
     """
 
     name: str

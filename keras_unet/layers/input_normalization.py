@@ -8,14 +8,9 @@ here beyond the rounding of the layer's own output:
 
 - `"caffe"` subtracts the means in RGB order and reverses the channels afterwards
   (`flip(x - mean_rgb)`), the same float32 numbers as `flip(x) - mean_bgr` element for
-  element. Reversing first converts to a REVERSE_V2 on the input whose output range
-  TFLite's calibrator logs after the SUB has overwritten that buffer in place
-  ([-124, 255] instead of [0, 255]); the quantizer gives it that scale, and the
-  REVERSE_V2 kernel copies bytes without rescaling. On a ResNet50 U-Net (128x128,
-  filters 16) that put the reversal 61 quantization steps off (rms) and the SUB 44,
-  and a trained model's int8 masks matched Keras at IoU 0.06; in this order the SUB
-  errs by 0.3 steps (rounding), the reversal by none, and the masks match at 0.996.
-  (`keras_unet.export.quantization.TFLiteQuantizer` also measures such ranges again.)
+  element. Reversing first would make TFLite's calibrator log the reversal's output range
+  after the in-place SUB has overwritten that buffer, and the quantizer would give the
+  reversal a wrong scale. Why: see docs/notes/2026-11-27-caffe-normalisation-order.md.
 - `"unit"` (`x / 255`): one MUL, or none when the converter folds it into the first
   convolution.
 - `"symmetric"` (`x / 127.5 - 1`): a MUL and a SUB. Its outputs are odd multiples of

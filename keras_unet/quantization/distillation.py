@@ -1,21 +1,12 @@
 """Fine-tune a QAT copy towards its float model's outputs (knowledge distillation).
 
-Fine-tuning on the ground-truth masks keeps training the model: on the int8-matrix
-MobileNetV3-small U-Net (trained 15 epochs), three such epochs raised test IoU by 0.017,
-but its masks then agreed with the float model's at only 0.90, so it is a different model
-rather than an int8 copy of the same one. Taking the float model's probabilities as the
-targets instead (soft labels, computed on the same augmented batch) teaches the QAT copy
-to reproduce the float model under int8 rounding. Measured on the 84 held-out test images
-of the int8 matrix (TFLite int8 file against the float model: mask agreement / IoU drop;
-post-training int8 in brackets), three epochs of `SGD(1e-3, momentum=0.9)` gave
-MobileNetV3-large 0.970 / 0.0012 (0.937 / refused; ONNX 0.945 / 0.021) and
-MobileNetV3-small 0.977 / 0.0005 (0.953 / 0.010). `Adam(1e-4)` did worse on the large one
-(0.967 / 0.005): its normalized steps move every weight by about the learning rate, signal
-or not. Tracking the ranges alone, with no training (`track_ranges`), gave 0.956 / 0.017
-and 0.979 / 0.001: a model that post-training int8 already handles gains little from the
-training itself. The teacher's masks as hard targets did worse (0.955 on
-MobileNetV3-small). The int8 file and its own QAT Keras model agree at 0.987-0.989 on
-these images, which bounds what any training can reach here.
+The targets are the float model's probabilities on the same augmented batch (soft labels),
+not the ground-truth masks: the aim is an int8 copy of the same model, and training on the
+masks keeps training the model into a different one. Use SGD with momentum at a small
+learning rate (`keras-unet train --qat` uses `SGD(--lr, momentum=0.9)`): adaptive optimizers
+move every weight by about the learning rate, signal or not.
+
+Why: see docs/notes/2026-11-27-qat-distillation.md.
 
 Example:
 ```python

@@ -183,11 +183,9 @@ def track_ranges(model, batches):
     at a time, or an iterable of image batches or `(images, masks)` pairs, such as a
     `tf.data.Dataset`), so each `ActivationQuantizer` tracks its range
     as it would during `fit`; nothing else in a QAT model changes in training mode (its
-    batch norms are folded), except that Dropout drops. On the int8-matrix
-    MobileNetV3-small U-Net, one pass over the augmented training batches gave the int8
-    files a mask agreement with the float model of 0.979 (post-training int8: 0.953 TFLite,
-    0.967 ONNX), as much as three epochs of fine-tuning did; on MobileNetV3-large, 0.956
-    against 0.970 after fine-tuning (`keras_unet.quantization.distillation`).
+    batch norms are folded), except that Dropout drops. For a model that post-training int8
+    already handles well, this alone can do as much as fine-tuning (see
+    docs/notes/2026-11-27-qat-distillation.md).
 
     Example:
     ```python
