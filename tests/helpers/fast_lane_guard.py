@@ -187,13 +187,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _STACK.append(_Record(item.nodeid, guarded=item.get_closest_marker("slow") is None))
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
-    report = yield
+    outcome = yield
+    report = outcome.get_result()
     record = _STACK[-1] if _STACK and _STACK[-1].test_id == item.nodeid else None
-    if record is None or not record.guarded:
-        return report
-    if call.when == "call" and report.passed:
+    if record is None:
+        return
+    if record.guarded and call.when == "call" and report.passed:
         # What the test hid (caught the failure) or did in a subprocess.
         found = record.all_violations()
         if found:
@@ -204,4 +205,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         _STACK.pop()
         if record.report_file is not None:
             record.report_file.unlink(missing_ok=True)
-    return report
