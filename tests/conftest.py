@@ -18,9 +18,9 @@ def trained_unet_path(tmp_path_factory):
 
     30 epochs on images 0-63 (seed 0) make its masks decisive: an untrained model's
     probabilities sit at 0.5, where any rounding flips pixels and mask agreement measures
-    nothing. Images 150-181 (`held_out`) were never seen. The file is written under the
-    session's (under xdist: the worker's) own temporary folder and never rewritten, so tests
-    load it and never change it.
+    nothing. Images 150-181 (`held_out_images`) were never seen. Its one class is named
+    "nucleus". The file is written under the session's (under xdist: the worker's) own
+    temporary folder and never rewritten: tests load it and never change it.
     """
     import keras
 
@@ -31,7 +31,7 @@ def trained_unet_path(tmp_path_factory):
     path = tmp_path_factory.getbasetemp() / "trained_unet.keras"
     images, masks = imageio.load_dataset_arrays(nuclei_path(), size=TRAINED_SIZE, channels=3)
     keras.utils.set_random_seed(0)
-    model = keras_unet.UNet((*TRAINED_SIZE, 3), filters=4, depth=2)
+    model = keras_unet.UNet((*TRAINED_SIZE, 3), filters=4, depth=2, class_names=["nucleus"])
     model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
     model.fit(images[:64].astype("float32"), masks[:64, ..., None].astype("float32"),
               batch_size=16, epochs=30, verbose=0)
