@@ -38,6 +38,10 @@ PROBE_DIR = Path(__file__).resolve().parent / "subprocess_probe"
 REPORT_ENV = "KERAS_UNET_TEST_TF_REPORT"
 
 
+def _report_folder() -> Path:
+    return Path(tempfile.gettempdir()) / f"keras_unet_guard_{os.getpid()}"
+
+
 @dataclasses.dataclass
 class _Record:
     """What one running test is allowed, and what it did that it was not."""
@@ -49,7 +53,7 @@ class _Record:
 
     def subprocess_report(self) -> Path:
         if self.report_file is None:
-            folder = Path(tempfile.gettempdir()) / f"keras_unet_guard_{os.getpid()}"
+            folder = _report_folder()
             folder.mkdir(exist_ok=True)
             self.report_file = folder / f"{uuid.uuid4().hex}.txt"
         return self.report_file
@@ -205,3 +209,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         _STACK.pop()
         if record.report_file is not None:
             record.report_file.unlink(missing_ok=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not _STACK:  # the outermost session (not a pytester run inside a test)
+        try:
+            _report_folder().rmdir()  # each report file went with its test
+        except OSError:
+            pass
