@@ -198,12 +198,20 @@ def _case_id(case):
     return " ".join(argv[:1] + argv[-2:])
 
 
-def _validated_options():
+def _commands():
     parser = cli.build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _is_validated(action):
+    return bool(action.option_strings) and action.type not in (None, str)
+
+
+def _validated_options():
+    commands = _commands()
     for name, base in BASE.items():
         for action in commands[name]._actions:
-            if action.option_strings and action.type not in (None, str):
+            if _is_validated(action):
                 value = BAD_VALUE.get(getattr(action.type, "__name__", ""), "word")
                 option = action.option_strings[0]
                 yield pytest.param(base + [option, value], option, value, id=f"{name} {option}")
@@ -229,6 +237,11 @@ def test_bad_input_is_refused_in_one_line(ws, capfd, argv, status, culprit):
     assert culprit in lines[0], lines[0]
     assert "Traceback" not in err + out
     assert _snapshot(ws) == before
+
+
+def test_every_command_with_validated_options_is_checked():
+    validating = {name for name, sub in _commands().items() if any(map(_is_validated, sub._actions))}
+    assert validating == set(BASE)
 
 
 @pytest.mark.parametrize("argv, option, value", _validated_options())
