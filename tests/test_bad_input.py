@@ -3,9 +3,12 @@
 Each case runs `keras-unet` in-process and asserts: a non-zero exit (2 where the input is at
 fault), one line on stderr (progress bars aside) that names the option or file, no
 traceback, and every file that existed before is unchanged (and nothing half-written is left).
-Two cases also run as real processes, where TensorFlow's start-up lines would show.
+Besides the hand-written cases, every option the parser validates is given a value it must
+refuse. Two cases also run as real processes, where TensorFlow's start-up lines would show;
+the one that loads TensorFlow, and a case refused only after a conversion, are `slow`.
 """
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -147,7 +150,9 @@ CASES = [
     (EXPORT + ["--quantize", "int8", "--calibration-data", "{ws}/data", "--report",
                "{ws}/missing/r.json"], 2, "--report"),
     (EXPORT + ["--repair"], 2, "--repair"),
-    (EXPORT + ["--verification-data", "{ws}/empty"], 2, "empty"),
+    # refused after the conversion (the verification images are read to verify it): slow
+    pytest.param(EXPORT + ["--verification-data", "{ws}/empty"], 2, "empty", marks=pytest.mark.slow,
+                 id="export --verification-data {ws}/empty"),
     (["export", "{ws}/picture.keras", "--out", "{ws}/m.tflite"], 2, "picture.keras"),
     (["export", "{ws}/missing.keras", "--out", "{ws}/m.tflite"], 2, "missing.keras"),
     # bench
@@ -179,20 +184,53 @@ def _message_lines(err):
     return [p for p in pieces if p.strip() and "%|" not in p]
 
 
-def test_there_are_at_least_forty_cases_over_every_command():
-    assert len(CASES) >= 40
-    assert {argv[0] for argv, _, _ in CASES} >= {"train", "predict", "evaluate", "export", "bench", "demo"}
+# A value each kind of validated option must refuse, by the validator's name; any other
+# validator (numbers, HOST:PORT, choices) is given a word.
+BAD_VALUE = {"existing_dir": "{ws}/missing", "existing_file": "{ws}/missing.keras",
+             "output_dir": "{ws}/a_file.txt", "output_file": "{ws}/images",
+             "output_file_in_existing_folder": "{ws}/missing/out.json"}
+BASE = {"train": TRAIN, "predict": PREDICT, "evaluate": EVALUATE, "export": EXPORT, "bench": BENCH,
+        "demo": ["demo"]}
 
 
-@pytest.mark.parametrize("argv, status, culprit", CASES, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in CASES])
-def test_bad_input_is_refused_in_one_line(ws, capfd, argv, status, culprit):
-    argv = [a.replace("{ws}", str(ws)) for a in argv]
-    before = _snapshot(ws)
+def _case_id(case):
+    argv = case.values[0] if hasattr(case, "values") else case[0]
+    return " ".join(argv[:1] + argv[-2:])
+
+
+def _commands():
+    parser = cli.build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _is_validated(action):
+    return bool(action.option_strings) and action.type not in (None, str)
+
+
+def _validated_options():
+    commands = _commands()
+    for name, base in BASE.items():
+        for action in commands[name]._actions:
+            if _is_validated(action):
+                value = BAD_VALUE.get(getattr(action.type, "__name__", ""), "word")
+                option = action.option_strings[0]
+                yield pytest.param(base + [option, value], option, value, id=f"{name} {option}")
+
+
+def _run(argv, capfd):
     try:
         got = cli.main(argv)
     except SystemExit as exit:  # refused while the options were parsed
         got = exit.code
     out, err = capfd.readouterr()
+    return got, out, err
+
+
+@pytest.mark.parametrize("argv, status, culprit", CASES, ids=[_case_id(c) for c in CASES])
+def test_bad_input_is_refused_in_one_line(ws, capfd, argv, status, culprit):
+    argv = [a.replace("{ws}", str(ws)) for a in argv]
+    before = _snapshot(ws)
+    got, out, err = _run(argv, capfd)
     lines = _message_lines(err)
     assert got == status, (got, err)
     assert len(lines) == 1, err
@@ -201,8 +239,29 @@ def test_bad_input_is_refused_in_one_line(ws, capfd, argv, status, culprit):
     assert _snapshot(ws) == before
 
 
+def test_every_command_with_validated_options_is_checked():
+    validating = {name for name, sub in _commands().items() if any(map(_is_validated, sub._actions))}
+    assert validating == set(BASE)
+
+
+@pytest.mark.parametrize("argv, option, value", _validated_options())
+def test_every_validated_option_refuses_a_bad_value_in_one_line(ws, capfd, argv, option, value):
+    # A value given twice: the last one counts, so the base command's own value is overridden.
+    argv = [a.replace("{ws}", str(ws)) for a in argv]
+    before = _snapshot(ws)
+    got, out, err = _run(argv, capfd)
+    lines = _message_lines(err)
+    assert got == 2, (got, err)
+    assert len(lines) == 1, err
+    named = value.replace("{ws}/", "").split("/")[0]
+    assert option in lines[0] or named in lines[0], lines[0]
+    assert "Traceback" not in err + out
+    assert _snapshot(ws) == before
+
+
 @pytest.mark.parametrize("argv, culprit", [
-    (["evaluate", M, "--data", "{ws}/wrong_size"], "wrong_size"),
+    # loads the model, so TensorFlow starts in the process: slow
+    pytest.param(["evaluate", M, "--data", "{ws}/wrong_size"], "wrong_size", marks=pytest.mark.slow),
     (["export", M, "--out", "{ws}/existing.tflite"], "existing.tflite"),
 ])
 def test_a_real_process_prints_one_line_and_no_library_logs(ws, argv, culprit):

@@ -45,33 +45,24 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def edge_setup(tmp_path_factory):
-    """A labelled folder, and a tiny trained UNet exported as fp32 and int8 TFLite and ONNX."""
+def edge_setup(tmp_path_factory, trained_unet_path):
+    """A labelled folder of 8 nuclei images the session's tiny trained UNet never saw, and
+    that UNet exported as fp32 and int8 TFLite and ONNX."""
     import keras
 
-    import keras_unet
+    from keras_unet.datasets import nuclei_path
     from keras_unet.export import export_onnx, export_tflite
+    from keras_unet.runtime import imageio
 
     root = tmp_path_factory.mktemp("edge_install")
-    rng = np.random.default_rng(0)
     for sub in ("images", "masks"):
         (root / "data" / sub).mkdir(parents=True)
-    images, masks = [], []
-    for index in range(8):
-        image = rng.integers(20, 60, (SIZE, SIZE, 3)).astype(np.uint8)
-        top, left = rng.integers(2, 16, 2)
-        image[top : top + 12, left : left + 12] += 150
-        mask = np.zeros((SIZE, SIZE), np.uint8)
-        mask[top : top + 12, left : left + 12] = 255
-        Image.fromarray(image).save(root / "data" / "images" / f"img{index}.png")
-        Image.fromarray(mask).save(root / "data" / "masks" / f"img{index}.png")
-        images.append(image)
-        masks.append(mask > 0)
-    keras.utils.set_random_seed(0)
-    model = keras_unet.UNet((SIZE, SIZE, 3), filters=4, depth=2, class_names=["object"])
-    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
-    model.fit(np.stack(images).astype("float32"), np.stack(masks)[..., None].astype("float32"),
-              epochs=40, batch_size=8, verbose=0)
+    images, masks = imageio.load_dataset_arrays(nuclei_path(), size=(SIZE, SIZE), channels=3)
+    for index in range(150, 158):
+        Image.fromarray(images[index].astype(np.uint8)).save(root / "data" / "images" / f"img{index}.png")
+        Image.fromarray((masks[index] > 0).astype(np.uint8) * 255).save(
+            root / "data" / "masks" / f"img{index}.png")
+    model = keras.saving.load_model(trained_unet_path)
     models = {"model.keras": root / "model.keras"}
     model.save(models["model.keras"])
     data = str(root / "data")

@@ -37,7 +37,10 @@ from keras_unet.runtime.scores import mask_agreement
 FP32_ATOL = 1e-4
 DEFAULT_AGREEMENT_FLOOR = 0.95
 THRESHOLD = 0.5  # the exporters' default threshold of a binary model
-SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "ort": ".ort"}
+# What an exported file says it is: an `.ort` file is ONNX Runtime's copy of the ONNX export,
+# carrying its metadata and run by the same runner.
+FILE_FORMAT = {"tflite": "tflite", "onnx": "onnx", "ort": "onnx"}
 
 
 def _exporter(fmt):
@@ -49,6 +52,10 @@ def _exporter(fmt):
         from keras_unet.export.onnx import export_onnx
 
         return export_onnx
+    if fmt == "ort":
+        from keras_unet.export.ort import export_ort
+
+        return export_ort
     raise ValueError(f"`fmt` must be one of {sorted(SUFFIXES)}. Received: fmt={fmt!r}")
 
 
@@ -141,14 +148,14 @@ def check_export(model, result, images, *, atol=FP32_ATOL, agreement_floor=None,
         else:
             assert report.max_abs_diff <= atol, report.summary()
 
-    metadata = check_export_metadata(result.path, model, result.format, result.quantization,
-                                     input_size)
+    metadata = check_export_metadata(result.path, model, FILE_FORMAT[result.format],
+                                     result.quantization, input_size)
     assert metadata == result.metadata
     assert metadata["input_dtype"] == result.input_dtype, metadata
     assert metadata["output_dtype"] == result.output_dtype, metadata
 
     runner = load_runner(result.path)
-    assert (runner.format, runner.quantization) == (result.format, result.quantization)
+    assert (runner.format, runner.quantization) == (FILE_FORMAT[result.format], result.quantization)
     assert runner.num_classes == metadata["num_classes"]
     images = np.asarray(images, dtype="float32")
     if None not in tuple(runner.input_size):
@@ -211,7 +218,7 @@ def run_export_test(model, tmp_path, fmt, quantize, images, *, atol=FP32_ATOL,
     Args:
         model: a `keras.Model` or the path of a `.keras` file (exported from the path).
         tmp_path: folder to write the file into.
-        fmt: `"tflite"` or `"onnx"`.
+        fmt: `"tflite"`, `"onnx"` or `"ort"`.
         quantize: the exporter's `quantize` mode.
         images: `(N, H, W, C)` real images in [0, 255] to compare on.
         atol: float32 tolerance (1e-4).
