@@ -31,6 +31,7 @@ Examples:
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 HELP = "export a .keras model to TFLite, ONNX or ORT (fp32/fp16/dynamic/int8), verified against Keras"
 
@@ -38,7 +39,7 @@ HELP = "export a .keras model to TFLite, ONNX or ORT (fp32/fp16/dynamic/int8), v
 FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "ort": ".ort"}
 
 
-def add_arguments(parser):
+def add_arguments(parser) -> None:
     """Add the `export` options to an argparse parser."""
     from keras_unet.console.arguments import (existing_dir, existing_file, int_in,
                                               output_file_in_existing_folder, positive_int,
@@ -101,7 +102,7 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _format(args):
+def _format(args) -> str:
     suffix = Path(args.out).suffix.lower()
     if args.format is None:
         for name, expected in FORMATS.items():
@@ -129,7 +130,10 @@ def _check_report_options(args):
         raise ValueError(f"--report writes JSON: give a .json file. Received: --report {args.report}")
 
 
-def _export(args, fmt):
+def _export(args, fmt) -> Any:
+    from keras_unet.export.options import ExportOptions
+    from keras_unet.export.pipeline import run_export
+
     # --calibration-size, --threads and --agreement-floor are range-checked by their argparse
     # types (keras_unet.console.arguments) when the command line is read.
     if args.repair and args.quantize != "int8":
@@ -151,7 +155,7 @@ def _export(args, fmt):
     if Path(args.out).exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to replace it "
                               "(it is replaced only if the new export verifies)")
-    common = dict(
+    options = ExportOptions(
         quantize=args.quantize, calibration_data=args.calibration_data,
         calibration_size=args.calibration_size,
         input_size=tuple(args.input_size) if args.input_size else None,
@@ -159,26 +163,28 @@ def _export(args, fmt):
         verification_data=args.verification_data, progress=not args.quiet,
         repair=args.repair, layer_report=args.report is not None, threads=args.threads,
         verbose=getattr(args, "verbose", False) or getattr(args, "debug", False),
-        output=args.output,
+        output=args.output, io_dtype=args.io, input_channels=args.input_channels,
+        opset=args.opset, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
+        activation_type=args.activation_type,
     )
+    if fmt == "tflite" and (args.dynamic_batch or args.dynamic_size or args.opset != 17):
+        raise ValueError("--opset, --dynamic-batch and --dynamic-size apply to ONNX only; "
+                         "TFLite files have a static shape")
+    return run_export(_converter(fmt), options, args.model, args.out)
+
+
+def _converter(fmt) -> Any:
+    """The format's `Converter` (imported here: each brings its converter's libraries)."""
     if fmt == "tflite":
-        from keras_unet.export.tflite import export_tflite
-
-        if args.dynamic_batch or args.dynamic_size or args.opset != 17:
-            raise ValueError("--opset, --dynamic-batch and --dynamic-size apply to ONNX only; "
-                             "TFLite files have a static shape")
-        return export_tflite(args.model, args.out, io_dtype=args.io,
-                             input_channels=args.input_channels, **common)
-    from keras_unet.export.onnx import export_onnx
-    from keras_unet.export.ort import export_ort
-
-    exporter = export_ort if fmt == "ort" else export_onnx
-    return exporter(args.model, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
-                    dynamic_size=args.dynamic_size, activation_type=args.activation_type,
-                    **common)
+        from keras_unet.export.tflite import CONVERTER
+    elif fmt == "ort":
+        from keras_unet.export.ort import CONVERTER
+    else:
+        from keras_unet.export.onnx import CONVERTER
+    return CONVERTER
 
 
-def run(args):
+def run(args) -> int:
     """Run `keras-unet export` for parsed `args`; returns the exit status.
 
     Example:
@@ -246,7 +252,7 @@ def _write_report(args, verification, calibration, kept_float, attempts, layers,
     print(f"per-layer report written to {args.report}", file=sys.stderr if not written else sys.stdout)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     """Parse `argv` and run, for `python -m keras_unet.export.cli`."""
     from keras_unet.console.command import (EXIT_STATUS, HelpFormatter, Parser, common_options,
                                             run_command)

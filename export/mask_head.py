@@ -26,7 +26,7 @@ import numpy as np
 MASK_OUTPUT_NAME = "mask"
 
 
-def threshold_code(threshold, scale, zero_point):
+def threshold_code(threshold, scale, zero_point) -> int:
     """The smallest integer code whose dequantized value is `>= threshold`."""
     code = math.ceil(threshold / scale + zero_point - 1e-9)
     while (code - 1 - zero_point) * scale >= threshold:  # float rounding at the boundary
@@ -37,7 +37,7 @@ def threshold_code(threshold, scale, zero_point):
 
 
 # TFLite ----------------------------------------------------------------------------------
-def tflite_with_mask_head(model_bytes, num_classes, threshold=0.5):
+def tflite_with_mask_head(model_bytes, num_classes, threshold=0.5) -> bytes:
     """`.tflite` contents whose single output becomes a `(N, H, W)` uint8 mask.
 
     Args:
@@ -136,7 +136,7 @@ def _copy_quantization(quantization):
 
 
 # ONNX ------------------------------------------------------------------------------------
-def onnx_with_mask_head(model_bytes, num_classes, threshold=0.5):
+def onnx_with_mask_head(model_bytes, num_classes, threshold=0.5) -> bytes:
     """`.onnx` contents whose single (float) output becomes a `(N, H, W)` uint8 mask."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper

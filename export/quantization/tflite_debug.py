@@ -43,6 +43,7 @@ import csv
 import io
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def _calibration_samples(converter):
     return getattr(dataset, "input_gen", dataset)()
 
 
-def tensor_consumers(model_bytes):
+def tensor_consumers(model_bytes) -> dict:
     """`{tensor name: [output tensor names of the ops that read it]}` of a `.tflite` file.
 
     Example:
@@ -104,7 +105,7 @@ def tensor_consumers(model_bytes):
 
     graph = schema.Model.GetRootAsModel(model_bytes, 0).Subgraphs(0)
     name = lambda index: graph.Tensors(index).Name().decode()  # noqa: E731
-    found = {}
+    found: dict = {}
     for i in range(graph.OperatorsLength()):
         operator = graph.Operators(i)
         outputs = [name(operator.Outputs(j)) for j in range(operator.OutputsLength())]
@@ -114,7 +115,7 @@ def tensor_consumers(model_bytes):
     return found
 
 
-def tensor_ops(model_bytes):
+def tensor_ops(model_bytes) -> tuple:
     """`{tensor name: op name}` for every op output of a `.tflite` file's contents, and
     the names of the model's output tensors.
 
@@ -215,7 +216,7 @@ class TFLiteQuantizer:
         # The debugger quantized the original calibration; re-quantize on first use.
         self._quantized_as = ("minmax", ()) if not self.widened_ranges else None
 
-    def calibrated_for(self, variant):
+    def calibrated_for(self, variant) -> Any:
         """The calibrated model of a calibration `variant` (see `VARIANTS`).
 
         `"minmax"`: each activation's full calibration range (TFLite's own, with the
@@ -247,7 +248,7 @@ class TFLiteQuantizer:
         prefixes = [name for name in self._ops if tensor_name.startswith(name)]
         return max(prefixes, key=len) if prefixes else tensor_name
 
-    def with_consumers(self, nodes):
+    def with_consumers(self, nodes) -> list:
         """`nodes` plus the ops that read their outputs.
 
         An op kept in float still hands its consumer a tensor quantized at the range
@@ -266,7 +267,7 @@ class TFLiteQuantizer:
                     chosen.append(consumer)
         return chosen
 
-    def leading_ops(self):
+    def leading_ops(self) -> list:
         """The stem's ops (`report.leading_nodes`), for `quantize(keep_float=...)`.
 
         Example:
@@ -276,7 +277,7 @@ class TFLiteQuantizer:
         """
         from keras_unet.export.quantization.report import leading_nodes
 
-        inputs = {node: [] for node in self._ops}
+        inputs: dict = {node: [] for node in self._ops}
         for tensor, readers in self._consumers.items():
             for reader in readers:
                 if reader in inputs:
@@ -304,7 +305,7 @@ class TFLiteQuantizer:
                     denylisted_nodes=list(keep_float) or None)
             self._quantized_as = (variant, keep_float)
 
-    def report(self, images, keep_float=(), model=None, variant="minmax"):
+    def report(self, images, keep_float=(), model=None, variant="minmax") -> list:
         """Per-tensor int8 error on `images`, worst first (see `report.COLUMNS`).
 
         Args:
@@ -353,7 +354,7 @@ class TFLiteQuantizer:
                                  self._ops[node], node, kept_float=True))
         return sort_rows(rows)
 
-    def quantize(self, keep_float=(), variant="minmax"):
+    def quantize(self, keep_float=(), variant="minmax") -> bytes:
         """The deployable int8 `.tflite` bytes with the ops of `keep_float` left in float.
 
         Same calibration, quantizer and input/output types as `converter.convert()`;
@@ -384,7 +385,7 @@ class TFLiteQuantizer:
         )
 
 
-def tflite_layer_report(converter, images, keep_float=(), model=None):
+def tflite_layer_report(converter, images, keep_float=(), model=None) -> list:
     """Per-layer int8 error of what `converter` converts, on `images`, worst first.
 
     Args:
@@ -407,7 +408,7 @@ def tflite_layer_report(converter, images, keep_float=(), model=None):
     return TFLiteQuantizer(converter).report(images, keep_float=keep_float, model=model)
 
 
-def tflite_convert_keeping_float(converter, nodes):
+def tflite_convert_keeping_float(converter, nodes) -> bytes:
     """Int8 `.tflite` bytes from `converter` with the ops of `nodes` left in float.
 
     Calibrates once per call; a loop that tries several denylists should keep one
