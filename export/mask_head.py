@@ -7,7 +7,7 @@
 
 The output is `(N, H, W)` uint8. It is appended to the verified probability file, so the
 model itself is the one that passed verification; the pipeline then checks that the mask file
-gives the masks the probability file gives (`keras_unet.export.pipeline.with_mask_head`). For an
+gives the masks the probability file gives (`keras_unet.export.checks.with_mask_head`). For an
 int8 file with a uint8 output, the threshold is compared in the output's integer codes
 (`code >= ceil(threshold / scale + zero_point)`), which is `dequantized p >= threshold`.
 
