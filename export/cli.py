@@ -44,6 +44,7 @@ def add_arguments(parser) -> None:
     from keras_unet.console.arguments import (existing_dir, existing_file, int_in,
                                               output_file_in_existing_folder, positive_int,
                                               unit_interval)
+    from keras_unet.export.options import ExportOptions as defaults
 
     parser.add_argument("model", metavar="MODEL.keras", type=existing_file, help="the Keras model file")
     parser.add_argument("--out", required=True, metavar="FILE",
@@ -51,13 +52,15 @@ def add_arguments(parser) -> None:
                         help="output file (.tflite, .onnx or .ort)")
     parser.add_argument("--format", choices=sorted(FORMATS), default=None,
                         help="output format (default: from the --out suffix)")
-    parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"), default="none",
+    parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"),
+                        default=defaults.quantize,
                         help="none (float32), fp16, dynamic (TFLite only) or int8 "
                              "(needs --calibration-data)")
     parser.add_argument("--calibration-data", metavar="DIR", default=None, type=existing_dir,
                         help="real images for int8 calibration: DIR/images/* or images in DIR "
                              "(default: none; int8 needs it)")
-    parser.add_argument("--calibration-size", type=positive_int, default=100, metavar="N",
+    parser.add_argument("--calibration-size", type=positive_int,
+                        default=defaults.calibration_size, metavar="N",
                         help="at most N calibration images")
     parser.add_argument("--verification-data", metavar="DIR", default=None, type=existing_dir,
                         help="images to verify on (default: images held out from the calibration "
@@ -72,10 +75,11 @@ def add_arguments(parser) -> None:
                         help="TFLite: channels the file takes; 3 makes a 1-channel model take "
                              "RGB and convert it to gray inside (MediaPipe needs 3) "
                              "(default: the model's own)")
-    parser.add_argument("--agreement-floor", type=unit_interval, default=0.95, metavar="IOU",
+    parser.add_argument("--agreement-floor", type=unit_interval,
+                        default=defaults.agreement_floor, metavar="IOU",
                         help="lowest agreement_iou (foreground IoU of the two models' masks; "
                              "frequency-weighted IoU for several classes) a quantized export "
-                             "may have, in [0, 1] (default 0.95)")
+                             f"may have, in [0, 1] (default {defaults.agreement_floor:g})")
     parser.add_argument("--repair", action=argparse.BooleanOptionalAction, default=None,
                         help="int8: try every calibration, and below agreement 0.98 (by two "
                              "standard errors of the verification) keep the worst layers in "
@@ -84,15 +88,16 @@ def add_arguments(parser) -> None:
                         type=output_file_in_existing_folder,
                         help="int8: write the per-layer quantization report (also when the "
                              "export is refused) and print the worst layers (default: none)")
-    parser.add_argument("--threads", type=positive_int, default=2, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=defaults.threads, metavar="N",
                         help="threads for the speed checks during export")
-    parser.add_argument("--activation-type", choices=("auto", "uint8", "int8"), default="auto",
+    parser.add_argument("--activation-type", choices=("auto", "uint8", "int8"),
+                        default=defaults.activation_type,
                         help="ONNX int8 activations; auto times both here and keeps the faster")
-    parser.add_argument("--output", choices=("probabilities", "mask"), default="probabilities",
+    parser.add_argument("--output", choices=("probabilities", "mask"), default=defaults.output,
                         help="what the file outputs: probabilities, or mask: a uint8 class-id "
                              "mask (threshold or arg-max inside the file, checked against "
                              "keras-unet predict's masks), so a device does no post-processing")
-    parser.add_argument("--opset", type=int_in(13, 18), default=17, metavar="N",
+    parser.add_argument("--opset", type=int_in(13, 18), default=defaults.opset, metavar="N",
                         help="ONNX opset (13 to 18: what tf2onnx converts to)")
     parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: free batch dimension")
     parser.add_argument("--dynamic-size", action="store_true", help="ONNX: free height and width")
@@ -167,7 +172,8 @@ def _export(args, fmt) -> Any:
         opset=args.opset, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
         activation_type=args.activation_type,
     )
-    if fmt == "tflite" and (args.dynamic_batch or args.dynamic_size or args.opset != 17):
+    if fmt == "tflite" and (args.dynamic_batch or args.dynamic_size
+                            or args.opset != ExportOptions.opset):
         raise ValueError("--opset, --dynamic-batch and --dynamic-size apply to ONNX only; "
                          "TFLite files have a static shape")
     return run_export(_converter(fmt), options, args.model, args.out)

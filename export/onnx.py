@@ -72,11 +72,11 @@ from keras_unet.export.onnx_convert import (  # noqa: F401  (the format's public
     time_ms,
 )
 from keras_unet.export.onnx_int8 import ONNXQATSession, ONNXSession
-from keras_unet.export.options import CALIBRATION_SIZE, VERIFICATION_SIZE, ExportOptions
+from keras_unet.export.options import (CALIBRATION_SIZE, DEFAULT_AGREEMENT_FLOOR,
+                                       DEFAULT_THREADS, VERIFICATION_SIZE, ExportOptions)
 from keras_unet.export.pipeline import run_export
 from keras_unet.export.result import ExportResult
 from keras_unet.export.rewrites import ONNX_REWRITES
-from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
 
 
 def embed_metadata(model_bytes: bytes, metadata: dict) -> bytes:
@@ -136,7 +136,7 @@ def export_onnx(model_or_path: Any, out: Any, quantize: str = "none", opset: int
                 activation_type: str = "auto", verify: bool = True,
                 agreement_floor: float = DEFAULT_AGREEMENT_FLOOR, verification_data: Any = None,
                 verification_size: int = VERIFICATION_SIZE, progress: bool = True,
-                repair: Optional[bool] = None, layer_report: bool = False, threads: int = 2,
+                repair: Optional[bool] = None, layer_report: bool = False, threads: int = DEFAULT_THREADS,
                 verbose: bool = False, output: str = "probabilities") -> ExportResult:
     """Convert a Keras segmentation model to a verified `.onnx` file.
 

@@ -76,7 +76,8 @@ from typing import Any, Optional
 from keras_unet.export.converter import Converter, Diagnosis, apply_rewrites, check_output
 from keras_unet.export.mask_head import tflite_with_mask_head
 from keras_unet.export.metadata import embed_tflite_metadata
-from keras_unet.export.options import CALIBRATION_SIZE, VERIFICATION_SIZE, ExportOptions
+from keras_unet.export.options import (CALIBRATION_SIZE, DEFAULT_AGREEMENT_FLOOR,
+                                       DEFAULT_THREADS, VERIFICATION_SIZE, ExportOptions)
 from keras_unet.export.pipeline import run_export
 from keras_unet.export.result import ExportResult
 from keras_unet.export.rewrites import TFLITE_REWRITES, binary_output_off_half  # noqa: F401
@@ -98,7 +99,6 @@ from keras_unet.export.tflite_support_metadata import (
     build_support_metadata,
     pack_associated_files,
 )
-from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
 from keras_unet.runtime.metadata_schema import is_mask_output
 
 
@@ -213,7 +213,7 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
                   verify: bool = True, agreement_floor: float = DEFAULT_AGREEMENT_FLOOR,
                   verification_data: Any = None, verification_size: int = VERIFICATION_SIZE,
                   check_speed: bool = True, progress: bool = True, repair: Optional[bool] = None,
-                  layer_report: bool = False, threads: int = 2, verbose: bool = False,
+                  layer_report: bool = False, threads: int = DEFAULT_THREADS, verbose: bool = False,
                   input_channels: Optional[int] = None,
                   output: str = "probabilities") -> ExportResult:
     """Convert a Keras segmentation model to a verified `.tflite` file.

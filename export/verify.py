@@ -30,16 +30,11 @@ import dataclasses
 
 import numpy as np
 
+from keras_unet.export.options import DEFAULT_AGREEMENT_FLOOR
 from keras_unet.runtime.scores import (agreement_standard_error, mask_agreement,
                                        probabilities_to_masks)
 
 FP32_ATOL = 1e-4
-# The default refuses what plainly does not segment like the original. Measured on 32
-# held-out images, agreement carries noise of about +-0.005: a 0.98 default refused
-# ResNet50 files at 0.979 whose held-out test agreement was higher, and repairing towards
-# it kept up to 21 ops in float on a plain U-Net for ONNX (0.71x Keras' latency instead of
-# about 0.5x). Ask for more with `agreement_floor` / --agreement-floor.
-DEFAULT_AGREEMENT_FLOOR = 0.95
 
 
 class VerificationError(RuntimeError):
