@@ -216,7 +216,7 @@ def run(args) -> int:
             result = _export(args, fmt)
     except VerificationError as error:
         print(f"keras-unet export: {error}", file=sys.stderr)
-        outcome = getattr(error, "outcome", None)
+        outcome = error.outcome
         if outcome is not None:
             _write_report(args, outcome.verification, outcome.calibration, outcome.kept_float,
                           outcome.attempts, outcome.layer_report, written=False)

@@ -285,8 +285,7 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
             f"{len(keep)} op(s) kept in float). Nothing was written. {report.summary()}. "
             "The per-layer report (--report) shows where the error arises; calibrate on "
             "more representative images, or lower --agreement-floor if this loss is "
-            "acceptable.", report)
-        error.outcome = outcome
+            "acceptable.", report, outcome)
         raise error
     return outcome
 

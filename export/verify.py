@@ -27,6 +27,7 @@ report.passed, report.agreement_iou
 """
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -38,11 +39,13 @@ FP32_ATOL = 1e-4
 
 
 class VerificationError(RuntimeError):
-    """The exported file disagrees with the Keras model; `.report` holds the numbers."""
+    """The exported file disagrees with the Keras model; `.report` holds the numbers, and
+    `.outcome` the int8 step's `Int8Outcome` (best attempt, its layer report) when it refused."""
 
-    def __init__(self, message, report):
+    def __init__(self, message: str, report: Any, outcome: Any = None) -> None:
         super().__init__(message)
         self.report = report
+        self.outcome = outcome
 
 
 @dataclasses.dataclass
