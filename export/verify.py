@@ -42,7 +42,7 @@ class VerificationError(RuntimeError):
     """The exported file disagrees with the Keras model; `.report` holds the numbers, and
     `.outcome` the int8 step's `Int8Outcome` (best attempt, its layer report) when it refused."""
 
-    def __init__(self, message: str, report: Any, outcome: Any = None) -> None:
+    def __init__(self, message: str, report: Any = None, outcome: Any = None) -> None:
         super().__init__(message)
         self.report = report
         self.outcome = outcome
