@@ -7,7 +7,7 @@ and the Keras reference probabilities are cached on it.
 Example:
 ```python
 from keras_unet.export.job import open_job
-from keras_unet.export.options import ExportOptions
+from keras_unet.export.options import VERIFICATION_SIZE, ExportOptions
 
 with open_job("model.keras", ExportOptions()) as job:
     job.static.inputs[0].shape  # (1, 128, 128, 3)
@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from keras_unet.export.options import ExportOptions
+from keras_unet.export.options import VERIFICATION_SIZE, ExportOptions
 
 
 @dataclasses.dataclass
@@ -71,7 +71,7 @@ class ExportJob:
     calibration: object
     work: Path
     verification_data: object = None
-    verification_size: Optional[int] = 32
+    verification_size: Optional[int] = VERIFICATION_SIZE
     progress: bool = True
     verification_masks: object = None
     verification_source: Optional[str] = None
