@@ -7,7 +7,7 @@ and the Keras reference probabilities are cached on it.
 Example:
 ```python
 from keras_unet.export.job import open_job
-from keras_unet.export.options import VERIFICATION_SIZE, ExportOptions
+from keras_unet.export.options import ExportOptions
 
 with open_job("model.keras", ExportOptions()) as job:
     job.static.inputs[0].shape  # (1, 128, 128, 3)
