@@ -49,6 +49,7 @@ import numpy as np
 
 from keras_unet.export.quantization.report import (keras_layer_name, layer_names, make_row,
                                                    output_layer_names, sort_rows, sqnr_db)
+from keras_unet.export.quantization.tflite_graph import tensor_consumers, tensor_ops
 
 # Calibrations `TFLiteQuantizer` quantizes from (see `TFLiteQuantizer.calibrated_for`).
 VARIANTS = ("minmax", "percentile")
@@ -91,56 +92,6 @@ def _calibration_samples(converter):
     # convert() wraps the callable in a RepresentativeDataset; both give input lists.
     dataset = converter.representative_dataset
     return getattr(dataset, "input_gen", dataset)()
-
-
-def tensor_consumers(model_bytes) -> dict:
-    """`{tensor name: [output tensor names of the ops that read it]}` of a `.tflite` file.
-
-    Example:
-    ```python
-    tensor_consumers(model_bytes)["m/spike/add"]  # ['StatefulPartitionedCall_1:0']
-    ```
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    graph = schema.Model.GetRootAsModel(model_bytes, 0).Subgraphs(0)
-    name = lambda index: graph.Tensors(index).Name().decode()  # noqa: E731
-    found: dict = {}
-    for i in range(graph.OperatorsLength()):
-        operator = graph.Operators(i)
-        outputs = [name(operator.Outputs(j)) for j in range(operator.OutputsLength())]
-        for j in range(operator.InputsLength()):
-            if operator.Inputs(j) >= 0:
-                found.setdefault(name(operator.Inputs(j)), []).extend(outputs)
-    return found
-
-
-def tensor_ops(model_bytes) -> tuple:
-    """`{tensor name: op name}` for every op output of a `.tflite` file's contents, and
-    the names of the model's output tensors.
-
-    Example:
-    ```python
-    ops, outputs = tensor_ops(model_bytes)
-    ops["unet_1/unet_1/normalization_1/sub"]  # 'SUB'
-    ```
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    op_names = {value: key for key, value in vars(schema.BuiltinOperator).items()
-                if not key.startswith("_")}
-    model = schema.Model.GetRootAsModel(model_bytes, 0)
-    graph = model.Subgraphs(0)
-    found = {}
-    for i in range(graph.OperatorsLength()):
-        operator = graph.Operators(i)
-        code = model.OperatorCodes(operator.OpcodeIndex())
-        op = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-        for j in range(operator.OutputsLength()):
-            found[graph.Tensors(operator.Outputs(j)).Name().decode()] = op
-    outputs = [graph.Tensors(graph.Outputs(j)).Name().decode()
-               for j in range(graph.OutputsLength())]
-    return found, outputs
 
 
 class TFLiteQuantizer:
