@@ -17,6 +17,9 @@ import importlib
 _LAZY = {
     "export_tflite": "keras_unet.export.tflite",
     "export_onnx": "keras_unet.export.onnx",
+    "export_ort": "keras_unet.export.ort",
+    "ExportOptions": "keras_unet.export.options",
+    "run_export": "keras_unet.export.pipeline",
     "verify_export": "keras_unet.export.verify",
     "ExportResult": "keras_unet.export.result",
     "VerificationError": "keras_unet.export.verify",
@@ -25,13 +28,13 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'keras_unet.export' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list:
     return sorted(set(globals()) | set(_LAZY))
 
 

@@ -18,6 +18,7 @@ images.shape  # (100, 128, 128, 3), float32 in [0, 255]
 
 import os
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from keras_unet.runtime.resizing import resize_image
 NOISE_CORRELATION = 0.2
 
 
-def shipped_sample_dir():
+def shipped_sample_dir() -> Optional[Path]:
     """The folder of the CC0 nuclei subset shipped inside `keras_unet`, or None.
 
     Example:
@@ -46,7 +47,7 @@ def shipped_sample_dir():
         return None
 
 
-def list_image_files(folder, name="calibration_data"):
+def list_image_files(folder, name="calibration_data") -> list:
     """Image files of a dataset folder (`DIR/images/*`) or of a plain folder of images.
 
     The listing is `keras_unet.runtime.listing.list_images` (sorted, hidden files
@@ -125,7 +126,7 @@ def _from_array(array, size, channels, name):
     return array
 
 
-def looks_like_noise(images):
+def looks_like_noise(images) -> bool:
     """True when neighbouring pixels barely correlate, as in random noise.
 
     Args:
@@ -146,7 +147,7 @@ def looks_like_noise(images):
 
 
 def load_images(source, size=None, channels=3, limit=None, seed=0, name="calibration_data",
-                progress=True):
+                progress=True) -> np.ndarray:
     """Load real images as a float32 `(N, H, W, C)` array in [0, 255].
 
     Args:
@@ -214,7 +215,7 @@ def load_images(source, size=None, channels=3, limit=None, seed=0, name="calibra
     return batch
 
 
-def require_calibration(calibration_data, quantize, fmt):
+def require_calibration(calibration_data, quantize, fmt) -> None:
     """Raise a `ValueError` explaining why static int8 needs real calibration images."""
     if calibration_data is None:
         option = "--calibration-data DIR" if fmt == "cli" else "calibration_data"
@@ -227,7 +228,7 @@ def require_calibration(calibration_data, quantize, fmt):
         )
 
 
-def pin_input_range(images):
+def pin_input_range(images) -> np.ndarray:
     """Copy of `images` whose first image spans exactly [0, 255].
 
     The converter sets the int8/uint8 input scale from the smallest and largest pixel it
@@ -243,7 +244,7 @@ def pin_input_range(images):
     return pinned
 
 
-def tflite_representative_dataset(images, progress=True):
+def tflite_representative_dataset(images, progress=True) -> Any:
     """A `representative_dataset` callable for `tf.lite.TFLiteConverter`, one image a step.
 
     Example:
@@ -259,7 +260,7 @@ def tflite_representative_dataset(images, progress=True):
     return generator
 
 
-def onnx_calibration_reader(images, input_name, batch_size=1, progress=True):
+def onnx_calibration_reader(images, input_name, batch_size=1, progress=True) -> Any:
     """An `onnxruntime.quantization.CalibrationDataReader` over `images`.
 
     Example:

@@ -31,6 +31,7 @@ Examples:
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 HELP = "export a .keras model to TFLite, ONNX or ORT (fp32/fp16/dynamic/int8), verified against Keras"
 
@@ -38,11 +39,12 @@ HELP = "export a .keras model to TFLite, ONNX or ORT (fp32/fp16/dynamic/int8), v
 FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "ort": ".ort"}
 
 
-def add_arguments(parser):
+def add_arguments(parser) -> None:
     """Add the `export` options to an argparse parser."""
     from keras_unet.console.arguments import (existing_dir, existing_file, int_in,
                                               output_file_in_existing_folder, positive_int,
                                               unit_interval)
+    from keras_unet.export.options import ExportOptions as defaults
 
     parser.add_argument("model", metavar="MODEL.keras", type=existing_file, help="the Keras model file")
     parser.add_argument("--out", required=True, metavar="FILE",
@@ -50,13 +52,15 @@ def add_arguments(parser):
                         help="output file (.tflite, .onnx or .ort)")
     parser.add_argument("--format", choices=sorted(FORMATS), default=None,
                         help="output format (default: from the --out suffix)")
-    parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"), default="none",
+    parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"),
+                        default=defaults.quantize,
                         help="none (float32), fp16, dynamic (TFLite only) or int8 "
                              "(needs --calibration-data)")
     parser.add_argument("--calibration-data", metavar="DIR", default=None, type=existing_dir,
                         help="real images for int8 calibration: DIR/images/* or images in DIR "
                              "(default: none; int8 needs it)")
-    parser.add_argument("--calibration-size", type=positive_int, default=100, metavar="N",
+    parser.add_argument("--calibration-size", type=positive_int,
+                        default=defaults.calibration_size, metavar="N",
                         help="at most N calibration images")
     parser.add_argument("--verification-data", metavar="DIR", default=None, type=existing_dir,
                         help="images to verify on (default: images held out from the calibration "
@@ -71,10 +75,11 @@ def add_arguments(parser):
                         help="TFLite: channels the file takes; 3 makes a 1-channel model take "
                              "RGB and convert it to gray inside (MediaPipe needs 3) "
                              "(default: the model's own)")
-    parser.add_argument("--agreement-floor", type=unit_interval, default=0.95, metavar="IOU",
+    parser.add_argument("--agreement-floor", type=unit_interval,
+                        default=defaults.agreement_floor, metavar="IOU",
                         help="lowest agreement_iou (foreground IoU of the two models' masks; "
                              "frequency-weighted IoU for several classes) a quantized export "
-                             "may have, in [0, 1] (default 0.95)")
+                             f"may have, in [0, 1] (default {defaults.agreement_floor:g})")
     parser.add_argument("--repair", action=argparse.BooleanOptionalAction, default=None,
                         help="int8: try every calibration, and below agreement 0.98 (by two "
                              "standard errors of the verification) keep the worst layers in "
@@ -83,15 +88,16 @@ def add_arguments(parser):
                         type=output_file_in_existing_folder,
                         help="int8: write the per-layer quantization report (also when the "
                              "export is refused) and print the worst layers (default: none)")
-    parser.add_argument("--threads", type=positive_int, default=2, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=defaults.threads, metavar="N",
                         help="threads for the speed checks during export")
-    parser.add_argument("--activation-type", choices=("auto", "uint8", "int8"), default="auto",
+    parser.add_argument("--activation-type", choices=("auto", "uint8", "int8"),
+                        default=defaults.activation_type,
                         help="ONNX int8 activations; auto times both here and keeps the faster")
-    parser.add_argument("--output", choices=("probabilities", "mask"), default="probabilities",
+    parser.add_argument("--output", choices=("probabilities", "mask"), default=defaults.output,
                         help="what the file outputs: probabilities, or mask: a uint8 class-id "
                              "mask (threshold or arg-max inside the file, checked against "
                              "keras-unet predict's masks), so a device does no post-processing")
-    parser.add_argument("--opset", type=int_in(13, 18), default=17, metavar="N",
+    parser.add_argument("--opset", type=int_in(13, 18), default=defaults.opset, metavar="N",
                         help="ONNX opset (13 to 18: what tf2onnx converts to)")
     parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: free batch dimension")
     parser.add_argument("--dynamic-size", action="store_true", help="ONNX: free height and width")
@@ -101,7 +107,7 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _format(args):
+def _format(args) -> str:
     suffix = Path(args.out).suffix.lower()
     if args.format is None:
         for name, expected in FORMATS.items():
@@ -129,7 +135,10 @@ def _check_report_options(args):
         raise ValueError(f"--report writes JSON: give a .json file. Received: --report {args.report}")
 
 
-def _export(args, fmt):
+def _export(args, fmt) -> Any:
+    from keras_unet.export.options import ExportOptions
+    from keras_unet.export.pipeline import run_export
+
     # --calibration-size, --threads and --agreement-floor are range-checked by their argparse
     # types (keras_unet.console.arguments) when the command line is read.
     if args.repair and args.quantize != "int8":
@@ -151,7 +160,7 @@ def _export(args, fmt):
     if Path(args.out).exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to replace it "
                               "(it is replaced only if the new export verifies)")
-    common = dict(
+    options = ExportOptions(
         quantize=args.quantize, calibration_data=args.calibration_data,
         calibration_size=args.calibration_size,
         input_size=tuple(args.input_size) if args.input_size else None,
@@ -159,26 +168,29 @@ def _export(args, fmt):
         verification_data=args.verification_data, progress=not args.quiet,
         repair=args.repair, layer_report=args.report is not None, threads=args.threads,
         verbose=getattr(args, "verbose", False) or getattr(args, "debug", False),
-        output=args.output,
+        output=args.output, io_dtype=args.io, input_channels=args.input_channels,
+        opset=args.opset, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
+        activation_type=args.activation_type,
     )
+    if fmt == "tflite" and (args.dynamic_batch or args.dynamic_size
+                            or args.opset != ExportOptions.opset):
+        raise ValueError("--opset, --dynamic-batch and --dynamic-size apply to ONNX only; "
+                         "TFLite files have a static shape")
+    return run_export(_converter(fmt), options, args.model, args.out)
+
+
+def _converter(fmt) -> Any:
+    """The format's `Converter` (imported here: each brings its converter's libraries)."""
     if fmt == "tflite":
-        from keras_unet.export.tflite import export_tflite
-
-        if args.dynamic_batch or args.dynamic_size or args.opset != 17:
-            raise ValueError("--opset, --dynamic-batch and --dynamic-size apply to ONNX only; "
-                             "TFLite files have a static shape")
-        return export_tflite(args.model, args.out, io_dtype=args.io,
-                             input_channels=args.input_channels, **common)
-    from keras_unet.export.onnx import export_onnx
-    from keras_unet.export.ort import export_ort
-
-    exporter = export_ort if fmt == "ort" else export_onnx
-    return exporter(args.model, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
-                    dynamic_size=args.dynamic_size, activation_type=args.activation_type,
-                    **common)
+        from keras_unet.export.tflite import CONVERTER
+    elif fmt == "ort":
+        from keras_unet.export.ort import CONVERTER
+    else:
+        from keras_unet.export.onnx import CONVERTER
+    return CONVERTER
 
 
-def run(args):
+def run(args) -> int:
     """Run `keras-unet export` for parsed `args`; returns the exit status.
 
     Example:
@@ -204,7 +216,7 @@ def run(args):
             result = _export(args, fmt)
     except VerificationError as error:
         print(f"keras-unet export: {error}", file=sys.stderr)
-        outcome = getattr(error, "outcome", None)
+        outcome = error.outcome
         if outcome is not None:
             _write_report(args, outcome.verification, outcome.calibration, outcome.kept_float,
                           outcome.attempts, outcome.layer_report, written=False)
@@ -246,7 +258,7 @@ def _write_report(args, verification, calibration, kept_float, attempts, layers,
     print(f"per-layer report written to {args.report}", file=sys.stderr if not written else sys.stdout)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     """Parse `argv` and run, for `python -m keras_unet.export.cli`."""
     from keras_unet.console.command import (EXIT_STATUS, HelpFormatter, Parser, common_options,
                                             run_command)

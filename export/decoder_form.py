@@ -36,12 +36,13 @@ same_int8 = export_form(model, separate_skip_scales=True)   # full-integer TFLit
 """
 
 import functools
+from typing import Any
 
 import numpy as np
 
 
 @functools.lru_cache(maxsize=None)
-def export_decoder_block_type():
+def export_decoder_block_type() -> Any:
     """`ExportDecoderBlock`: a `DecoderBlock` computed in the export form.
 
     Export-only: same config and weights as the `DecoderBlock` it copies, never saved;
@@ -72,7 +73,7 @@ def export_decoder_block_type():
     return ExportDecoderBlock
 
 
-def subpixel_upsample(transposed, x):
+def subpixel_upsample(transposed, x) -> Any:
     """What the 2x2 stride-2 `Conv2DTranspose` `transposed` computes on `x`, as a 1x1
     convolution to `4 * filters` channels and `depth_to_space(2)`."""
     from keras import ops
@@ -90,7 +91,7 @@ def subpixel_upsample(transposed, x):
 
 
 @functools.lru_cache(maxsize=None)
-def subpixel_transpose_type():
+def subpixel_transpose_type() -> Any:
     """`SubpixelConv2DTranspose`: a 2x2 stride-2 `Conv2DTranspose` computed by
     `subpixel_upsample` (export-only; built on first use)."""
     import keras
@@ -111,7 +112,7 @@ def _is_subpixel_transpose(layer):
             and layer.data_format == "channels_last" and layer.activation.__name__ == "linear")
 
 
-def subpixel_transposes(model):
+def subpixel_transposes(model) -> Any:
     """`model` with every 2x2 stride-2 `Conv2DTranspose` layer of its graph computed as 1x1
     conv + pixel shuffle: the flat graphs `DecoderBlock` rewriting cannot reach (a
     quantization-aware model's float copy). Returns `model` itself when it has none.
@@ -152,7 +153,7 @@ def _is_decoder_block(layer):
     return type(layer) is DecoderBlock
 
 
-def is_subpixel_candidate(layer):
+def is_subpixel_candidate(layer) -> bool:
     """True for a `DecoderBlock` whose upsampling is a 2x2 stride-2 `Conv2DTranspose`."""
     return (_is_decoder_block(layer) and layer.upsample == "transpose"
             and _is_subpixel_transpose(layer.up))
@@ -174,7 +175,7 @@ def _export_copy(block, subpixel, separate_skip_scale):
     return twin
 
 
-def export_form(model, separate_skip_scales=False):
+def export_form(model, separate_skip_scales=False) -> Any:
     """`model` with its `DecoderBlock`s computed in the export form.
 
     2x2 up-convolutions become 1x1 convolutions plus a pixel shuffle; with

@@ -78,7 +78,7 @@ def _folder_items(folder):
     return [str(path) for path in list_image_files(folder)], None
 
 
-def split_calibration(calibration_data, held_out=MIN_HELD_OUT, seed=0, calibration_size=None):
+def split_calibration(calibration_data, held_out=MIN_HELD_OUT, seed=0, calibration_size=None) -> Split:
     """Hold out verification images from `calibration_data`.
 
     Args:
@@ -97,6 +97,7 @@ def split_calibration(calibration_data, held_out=MIN_HELD_OUT, seed=0, calibrati
     ```
     """
     if isinstance(calibration_data, np.ndarray):
+        items: list
         items, masks, name = list(range(len(calibration_data))), None, "array"
     elif isinstance(calibration_data, (list, tuple)):
         items, masks, name = [str(p) for p in calibration_data], None, "list"

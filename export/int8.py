@@ -41,29 +41,39 @@ in speed, when the session can time a file (`time_ms`): the chosen file and the 
 all-int8 one timed in turn on this machine (`Int8Outcome.latency_ms`, the metadata's
 `int8.kept_float_latency_ms`).
 
-A format takes part through an `Int8Session` (`tflite.Int8Session`, `onnx.Int8Session`):
+A format takes part through an `Int8Session` (`keras_unet.export.int8_session`):
 `variants` (calibrations to try, in order), `quantize(keep_float, variant) -> bytes`,
-`report(images, keep_float, variant) -> rows`, optionally `metadata` (a dict recorded under
-the file's `"int8"` metadata), optionally `time_ms(bytes) -> ms or None` (latency of a
-file here, None when speed checks are off), optionally `leading_nodes() -> nodes` (the stem) and
-optionally `expand(nodes) -> nodes` (what
-else must stay float with them: TFLite adds the ops reading a kept op's output, whose input
-would otherwise be quantized at the same bad range).
+`report(images, keep_float, variant) -> rows or None` (None: nothing to measure),
+`metadata` (a dict recorded under the file's `"int8"` metadata), `time_ms(bytes) -> ms or
+None` (latency of a file here, None when speed checks are off), `leading_nodes() -> nodes`
+(the stem) and `expand(nodes) -> nodes` (what else must stay float with them: TFLite adds
+the ops reading a kept op's output, whose input would otherwise be quantized at the same
+bad range); the base class gives the defaults.
 
 Example:
 ```python
-from keras_unet.export import pipeline, tflite
 from keras_unet.export.int8 import quantize_verified
+from keras_unet.export.job import open_job
+from keras_unet.export.options import ExportOptions
+from keras_unet.export.stamp import Stamper
+from keras_unet.export.tflite import CONVERTER, TFLiteOptions
 
-with pipeline.open_job("model.keras", "int8", calibration_data="data/train") as job:
-    outcome = quantize_verified(job, tflite.CONVERTER, tflite.TFLiteOptions("int8", "uint8"),
-                                finish=lambda b: b, agreement_floor=0.98)
+options = ExportOptions(quantize="int8", calibration_data="data/train")
+with open_job("model.keras", options) as job:
+    session = CONVERTER.session(job, TFLiteOptions("int8", "uint8"))
+    outcome = quantize_verified(job, session, Stamper(job, CONVERTER, "int8"), 0.98)
 outcome.kept_float, outcome.verification.agreement_iou
 ```
 """
 
+from __future__ import annotations
+
 import dataclasses
 import typing
+from typing import Any, Callable, Optional
+
+from keras_unet.export import verify
+from keras_unet.runtime.timing import median_in_turn
 
 STEP = 2
 # What repair aims for (issue 10): agreement a user cannot tell from the Keras masks.
@@ -92,9 +102,9 @@ class Attempt:
     agreement_iou: float
     pixel_agreement: float  # both None when the runtime could not load the file
     passed: bool
-    error: str = None  # why the runtime could not load it
+    error: Optional[str] = None  # why the runtime could not load it
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
@@ -103,7 +113,7 @@ class Int8Outcome:
     """What `quantize_verified` chose.
 
     Args:
-        model_bytes: the chosen file (metadata embedded by `finish`).
+        file: the chosen file, stamped with its metadata (`keras_unet.export.stamp`).
         verification: its `VerificationReport`.
         calibration: the calibration variant it used.
         kept_float: Keras layer names (else op names) of the ops left in float.
@@ -115,21 +125,26 @@ class Int8Outcome:
             `LATENCY_ROUNDS`); empty when nothing was kept or the session cannot time.
     """
 
-    model_bytes: bytes
-    verification: object
+    file: Any
+    verification: Any
     calibration: str
     kept_float: list
     kept_nodes: list
     attempts: list
-    layer_report: list = None
+    layer_report: Optional[list] = None
     latency_ms: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def model_bytes(self) -> bytes:
+        """The chosen file's bytes, metadata included."""
+        return self.file.model_bytes
 
 
 class _Tried(typing.NamedTuple):
     """One attempt as the choice needs it: the verified file and how it was made."""
 
     agreement: float
-    model_bytes: bytes  # with metadata, as verified
+    file: Any  # stamped with its metadata, as verified
     report: object  # its VerificationReport
     variant: str
     keep: list
@@ -142,17 +157,16 @@ def _names(rows, nodes):
     return [by_node.get(node, node) for node in nodes]
 
 
-def quantize_verified(job, converter, options, finish, agreement_floor, repair=True,
-                      want_report=False):
+def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: float,
+                      repair: bool = True, want_report: bool = False) -> Int8Outcome:
     """Quantize to int8 and verify; repair (keep layers float) toward `AGREEMENT_TARGET`.
 
     Args:
         job: the pipeline's `ExportJob`.
-        converter: the format's `Converter` (its `int8_session` builds the session).
-        options: the format's options.
-        finish: `(model_bytes, calibration, kept_float, extra) -> bytes`: metadata
-            embedding (`extra`: the session's `metadata`, e.g. ONNX's chosen activation
-            type), so the file verified is the file written.
+        session: the format's `Int8Session` for the job (`Converter.session`).
+        stamp: `(model_bytes, int8) -> StampedFile` (`keras_unet.export.stamp.Stamper`):
+            the file with its metadata, `int8` its `"int8"` section, so the file verified
+            is the file written.
         agreement_floor: lowest accepted `agreement_iou`.
         repair: try the other calibrations, and keep layers in float while below the
             target (`AGREEMENT_TARGET`, or the floor when higher).
@@ -165,13 +179,9 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
 
     Example:
     ```python
-    outcome = quantize_verified(job, CONVERTER, options, finish, 0.98)
+    outcome = quantize_verified(job, session, Stamper(job, CONVERTER, "int8"), 0.98)
     ```
     """
-    from keras_unet.export.pipeline import verify_bytes
-    from keras_unet.export.verify import VerificationError
-
-    session = converter.int8_session(job, options)
     images, _ = job.verification_images()
     target = max(agreement_floor, AGREEMENT_TARGET)
     attempts, tried = [], []
@@ -184,11 +194,12 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
         if quantized is None:
             quantized = session.quantize(keep, variant)
         try:
-            model_bytes = finish(quantized, variant, _names(rows, keep), getattr(session, "metadata", {}))
-            report = verify_bytes(job, converter, model_bytes, "int8", agreement_floor=agreement_floor,
-                                  threshold=job.threshold, raise_on_failure=False)
+            stamped = stamp(quantized, _section(variant, _names(rows, keep), session.metadata))
+            report = verify.verify_bytes(job, stamp.converter, stamped.model_bytes, "int8",
+                                         agreement_floor=agreement_floor, threshold=job.threshold,
+                                         raise_on_failure=False)
         except RuntimeError as error:
-            if isinstance(error, VerificationError):
+            if isinstance(error, verify.VerificationError):
                 raise
             # The runtime refused the file: XNNPack prepares int8 ops only within its
             # scale limits (an ADD whose input and output scales differ by more than
@@ -198,7 +209,7 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             return None
         attempts.append(Attempt(variant, _names(rows, keep), report.agreement_iou,
                                 report.pixel_agreement, report.passed))
-        tried.append(_Tried(report.agreement_iou, model_bytes, report, variant, list(keep), rows,
+        tried.append(_Tried(report.agreement_iou, stamped, report, variant, list(keep), rows,
                             quantized))
         return report
 
@@ -216,17 +227,16 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
     rows = None
     if repair and (best_int8 is None or not confident(best_int8.report)):
         variant = best_int8.variant if best_int8 else session.variants[0]
-        keep, limit = [], MAX_KEPT
-        try:
-            rows = session.report(images, keep, variant)
-        except ValueError:  # nothing to measure (a QAT model: its ranges were learned)
-            pass
+        keep: list = []
+        limit = MAX_KEPT
+        # None: nothing to measure (a QAT model: its ranges were learned).
+        rows = session.report(images, keep, variant) if session.can_keep_float else None
     if rows is not None:
         if best_int8 is not None and best_int8.report.passed:
             limit = min(MAX_KEPT, int(TARGET_SHARE * len(rows)))
         # The stem first, measured: its error reaches every later layer, which the rows
         # (each measured on its own input) do not show. Kept only when it helps.
-        stem = getattr(session, "leading_nodes", list)()
+        stem = session.leading_nodes()
         if stem and len(stem) <= limit:
             stem_report = attempt(variant, stem, rows)
             if stem_report is None:
@@ -237,9 +247,8 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
                 keep = list(stem)
         for step in range(MAX_STEPS if repaired is None else 0):
             if step or keep:
-                try:
-                    rows = session.report(images, keep, variant)
-                except ValueError:  # nothing quantized is left to measure
+                rows = session.report(images, keep, variant)
+                if rows is None:  # nothing quantized is left to measure
                     break
             added = _next_nodes(session, rows, keep)
             if not added or len(keep) + len(added) > limit:
@@ -255,30 +264,28 @@ def quantize_verified(job, converter, options, finish, agreement_floor, repair=T
             f"{max(len(a.kept_float) for a in attempts)} op(s) kept in float): "
             f"{attempts[0].error}. Nothing was written.")
     chosen = _choose(best_int8, repaired, tried, target, confident)
-    _, model_bytes, report, variant, keep, best_rows, quantized = chosen
+    _, stamped, report, variant, keep, best_rows, quantized = chosen
     layer_report = best_rows
     if keep or not report.passed or want_report:
-        try:
-            layer_report = session.report(images, keep, variant)
-        except ValueError:  # every op kept in float: nothing quantized to report on
-            pass
+        rows = session.report(images, keep, variant)
+        if rows is not None:  # None: every op kept in float, nothing quantized to report on
+            layer_report = rows
     latency = {}
-    if keep and report.passed and best_int8 is not None and hasattr(session, "time_ms"):
-        latency = _latency_cost(session, best_int8.model_bytes, model_bytes)
+    if keep and report.passed and best_int8 is not None:
+        latency = _latency_cost(session, best_int8.file.model_bytes, stamped.model_bytes)
         if latency:  # the same graph, with what its float layers cost in its metadata
-            extra = {**getattr(session, "metadata", {}), "kept_float_latency_ms": latency}
-            model_bytes = finish(quantized, variant, _names(best_rows, keep), extra)
-    outcome = Int8Outcome(model_bytes, report, variant, _names(layer_report, keep), keep,
+            extra = {**session.metadata, "kept_float_latency_ms": latency}
+            stamped = stamp(quantized, _section(variant, _names(best_rows, keep), extra))
+    outcome = Int8Outcome(stamped, report, variant, _names(layer_report, keep), keep,
                           attempts, layer_report, latency)
     if not report.passed:
-        error = VerificationError(
+        error = verify.VerificationError(
             f"No int8 file met agreement_iou >= {agreement_floor:g}: the best of {len(attempts)} "
             f"attempt(s) reached {report.agreement_iou:.4f} ({variant} calibration, "
             f"{len(keep)} op(s) kept in float). Nothing was written. {report.summary()}. "
             "The per-layer report (--report) shows where the error arises; calibrate on "
             "more representative images, or lower --agreement-floor if this loss is "
-            "acceptable.", report)
-        error.outcome = outcome
+            "acceptable.", report, outcome)
         raise error
     return outcome
 
@@ -302,22 +309,19 @@ def _choose(best_int8, repaired, tried, target, confident):
     return max(tried, key=lambda entry: entry.agreement)
 
 
-def _latency_cost(session, all_int8, chosen):
+def _section(calibration: str, kept_float: list, extra: dict) -> dict:
+    """The file's `"int8"` metadata section (`keras_unet.runtime.metadata_schema.Int8Section`)."""
+    return {"calibration": calibration, "kept_float": list(kept_float), **extra}
+
+
+def _latency_cost(session: Any, all_int8: bytes, chosen: bytes) -> dict:
     """`{"all_int8": ms, "this_file": ms}`, medians of `LATENCY_ROUNDS` timings taken in
     turn, or {} when the session does not time (speed checks off)."""
-    import numpy as np
-
-    times = {"all_int8": [], "this_file": []}
-    for _ in range(LATENCY_ROUNDS):
-        for key, model_bytes in (("all_int8", all_int8), ("this_file", chosen)):
-            ms = session.time_ms(model_bytes)
-            if ms is None:
-                return {}
-            times[key].append(ms)
-    return {key: round(float(np.median(values)), 3) for key, values in times.items()}
+    return median_in_turn({"all_int8": lambda: session.time_ms(all_int8),
+                           "this_file": lambda: session.time_ms(chosen)}, LATENCY_ROUNDS)
 
 
-def _next_nodes(session, rows, keep):
+def _next_nodes(session: Any, rows: list, keep: list) -> list:
     """The next `STEP` worst ops to keep in float, with what must stay float with them.
 
     Rows the format cannot keep in float (an ONNX graph input's quantization) are passed
@@ -325,20 +329,21 @@ def _next_nodes(session, rows, keep):
     """
     from keras_unet.export.quantization.report import worst_nodes
 
-    expand = getattr(session, "expand", lambda nodes: list(nodes))
     passed_over = list(keep)
     while True:
         new = worst_nodes(rows, n=STEP, skip=passed_over)
         if not new:
             return []
-        added = [node for node in expand(new) if node not in keep]
+        added = [node for node in session.expand(new) if node not in keep]
         if added:
             return list(dict.fromkeys(added))
         passed_over += new
 
 
-def quantization_report(*, file, written, agreement_floor, verification, calibration_method,
-                        kept_float, attempts, layers, iou=None, kept_float_latency_ms=None):
+def quantization_report(*, file: Any, written: bool, agreement_floor: float, verification: Any,
+                        calibration_method: Optional[str], kept_float: list, attempts: list,
+                        layers: Optional[list], iou: Optional[dict] = None,
+                        kept_float_latency_ms: Optional[dict] = None) -> dict:
     """The `--report` JSON of an int8 export, written or refused: model-level figures, what
     the repair tried and what its float layers cost in speed (`Int8Outcome.latency_ms`), and
     one row per quantized tensor (worst first).

@@ -7,7 +7,7 @@
 
 The output is `(N, H, W)` uint8. It is appended to the verified probability file, so the
 model itself is the one that passed verification; the pipeline then checks that the mask file
-gives the masks the probability file gives (`keras_unet.export.pipeline.with_mask_head`). For an
+gives the masks the probability file gives (`keras_unet.export.checks.with_mask_head`). For an
 int8 file with a uint8 output, the threshold is compared in the output's integer codes
 (`code >= ceil(threshold / scale + zero_point)`), which is `dequantized p >= threshold`.
 
@@ -26,7 +26,7 @@ import numpy as np
 MASK_OUTPUT_NAME = "mask"
 
 
-def threshold_code(threshold, scale, zero_point):
+def threshold_code(threshold, scale, zero_point) -> int:
     """The smallest integer code whose dequantized value is `>= threshold`."""
     code = math.ceil(threshold / scale + zero_point - 1e-9)
     while (code - 1 - zero_point) * scale >= threshold:  # float rounding at the boundary
@@ -37,7 +37,7 @@ def threshold_code(threshold, scale, zero_point):
 
 
 # TFLite ----------------------------------------------------------------------------------
-def tflite_with_mask_head(model_bytes, num_classes, threshold=0.5):
+def tflite_with_mask_head(model_bytes, num_classes, threshold=0.5) -> bytes:
     """`.tflite` contents whose single output becomes a `(N, H, W)` uint8 mask.
 
     Args:
@@ -136,7 +136,7 @@ def _copy_quantization(quantization):
 
 
 # ONNX ------------------------------------------------------------------------------------
-def onnx_with_mask_head(model_bytes, num_classes, threshold=0.5):
+def onnx_with_mask_head(model_bytes, num_classes, threshold=0.5) -> bytes:
     """`.onnx` contents whose single (float) output becomes a `(N, H, W)` uint8 mask."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper

@@ -1,7 +1,8 @@
 """Build the keras_unet metadata of an export and store it inside the file.
 
-The schema is in docs/ARCHITECTURE.md ("metadata stored in every exported file"); the read
-side, which runs without TensorFlow, is `keras_unet.runtime.metadata`.
+The fields are declared once in `keras_unet.runtime.metadata_schema` (listed in
+docs/metadata.md); the read side, which runs without TensorFlow, is
+`keras_unet.runtime.metadata`.
 
 - TFLite: the JSON goes into a new buffer, and a `metadata` entry named `keras_unet`
   points at it. Written with the flatbuffer object API that ai-edge-litert ships
@@ -24,24 +25,29 @@ tflite_bytes = embed_tflite_metadata(tflite_bytes, metadata)
 ```
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any, Optional
 
 from keras_unet.runtime.describe import describe_model
 from keras_unet.runtime.files import atomic_output
-from keras_unet.runtime.metadata import METADATA_KEY, SCHEMA_VERSION, class_name_counts
+from keras_unet.runtime.metadata_schema import (  # noqa: F401  (validate_metadata: public here)
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    validate_metadata,
+)
 from keras_unet.version import __version__
 
-FORMATS = ("tflite", "onnx", "keras")
-QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
-ACTIVATIONS = ("sigmoid", "softmax", None)
 
-
-def build_metadata(model, format, quantization, input_size, input_dtype, input_quantization=None,
-                   output_dtype="float32", output_quantization=None, source_model=None,
-                   class_names=None, threshold=0.5, ignore_index=None, mask_encoding=None,
-                   channels=None):
-    """The metadata dict (schema in docs/ARCHITECTURE.md) of `model` exported as described.
+def build_metadata(model: Any, format: str, quantization: str, input_size: Any, input_dtype: Any,
+                   input_quantization: Optional[dict] = None, output_dtype: Any = "float32",
+                   output_quantization: Optional[dict] = None, source_model: Any = None,
+                   class_names: Optional[list] = None, threshold: Optional[float] = 0.5,
+                   ignore_index: Optional[int] = None, mask_encoding: Optional[str] = None,
+                   channels: Optional[int] = None, int8: Optional[dict] = None) -> dict:
+    """The metadata dict (`keras_unet.runtime.metadata_schema`) of `model` exported as described.
 
     Facts about the model (`num_classes`, `output_activation`, `channels`) come from
     `keras_unet.runtime.describe.describe_model`, the description the `.keras` runner
@@ -66,6 +72,7 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
         channels: channels of the file's input when it differs from the model's (a
             1-channel model exported to take RGB and convert it inside); default: the
             model's.
+        int8: the `"int8"` section of an int8 file (`metadata_schema.INT8_FIELDS`), or None.
 
     Returns:
         dict, JSON-serializable.
@@ -101,17 +108,19 @@ def build_metadata(model, format, quantization, input_size, input_dtype, input_q
         "mask_encoding": mask_encoding or facts["mask_encoding"],
         "source_model": None if source_model is None else os.path.basename(str(source_model)),
     }
+    if int8 is not None:
+        metadata["int8"] = dict(int8)
     validate_metadata(metadata)
     return metadata
 
 
-def _size(input_size):
+def _size(input_size: Any) -> list:
     if input_size is None:
         return [None, None]
     return [int(s) if s else None for s in input_size]
 
 
-def _quant(value, name):
+def _quant(value: Any, name: str) -> Optional[dict]:
     if value is None:
         return None
     try:
@@ -122,50 +131,14 @@ def _quant(value, name):
         ) from error
 
 
-def validate_metadata(metadata):
-    """Checks the fields the runners rely on; raises `ValueError` naming the bad field.
-
-    Args:
-        metadata: a metadata dict.
-
-    Example:
-    ```python
-    validate_metadata({"num_classes": 1, "channels": 3, "format": "tflite", ...})
-    ```
-    """
-    if not isinstance(metadata, dict):
-        raise ValueError(f"`metadata` must be a dict. Received: metadata={metadata!r}")
-    checks = {
-        "format": lambda v: v in FORMATS,
-        "quantization": lambda v: v in QUANTIZATIONS,
-        "num_classes": lambda v: isinstance(v, int) and v >= 1,
-        "channels": lambda v: isinstance(v, int) and v >= 1,
-        "output_activation": lambda v: v in ACTIVATIONS,
-        "input_size": lambda v: isinstance(v, (list, tuple)) and len(v) == 2,
-    }
-    for key, ok in checks.items():
-        if key not in metadata:
-            raise ValueError(f"`metadata` lacks the field {key!r}. Received keys: {sorted(metadata)}")
-        if not ok(metadata[key]):
-            raise ValueError(f"Invalid metadata field. Received: {key}={metadata[key]!r}")
-    names = metadata.get("class_names")
-    if names is not None and len(names) not in class_name_counts(metadata["num_classes"]):
-        raise ValueError(
-            f"`class_names` needs one name per class ({metadata['num_classes']})"
-            f"{' or two, background and foreground' if metadata['num_classes'] == 1 else ''}. "
-            f"Received: class_names={names!r}"
-        )
-
-
-
-def _json_default(value):
+def _json_default(value: Any) -> Any:
     # numpy scalars and arrays (tensor details hand those out) are not JSON by themselves.
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not JSON")
 
 
-def metadata_json(metadata):
+def metadata_json(metadata: dict) -> str:
     """The JSON text stored in a file for `metadata` (keys sorted, numpy values converted).
 
     Example:
@@ -176,7 +149,8 @@ def metadata_json(metadata):
     return json.dumps(metadata, sort_keys=True, default=_json_default)
 
 
-def embed_tflite_metadata(model_bytes, metadata, entries=None):
+def embed_tflite_metadata(model_bytes: bytes, metadata: dict,
+                          entries: Optional[dict] = None) -> bytes:
     """A copy of the TFLite flatbuffer `model_bytes` with `metadata` stored under `keras_unet`.
 
     An earlier entry of the same name is replaced (its buffer emptied); other metadata
@@ -235,7 +209,7 @@ def embed_tflite_metadata(model_bytes, metadata, entries=None):
     return bytes(builder.Output())
 
 
-def embed_onnx_metadata(model_or_path, metadata):
+def embed_onnx_metadata(model_or_path: Any, metadata: dict) -> Any:
     """Stores `metadata` as the ONNX `metadata_props` entry `keras_unet`.
 
     Args:
@@ -272,7 +246,7 @@ def embed_onnx_metadata(model_or_path, metadata):
     return model_or_path
 
 
-def _set_prop(model, payload):
+def _set_prop(model: Any, payload: str) -> None:
     for prop in list(model.metadata_props):
         if prop.key == METADATA_KEY:
             model.metadata_props.remove(prop)

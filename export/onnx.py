@@ -48,310 +48,38 @@ print(result.summary())
 ```
 """
 
-import contextlib
-import dataclasses
-import io
-import logging
-import tempfile
-from pathlib import Path
+from __future__ import annotations
 
+from typing import Any, Optional
+
+from keras_unet.export.converter import Converter, Diagnosis
 from keras_unet.export.mask_head import onnx_with_mask_head
-from keras_unet.export.pipeline import Converter, Diagnosis, check_output, run_export
-from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
-from keras_unet.export.decoder_form import export_form
-
-QUANTIZE_MODES = ("none", "fp16", "int8")
-ACTIVATION_TYPES = ("uint8", "int8")
-# Percentile first: it agreed better on every model of the int8 matrix.
-CALIBRATE_METHODS = ("percentile", "minmax", "entropy")
-INPUT_NAME = "image"
-DEFAULT_OPSET = 17
-# Compute-heavy op types; any of these left outside QLinear*/integer kernels in the
-# graph onnxruntime runs is float work inside an "int8" model.
-# An int8 file that gains less than this over float32 is reported (as for TFLite).
-MIN_INT8_SPEEDUP = 1.5
-HEAVY_OPS = ("Conv", "ConvTranspose", "FusedConv", "MatMul", "Gemm", "FusedMatMul", "FusedGemm")
-
-
-@dataclasses.dataclass(frozen=True)
-class ONNXOptions:
-    """How `convert` turns the job's model into a `.onnx` file.
-
-    Args:
-        quantize: `"none"`, `"fp16"` or `"int8"`.
-        opset: ONNX opset (13 or newer; QDQ per-channel needs 13).
-        activation_type: `"uint8"` or `"int8"` activations for int8, or `"auto"`: quantize
-            both, time them on this machine and keep the faster (recorded in the
-            metadata). uint8 ran the seed model 1.6x faster on an AVX-512 VNNI CPU.
-        nodes_to_exclude: names of nodes of the float graph that int8 leaves unquantized.
-            Name a Conv together with the activation after it: onnxruntime's CPU provider
-            turns a float Conv that still sits between Q/DQ pairs back into a QLinearConv
-            (seen with onnxruntime 1.32).
-        calibrate_method: activation ranges: `"percentile"` (default: clipped at the
-            99.99th percentile on each side, measured by
-            `keras_unet.export.quantization.onnx_ranges`), `"minmax"` (full calibration
-            range) or `"entropy"` (onnxruntime's).
-
-    Example:
-    ```python
-    ONNXOptions(quantize="int8", nodes_to_exclude=(
-        "unet_1/encoder_block_0_1/conv1_1/convolution", "unet_1/encoder_block_0_1/act1_1/Relu"))
-    ```
-    """
-
-    quantize: str = "none"
-    opset: int = DEFAULT_OPSET
-    activation_type: str = "auto"
-    nodes_to_exclude: tuple = ()
-    calibrate_method: str = "percentile"
-    threads: int = 2
-
-    def __post_init__(self):
-        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or self.opset < 13:
-            raise ValueError(f"`opset` must be an integer >= 13. Received: opset={self.opset!r}")
-        if self.activation_type not in ACTIVATION_TYPES + ("auto",):
-            raise ValueError(
-                f"`activation_type` must be 'uint8', 'int8' or 'auto'. "
-                f"Received: activation_type={self.activation_type!r}"
-            )
-        if self.calibrate_method not in CALIBRATE_METHODS:
-            raise ValueError(
-                f"`calibrate_method` must be one of {list(CALIBRATE_METHODS)}. "
-                f"Received: calibrate_method={self.calibrate_method!r}"
-            )
+from keras_unet.export.onnx_convert import (  # noqa: F401  (the format's public names)
+    ACTIVATION_TYPES,
+    CALIBRATE_METHODS,
+    DEFAULT_OPSET,
+    HEAVY_OPS,
+    INPUT_NAME,
+    MIN_INT8_SPEEDUP,
+    QUANTIZE_MODES,
+    ONNXOptions,
+    convert,
+    describe,
+    float_model,
+    float_ops_left,
+    prepare_for_int8,
+    runtime_graph,
+    time_ms,
+)
+from keras_unet.export.onnx_int8 import ONNXQATSession, ONNXSession
+from keras_unet.export.options import (CALIBRATION_SIZE, DEFAULT_AGREEMENT_FLOOR,
+                                       DEFAULT_THREADS, VERIFICATION_SIZE, ExportOptions)
+from keras_unet.export.pipeline import run_export
+from keras_unet.export.result import ExportResult
+from keras_unet.export.rewrites import ONNX_REWRITES
 
 
-@contextlib.contextmanager
-def _quiet_logs():
-    """Mute tf2onnx/onnxruntime INFO/WARNING logs; restore their levels afterwards."""
-    loggers = [logging.getLogger(name) for name in ("tf2onnx", "onnxruntime")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def float_model(job, opset):
-    """Path of the job's float32 ONNX graph at `opset`, converted once per job.
-
-    Example:
-    ```python
-    float_model(job, 17)  # PosixPath('/tmp/keras_unet_export_.../float_0.onnx')
-    ```
-    """
-    import keras
-
-    def build():
-        path = job.new_path("float", ".onnx")
-        height, width = job.export_size
-        spec = keras.InputSpec(shape=(job.batch, height, width, job.facts["channels"]),
-                               dtype="float32", name=INPUT_NAME)
-        try:
-            # The same graph as job.static (1x1 conv + pixel shuffle for 2x2 up-convolutions:
-            # onnxruntime has no int8 ConvTranspose), with the batch and size asked for.
-            graph = job.cached("export_form", lambda: export_form(job.model))
-            with _quiet_logs():
-                graph.export(str(path), format="onnx", verbose=False,
-                             input_signature=[spec], opset_version=opset)
-        except Exception as error:  # tf2onnx raises many types; name the cause
-            raise RuntimeError(
-                f"ONNX conversion (tf2onnx, opset {opset}) failed: {type(error).__name__}: "
-                f"{str(error).splitlines()[0] if str(error) else ''}"
-            ) from error
-        return path
-
-    return job.cached(("onnx_float", opset), build)
-
-
-def prepare_for_int8(float_path, out):
-    """Write the float graph at `float_path` as `quantize_static` should read it to `out`:
-    `quant_pre_process` (no symbolic shape inference) and the NHWC pixel shuffle
-    (`keras_unet.export.onnx_layout`: onnxruntime otherwise moves the decoder to NCHW)."""
-    import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from keras_unet.export.onnx_layout import nhwc_pixel_shuffle
-
-    with _quiet_logs():
-        quant_pre_process(str(float_path), str(out), skip_symbolic_shape=True)
-    onnx.save(nhwc_pixel_shuffle(onnx.load(str(out))), str(out))
-
-
-def _prepared_model(job, opset):
-    """The float graph to quantize, once per job: after `quant_pre_process` (no symbolic
-    shape inference), with each pixel shuffle in the NHWC form (`onnx_layout`)."""
-    def build():
-        path = job.new_path("prepared", ".onnx")
-        prepare_for_int8(float_model(job, opset), path)
-        return path
-
-    return job.cached(("onnx_prepared", opset), build)
-
-
-def _quantize_int8(job, options):
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from keras_unet.export.calibration import onnx_calibration_reader, pin_input_range
-
-    out = job.new_path("int8", ".onnx")
-    # "percentile" is ours, not onnxruntime's (see quantization.onnx_ranges): min/max
-    # calibration with each intermediate tensor's range overridden.
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.MinMax}
-    extra = {}
-    if options.calibrate_method == "percentile":
-        extra["TensorQuantOverrides"] = _percentile_overrides(job, options.opset)
-    # The Entropy calibrator prints its progress to stdout.
-    uint8 = options.activation_type != "int8"
-    with _quiet_logs(), contextlib.redirect_stdout(io.StringIO()), \
-            _depth_to_space_quantized(uint8):
-        quantize_static(
-            str(_prepared_model(job, options.opset)), str(out),
-            onnx_calibration_reader(pin_input_range(job.calibration), INPUT_NAME,
-                                    progress=job.progress),
-            quant_format=QuantFormat.QDQ,
-            # "auto" without the int8 session (no verification): the usual winner.
-            activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            nodes_to_exclude=list(options.nodes_to_exclude),
-            calibrate_method=methods[options.calibrate_method],
-            extra_options=extra,
-        )
-    return finish_quantized(out)
-
-
-def finish_quantized(path):
-    """The bytes of the QDQ file at `path`, with the free-size shuffle's `Shape` nodes
-    reading quantized tensors (`onnx_layout.shapes_read_quantized`; nothing to do in a
-    static-size graph) and a binary model's logit range clipped to the sigmoid's [-8, 8]
-    (`keras_unet.export.quantization.logit_range`)."""
-    import onnx
-
-    from keras_unet.export.onnx_layout import shapes_read_quantized
-    from keras_unet.export.quantization.logit_range import onnx_clip_logit_range
-
-    model = onnx.load(str(path))
-    if not shapes_read_quantized(model):
-        return onnx_clip_logit_range(Path(path).read_bytes())
-    return onnx_clip_logit_range(model.SerializeToString())
-
-
-@contextlib.contextmanager
-def _depth_to_space_quantized(uint8):
-    """Quantize `DepthToSpace` (the pixel shuffle of `decoder_form`) like `Transpose`.
-
-    onnxruntime's QDQ quantizer leaves an op float unless its registry names it, and
-    `DepthToSpace` is not there, while its CPU kernel moves uint8 tensors and the session's
-    graph optimizer drops the DequantizeLinear/QuantizeLinear pair around it. Registered as a
-    same-scale op for the length of one `quantize_static` call, for uint8 activations only:
-    with int8 ones the CPU provider then ran the convolutions before it in float.
-    """
-    from onnxruntime.quantization import registry
-    from onnxruntime.quantization.operators.direct_q8 import QDQDirect8BitOp
-
-    added = uint8 and "DepthToSpace" not in registry.QDQRegistry
-    if added:
-        registry.QDQRegistry["DepthToSpace"] = QDQDirect8BitOp
-    try:
-        yield
-    finally:
-        if added:
-            registry.QDQRegistry.pop("DepthToSpace", None)
-
-
-def _percentile_overrides(job, opset):
-    """Percentile ranges of the job's prepared graph on its calibration images, once."""
-    from keras_unet.export.calibration import pin_input_range
-    from keras_unet.export.quantization.onnx_ranges import percentile_overrides
-
-    return job.cached(("onnx_percentile_ranges", opset), lambda: percentile_overrides(
-        _prepared_model(job, opset), pin_input_range(job.calibration), input_name=INPUT_NAME))
-
-
-def convert(job, options):
-    """The `.onnx` bytes (no metadata yet) of the job's model for `options`.
-
-    Example:
-    ```python
-    model_bytes = convert(job, ONNXOptions(quantize="int8"))
-    ```
-    """
-    path = float_model(job, options.opset)
-    if options.quantize == "int8":
-        return _quantize_int8(job, options)
-    if options.quantize == "fp16":
-        import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        return convert_float_to_float16(onnx.load(str(path)),
-                                        keep_io_types=True).SerializeToString()
-    return path.read_bytes()
-
-
-def runtime_graph(path, work):
-    """The graph onnxruntime's CPU provider runs for the ONNX file `path`: after its own
-    optimizations (QDQ fusion into QLinearConv, the NHWC layout of integer ops). Written
-    into a temporary folder under `work` and read back.
-
-    Example:
-    ```python
-    [node.op_type for node in runtime_graph("model_int8.onnx", "/tmp").node]
-    ```
-    """
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(dir=work) as folder:
-        optimized = Path(folder) / "optimized.onnx"
-        options = ort.SessionOptions()
-        options.optimized_model_filepath = str(optimized)
-        options.log_severity_level = 3
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return onnx.load(str(optimized)).graph
-
-
-def float_ops_left(path, work):
-    """Compute-heavy ops onnxruntime's CPU provider runs in float for `path`, by type.
-
-    Reads the graph after onnxruntime's own optimizations (`runtime_graph`), which is what
-    actually runs.
-
-    Example:
-    ```python
-    float_ops_left("model_int8.onnx", "/tmp")  # {'ConvTranspose': 4}
-    ```
-    """
-    counts = {}
-    for node in runtime_graph(path, work).node:
-        if node.op_type in HEAVY_OPS:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
-
-
-def describe(model_bytes):
-    """Shape and dtypes of the input and output of an ONNX model (no quantized I/O here)."""
-    import onnx
-
-    graph = onnx.load_from_string(model_bytes).graph
-
-    def io(value):
-        tensor = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-        return dims, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-
-    input_shape, input_dtype = io(graph.input[0])
-    _, output_dtype = io(graph.output[0])
-    return {"input_shape": input_shape, "input_dtype": input_dtype,
-            "output_dtype": output_dtype, "input_quantization": None,
-            "output_quantization": None}
-
-
-def embed_metadata(model_bytes, metadata):
+def embed_metadata(model_bytes: bytes, metadata: dict) -> bytes:
     """`model_bytes` with the keras_unet metadata stored in `metadata_props`."""
     import onnx
 
@@ -360,9 +88,15 @@ def embed_metadata(model_bytes, metadata):
     return embed_onnx_metadata(onnx.load_from_string(model_bytes), metadata).SerializeToString()
 
 
-def diagnose(job, options, model_bytes):
+def diagnose(job: Any, options: ONNXOptions, model_bytes: bytes) -> Diagnosis:
     """Warn about compute ops an int8 file runs in float, about int8 that gains less than
-    1.5x over float32 here, and about fp16 on CPU."""
+    1.5x over float32 here, and about fp16 on CPU.
+
+    Nothing for a quantize-aware job: its float graph holds the fake-quant ops, so there is
+    no float32 file to time it against.
+    """
+    if job.quantize_aware:
+        return Diagnosis()
     found, float_ops, timings = [], {}, {}
     if options.quantize == "int8":
         path = job.new_path("diagnose", ".onnx")
@@ -395,158 +129,15 @@ def diagnose(job, options, model_bytes):
     return Diagnosis(warnings=found, float_ops_left=float_ops, timings_ms=timings)
 
 
-def time_ms(model_bytes, repeats=5, threads=2, size=None):
-    """Median milliseconds of one onnxruntime run on zeros, after a warm-up run.
-
-    Args:
-        model_bytes: the ONNX file's bytes (input `(N, H, W, C)`).
-        repeats: timed runs.
-        threads: onnxruntime intra-op threads.
-        size: `(height, width)` to run a free-size (`--dynamic-size`) file at; a U-Net
-            cannot run at the 1x1 a free dimension would otherwise get.
-
-    Example:
-    ```python
-    time_ms(Path("model.onnx").read_bytes(), threads=2, size=(128, 128))
-    ```
-    """
-    import time
-
-    import numpy as np
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0]
-    fill = [1, *(size or (1, 1)), 1]
-    shape = [d if isinstance(d, int) else fill[axis] for axis, d in enumerate(feed.shape)]
-    inputs = {feed.name: np.zeros(shape, np.float32)}
-    session.run(None, inputs)
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, inputs)
-        runs.append(time.perf_counter() - start)
-    return float(np.median(runs)) * 1e3
-
-
-class Int8Session:
-    """The int8 quantizer of one job for `keras_unet.export.int8.quantize_verified`.
-
-    Each calibration method is a variant (our Percentile ranges first, then MinMax and
-    onnxruntime's Entropy); ops are kept in float through `nodes_to_exclude`, each with the
-    activation onnxruntime would fuse it with (`onnx_nodes_to_exclude`).
-
-    Example:
-    ```python
-    session = Int8Session(job, ONNXOptions(quantize="int8"))
-    model_bytes = session.quantize([], "minmax")
-    ```
-    """
-
-    def __init__(self, job, options):
-        self.job = job
-        self.metadata = {}
-        if options.activation_type == "auto":
-            options = self._fastest_activation_type(options)
-        self.options = options
-        first = options.calibrate_method
-        self.variants = (first,) + tuple(m for m in CALIBRATE_METHODS if m != first)
-
-    def _fastest_activation_type(self, options):
-        """Quantize with uint8 and with int8 activations, keep the faster on this machine.
-
-        Only the candidates with the fewest compute ops left in float compete on time: a
-        few timed runs on a busy machine once picked int8 activations, with which
-        onnxruntime 1.32 runs the 1x1 convolutions before DepthToSpace in float.
-        """
-        timings, float_ops = {}, {}
-        for kind in ACTIVATION_TYPES:
-            candidate = dataclasses.replace(options, activation_type=kind)
-            model_bytes = self.job.cached(("onnx_int8", kind, options.calibrate_method, ()),
-                                          lambda: _quantize_int8(self.job, candidate))
-            path = self.job.new_path(f"activations_{kind}", ".onnx")
-            path.write_bytes(model_bytes)
-            float_ops[kind] = sum(float_ops_left(path, self.job.work).values())
-            timings[kind] = time_ms(model_bytes, threads=options.threads, size=self.job.size)
-        fewest = min(float_ops.values())
-        chosen = min((kind for kind in timings if float_ops[kind] == fewest), key=timings.get)
-        self.metadata = {
-            "activation_type": chosen,
-            "activation_type_ms": {kind: round(ms, 3) for kind, ms in timings.items()},
-            "activation_type_float_ops": float_ops}
-        return dataclasses.replace(options, activation_type=chosen)
-
-    def time_ms(self, model_bytes):
-        """Latency of `model_bytes` here (onnxruntime, the export's threads)."""
-        return time_ms(model_bytes, threads=self.options.threads, size=self.job.size)
-
-    def _options(self, keep_float, variant):
-        from keras_unet.export.quantization import onnx_nodes_to_exclude
-
-        prepared = _prepared_model(self.job, self.options.opset)
-        exclude = tuple(onnx_nodes_to_exclude(prepared, list(keep_float))) if keep_float else ()
-        return dataclasses.replace(self.options, calibrate_method=variant,
-                                   nodes_to_exclude=tuple(self.options.nodes_to_exclude) + exclude)
-
-    def _graph(self):
-        import onnx
-
-        return self.job.cached(("onnx_prepared_graph", self.options.opset), lambda: onnx.load(
-            str(_prepared_model(self.job, self.options.opset)), load_external_data=False).graph)
-
-    def expand(self, nodes):
-        """The graph nodes among `nodes` (not graph inputs) and the nodes reading their
-        outputs: a float op still hands its consumer a tensor quantized at its range."""
-        graph = self._graph()
-        by_output = {out: node.name for node in graph.node for out in node.output}
-        names = {node.name for node in graph.node}
-        kept = [node for node in nodes if node in names]
-        readers = [node.name for node in graph.node
-                   if any(by_output.get(name) in kept for name in node.input)]
-        return list(dict.fromkeys(kept + readers))
-
-    def leading_nodes(self):
-        """The stem's nodes (`report.leading_nodes`); nodes that read only weights (a
-        kernel's Transpose) are not activations and are left out."""
-        from keras_unet.export.quantization import leading_nodes
-
-        graph = self._graph()
-        weights = {init.name for init in graph.initializer}
-        ops = [(node.name, node.op_type, list(node.input), list(node.output)) for node in graph.node
-               if any(name and name not in weights for name in node.input)]
-        return leading_nodes(ops, HEAVY_OPS)
-
-    def quantize(self, keep_float, variant):
-        key = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
-        return self.job.cached(key,
-                               lambda: _quantize_int8(self.job, self._options(keep_float, variant)))
-
-    def report(self, images, keep_float, variant):
-        from keras_unet.export.quantization import onnx_layer_report
-
-        quantized = self.job.new_path("report", ".onnx")
-        quantized.write_bytes(self.quantize(keep_float, variant))
-        batch = 1 if self.job.batch else 8
-        return onnx_layer_report(_prepared_model(self.job, self.options.opset), quantized, images,
-                                 input_name=INPUT_NAME, keep_float=keep_float,
-                                 model=self.job.model, batch_size=batch)
-
-
-CONVERTER = Converter(format="onnx", suffix=".onnx", quantize_modes=QUANTIZE_MODES,
-                      convert=convert, describe=describe, embed_metadata=embed_metadata,
-                      diagnose=diagnose, int8_session=Int8Session,
-                      mask_head=onnx_with_mask_head)
-
-
-def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynamic_batch=False,
-                dynamic_size=False, calibration_data=None, calibration_size=100,
-                input_size=None, io_dtype=None, activation_type="auto", verify=True,
-                agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
-                verification_size=32, progress=True, repair=None, layer_report=False,
-                threads=2, verbose=False, output="probabilities"):
+def export_onnx(model_or_path: Any, out: Any, quantize: str = "none", opset: int = DEFAULT_OPSET,
+                dynamic_batch: bool = False, dynamic_size: bool = False,
+                calibration_data: Any = None, calibration_size: int = CALIBRATION_SIZE,
+                input_size: Optional[tuple] = None, io_dtype: Optional[str] = None,
+                activation_type: str = "auto", verify: bool = True,
+                agreement_floor: float = DEFAULT_AGREEMENT_FLOOR, verification_data: Any = None,
+                verification_size: int = VERIFICATION_SIZE, progress: bool = True,
+                repair: Optional[bool] = None, layer_report: bool = False, threads: int = DEFAULT_THREADS,
+                verbose: bool = False, output: str = "probabilities") -> ExportResult:
     """Convert a Keras segmentation model to a verified `.onnx` file.
 
     Args:
@@ -601,25 +192,40 @@ def export_onnx(model_or_path, out, quantize="none", opset=DEFAULT_OPSET, dynami
     result.input_shape  # (None, 64, 64, 3)
     ```
     """
-    if quantize == "dynamic":
+    options = ExportOptions(
+        quantize=quantize, opset=opset, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size,
+        calibration_data=calibration_data, calibration_size=calibration_size,
+        input_size=input_size, io_dtype=io_dtype, activation_type=activation_type,
+        verify=verify, agreement_floor=agreement_floor, verification_data=verification_data,
+        verification_size=verification_size, progress=progress, repair=repair,
+        layer_report=layer_report, threads=threads, verbose=verbose, output=output)
+    return run_export(CONVERTER, options, model_or_path, out)
+
+
+def check_onnx_options(options: ExportOptions) -> None:
+    """Raise a `ValueError` for an option ONNX refuses."""
+    if options.quantize == "dynamic":
         raise ValueError(
             "quantize='dynamic' is not supported for ONNX: use 'int8' (static QDQ, "
             "fastest on onnxruntime) or 'fp16', or export dynamic-range to TFLite. "
             "Received: quantize='dynamic'"
         )
-    if io_dtype not in (None, "float32"):
+    if options.io_dtype not in (None, "float32"):
         raise ValueError(
             "ONNX exports keep float32 input and output (QDQ quantizes inside the graph). "
-            f"Received: io_dtype={io_dtype!r}"
+            f"Received: io_dtype={options.io_dtype!r}"
         )
-    check_output(CONVERTER, out, quantize)
-    options = ONNXOptions(quantize=quantize, opset=opset, activation_type=activation_type,
-                          threads=threads)
-    return run_export(
-        CONVERTER, options, model_or_path, out, calibration_data=calibration_data,
-        calibration_size=calibration_size, input_size=input_size, dynamic_size=dynamic_size,
-        batch=None if dynamic_batch else 1, verify=verify, agreement_floor=agreement_floor,
-        verification_data=verification_data, verification_size=verification_size,
-        progress=progress, repair=repair, layer_report=layer_report, verbose=verbose,
-        output=output,
-    )
+
+
+def conversion_options(options: ExportOptions) -> ONNXOptions:
+    """The `ONNXOptions` of an export."""
+    check_onnx_options(options)
+    return ONNXOptions(quantize=options.quantize, opset=options.opset,
+                       activation_type=options.activation_type, threads=options.threads)
+
+
+CONVERTER = Converter(format="onnx", suffix=".onnx", quantize_modes=QUANTIZE_MODES,
+                      conversion_options=conversion_options, convert=convert, describe=describe,
+                      embed_metadata=embed_metadata, int8_session=ONNXSession,
+                      qat_session=ONNXQATSession, rewrites=ONNX_REWRITES, diagnose=diagnose,
+                      mask_head=onnx_with_mask_head)

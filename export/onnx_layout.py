@@ -26,12 +26,14 @@ graph = nhwc_pixel_shuffle(onnx.load("prepared.onnx"))
 ```
 """
 
+from typing import Any
+
 # Where NHWC channel (i * 2 + j) * C + c (DCR) or c * 4 + i * 2 + j (CRD) lands in
 # (N, H, i, W, j, C), from the reshaped (N, H, W, a, b, c) order of each mode.
 _SHUFFLE_PERM = {"DCR": (0, 1, 3, 2, 4, 5), "CRD": (0, 1, 4, 2, 5, 3)}
 
 
-def nhwc_pixel_shuffle(model):
+def nhwc_pixel_shuffle(model) -> Any:
     """`model` (an `onnx.ModelProto`) with each `DepthToSpace` written as NHWC reshapes.
 
     Returns a new `ModelProto`; `model` is not changed.
@@ -119,7 +121,7 @@ def _rewrite(node, shape):
     return nodes, constants
 
 
-def shapes_read_quantized(model):
+def shapes_read_quantized(model) -> int:
     """`model` (a quantized QDQ `ModelProto`) with each `Shape` that reads a
     `DequantizeLinear`'s output reading its quantized input instead (same shape).
 

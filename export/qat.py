@@ -38,6 +38,7 @@ open("model_int8.onnx", "wb").write(qat_onnx_bytes(qat))
 
 import tempfile
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def _static_graph(model, input_size, keep_activation_quantizers):
     return static_model(graph, size)
 
 
-def tflite_float_ops(model_bytes):
+def tflite_float_ops(model_bytes) -> list:
     """Names of the ops of a `.tflite` file that compute in float, I/O conversions aside.
 
     Example:
@@ -94,7 +95,7 @@ def tflite_float_ops(model_bytes):
     return found
 
 
-def qat_tflite_bytes(model, io_dtype="uint8", input_size=None):
+def qat_tflite_bytes(model: Any, io_dtype: str = "uint8", input_size: Optional[tuple] = None) -> bytes:
     """Full-int8 `.tflite` bytes of a QAT model, with the ranges it learned.
 
     Args:
@@ -115,19 +116,21 @@ def qat_tflite_bytes(model, io_dtype="uint8", input_size=None):
     model_bytes = qat_tflite_bytes(qat)
     ```
     """
-    from keras_unet.export.tflite import finish_converted
+    from keras_unet.export.converter import apply_rewrites
+    from keras_unet.export.rewrites import TFLITE_REWRITES
 
-    return finish_converted(converted_qat_tflite(model, io_dtype, input_size))
+    return apply_rewrites(TFLITE_REWRITES, converted_qat_tflite(model, io_dtype, input_size), "int8")
 
 
-def converted_qat_tflite(model, io_dtype="uint8", input_size=None):
-    """`qat_tflite_bytes` as the TFLite converter writes it, before `finish_converted`."""
+def converted_qat_tflite(model: Any, io_dtype: str = "uint8", input_size: Optional[tuple] = None) -> bytes:
+    """`qat_tflite_bytes` as the TFLite converter writes it, before the format's rewrites
+    (`keras_unet.export.rewrites.TFLITE_REWRITES`)."""
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"`io_dtype` must be one of {list(IO_DTYPES)}. Received: io_dtype={io_dtype!r}")
     _check_model(model)
     import tensorflow as tf
 
-    from keras_unet.export.tflite import custom_ops, write_saved_model, _raise_unsupported
+    from keras_unet.export.tflite_convert import custom_ops, raise_unsupported, write_saved_model
 
     static = _static_graph(model, input_size, keep_activation_quantizers=True)
     with tempfile.TemporaryDirectory(prefix="keras_unet_qat_") as folder:
@@ -143,7 +146,7 @@ def converted_qat_tflite(model, io_dtype="uint8", input_size=None):
             converter.inference_output_type = tf.as_dtype(io_dtype)
         model_bytes = converter.convert()
     if custom_ops(model_bytes):
-        _raise_unsupported(custom_ops(model_bytes), model.name)
+        raise_unsupported(custom_ops(model_bytes), model.name)
     left = tflite_float_ops(model_bytes)
     if left:
         raise RuntimeError(
@@ -154,7 +157,7 @@ def converted_qat_tflite(model, io_dtype="uint8", input_size=None):
     return model_bytes
 
 
-def activation_quant_params(low, high, activation_type="uint8"):
+def activation_quant_params(low, high, activation_type="uint8") -> tuple:
     """`(scale, zero_point)` of a fake-quant range, nudged exactly as TensorFlow does.
 
     The range is first widened to include 0.0, as every int8 runtime requires; then, as in
@@ -181,7 +184,7 @@ def _float_onnx(model, folder, input_size, opset):
     import keras
 
     from keras_unet.export.decoder_form import subpixel_transposes
-    from keras_unet.export.onnx import INPUT_NAME, _quiet_logs, prepare_for_int8
+    from keras_unet.export.onnx_convert import INPUT_NAME, prepare_for_int8, quiet_logs
     from keras_unet.export.source import resolve_input_size
     from keras_unet.quantization import float_copy
 
@@ -194,7 +197,7 @@ def _float_onnx(model, folder, input_size, opset):
     # 2x2 up-convolutions as Conv + DepthToSpace, as the post-training export writes them:
     # onnxruntime has no int8 ConvTranspose. The probes read the same numbers from `graph`.
     onnx_graph = subpixel_transposes(graph)
-    with _quiet_logs():
+    with quiet_logs():
         onnx_graph.export(str(exported), format="onnx", verbose=False, input_signature=[spec],
                           opset_version=opset)
     prepare_for_int8(exported, prepared)
@@ -202,8 +205,9 @@ def _float_onnx(model, folder, input_size, opset):
     return prepared, probe_model, [quantizer for _, quantizer in probes.values()], (height, width, channels)
 
 
-def qat_onnx_bytes(model, input_size=None, opset=17, activation_type="uint8",
-                   calibration_images=None, allow_calibrated=False):
+def qat_onnx_bytes(model: Any, input_size: Optional[tuple] = None, opset: int = 17,
+                   activation_type: str = "uint8", calibration_images: Any = None,
+                   allow_calibrated: bool = False) -> bytes:
     """QDQ int8 `.onnx` bytes of a QAT model, with its learned scales and zero points.
 
     Args:
@@ -229,6 +233,19 @@ def qat_onnx_bytes(model, input_size=None, opset=17, activation_type="uint8",
     model_bytes = qat_onnx_bytes(qat)
     ```
     """
+    from keras_unet.export.converter import apply_rewrites
+    from keras_unet.export.rewrites import ONNX_REWRITES
+
+    converted = converted_qat_onnx(model, input_size, opset, activation_type, calibration_images,
+                                   allow_calibrated)
+    return apply_rewrites(ONNX_REWRITES, converted, "int8")
+
+
+def converted_qat_onnx(model: Any, input_size: Optional[tuple] = None, opset: int = 17,
+                       activation_type: str = "uint8", calibration_images: Any = None,
+                       allow_calibrated: bool = False) -> bytes:
+    """`qat_onnx_bytes` as `quantize_static` writes it, before the format's rewrites
+    (`keras_unet.export.rewrites.ONNX_REWRITES`)."""
     if activation_type not in ACTIVATION_TYPES:
         raise ValueError(f"`activation_type` must be one of {list(ACTIVATION_TYPES)}. "
                          f"Received: activation_type={activation_type!r}")
@@ -236,8 +253,7 @@ def qat_onnx_bytes(model, input_size=None, opset=17, activation_type="uint8",
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from keras_unet.export.calibration import onnx_calibration_reader
-    from keras_unet.export.onnx import (INPUT_NAME, _depth_to_space_quantized, _quiet_logs,
-                                        finish_quantized)
+    from keras_unet.export.onnx_convert import INPUT_NAME, depth_to_space_quantized, quiet_logs
     from keras_unet.export.qat_ranges import tensor_ranges
 
     with tempfile.TemporaryDirectory(prefix="keras_unet_qat_") as folder:
@@ -250,7 +266,7 @@ def qat_onnx_bytes(model, input_size=None, opset=17, activation_type="uint8",
             overrides[name] = [{"scale": scale, "zero_point": zero_point}]
         out = Path(folder) / "int8.onnx"
         data = images if calibration_images is None else np.asarray(calibration_images, "float32")
-        with _quiet_logs(), _depth_to_space_quantized(activation_type == "uint8"):
+        with quiet_logs(), depth_to_space_quantized(activation_type == "uint8"):
             quantize_static(
                 str(prepared), str(out), onnx_calibration_reader(data, INPUT_NAME, progress=False),
                 quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
@@ -263,10 +279,10 @@ def qat_onnx_bytes(model, input_size=None, opset=17, activation_type="uint8",
                 f"quantizer covers: {', '.join(missing)}; their ranges would come from "
                 "calibration, not training. Pass allow_calibrated=True with calibration_images, "
                 "or export with post-training int8. Received: allow_calibrated=False")
-        return finish_quantized(out)
+        return out.read_bytes()
 
 
-def calibrated_tensors(path, overrides):
+def calibrated_tensors(path, overrides) -> list:
     """Activation tensors of a QDQ file quantized without an override (by calibration).
 
     Example:
@@ -284,46 +300,3 @@ def calibrated_tensors(path, overrides):
                    if node.op_type == "QuantizeLinear" and node.input[0] not in constants
                    and node.input[0] not in overrides
                    and node.input[0].removesuffix(suffix) not in overrides})
-
-
-class QATSession:
-    """The int8 session (`keras_unet.export.int8`) of a quantize-aware model.
-
-    One calibration variant, `"qat"`: the ranges the model learned. Nothing is kept in
-    float and there is no per-layer report (both raise `ValueError`, which the int8 step
-    reads as "nothing more to try"), so the file is verified, and written or refused, as it
-    comes out of `qat_tflite_bytes` / `qat_onnx_bytes`.
-
-    Example:
-    ```python
-    session = QATSession(job, TFLiteOptions(quantize="int8", io_dtype="uint8"), "tflite")
-    model_bytes = session.quantize([], "qat")
-    ```
-    """
-
-    variants = ("qat",)
-
-    def __init__(self, job, options, fmt):
-        self.job, self.options, self.format = job, options, fmt
-        self.metadata = {}
-
-    def quantize(self, keep_float, variant):
-        if keep_float:
-            raise ValueError("A quantize-aware model is written all int8, from its learned "
-                             f"ranges; no layer is kept in float. Received: keep_float={list(keep_float)}")
-
-        def build():
-            if self.format == "tflite":
-                return qat_tflite_bytes(self.job.model, io_dtype=self.options.io_dtype,
-                                        input_size=self.job.size)
-            activation = self.options.activation_type
-            activation = "uint8" if activation == "auto" else activation
-            self.metadata = {"activation_type": activation}
-            return qat_onnx_bytes(self.job.model, input_size=self.job.size,
-                                  opset=self.options.opset, activation_type=activation)
-
-        return self.job.cached(("qat_int8", self.format), build)
-
-    def report(self, images, keep_float, variant):
-        raise ValueError("A quantize-aware model has no per-layer calibration report: its "
-                         "ranges were learned in training. Received: a QAT model")

@@ -11,6 +11,7 @@ result.to_dict()["verification"]["max_abs_diff"]
 """
 
 import dataclasses
+from typing import Any, Optional
 
 from keras_unet.runtime.files import MB
 
@@ -49,21 +50,21 @@ class ExportResult:
     input_shape: tuple
     input_dtype: str
     output_dtype: str
-    verification: object = None
+    verification: Any = None
     warnings: list = dataclasses.field(default_factory=list)
     float_ops_left: dict = dataclasses.field(default_factory=dict)
     metadata: dict = dataclasses.field(default_factory=dict)
     timings_ms: dict = dataclasses.field(default_factory=dict)
     kept_float: list = dataclasses.field(default_factory=list)
-    calibration_method: str = None
+    calibration_method: Optional[str] = None
     repair_attempts: list = dataclasses.field(default_factory=list)
-    layer_report: list = None
+    layer_report: Optional[list] = None
     kept_float_latency_ms: dict = dataclasses.field(default_factory=dict)
-    iou_keras: float = None
-    iou_export: float = None
-    iou_drop: float = None
+    iou_keras: Optional[float] = None
+    iou_export: Optional[float] = None
+    iou_drop: Optional[float] = None
 
-    def summary(self, worst_layers=0):
+    def summary(self, worst_layers=0) -> str:
         """A few lines for a terminal; `worst_layers` > 0 adds that many report rows."""
         lines = [
             f"wrote {self.path} ({self.format}, quantize={self.quantization}, "
@@ -104,7 +105,7 @@ class ExportResult:
             lines.append(format_worst_layers(self.layer_report, n=worst_layers))
         return "\n".join(lines)
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         if self.verification is not None:
             data["verification"] = self.verification.to_dict()

@@ -11,6 +11,7 @@ fixed = static_model(model, (height, width))  # batch 1, static spatial size
 """
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 DEFAULT_VERIFY_SIZE = (128, 128)
 
 
-def load_source_model(model_or_path):
+def load_source_model(model_or_path) -> tuple:
     """Return `(model, source_name)` for a `keras.Model` or the path of a saved one.
 
     Args:
@@ -80,7 +81,7 @@ def _check_size(input_size):
     return int(input_size[0]), int(input_size[1])
 
 
-def resolve_input_size(model, input_size=None, source="model", required=True):
+def resolve_input_size(model, input_size=None, source="model", required=True) -> tuple:
     """The static `(height, width)` to export at.
 
     Order: `input_size` if given, else the model's own static input size. A model that
@@ -122,7 +123,7 @@ def resolve_input_size(model, input_size=None, source="model", required=True):
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
-def rgb_to_gray_layer(name="rgb_to_gray"):
+def rgb_to_gray_layer(name="rgb_to_gray") -> Any:
     """A frozen 1x1 `Conv2D` (no bias) that turns `(..., 3)` RGB into `(..., 1)` luma.
 
     A 1x1 convolution is one CONV_2D in TFLite (XNNPACK takes it, and full int8 quantizes
@@ -153,7 +154,7 @@ def _check_input_channels(input_channels, channels):
 
 
 def static_model(model, input_size, batch_size=1, input_channels=None,
-                 separate_skip_scales=False):
+                 separate_skip_scales=False) -> Any:
     """A functional wrapper of `model` with a fixed `(batch, H, W, C)` input.
 
     TFLite wants static shapes: a `None` spatial size becomes `1x1` in the converted file
@@ -222,7 +223,7 @@ def _check_same_outputs(graph, sample, expected):
         )
 
 
-def model_facts(model):
+def model_facts(model) -> dict:
     """`num_classes`, `output_activation`, `channels` of the model, for the export job.
 
     A view of `keras_unet.runtime.describe.describe_model`, the one description of a model

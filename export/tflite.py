@@ -69,239 +69,40 @@ print(result.summary())
 ```
 """
 
-import dataclasses
-import functools
-import re
-import time
+from __future__ import annotations
 
-import numpy as np
+from typing import Any, Optional
 
+from keras_unet.export.converter import Converter, Diagnosis, apply_rewrites, check_output
 from keras_unet.export.mask_head import tflite_with_mask_head
 from keras_unet.export.metadata import embed_tflite_metadata
-from keras_unet.export.pipeline import Converter, Diagnosis, check_output, run_export
+from keras_unet.export.options import (CALIBRATION_SIZE, DEFAULT_AGREEMENT_FLOOR,
+                                       DEFAULT_THREADS, VERIFICATION_SIZE, ExportOptions)
+from keras_unet.export.pipeline import run_export
+from keras_unet.export.result import ExportResult
+from keras_unet.export.rewrites import TFLITE_REWRITES, binary_output_off_half  # noqa: F401
+from keras_unet.export.tflite_convert import (  # noqa: F401  (the format's public names)
+    IO_DTYPES,
+    QUANTIZE_MODES,
+    TFLiteOptions,
+    UnsupportedOpsError,
+    convert,
+    custom_ops,
+    describe,
+    make_converter,
+    time_ms,
+    write_saved_model,
+)
+from keras_unet.export.tflite_int8 import TFLiteQATSession, TFLiteSession
 from keras_unet.export.tflite_support_metadata import (
     TFLITE_METADATA,
     build_support_metadata,
     pack_associated_files,
 )
-from keras_unet.export.verify import DEFAULT_AGREEMENT_FLOOR
-
-QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
-IO_DTYPES = ("float32", "uint8", "int8")
+from keras_unet.runtime.metadata_schema import is_mask_output
 
 
-class UnsupportedOpsError(ValueError):
-    """The model needs TensorFlow ops that TFLite built-ins do not have."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TFLiteOptions:
-    """How `convert` turns the job's model into a `.tflite` file.
-
-    Args:
-        quantize: `"none"`, `"fp16"`, `"dynamic"` or `"int8"`.
-        io_dtype: `"float32"`, or `"uint8"`/`"int8"` input and output with `"int8"`.
-        check_speed: for `"dynamic"` and `"int8"`, `diagnose` times the file against a
-            float32 conversion and warns when it gains too little (int8: < 1.5x).
-        threads: interpreter threads for those timings.
-
-    Example:
-    ```python
-    TFLiteOptions(quantize="int8", io_dtype="uint8")
-    ```
-    """
-
-    quantize: str = "none"
-    io_dtype: str = "float32"
-    check_speed: bool = True
-    threads: int = 2
-
-    def __post_init__(self):
-        if self.io_dtype not in IO_DTYPES:
-            raise ValueError(
-                f"`io_dtype` must be one of {list(IO_DTYPES)}. Received: io_dtype={self.io_dtype!r}"
-            )
-        if self.io_dtype != "float32" and self.quantize != "int8":
-            raise ValueError(
-                "Integer input/output needs full-integer quantization (quantize='int8'). "
-                f"Received: io_dtype={self.io_dtype!r}, quantize={self.quantize!r}"
-            )
-
-
-def write_saved_model(model, folder):
-    """Write `model` (static input) as a SavedModel whose one signature takes `image`.
-
-    `TFLiteConverter.from_keras_model` writes this same SavedModel for Keras 3, but when
-    that fails it swallows the error and falls back to a Keras 2 path that dies with
-    "'NoneType' object is not callable"; writing it here lets the real error through.
-
-    Example:
-    ```python
-    write_saved_model(job.static, job.work / "saved_model")
-    ```
-    """
-    import keras
-    import tensorflow as tf
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    signature = [tf.TensorSpec(x.shape, dtype=x.dtype, name="image") for x in model.inputs]
-    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
-    archive.write_out(str(folder), verbose=False)
-    return folder
-
-
-def make_converter(job, options):
-    """A `tf.lite.TFLiteConverter` for the job's model, configured for `options`.
-
-    Built-in ops only; `"int8"` calibrates on `job.calibration` with the input range
-    pinned to [0, 255]. This is the object `tf.lite.experimental.QuantizationDebugger`
-    takes.
-
-    Example:
-    ```python
-    converter = make_converter(job, TFLiteOptions(quantize="int8", io_dtype="uint8"))
-    ```
-    """
-    import tensorflow as tf
-
-    from keras_unet.export.calibration import pin_input_range, tflite_representative_dataset
-
-    saved_model = job.cached("tflite_saved_model",
-                             lambda: write_saved_model(job.static, job.work / "saved_model"))
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if options.quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if options.quantize == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    if options.quantize == "int8":
-        converter.representative_dataset = tflite_representative_dataset(
-            pin_input_range(job.calibration), job.progress)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.as_dtype(options.io_dtype)
-        converter.inference_output_type = tf.as_dtype(options.io_dtype)
-    return converter
-
-
-def convert(job, options):
-    """The `.tflite` bytes (no metadata yet) of the job's model for `options`.
-
-    Example:
-    ```python
-    model_bytes = convert(job, TFLiteOptions(quantize="fp16"))
-    ```
-    """
-    try:
-        model_bytes = make_converter(job, options).convert()
-    except Exception as error:  # ConverterError and friends; re-raised with the cause
-        message = str(error)
-        flex = r"'tf\.(\w+)' op is neither a custom op nor a flex op"
-        ops = sorted(set(re.findall(flex, message)))
-        ops += sorted(set(re.findall(r"Custom ops: ([\w, ]+)", message)) - set(ops))
-        if ops:
-            _raise_unsupported(ops, job.source)
-        lines = [line for line in message.splitlines() if "error" in line.lower()]
-        raise RuntimeError(
-            f"TFLite conversion of '{job.source}' with quantize='{options.quantize}' failed: "
-            + ("; ".join(lines[:5]) or message[-1000:])
-        ) from error
-    custom = custom_ops(model_bytes)
-    if custom:
-        _raise_unsupported(custom, job.source)
-    return finish_converted(model_bytes)
-
-
-# A uint8 probability output has scale 1/256: 0.5 is the code 128, where keras-unet's
-# `p >= 0.5` and MediaPipe's `p > 0.5` disagree. With 1/255.75 the QUANTIZE op still
-# gives every code it gave (q * 255.75/256 is within 0.25 of q for q <= 255), 128 reads
-# 0.50049 and no code reads 0.5.
-UINT8_PROBABILITY_SCALE = 1.0 / 255.75
-
-
-def binary_output_off_half(model_bytes):
-    """A binary file's uint8 output scale set to 1/255.75, so that no value is exactly 0.5.
-
-    A full-int8 file ends in a QUANTIZE op (int8 -> uint8, or float -> uint8 when the last
-    layers stayed float) whose output scale is 1/256: the probability 0.5 is the code 128,
-    which keras-unet's masks (`p >= 0.5`) call foreground and MediaPipe's category mask
-    (`p > 0.5`) background. The QUANTIZE op takes any output scale; with 1/255.75 it
-    writes the same codes as before (so the masks and the agreement with Keras do not
-    change), and they read at most 0.001 higher: the code 128 reads 0.50049, foreground
-    for both rules, and the two agree on every pixel. (Scale 1/255 would also take 0.5
-    off the grid, but it turns the code 128 into 127, background for both: on models whose
-    probabilities sit near 0.5 that costs agreement with Keras.) Other files are returned
-    unchanged.
-
-    Example:
-    ```python
-    model_bytes = binary_output_off_half(model_bytes)
-    ```
-    """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(model_bytes, 0)
-    graph = model.Subgraphs(0)
-    if model.SubgraphsLength() != 1 or graph.OutputsLength() != 1:
-        return model_bytes
-    output = graph.Outputs(0)
-    tensor = graph.Tensors(output)
-    quant = tensor.Quantization()
-    if (tensor.Type() != schema.TensorType.UINT8 or tensor.ShapeAsNumpy()[-1] != 1
-            or quant is None or quant.ScaleLength() != 1
-            or not np.isclose(quant.Scale(0), 1 / 256, rtol=1e-6) or quant.ZeroPoint(0) != 0):
-        return model_bytes
-    producers = [graph.Operators(i) for i in range(graph.OperatorsLength())
-                 if output in graph.Operators(i).OutputsAsNumpy()]
-    if len(producers) != 1:
-        return model_bytes
-    code = model.OperatorCodes(producers[0].OpcodeIndex())
-    if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != schema.BuiltinOperator.QUANTIZE:
-        return model_bytes
-    unpacked = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
-    unpacked.subgraphs[0].tensors[output].quantization.scale = [UINT8_PROBABILITY_SCALE]
-    builder = flatbuffers.Builder(len(model_bytes) + 4096)
-    builder.Finish(unpacked.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def finish_converted(model_bytes):
-    """A converted file as it is written: int8 requantizations the built-in kernels compute
-    exactly (`keras_unet.export.quantization.requantize`), a binary int8 file's logit range
-    clipped to the sigmoid's [-8, 8] (`keras_unet.export.quantization.logit_range`), then
-    its uint8 output off 0.5 (`binary_output_off_half`); each step leaves a file it does
-    not apply to as it was."""
-    from keras_unet.export.quantization.logit_range import tflite_clip_logit_range
-    from keras_unet.export.quantization.requantize import precise_requantize
-
-    return binary_output_off_half(tflite_clip_logit_range(precise_requantize(model_bytes)))
-
-
-def custom_ops(model_bytes):
-    """Names of the custom (incl. Flex) ops in a `.tflite` file's contents."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(model_bytes, 0)
-    names = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == schema.BuiltinOperator.CUSTOM:
-            names.append((code.CustomCode() or b"?").decode())
-    return names
-
-
-def _raise_unsupported(ops, source):
-    raise UnsupportedOpsError(
-        f"'{source}' needs TensorFlow ops that are not TFLite built-ins: {', '.join(ops)}. "
-        "Exports use built-in ops only, because Select TF (Flex) ops are missing from "
-        "ai_edge_litert / tflite_runtime on devices. Replace the layer that uses them "
-        "(e.g. a Lambda calling tf.* functions) with Keras layers or keras.ops that "
-        "TFLite supports."
-    )
-
-
-def embed_metadata(model_bytes, metadata):
+def embed_metadata(model_bytes: bytes, metadata: dict) -> bytes:
     """`model_bytes` with our `keras_unet` entry and the standard TFLite Metadata.
 
     Both metadata buffers are stored in one rewrite of the flatbuffer
@@ -314,7 +115,7 @@ def embed_metadata(model_bytes, metadata):
     data = embed_metadata(model_bytes, metadata)
     ```
     """
-    if metadata.get("output") == "mask":
+    if is_mask_output(metadata):
         # A uint8 class-id mask is not the confidence tensor the TFLite Metadata describes
         # (MediaPipe would read it as probabilities): the file carries our entry only.
         return embed_tflite_metadata(model_bytes, metadata)
@@ -323,54 +124,12 @@ def embed_metadata(model_bytes, metadata):
     return pack_associated_files(packed, support.files)
 
 
-def _interpreter(model_bytes, **kwargs):
-    from keras_unet.runtime.tflite import interpreter_class
-
-    interpreter = interpreter_class()(model_content=model_bytes, **kwargs)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def describe(model_bytes):
-    """Shape, dtypes and quantization of the input and output tensors of a `.tflite` file."""
-    interpreter = _interpreter(model_bytes)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-    def quant(detail):
-        scale, zero_point = detail["quantization"]
-        if np.dtype(detail["dtype"]).kind == "f" or scale == 0:
-            return None
-        return {"scale": float(scale), "zero_point": int(zero_point)}
-
-    return {
-        "input_shape": tuple(int(d) for d in inp["shape"]),
-        "input_dtype": np.dtype(inp["dtype"]).name,
-        "output_dtype": np.dtype(out["dtype"]).name,
-        "input_quantization": quant(inp),
-        "output_quantization": quant(out),
-    }
-
-
-def time_ms(model_bytes, repeats=5, threads=2):
-    """Median milliseconds of one `invoke()` after a warm-up call (XNNPACK packs weights then)."""
-    interpreter = _interpreter(model_bytes, num_threads=threads)
-    detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-    interpreter.invoke()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        interpreter.invoke()
-        runs.append(time.perf_counter() - start)
-    return float(np.median(runs)) * 1e3
-
-
 # An int8 file that gains less than this over float32 is reported: the model's ops do
 # not map onto fast integer kernels (MobileNetV3-small: 0.47 vs 0.57 of Keras' time).
 MIN_INT8_SPEEDUP = 1.5
 
 
-def mediapipe_notes(channels, io_dtype):
+def mediapipe_notes(channels: int, io_dtype: str) -> list:
     """Why MediaPipe's ImageSegmenter would refuse a file with this input, if it would.
 
     MediaPipe takes 3-channel (or 4-channel) images and uint8 or float32 tensors.
@@ -394,13 +153,21 @@ def mediapipe_notes(channels, io_dtype):
     return notes
 
 
-def diagnose(job, options, model_bytes):
-    """MediaPipe's input requirements; time a dynamic-range or int8 file against float32."""
+def diagnose(job: Any, options: TFLiteOptions, model_bytes: bytes) -> Diagnosis:
+    """MediaPipe's input requirements; time a dynamic-range or int8 file against float32.
+
+    Nothing for a quantize-aware job: its float graph holds the fake-quant ops, so there is
+    no float32 conversion to time it against.
+    """
+    if job.quantize_aware:
+        return Diagnosis()
     notes = mediapipe_notes(job.input_channels, options.io_dtype)
     if options.quantize not in ("dynamic", "int8") or not options.check_speed:
         return Diagnosis(warnings=notes)
-    float_bytes = job.cached("tflite_float32", lambda: convert(
-        job, dataclasses.replace(options, quantize="none", io_dtype="float32")))
+    float_options = TFLiteOptions(quantize="none", io_dtype="float32",
+                                  check_speed=options.check_speed, threads=options.threads)
+    float_bytes = job.cached("tflite_float32", lambda: apply_rewrites(
+        TFLITE_REWRITES, convert(job, float_options), "none"))
     mode = options.quantize
     timings = {"float32": time_ms(float_bytes, threads=options.threads),
                mode: time_ms(model_bytes, threads=options.threads)}
@@ -424,69 +191,31 @@ def diagnose(job, options, model_bytes):
     return Diagnosis(warnings=notes + found, timings_ms=timings)
 
 
-class Int8Session:
-    """The int8 quantizer of one job for `keras_unet.export.int8.quantize_verified`.
-
-    Calibrates once (`TFLiteQuantizer`: the calibrator's ranges measured again where
-    TFLite widened them), then quantizes from either calibration variant (`"percentile"`:
-    ranges clipped at the 99.99th percentile, see `keras_unet.export.quantization.ranges`;
-    `"minmax"`) with any set of ops kept in float
-    (`denylisted_nodes`, uint8/int8 I/O kept) and reports per layer.
-
-    Example:
-    ```python
-    session = Int8Session(job, TFLiteOptions(quantize="int8", io_dtype="uint8"))
-    model_bytes = session.quantize([], "minmax")
-    ```
-    """
-
-    # Percentile first: it agreed better on every model of the int8 matrix (first is what
-    # repair=False uses).
-    variants = ("percentile", "minmax")
-
-    def __init__(self, job, options):
-        from keras_unet.export.quantization import TFLiteQuantizer
-
-        self.job = job
-        self.options = options
-        self.quantizer = TFLiteQuantizer(make_converter(job, options))
-
-    def quantize(self, keep_float, variant):
-        model_bytes = self.quantizer.quantize(keep_float=keep_float, variant=variant)
-        custom = custom_ops(model_bytes)
-        if custom:
-            _raise_unsupported(custom, self.job.source)
-        return finish_converted(model_bytes)
-
-    def expand(self, nodes):
-        return self.quantizer.with_consumers(nodes)
-
-    def time_ms(self, model_bytes):
-        """Latency of `model_bytes` here, or None when speed checks are off."""
-        if not self.options.check_speed:
-            return None
-        return time_ms(model_bytes, threads=self.options.threads)
-
-    def leading_nodes(self):
-        return self.quantizer.leading_ops()
-
-    def report(self, images, keep_float, variant):
-        return self.quantizer.report(images, keep_float=keep_float, model=self.job.model,
-                                     variant=variant)
+def conversion_options(options: ExportOptions) -> TFLiteOptions:
+    """The `TFLiteOptions` of an export (io_dtype: uint8 for int8, else float32 by default)."""
+    io_dtype = options.io_dtype
+    if io_dtype is None:
+        io_dtype = "uint8" if options.quantize == "int8" else "float32"
+    return TFLiteOptions(quantize=options.quantize, io_dtype=io_dtype,
+                         check_speed=options.check_speed, threads=options.threads)
 
 
 CONVERTER = Converter(format="tflite", suffix=".tflite", quantize_modes=QUANTIZE_MODES,
-                      convert=convert, describe=describe, embed_metadata=embed_metadata,
-                      diagnose=diagnose, int8_session=Int8Session,
+                      conversion_options=conversion_options, convert=convert, describe=describe,
+                      embed_metadata=embed_metadata, int8_session=TFLiteSession,
+                      qat_session=TFLiteQATSession, rewrites=TFLITE_REWRITES, diagnose=diagnose,
                       mask_head=tflite_with_mask_head)
 
 
-def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
-                  calibration_size=100, io_dtype=None, input_size=None, verify=True,
-                  agreement_floor=DEFAULT_AGREEMENT_FLOOR, verification_data=None,
-                  verification_size=32, check_speed=True, progress=True, repair=None,
-                  layer_report=False, threads=2, verbose=False, input_channels=None,
-                  output="probabilities"):
+def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
+                  calibration_data: Any = None, calibration_size: int = CALIBRATION_SIZE,
+                  io_dtype: Optional[str] = None, input_size: Optional[tuple] = None,
+                  verify: bool = True, agreement_floor: float = DEFAULT_AGREEMENT_FLOOR,
+                  verification_data: Any = None, verification_size: int = VERIFICATION_SIZE,
+                  check_speed: bool = True, progress: bool = True, repair: Optional[bool] = None,
+                  layer_report: bool = False, threads: int = DEFAULT_THREADS, verbose: bool = False,
+                  input_channels: Optional[int] = None,
+                  output: str = "probabilities") -> ExportResult:
     """Convert a Keras segmentation model to a verified `.tflite` file.
 
     The file carries our `keras_unet` metadata and the standard TFLite Metadata
@@ -548,14 +277,10 @@ def export_tflite(model_or_path, out, quantize="none", calibration_data=None,
     ```
     """
     check_output(CONVERTER, out, quantize)
-    if io_dtype is None:
-        io_dtype = "uint8" if quantize == "int8" else "float32"
-    options = TFLiteOptions(quantize=quantize, io_dtype=io_dtype, check_speed=check_speed,
-                            threads=threads)
-    return run_export(
-        CONVERTER, options, model_or_path, out, calibration_data=calibration_data,
-        calibration_size=calibration_size, input_size=input_size, batch=1, verify=verify,
-        agreement_floor=agreement_floor, verification_data=verification_data,
-        verification_size=verification_size, progress=progress, repair=repair,
-        layer_report=layer_report, verbose=verbose, input_channels=input_channels, output=output,
-    )
+    options = ExportOptions(
+        quantize=quantize, calibration_data=calibration_data, calibration_size=calibration_size,
+        io_dtype=io_dtype, input_size=input_size, verify=verify, agreement_floor=agreement_floor,
+        verification_data=verification_data, verification_size=verification_size,
+        check_speed=check_speed, progress=progress, repair=repair, layer_report=layer_report,
+        threads=threads, verbose=verbose, input_channels=input_channels, output=output)
+    return run_export(CONVERTER, options, model_or_path, out)

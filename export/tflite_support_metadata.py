@@ -59,6 +59,7 @@ import dataclasses
 import io
 import os
 import zipfile
+from typing import Any, Optional
 
 TFLITE_METADATA = "TFLITE_METADATA"
 SEGMENTER_METADATA = "SEGMENTER_METADATA"
@@ -100,7 +101,7 @@ def _schemas():
     return schema, segmenter
 
 
-def mediapipe_activation(metadata):
+def mediapipe_activation(metadata) -> Any:
     """The activation MediaPipe must apply to the output: `"NONE"`, `"SIGMOID"` or `"SOFTMAX"`.
 
     NONE when the model outputs probabilities (its `output_activation` is sigmoid or
@@ -116,7 +117,7 @@ def mediapipe_activation(metadata):
     return "SIGMOID" if int(metadata["num_classes"]) == 1 else "SOFTMAX"
 
 
-def mediapipe_labels(metadata):
+def mediapipe_labels(metadata) -> Optional[list]:
     """The labels, one per output channel, or None when the classes have no names.
 
     A binary model has one output channel, the foreground: its one label is the
@@ -164,7 +165,7 @@ def _model_name(metadata):
     return os.path.splitext(os.path.basename(source))[0] if source else "keras_unet"
 
 
-def build_support_metadata(metadata):
+def build_support_metadata(metadata) -> Any:
     """The TFLite Metadata of a file whose keras_unet metadata is `metadata`.
 
     Args:
@@ -250,7 +251,7 @@ def build_support_metadata(metadata):
     return SupportMetadata(buffer=bytes(builder.Output()), files=files)
 
 
-def pack_associated_files(model_bytes, files):
+def pack_associated_files(model_bytes, files) -> bytes:
     """`model_bytes` with `files` appended as a zip archive (stored, not compressed).
 
     The layout the TFLite Support metadata populator writes: the model, then zip entries
@@ -275,7 +276,7 @@ def pack_associated_files(model_bytes, files):
     return stream.getvalue()
 
 
-def associated_files(model_bytes):
+def associated_files(model_bytes) -> dict:
     """`{name: bytes}` of the files packed after a `.tflite` model ({} when there are none).
 
     Example:
@@ -290,7 +291,7 @@ def associated_files(model_bytes):
         return {name: archive.read(name) for name in archive.namelist()}
 
 
-def read_support_metadata(model_bytes):
+def read_support_metadata(model_bytes) -> Any:
     """The TFLite Metadata of a `.tflite` file as a plain dict, or None when it has none.
 
     For checks and tests: the fields this module writes, read back with the schema.

@@ -27,27 +27,25 @@ report.passed, report.agreement_iou
 """
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
+from keras_unet.export.options import DEFAULT_AGREEMENT_FLOOR
 from keras_unet.runtime.scores import (agreement_standard_error, mask_agreement,
                                        probabilities_to_masks)
 
 FP32_ATOL = 1e-4
-# The default refuses what plainly does not segment like the original. Measured on 32
-# held-out images, agreement carries noise of about +-0.005: a 0.98 default refused
-# ResNet50 files at 0.979 whose held-out test agreement was higher, and repairing towards
-# it kept up to 21 ops in float on a plain U-Net for ONNX (0.71x Keras' latency instead of
-# about 0.5x). Ask for more with `agreement_floor` / --agreement-floor.
-DEFAULT_AGREEMENT_FLOOR = 0.95
 
 
 class VerificationError(RuntimeError):
-    """The exported file disagrees with the Keras model; `.report` holds the numbers."""
+    """The exported file disagrees with the Keras model; `.report` holds the numbers, and
+    `.outcome` the int8 step's `Int8Outcome` (best attempt, its layer report) when it refused."""
 
-    def __init__(self, message, report):
+    def __init__(self, message: str, report: Any = None, outcome: Any = None) -> None:
         super().__init__(message)
         self.report = report
+        self.outcome = outcome
 
 
 @dataclasses.dataclass
@@ -89,7 +87,7 @@ class VerificationReport:
     source: str = ""
     agreement_se: float = 0.0
 
-    def summary(self):
+    def summary(self) -> str:
         """One line with the numbers, e.g. for the CLI."""
         status = "passed" if self.passed else "FAILED"
         origin = f" from {self.source}" if self.source else ""
@@ -102,12 +100,12 @@ class VerificationReport:
             f"pixel_agreement={self.pixel_agreement:.4f} (required: {self.criterion})"
         )
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def compare_predictions(reference, candidate, quantization="none", threshold=0.5,
-                        agreement_floor=DEFAULT_AGREEMENT_FLOOR, atol=FP32_ATOL, source=""):
+                        agreement_floor=DEFAULT_AGREEMENT_FLOOR, atol=FP32_ATOL, source="") -> VerificationReport:
     """Compare two probability arrays `(N, H, W, K)` and judge them.
 
     Args:
@@ -162,7 +160,7 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
     )
 
 
-def keras_predict(model, images, batch_size=8, logits=False):
+def keras_predict(model, images, batch_size=8, logits=False) -> np.ndarray:
     """Probabilities of a Keras model, float32, in inference mode.
 
     Args:
@@ -180,11 +178,10 @@ def keras_predict(model, images, batch_size=8, logits=False):
     """
     static_batch = model.inputs[0].shape[0] if getattr(model, "inputs", None) else None
     batch_size = static_batch or batch_size
-    outputs = [
+    outputs = np.concatenate([
         np.asarray(model(images[i:i + batch_size], training=False), dtype="float32")
         for i in range(0, len(images), batch_size)
-    ]
-    outputs = np.concatenate(outputs)
+    ])
     if logits:
         from keras_unet.runtime.tensors import activate
 
@@ -194,7 +191,7 @@ def keras_predict(model, images, batch_size=8, logits=False):
 
 def verify_export(model, path, images, quantization, threshold=0.5,
                   agreement_floor=DEFAULT_AGREEMENT_FLOOR, atol=FP32_ATOL, source="",
-                  raise_on_failure=True, reference=None):
+                  raise_on_failure=True, reference=None) -> VerificationReport:
     """Run `path` and `model` on `images`, compare, and raise if the export fails.
 
     Args:
@@ -249,7 +246,7 @@ def verify_export(model, path, images, quantization, threshold=0.5,
 
 
 def select_verification_images(size, channels, verification_data=None, calibration_images=None,
-                               limit=16, progress=True):
+                               limit=16, progress=True) -> tuple:
     """Images to verify on, and where they came from.
 
     Order: `verification_data` if given; else the calibration images; else the nuclei
@@ -285,3 +282,36 @@ def select_verification_images(size, channels, verification_data=None, calibrati
         )
     images = load_images(sample, size, channels, limit, name="verification_data", progress=progress)
     return images, "keras_unet shipped nuclei sample"
+
+
+def verify_bytes(job, converter, model_bytes, quantization, threshold=0.5,
+                 agreement_floor=DEFAULT_AGREEMENT_FLOOR, raise_on_failure=True) -> VerificationReport:
+    """Run `model_bytes` in its runtime against the job's Keras reference.
+
+    Args:
+        job: the pipeline's `ExportJob` (its verification images and Keras reference).
+        converter: the format's `Converter` (its suffix names the file the runtime loads).
+        model_bytes: the file to check.
+        quantization: its quantization mode (decides the criterion).
+        threshold: binary threshold of the masks.
+        agreement_floor: lowest `agreement_iou` accepted for a quantized file.
+        raise_on_failure: raise `VerificationError` when the criterion fails.
+
+    Returns:
+        the `VerificationReport`.
+
+    Example:
+    ```python
+    report = verify_bytes(job, CONVERTER, model_bytes, "int8", raise_on_failure=False)
+    report.agreement_iou
+    ```
+    """
+    images, source = job.verification_images()
+    path = job.new_path("candidate", converter.suffix)
+    path.write_bytes(model_bytes)
+    try:
+        return verify_export(job.static, path, images, quantization, threshold=threshold,
+                             agreement_floor=agreement_floor, source=source,
+                             raise_on_failure=raise_on_failure, reference=job.reference())
+    finally:
+        path.unlink()

@@ -1,6 +1,7 @@
 """The house rules of docs/ARCHITECTURE.md, checked on the source: one import root, imports in
-one direction, heavy libraries only where they are needed, and a package that a user's own
-`export.py` or `benchmarks.py` cannot shadow."""
+one direction, no import cycle between modules (imports inside functions included), heavy
+libraries only where they are needed, and a package that a user's own `export.py` or
+`benchmarks.py` cannot shadow."""
 
 import ast
 import subprocess
@@ -30,9 +31,9 @@ HEAVY = {"tensorflow", "keras", "onnx", "tf2onnx", "matplotlib", "jax", "torch"}
 HEAVY_AT_TOP_ALLOWED = {"plugin"}
 
 
-def _modules():
+def _modules(roots=None):
     found = {}
-    for package, folder in ROOTS.items():
+    for package, folder in (roots or ROOTS).items():
         for path in sorted(folder.rglob("*.py")):
             relative = path.relative_to(folder).with_suffix("")
             parts = [p for p in relative.parts if p != "__init__"]
@@ -74,6 +75,87 @@ def _imports(path, module):
             yield name, node.lineno, id(node) in top_level
             for alias in node.names:  # `from keras_unet import export`
                 yield f"{name}.{alias.name}", node.lineno, id(node) in top_level
+
+
+def _import_graph(modules):
+    """module -> the project modules it imports, anywhere in the file (inside functions too).
+
+    `from a.b import c` is an edge to the module `a.b.c` when there is one, else to `a.b`; an
+    import names the module it loads, not the packages above it.
+    """
+    graph = {}
+    for module, path in modules.items():
+        by_line = {}
+        for imported, line, _ in _imports(path, module):
+            if imported in modules and imported != module:
+                by_line.setdefault(line, set()).add(imported)
+        graph[module] = {name for names in by_line.values() for name in names
+                         if not any(other.startswith(name + ".") for other in names)}
+    return graph
+
+
+def _cycles(graph):
+    """The import cycles of `graph`: strongly connected components of more than one module
+    (Tarjan's algorithm, iterative), each as a sorted list."""
+    index, low, on_stack, stack, found = {}, {}, set(), [], []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_cycle():
+    cycles = _cycles(_import_graph(_modules()))
+    assert not cycles, "modules that import each other (directly or around a circle):\n" + "\n".join(
+        " <-> ".join(cycle) for cycle in cycles)
+
+
+def test_a_planted_circle_is_caught(tmp_path):
+    """The cycle check sees a circle closed by an import inside a function."""
+    package = tmp_path / "planted"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from planted import b\n")
+    (package / "b.py").write_text("def later():\n    from planted.c import helper\n    return helper\n")
+    (package / "c.py").write_text("import planted.a\n\ndef helper():\n    return 1\n")
+    (package / "d.py").write_text("from planted import a, b  # imports the circle, is not in it\n")
+    modules = _modules({"planted": package})
+    assert _cycles(_import_graph(modules)) == [["planted.a", "planted.b", "planted.c"]]
+    (package / "c.py").write_text("def helper():\n    return 1\n")
+    assert _cycles(_import_graph(_modules({"planted": package}))) == []
 
 
 def test_every_module_has_a_level():

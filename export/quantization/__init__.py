@@ -8,6 +8,8 @@ below load their module on first use.
 - `tflite_debug`: `tflite_layer_report`, `TFLiteQuantizer` (calibrate once, fix the
   ranges TFLite's calibrator widens, report, re-quantize with ops kept in float),
   `tflite_convert_keeping_float`.
+- `tflite_graph`: which op writes and which ops read each tensor of a `.tflite` file
+  (`tensor_ops`, `tensor_consumers`).
 - `tflite_ranges`: measure a calibrated model's activation ranges again and write them
   back (`measure_ranges`, `widened_ranges`, `set_ranges`).
 - `onnx_debug`: `onnx_layer_report`, `onnx_nodes_to_exclude` (what `quantize_static`'s

@@ -39,6 +39,8 @@ onnx_bytes = onnx_clip_logit_range(onnx_bytes)
 ```
 """
 
+from typing import Optional
+
 import numpy as np
 
 from keras_unet.quantization.registry import SIGMOID_INPUT_RANGE
@@ -47,7 +49,7 @@ from keras_unet.quantization.registry import SIGMOID_INPUT_RANGE
 ONNX_CARRIERS = ("QuantizeLinear", "DequantizeLinear", "Reshape", "Transpose", "Identity")
 
 
-def clipped_quantization(scale, zero_point, qmin, qmax):
+def clipped_quantization(scale, zero_point, qmin, qmax) -> Optional[tuple]:
     """`(scale, zero_point)` of the range `(scale, zero_point)` covers, clipped to
     `SIGMOID_INPUT_RANGE`, or None when it already fits (0 stays a code)."""
     low, high = (qmin - zero_point) * scale, (qmax - zero_point) * scale
@@ -98,7 +100,7 @@ def _tflite_logit(model, schema):
     return logit
 
 
-def tflite_clip_logit_range(model_bytes):
+def tflite_clip_logit_range(model_bytes) -> bytes:
     """A full-int8 binary `.tflite` file with its logit range clipped to [-8, 8].
 
     Example:
@@ -156,7 +158,7 @@ def _onnx_logit(graph):
     return quantize, dequantize
 
 
-def onnx_clip_logit_range(model_bytes):
+def onnx_clip_logit_range(model_bytes) -> bytes:
     """A QDQ binary `.onnx` file with its logit range clipped to [-8, 8].
 
     The QuantizeLinear/DequantizeLinear pair in front of the output's Sigmoid gets the

@@ -124,7 +124,7 @@ def _session_outputs(augmented_path, images, input_name, batch_size):
 
 
 def onnx_layer_report(float_path, quantized_path, images, input_name="image", keep_float=(),
-                      model=None, batch_size=1):
+                      model=None, batch_size=1) -> list:
     """Per-tensor int8 error of a QDQ `.onnx` file on `images`, worst first.
 
     Args:
@@ -181,7 +181,7 @@ def onnx_layer_report(float_path, quantized_path, images, input_name="image", ke
         if node.op_type in ("Relu", "Clip") and kept is not None and kept.op_type != node.op_type:
             removed[tensor] = (_removed_activation(node, constants), kept)
 
-    stats = {}
+    stats: dict = {}
     with tempfile.TemporaryDirectory(prefix="keras_unet_qdq_debug_") as work:
         augmented = Path(work) / "augmented.onnx"
         modify_model_output_intermediate_tensors(str(quantized_path), str(augmented))
@@ -220,7 +220,7 @@ def onnx_layer_report(float_path, quantized_path, images, input_name="image", ke
     return sort_rows(rows)
 
 
-def onnx_nodes_to_exclude(float_path, nodes):
+def onnx_nodes_to_exclude(float_path, nodes) -> list:
     """`nodes` plus the nodes onnxruntime needs excluded with them to really run in float.
 
     A report row of a Conv followed by an activation names the activation (the QDQ
@@ -246,7 +246,7 @@ def onnx_nodes_to_exclude(float_path, nodes):
 
     graph = onnx.load(str(float_path), load_external_data=False).graph
     producers = _producers(graph)
-    consumers = {}
+    consumers: dict = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)

@@ -22,13 +22,14 @@ quantize_static(..., calibrate_method=CalibrationMethod.MinMax,
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from keras_unet.export.quantization.ranges import DEFAULT_PERCENTILE, RangeSampler
 
 
-def sample_activations(float_path, images, input_name="image"):
+def sample_activations(float_path, images, input_name="image") -> Any:
     """A `RangeSampler` of every float intermediate tensor of `float_path` over `images`.
 
     Example:
@@ -67,7 +68,7 @@ def sample_activations(float_path, images, input_name="image"):
     return sampler
 
 
-def percentile_overrides(float_path, images, input_name="image", percentile=DEFAULT_PERCENTILE):
+def percentile_overrides(float_path, images, input_name="image", percentile=DEFAULT_PERCENTILE) -> dict:
     """`TensorQuantOverrides` for `quantize_static`: each intermediate tensor's range
     clipped at `percentile` on each side (graph input and outputs left to min/max).
 

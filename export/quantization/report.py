@@ -42,6 +42,7 @@ print(format_worst_layers(rows, n=5))
 
 import math
 import re
+from typing import Any, Optional
 
 COLUMNS = ("name", "op", "sqnr_db", "rmse_over_scale", "max_abs_error", "mean_error",
            "kept_float", "node")
@@ -51,7 +52,7 @@ _SCOPE_SUFFIX = re.compile(r"_\d+$")
 
 
 def make_row(name, op, node, sqnr_db=None, rmse_over_scale=None, max_abs_error=None,
-             mean_error=None, kept_float=False):
+             mean_error=None, kept_float=False) -> dict:
     """One report row with every column of `COLUMNS`; figures as plain floats or None.
 
     Example:
@@ -69,7 +70,7 @@ def make_row(name, op, node, sqnr_db=None, rmse_over_scale=None, max_abs_error=N
     }
 
 
-def sqnr_db(signal_power, noise_power):
+def sqnr_db(signal_power, noise_power) -> float:
     """`10 log10(signal_power / noise_power)`, both floored at machine epsilon (finite).
 
     No error at all gives `MAX_SQNR_DB`: onnxruntime's formula gives 0 dB to a tensor
@@ -86,7 +87,7 @@ def sqnr_db(signal_power, noise_power):
     return min(10.0 * math.log10(ratio), MAX_SQNR_DB)
 
 
-def sort_rows(rows):
+def sort_rows(rows) -> list:
     """Rows worst first: lowest `sqnr_db`, then highest `rmse_over_scale`; kept-float last.
 
     Example:
@@ -102,7 +103,7 @@ def sort_rows(rows):
     return sorted(rows, key=key)
 
 
-def worst_nodes(rows, n=1, skip=()):
+def worst_nodes(rows, n=1, skip=()) -> list:
     """The `node` of the `n` worst quantized rows, for the format's keep-in-float option.
 
     Args:
@@ -125,7 +126,7 @@ def worst_nodes(rows, n=1, skip=()):
     return chosen
 
 
-def leading_nodes(ops, compute_ops):
+def leading_nodes(ops, compute_ops) -> list:
     """The stem: the first convolution, the ops it depends on, and the ops after it that
     read only what the stem computes (its activation), in execution order.
 
@@ -168,7 +169,7 @@ def leading_nodes(ops, compute_ops):
     return [ops[i][0] for i in sorted(stem)]
 
 
-def layer_names(model):
+def layer_names(model) -> Optional[set]:
     """The names `keras_layer_name` resolves against, from a Keras model or an iterable.
 
     Example:
@@ -184,7 +185,7 @@ def layer_names(model):
     return {str(name) for name in model}
 
 
-def output_layer_names(model):
+def output_layer_names(model) -> list:
     """Names of the layers that produce a Keras model's outputs ([] for a list of names).
 
     The converters name the output tensors after the signature
@@ -214,7 +215,7 @@ def _layer_in_path(path, names):
     return None
 
 
-def keras_layer_name(tensor_name, names):
+def keras_layer_name(tensor_name, names) -> Any:
     """The Keras layer(s) a TFLite tensor or ONNX node name comes from.
 
     Fused ops list their parts with `;`, output op first; the layers come back in
@@ -247,7 +248,7 @@ def _cell(value, digits):
     return f"{value:.{digits}f}"
 
 
-def format_worst_layers(rows, n=10):
+def format_worst_layers(rows, n=10) -> str:
     """A short text table of the `n` worst rows, plus a line for the layers kept in float.
 
     Example:

@@ -51,7 +51,7 @@ def _imprecise_requantizations(graph, schema, codes):
     return found
 
 
-def precise_requantize(model_bytes):
+def precise_requantize(model_bytes) -> bytes:
     """`model_bytes` with every imprecise int8 requantization written as a 1x1 depthwise
     convolution (see the module docstring); a file without one comes back unchanged.
 

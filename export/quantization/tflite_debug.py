@@ -43,11 +43,13 @@ import csv
 import io
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
 from keras_unet.export.quantization.report import (keras_layer_name, layer_names, make_row,
                                                    output_layer_names, sort_rows, sqnr_db)
+from keras_unet.export.quantization.tflite_graph import tensor_consumers, tensor_ops
 
 # Calibrations `TFLiteQuantizer` quantizes from (see `TFLiteQuantizer.calibrated_for`).
 VARIANTS = ("minmax", "percentile")
@@ -90,56 +92,6 @@ def _calibration_samples(converter):
     # convert() wraps the callable in a RepresentativeDataset; both give input lists.
     dataset = converter.representative_dataset
     return getattr(dataset, "input_gen", dataset)()
-
-
-def tensor_consumers(model_bytes):
-    """`{tensor name: [output tensor names of the ops that read it]}` of a `.tflite` file.
-
-    Example:
-    ```python
-    tensor_consumers(model_bytes)["m/spike/add"]  # ['StatefulPartitionedCall_1:0']
-    ```
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    graph = schema.Model.GetRootAsModel(model_bytes, 0).Subgraphs(0)
-    name = lambda index: graph.Tensors(index).Name().decode()  # noqa: E731
-    found = {}
-    for i in range(graph.OperatorsLength()):
-        operator = graph.Operators(i)
-        outputs = [name(operator.Outputs(j)) for j in range(operator.OutputsLength())]
-        for j in range(operator.InputsLength()):
-            if operator.Inputs(j) >= 0:
-                found.setdefault(name(operator.Inputs(j)), []).extend(outputs)
-    return found
-
-
-def tensor_ops(model_bytes):
-    """`{tensor name: op name}` for every op output of a `.tflite` file's contents, and
-    the names of the model's output tensors.
-
-    Example:
-    ```python
-    ops, outputs = tensor_ops(model_bytes)
-    ops["unet_1/unet_1/normalization_1/sub"]  # 'SUB'
-    ```
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    op_names = {value: key for key, value in vars(schema.BuiltinOperator).items()
-                if not key.startswith("_")}
-    model = schema.Model.GetRootAsModel(model_bytes, 0)
-    graph = model.Subgraphs(0)
-    found = {}
-    for i in range(graph.OperatorsLength()):
-        operator = graph.Operators(i)
-        code = model.OperatorCodes(operator.OpcodeIndex())
-        op = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-        for j in range(operator.OutputsLength()):
-            found[graph.Tensors(operator.Outputs(j)).Name().decode()] = op
-    outputs = [graph.Tensors(graph.Outputs(j)).Name().decode()
-               for j in range(graph.OutputsLength())]
-    return found, outputs
 
 
 class TFLiteQuantizer:
@@ -215,7 +167,7 @@ class TFLiteQuantizer:
         # The debugger quantized the original calibration; re-quantize on first use.
         self._quantized_as = ("minmax", ()) if not self.widened_ranges else None
 
-    def calibrated_for(self, variant):
+    def calibrated_for(self, variant) -> Any:
         """The calibrated model of a calibration `variant` (see `VARIANTS`).
 
         `"minmax"`: each activation's full calibration range (TFLite's own, with the
@@ -247,7 +199,7 @@ class TFLiteQuantizer:
         prefixes = [name for name in self._ops if tensor_name.startswith(name)]
         return max(prefixes, key=len) if prefixes else tensor_name
 
-    def with_consumers(self, nodes):
+    def with_consumers(self, nodes) -> list:
         """`nodes` plus the ops that read their outputs.
 
         An op kept in float still hands its consumer a tensor quantized at the range
@@ -266,7 +218,7 @@ class TFLiteQuantizer:
                     chosen.append(consumer)
         return chosen
 
-    def leading_ops(self):
+    def leading_ops(self) -> list:
         """The stem's ops (`report.leading_nodes`), for `quantize(keep_float=...)`.
 
         Example:
@@ -276,7 +228,7 @@ class TFLiteQuantizer:
         """
         from keras_unet.export.quantization.report import leading_nodes
 
-        inputs = {node: [] for node in self._ops}
+        inputs: dict = {node: [] for node in self._ops}
         for tensor, readers in self._consumers.items():
             for reader in readers:
                 if reader in inputs:
@@ -304,7 +256,7 @@ class TFLiteQuantizer:
                     denylisted_nodes=list(keep_float) or None)
             self._quantized_as = (variant, keep_float)
 
-    def report(self, images, keep_float=(), model=None, variant="minmax"):
+    def report(self, images, keep_float=(), model=None, variant="minmax") -> list:
         """Per-tensor int8 error on `images`, worst first (see `report.COLUMNS`).
 
         Args:
@@ -353,7 +305,7 @@ class TFLiteQuantizer:
                                  self._ops[node], node, kept_float=True))
         return sort_rows(rows)
 
-    def quantize(self, keep_float=(), variant="minmax"):
+    def quantize(self, keep_float=(), variant="minmax") -> bytes:
         """The deployable int8 `.tflite` bytes with the ops of `keep_float` left in float.
 
         Same calibration, quantizer and input/output types as `converter.convert()`;
@@ -384,7 +336,7 @@ class TFLiteQuantizer:
         )
 
 
-def tflite_layer_report(converter, images, keep_float=(), model=None):
+def tflite_layer_report(converter, images, keep_float=(), model=None) -> list:
     """Per-layer int8 error of what `converter` converts, on `images`, worst first.
 
     Args:
@@ -407,7 +359,7 @@ def tflite_layer_report(converter, images, keep_float=(), model=None):
     return TFLiteQuantizer(converter).report(images, keep_float=keep_float, model=model)
 
 
-def tflite_convert_keeping_float(converter, nodes):
+def tflite_convert_keeping_float(converter, nodes) -> bytes:
     """Int8 `.tflite` bytes from `converter` with the ops of `nodes` left in float.
 
     Calibrates once per call; a loop that tries several denylists should keep one

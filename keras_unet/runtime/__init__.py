@@ -29,14 +29,18 @@ runner.close()                            # or: with load_runner(...) as runner:
 """
 
 import os
+from typing import TYPE_CHECKING
 
 from keras_unet.runtime.metadata import read_metadata
+
+if TYPE_CHECKING:
+    from keras_unet.runtime.base import Runner
 
 # `.ort` is ONNX Runtime's own format (ONNX Runtime Mobile); the same runner runs it.
 RUNNERS = {".tflite": "tflite", ".onnx": "onnx", ".ort": "onnx", ".keras": "keras"}
 
 
-def load_runner(path, threads=None, providers=None):
+def load_runner(path, threads=None, providers=None) -> "Runner":
     """A runner for a `.tflite`, `.onnx` or `.keras` file (see `keras_unet.runtime.base.Runner`).
 
     Args:

@@ -21,7 +21,7 @@ from keras_unet.runtime.resizing import check_size, resize_image, resize_mask
 
 
 def read_pair(image_path, mask_path, channels=3, mask_encoding="auto", num_classes=None,
-              ignore_index=None):
+              ignore_index=None) -> tuple:
     """Read one image and its decoded mask at their own size, checking the sizes agree.
 
     Args:
@@ -48,7 +48,7 @@ def read_pair(image_path, mask_path, channels=3, mask_encoding="auto", num_class
 
 
 def load_dataset_arrays(data_dir_or_pairs, size=None, channels=3, num_classes=None,
-                        mask_encoding="auto", ignore_index=None, mode="resize"):
+                        mask_encoding="auto", ignore_index=None, mode="resize") -> tuple:
     """Load a whole data set into memory as arrays.
 
     Args:
@@ -77,7 +77,8 @@ def load_dataset_arrays(data_dir_or_pairs, size=None, channels=3, num_classes=No
     if size is not None:
         size = check_size(size)
     pad_value = ignore_index if ignore_index is not None else 0
-    images, masks = [], []
+    images: list = []
+    masks: list = []
     for image_path, mask_path in pairs:
         image, mask = read_pair(image_path, mask_path, channels, mask_encoding, num_classes,
                                 ignore_index)

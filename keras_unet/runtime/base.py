@@ -31,8 +31,11 @@ Choices every runner shares:
   channel, softmax for more. A warning says so, once per file.
 """
 
+from typing import Any, Optional
+
 import numpy as np
 
+from keras_unet.runtime.metadata_schema import is_mask_output
 from keras_unet.runtime.notices import warn_once, warned
 from keras_unet.runtime.resizing import check_size, resize_image
 from keras_unet.runtime.scores import probabilities_to_masks
@@ -80,16 +83,21 @@ class Runner:
     ```
     """
 
-    format = None
+    format: Optional[str] = None
+    # Set by each format's runner before `Runner.__init__` reads them.
+    input_size: tuple
+    input_dtype: Any
+    input_quantization: Optional[dict]
+    output_quantization: Optional[dict]
     #: images per `run` call in `predict` (bounds memory; `run` itself takes any batch).
     predict_batch_size = 16
 
-    def __init__(self, path, metadata):
+    def __init__(self, path, metadata) -> None:
         self.path = str(path)
         self.metadata = metadata
 
     # What subclasses provide -------------------------------------------------------
-    def run(self, batch):
+    def run(self, batch) -> Any:
         """Raw output of the model for a batch made by `prepare` (the call to time).
 
         Args:
@@ -100,36 +108,36 @@ class Runner:
         """
         raise NotImplementedError
 
-    def close(self):
+    def close(self) -> None:
         """Releases the runtime's resources; the runner cannot run afterwards."""
 
     # Derived from the metadata -------------------------------------------------------
     @property
-    def quantization(self):
+    def quantization(self) -> str:
         return self.metadata.get("quantization") or "none"
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return int(self.metadata["num_classes"])
 
     @property
-    def channels(self):
+    def channels(self) -> int:
         return int(self.metadata["channels"])
 
     @property
-    def threshold(self):
+    def threshold(self) -> Optional[float]:
         threshold = self.metadata.get("threshold")
         return 0.5 if threshold is None else float(threshold)
 
     @property
-    def output_activation(self):
+    def output_activation(self) -> Optional[str]:
         """The activation inside the model, or None when it outputs logits."""
         return self.metadata.get("output_activation")
 
-    def __enter__(self):
+    def __enter__(self) -> "Runner":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     def __repr__(self):
@@ -155,7 +163,7 @@ class Runner:
                     image.shape[1] if width is None else width)
         return (height, width)
 
-    def prepare(self, images):
+    def prepare(self, images) -> np.ndarray:
         """A model-ready batch: channels converted, resized, cast/quantized.
 
         Args:
@@ -186,7 +194,7 @@ class Runner:
         return quantize(np.stack(prepared), self.input_dtype, self.input_quantization)
 
     # Model output -> probabilities ------------------------------------------------------
-    def postprocess(self, raw, sizes):
+    def postprocess(self, raw, sizes) -> list:
         """Probabilities per image, resized back to `sizes`.
 
         Dequantizes an integer output and applies sigmoid (K = 1) or softmax (K > 1) when
@@ -204,7 +212,7 @@ class Runner:
         probabilities = runner.postprocess(runner.run(batch), [(480, 640)] * len(batch))
         ```
         """
-        if self.metadata.get("output") == "mask":
+        if is_mask_output(self.metadata):
             probabilities = _one_hot(raw, self.num_classes)  # a file exported with its mask step
         else:
             probabilities = dequantize(raw, self.output_quantization)
@@ -220,7 +228,7 @@ class Runner:
         return [resize_image(p, tuple(int(s) for s in size)).astype(np.float32, copy=False)
                 for p, size in zip(probabilities, sizes)]
 
-    def predict(self, images, tile=None, tile_size=None):
+    def predict(self, images, tile=None, tile_size=None) -> Any:
         """Probabilities at each image's own size.
 
         By default each image is resized to the model's input and the probabilities back to
@@ -268,13 +276,13 @@ class Runner:
         sizes = [image.shape[:2] for image in images]
         if None in tuple(self.input_size):
             # Any-size model: batch the images that share a size, in their original order.
-            groups = {}
+            groups: Any = {}
             for index, image in enumerate(images):
                 groups.setdefault(image.shape[:2], []).append(index)
             groups = list(groups.values())
         else:
             groups = [list(range(len(images)))]
-        result = [None] * len(images)
+        result: list = [None] * len(images)
         step = self.predict_batch_size
         for group in groups:
             for start in range(0, len(group), step):
@@ -300,7 +308,7 @@ class Runner:
             ) from error
 
     # Tiles ---------------------------------------------------------------------------------
-    def resolve_tile_size(self, tile_size=None):
+    def resolve_tile_size(self, tile_size=None) -> Any:
         """`(H, W)` of the tiles `predict(..., tile=...)` runs: the model's input size.
 
         Args:
@@ -376,7 +384,7 @@ class Runner:
             return np.stack(result)
         return result
 
-    def predict_masks(self, images, threshold=None, tile=None, tile_size=None):
+    def predict_masks(self, images, threshold=None, tile=None, tile_size=None) -> Any:
         """Integer masks at each image's own size.
 
         Args:

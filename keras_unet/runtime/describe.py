@@ -23,10 +23,12 @@ describe_model(model)["output_activation"]   # "softmax"
 ```
 """
 
+from typing import Optional
+
 ACTIVATIONS = ("sigmoid", "softmax")
 
 
-def model_input_shape(model):
+def model_input_shape(model) -> tuple:
     """`(height, width, channels)` of a model with one image input; None for a free size.
 
     Raises:
@@ -49,7 +51,7 @@ def model_input_shape(model):
     return shape[1], shape[2], shape[3]
 
 
-def output_activation(model):
+def output_activation(model) -> Optional[str]:
     """`"sigmoid"`, `"softmax"` or None (logits) at the model's output.
 
     Example:
@@ -66,7 +68,7 @@ def output_activation(model):
     return name if name in ACTIVATIONS else None
 
 
-def describe_model(model):
+def describe_model(model) -> dict:
     """The facts about `model` that its metadata carries.
 
     Args:

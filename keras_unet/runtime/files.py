@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Any, Iterator
 
 # One megabyte in every size and memory figure keras-unet prints (export, bench): 10^6 bytes,
 # the SI unit, so "MB" means the same thing everywhere.
@@ -31,7 +32,7 @@ def _temporary_names(folder, out):
 
 
 @contextlib.contextmanager
-def atomic_output(out):
+def atomic_output(out) -> Iterator[Any]:
     """Yield a temporary `Path` beside `out`; on a clean exit rename it to `out`.
 
     The temporary name keeps the suffix of `out` (`.onnx`, `.tflite`), because tools that
@@ -53,7 +54,7 @@ def atomic_output(out):
         raise FileNotFoundError(
             f"The output folder does not exist: create it first. Received: out='{out}'"
         )
-    tmp = None
+    tmp: Any = None
     try:
         # The name is claimed before the file exists, inside the try: a Ctrl-C landing just
         # after the file's creation (before any assignment could record it) is still cleaned
@@ -72,7 +73,7 @@ def atomic_output(out):
                 tmp.unlink()
 
 
-def write_bytes_atomic(out, data):
+def write_bytes_atomic(out, data) -> Path:
     """Write `data` to `out` through a temporary file and a rename.
 
     Args:
@@ -89,7 +90,7 @@ def write_bytes_atomic(out, data):
     return Path(out)
 
 
-def write_text_atomic(out, text):
+def write_text_atomic(out, text) -> Path:
     """Write `text` (UTF-8) to `out` through a temporary file and a rename.
 
     Example:
@@ -102,7 +103,7 @@ def write_text_atomic(out, text):
     return Path(out)
 
 
-def write_json_atomic(out, data, indent=2):
+def write_json_atomic(out, data, indent=2) -> Path:
     """Write `data` as JSON to `out` through a temporary file and a rename.
 
     NaN and infinities (Python or numpy floats) are written as `null`: they are not JSON,
@@ -117,7 +118,7 @@ def write_json_atomic(out, data, indent=2):
     import json
     import math
 
-    def finite_or_null(value):
+    def finite_or_null(value) -> Any:
         if isinstance(value, dict):
             return {key: finite_or_null(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):

@@ -34,6 +34,7 @@ import stat
 import struct
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # these rotate by 90 degrees: width and he
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 
 
-def pil_image():
+def pil_image() -> Any:
     """The `PIL.Image` module (imported on first use), with an error naming the package.
 
     Example:
@@ -200,7 +201,7 @@ def _header_orientation(image, path):
     return _orientation(image, header_only=True)
 
 
-def open_image(path, kind="image"):
+def open_image(path, kind="image") -> Any:
     """A decoded, upright `PIL.Image` of `path`; errors name the file and say what is wrong.
 
     The EXIF orientation, if any, is applied (`PIL.ImageOps.exif_transpose`), so the
@@ -253,7 +254,7 @@ def open_image(path, kind="image"):
     return upright
 
 
-def exif_orientation(path):
+def exif_orientation(path) -> int:
     """The EXIF orientation tag of an image file (1-8; 1 when absent), from its header.
 
     2-8 mean a viewer shows the stored pixels flipped and/or rotated; 5-8 rotate by 90
@@ -269,7 +270,7 @@ def exif_orientation(path):
         return _header_orientation(image, path)
 
 
-def image_size(path, kind="image"):
+def image_size(path, kind="image") -> tuple:
     """Return `(height, width)` of an image file, upright, from its header (no decoding).
 
     The size is the one `read_image` returns: for EXIF orientations 5-8 the stored width
@@ -307,7 +308,7 @@ def _to_uint8(array):
     return np.clip(array.astype(np.int64) >> 8, 0, 255).astype(np.uint8)
 
 
-def convert_channels(image, channels, path=None):
+def convert_channels(image, channels, path=None) -> np.ndarray:
     """Convert a `(H, W)` or `(H, W, C)` image to `channels` channels.
 
     Grayscale -> RGB repeats the channel; RGB -> grayscale uses ITU-R 601-2 luma (as
@@ -355,7 +356,7 @@ def convert_channels(image, channels, path=None):
     return image
 
 
-def read_image(path, channels=3):
+def read_image(path, channels=3) -> np.ndarray:
     """Read an image file as uint8 `(H, W, channels)`, upright (EXIF orientation applied).
 
     PNG, JPEG, BMP and TIFF, grayscale, RGB or RGBA, 8 or 16 bit (16-bit values keep

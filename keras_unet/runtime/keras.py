@@ -18,6 +18,7 @@ with KerasRunner("unet.keras") as runner:
 """
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class KerasRunner(Runner):
 
     format = "keras"
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None) -> None:
         keras = _import_keras()
         path = os.fspath(path)
         try:
@@ -89,10 +90,10 @@ class KerasRunner(Runner):
         )
         return metadata
 
-    def run(self, batch):
+    def run(self, batch) -> Any:
         # predict_on_batch runs the compiled function and returns numpy, which also
         # waits for a GPU to finish: the timing covers the whole computation.
         return self.model.predict_on_batch(batch)
 
-    def close(self):
+    def close(self) -> None:
         self.model = None

@@ -38,7 +38,7 @@ def _by_stem(files, kind, folder):
     return stems
 
 
-def list_images(folder):
+def list_images(folder) -> list:
     """List the image files of a folder, sorted by name.
 
     Args:
@@ -64,7 +64,7 @@ def list_images(folder):
     return files
 
 
-def list_pairs(data_dir, images_subdir="images", masks_subdir="masks"):
+def list_pairs(data_dir, images_subdir="images", masks_subdir="masks") -> list:
     """Pair `DIR/images/<stem>.*` with `DIR/masks/<stem>.*`.
 
     Every image needs a mask and every mask an image: a file without its partner is an

@@ -14,9 +14,10 @@ session = create_session("unet.onnx", threads=2)
 """
 
 import os
+from typing import Any
 
 
-def interpreter_class():
+def interpreter_class() -> Any:
     """The TFLite `Interpreter` class: ai-edge-litert first, tflite-runtime as fallback.
 
     tflite-runtime is the interpreter's old name; it exists for numpy<2 only.
@@ -42,7 +43,7 @@ def interpreter_class():
     return Interpreter
 
 
-def create_session(path, threads=None, providers=None, optimize=True):
+def create_session(path, threads=None, providers=None, optimize=True) -> Any:
     """An `onnxruntime.InferenceSession` for `path`, with a clear error for a bad file.
 
     Args:

@@ -39,7 +39,7 @@ from keras_unet.runtime.images import SWAPPING_ORIENTATIONS, exif_orientation, o
 MASK_ENCODINGS = ("auto", "binary", "index", "trimap")
 
 
-def read_mask(path):
+def read_mask(path) -> np.ndarray:
     """Read a mask file's raw values as an integer array `(H, W)`.
 
     Palette PNGs give their palette indices (the usual way class-index masks are stored);
@@ -83,7 +83,7 @@ def read_mask(path):
     return array
 
 
-def check_mask_size(mask_shape, image_shape, mask_path=None, image_path=None):
+def check_mask_size(mask_shape, image_shape, mask_path=None, image_path=None) -> None:
     """Refuse a mask whose `(H, W)` differs from its (upright) image's, naming both files.
 
     When the mask has the image's size with width and height swapped and the image
@@ -123,7 +123,7 @@ def check_mask_size(mask_shape, image_shape, mask_path=None, image_path=None):
     raise ValueError(message)
 
 
-def mask_values(raw):
+def mask_values(raw) -> np.ndarray:
     """Sorted distinct values of a raw mask (fast path for uint8).
 
     Example:
@@ -147,7 +147,7 @@ def _where(path):
     return f"The mask '{path}'" if path else "The mask"
 
 
-def resolve_encoding(values, encoding="auto", num_classes=None, ignore_index=None):
+def resolve_encoding(values, encoding="auto", num_classes=None, ignore_index=None) -> str:
     """The concrete encoding (`"binary"`, `"index"` or `"trimap"`) of a mask's values.
 
     See the module docstring for how `"auto"` decides.
@@ -176,7 +176,7 @@ def resolve_encoding(values, encoding="auto", num_classes=None, ignore_index=Non
     return "binary" if num_classes == 1 else "index"
 
 
-def decode_mask(raw, encoding="auto", num_classes=None, ignore_index=None, path=None):
+def decode_mask(raw, encoding="auto", num_classes=None, ignore_index=None, path=None) -> np.ndarray:
     """Map raw mask values to int32 class indices, checking they fit the encoding.
 
     Args:

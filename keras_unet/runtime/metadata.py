@@ -1,6 +1,7 @@
 """The keras_unet metadata a runner works from: read from the file, told by its tensors, merged.
 
-Stored metadata (the schema is documented in docs/ARCHITECTURE.md):
+Stored metadata (its fields are declared in `keras_unet.runtime.metadata_schema` and listed
+in docs/metadata.md):
 
 - `.tflite`: a metadata entry named `keras_unet` pointing at a buffer that holds JSON,
   read with the TFLite flatbuffer schema that ships in ai-edge-litert
@@ -22,39 +23,28 @@ read_metadata("unet_int8.tflite")["num_classes"]  # 1
 ```
 """
 
+from __future__ import annotations
+
 import importlib
 import json
 import os
 import struct
 import warnings
+from typing import Any, Optional
 
 import numpy as np
 
 from keras_unet.runtime.loaders import create_session
+from keras_unet.runtime.metadata_schema import (  # noqa: F401  (read here by many callers)
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    class_name_counts,
+    is_mask_output,
+)
 from keras_unet.runtime.notices import warn_once
 
-METADATA_KEY = "keras_unet"
-SCHEMA_VERSION = 1
 
-
-def class_name_counts(num_classes):
-    """How many `class_names` a model with `num_classes` outputs may carry.
-
-    One per class; a binary model (one output channel, the foreground) carries one name,
-    the foreground's, or two, `[background, foreground]`: the last name is the
-    foreground's either way. `keras_unet.UNet`, `keras-unet train` and the exporters
-    all apply this one rule.
-
-    Example:
-    ```python
-    class_name_counts(1)   # (1, 2)
-    class_name_counts(3)   # (3,)
-    ```
-    """
-    return (1, 2) if int(num_classes) == 1 else (int(num_classes),)
-
-
-def tflite_schema():
+def tflite_schema() -> Any:
     """The generated TFLite flatbuffer schema module (`ai_edge_litert.schema_py_generated`).
 
     Raises:
@@ -76,7 +66,7 @@ def tflite_schema():
     return schema
 
 
-def tflite_metadata_entries(model_bytes):
+def tflite_metadata_entries(model_bytes: Any) -> dict:
     """`{name: bytes}` of every metadata entry in a TFLite flatbuffer.
 
     Raises:
@@ -114,7 +104,7 @@ def tflite_metadata_entries(model_bytes):
     return entries
 
 
-def parse_metadata(raw, where="the model file"):
+def parse_metadata(raw: Any, where: str = "the model file") -> dict:
     """The metadata dict of the stored JSON text `raw` (bytes or str).
 
     Raises:
@@ -144,7 +134,7 @@ def parse_metadata(raw, where="the model file"):
     return metadata
 
 
-def read_tflite_metadata(model_bytes, where="the TFLite model"):
+def read_tflite_metadata(model_bytes: Any, where: str = "the TFLite model") -> Optional[dict]:
     """The keras_unet metadata dict of a TFLite model's bytes, or None if it has none.
 
     Example:
@@ -156,7 +146,7 @@ def read_tflite_metadata(model_bytes, where="the TFLite model"):
     return None if raw is None else parse_metadata(raw, where)
 
 
-def read_onnx_metadata(session, where="the ONNX model"):
+def read_onnx_metadata(session: Any, where: str = "the ONNX model") -> Optional[dict]:
     """The keras_unet metadata dict of an `onnxruntime.InferenceSession`, or None.
 
     Example:
@@ -168,7 +158,7 @@ def read_onnx_metadata(session, where="the ONNX model"):
     return None if raw is None else parse_metadata(raw, where)
 
 
-def read_metadata(path):
+def read_metadata(path: Any) -> Optional[dict]:
     """The keras_unet metadata of a `.tflite` or `.onnx` file, or None if it has none.
 
     Needs no TensorFlow: `.tflite` files are read with ai-edge-litert's schema module,
@@ -207,8 +197,10 @@ def read_metadata(path):
     raise ValueError(f"Expected a .tflite, .onnx or .ort file. Received: path={path!r}")
 
 
-def tensor_metadata(fmt, input_size, channels, num_classes, input_dtype, output_dtype,
-                    input_quantization=None, output_quantization=None, quantization=None):
+def tensor_metadata(fmt: str, input_size: Any, channels: int, num_classes: int, input_dtype: Any,
+                    output_dtype: Any, input_quantization: Optional[dict] = None,
+                    output_quantization: Optional[dict] = None,
+                    quantization: Optional[str] = None) -> dict:
     """The metadata a file's tensors tell, with defaults for what they cannot.
 
     Args:
@@ -247,7 +239,7 @@ def tensor_metadata(fmt, input_size, channels, num_classes, input_dtype, output_
     }
 
 
-def merge_metadata(stored, derived, path):
+def merge_metadata(stored: Optional[dict], derived: dict, path: Any) -> dict:
     """The file's stored metadata, checked against (and completed from) its tensors.
 
     The tensors are what the runtime will actually do, so where the two disagree on a
@@ -272,9 +264,9 @@ def merge_metadata(stored, derived, path):
         )
         return dict(derived)
     merged = {**derived, **stored}
-    checked = ("channels", "num_classes", "input_dtype", "input_quantization",
-               "output_quantization", "input_size")
-    if stored.get("output") == "mask":
+    checked: tuple = ("channels", "num_classes", "input_dtype", "input_quantization",
+                      "output_quantization", "input_size")
+    if is_mask_output(stored):
         # A mask output (N, H, W) has no class axis: the classes are the metadata's.
         checked = tuple(k for k in checked if k not in ("num_classes", "output_quantization"))
         merged["output_quantization"] = None
@@ -282,7 +274,7 @@ def merge_metadata(stored, derived, path):
         told, actual = stored.get(key), derived.get(key)
         if key == "input_size" and told is not None:
             # A free dimension in the file is free whatever the metadata says.
-            if all(a is None or t == a for t, a in zip(told, actual)):
+            if all(a is None or t == a for t, a in zip(told, actual or ())):
                 continue
         if key in stored and not _same(told, actual):
             warn_once(
@@ -294,10 +286,10 @@ def merge_metadata(stored, derived, path):
     return merged
 
 
-def _same(a, b):
+def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
-        return (int(a["zero_point"]) == int(b["zero_point"])
-                and np.isclose(float(a["scale"]), float(b["scale"]), rtol=1e-6))
+        return bool(int(a["zero_point"]) == int(b["zero_point"])
+                    and np.isclose(float(a["scale"]), float(b["scale"]), rtol=1e-6))
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return list(a) == list(b)
     return a == b

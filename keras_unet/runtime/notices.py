@@ -10,10 +10,10 @@ warn_once(("no-metadata", "m.tflite"), "m.tflite: no keras_unet metadata in this
 
 import warnings
 
-_WARNED = set()
+_WARNED: set = set()
 
 
-def warn_once(key, message, stacklevel=3):
+def warn_once(key, message, stacklevel=3) -> None:
     """`warnings.warn(message, UserWarning)` the first time `key` is seen in this process.
 
     Args:
@@ -32,7 +32,7 @@ def warn_once(key, message, stacklevel=3):
     warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
-def warned(key):
+def warned(key) -> bool:
     """True when `warn_once(key, ...)` has already warned in this process.
 
     Example:

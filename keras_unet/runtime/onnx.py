@@ -15,6 +15,7 @@ with ONNXRunner("unet_int8.onnx", threads=2) as runner:
 """
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class ONNXRunner(Runner):
 
     format = "onnx"
 
-    def __init__(self, path, threads=None, providers=None):
+    def __init__(self, path, threads=None, providers=None) -> None:
         path = os.fspath(path)
         self.session = create_session(path, threads, providers)
         self.threads = threads
@@ -89,7 +90,7 @@ class ONNXRunner(Runner):
             derived["quantization"] = stored.get("quantization", "none")
         super().__init__(path, merge_metadata(stored, derived, path))
 
-    def run(self, batch):
+    def run(self, batch) -> Any:
         """Raw output for a prepared batch: one `session.run`."""
         if self._batch is not None and len(batch) != self._batch:
             return self._run_sliced(batch)
@@ -106,5 +107,5 @@ class ONNXRunner(Runner):
             for i in range(0, len(batch), step)
         ])[:count]
 
-    def close(self):
+    def close(self) -> None:
         self.session = None

@@ -25,7 +25,7 @@ from keras_unet.runtime.images import pil_image
 RESIZE_MODES = ("resize", "pad")
 
 
-def check_size(size, name="size"):
+def check_size(size, name="size") -> tuple:
     """`(height, width)` as two ints; a `ValueError` naming the argument `name` otherwise.
 
     Example:
@@ -58,7 +58,7 @@ def _pad_or_crop(array, size, value):
     return out
 
 
-def resize_image(image, size, mode="resize"):
+def resize_image(image, size, mode="resize") -> np.ndarray:
     """Resize (bilinear, antialiased when shrinking) or centre pad/crop an image.
 
     Args:
@@ -105,7 +105,7 @@ def resize_image(image, size, mode="resize"):
     return result
 
 
-def resize_mask(mask, size, mode="resize", pad_value=0):
+def resize_mask(mask, size, mode="resize", pad_value=0) -> np.ndarray:
     """Resize a mask with nearest neighbour (no new class values), or centre pad/crop it.
 
     Args:

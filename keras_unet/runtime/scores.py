@@ -47,7 +47,7 @@ def _as_list(masks):
     return list(masks)
 
 
-def confusion_matrix(y_true, y_pred, num_classes, ignore_index=None):
+def confusion_matrix(y_true, y_pred, num_classes, ignore_index=None) -> np.ndarray:
     """Accumulate a confusion matrix over mask pairs.
 
     Args:
@@ -95,7 +95,7 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_index=None):
     return matrix
 
 
-def scores_from_confusion(matrix, binary=False):
+def scores_from_confusion(matrix, binary=False) -> dict:
     """IoU and Dice per class and their means, from a confusion matrix.
 
     Args:
@@ -136,7 +136,7 @@ def scores_from_confusion(matrix, binary=False):
     return result
 
 
-def segmentation_scores(y_true, y_pred, num_classes, ignore_index=None):
+def segmentation_scores(y_true, y_pred, num_classes, ignore_index=None) -> dict:
     """IoU and Dice of predicted masks against ground truth, per class and mean.
 
     Args:
@@ -157,7 +157,7 @@ def segmentation_scores(y_true, y_pred, num_classes, ignore_index=None):
     return scores_from_confusion(matrix, binary=num_classes == 1)
 
 
-def probabilities_to_masks(probabilities, threshold=0.5):
+def probabilities_to_masks(probabilities, threshold=0.5) -> np.ndarray:
     """Class-index masks `(N, H, W)` from probabilities `(N, H, W, K)` (or one `(H, W, K)`).
 
     Binary (`K = 1`): a pixel is 1 when `p >= threshold`, the rule `predict`, the runners,
@@ -174,7 +174,7 @@ def probabilities_to_masks(probabilities, threshold=0.5):
     return np.argmax(probabilities, axis=-1).astype(np.int32)
 
 
-def mask_agreement(masks, reference_masks, num_classes, ignore_index=None):
+def mask_agreement(masks, reference_masks, num_classes, ignore_index=None) -> dict:
     """How closely one model's masks match a reference model's masks (the reference as truth).
 
     Three figures, because one number misleads in either direction:
@@ -220,7 +220,7 @@ def mask_agreement(masks, reference_masks, num_classes, ignore_index=None):
     }
 
 
-def agreement_iou(masks, reference_masks, num_classes, ignore_index=None):
+def agreement_iou(masks, reference_masks, num_classes, ignore_index=None) -> float:
     """The gated figure of `mask_agreement`: foreground IoU (binary) or frequency-weighted
     IoU (multi-class) of `masks` against `reference_masks`.
 
@@ -252,7 +252,7 @@ def _gated_agreement(matrices, binary):
     return np.where(pixels[:, 0] > 0, gated, 1.0)
 
 
-def agreement_standard_error(masks, reference_masks, num_classes, resamples=1000, seed=0):
+def agreement_standard_error(masks, reference_masks, num_classes, resamples=1000, seed=0) -> float:
     """Bootstrap standard error of `agreement_iou` over the images: how much the figure would
     move had other images of the same kind been drawn.
 

@@ -25,7 +25,7 @@ import numpy as np
 from keras_unet.runtime.images import convert_channels
 
 
-def as_image_list(images):
+def as_image_list(images) -> list:
     """A list of `(H, W[, C])` arrays from a batch array, one image, or a list of images.
 
     Args:
@@ -60,7 +60,7 @@ def as_image_list(images):
     return images
 
 
-def fit_channels(image, channels, path="the model"):
+def fit_channels(image, channels, path="the model") -> np.ndarray:
     """`image` as `(H, W, channels)`, converted as `read_image` converts files.
 
     Args:
@@ -87,7 +87,7 @@ def fit_channels(image, channels, path="the model"):
     )
 
 
-def looks_like_unit_range(images):
+def looks_like_unit_range(images) -> bool:
     """True when the float images have values in (0, 1] only: [0, 1] instead of [0, 255].
 
     All-black images are fine; integer images are never flagged.
@@ -102,7 +102,7 @@ def looks_like_unit_range(images):
     return 0.0 < top <= 1.0
 
 
-def quantize(batch, dtype, quantization=None):
+def quantize(batch, dtype, quantization=None) -> np.ndarray:
     """A float batch in the input tensor's dtype: scaled, shifted, rounded and clipped for
     integer tensors, cast for float ones.
 
@@ -125,7 +125,7 @@ def quantize(batch, dtype, quantization=None):
     return batch.astype(dtype, copy=False)
 
 
-def dequantize(raw, quantization=None):
+def dequantize(raw, quantization=None) -> np.ndarray:
     """float32 values of an output tensor (`(q - zero_point) * scale` for integer ones).
 
     Example:
@@ -139,7 +139,7 @@ def dequantize(raw, quantization=None):
     return raw.astype(np.float32)
 
 
-def activate(logits):
+def activate(logits) -> np.ndarray:
     """Probabilities from logits `(..., K)`: sigmoid for K = 1, softmax over K otherwise.
 
     Example:

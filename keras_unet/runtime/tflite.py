@@ -29,6 +29,7 @@ with TFLiteRunner("unet_int8.tflite", threads=2) as runner:
 """
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class TFLiteRunner(Runner):
 
     format = "tflite"
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None) -> None:
         path = os.fspath(path)
         with open(path, "rb") as f:
             model_bytes = f.read()
@@ -112,7 +113,7 @@ class TFLiteRunner(Runner):
             metadata = dict(derived)
         super().__init__(path, metadata)
 
-    def run(self, batch):
+    def run(self, batch) -> Any:
         """Raw output for a prepared batch: set_tensor, invoke, get_tensor (a copy)."""
         interpreter = self.interpreter
         if batch.shape != self._shape:
@@ -156,5 +157,5 @@ class TFLiteRunner(Runner):
             outputs.append(self.interpreter.get_tensor(self._output_index))
         return np.concatenate(outputs)
 
-    def close(self):
+    def close(self) -> None:
         self.interpreter = None

@@ -34,6 +34,7 @@ probabilities = blend(tiles, boxes, (1000, 750), tile_window((128, 128), 0.25))
 
 import math
 import numbers
+from typing import Optional
 
 import numpy as np
 
@@ -46,7 +47,7 @@ __all__ = ["DEFAULT_OVERLAP", "TileBlender", "blend", "pad_to_tile",
 DEFAULT_OVERLAP = 0.25
 
 
-def tile_overlap(tile):
+def tile_overlap(tile) -> Optional[float]:
     """The overlap fraction a `tile` argument asks for, or None for no tiling.
 
     Args:
@@ -86,7 +87,7 @@ def _overlap_pixels(tile, overlap):
     return min(int(round(overlap * tile)), tile - 1)
 
 
-def tile_starts(length, tile, overlap=DEFAULT_OVERLAP):
+def tile_starts(length, tile, overlap=DEFAULT_OVERLAP) -> list:
     """Start offsets of tiles of `tile` pixels covering `length` pixels along one axis.
 
     The tiles are spaced evenly: as few as give consecutive tiles at least
@@ -117,7 +118,7 @@ def tile_starts(length, tile, overlap=DEFAULT_OVERLAP):
     return [(i * span * 2 + (count - 1)) // ((count - 1) * 2) for i in range(count)]
 
 
-def tile_boxes(image_size, tile_size, overlap=DEFAULT_OVERLAP):
+def tile_boxes(image_size, tile_size, overlap=DEFAULT_OVERLAP) -> list:
     """`(top, left, bottom, right)` of the tiles covering an image, row by row.
 
     Args:
@@ -141,7 +142,7 @@ def tile_boxes(image_size, tile_size, overlap=DEFAULT_OVERLAP):
             for left in tile_starts(width, tile_w, overlap)]
 
 
-def pad_to_tile(image, tile_size):
+def pad_to_tile(image, tile_size) -> np.ndarray:
     """`image` reflect-padded at the bottom and right to at least `tile_size`.
 
     An image smaller than a tile in a dimension runs at its native resolution with mirrored
@@ -175,7 +176,7 @@ def _ramp(length, overlap):
     return np.where(distance < ramp, np.sin(np.pi / 2 * (distance + 0.5) / ramp) ** 2, 1.0)
 
 
-def tile_window(tile_size, overlap=DEFAULT_OVERLAP):
+def tile_window(tile_size, overlap=DEFAULT_OVERLAP) -> np.ndarray:
     """Blending weights of one tile: a raised-cosine (Hann) ramp over its `overlap` border.
 
     Along each axis, the `r = round(overlap * tile)` pixels nearest each end weigh
@@ -233,7 +234,7 @@ class TileBlender:
         self._sums = None  # (H, W, K), allocated with the first tile (K from its channels)
         self._weights = np.zeros(self.image_size, np.float32)
 
-    def add(self, probabilities, box):
+    def add(self, probabilities, box) -> None:
         """Adds one tile's `(h, w)` or `(h, w, K)` probabilities at `box` (`(top, left, bottom, right)`)."""
         probabilities = np.asarray(probabilities, dtype=np.float32)
         if probabilities.ndim == 2:
@@ -251,7 +252,7 @@ class TileBlender:
         self._sums[top:bottom, left:right] += probabilities * self.window[..., None]
         self._weights[top:bottom, left:right] += self.window
 
-    def result(self, crop=None):
+    def result(self, crop=None) -> np.ndarray:
         """The blended `(H, W, K)` float32 probabilities (the top-left `crop` `(H, W)` of them).
 
         Raises:
@@ -266,7 +267,7 @@ class TileBlender:
         return self._sums[:height, :width] / weights[..., None]
 
 
-def blend(tiles, boxes, image_size, window):
+def blend(tiles, boxes, image_size, window) -> np.ndarray:
     """The weighted average of overlapping tiles: `TileBlender` in one call.
 
     Args:

@@ -9,23 +9,25 @@ import numpy as np
 import pytest
 
 from keras_unet.export import int8
+from keras_unet.export.int8_session import Int8Session
 from keras_unet.export.quantization.report import make_row
 from keras_unet.export.verify import VerificationError
 
 LAYERS = [f"layer{i}" for i in range(30)]
 
 
-class ScriptedSession:
+class ScriptedSession(Int8Session):
     """Calibrations `a` and `b`; each quantized file's agreement comes from `scores`:
     `(variant, number of layers kept float) -> agreement`."""
 
     variants = ("a", "b")
 
     def __init__(self, scores):
+        super().__init__(job=None, options=None)
         self.scores = scores
         self.reports = 0
 
-    def quantize(self, keep_float, variant):
+    def convert(self, keep_float, variant):
         return f"{variant}:{','.join(keep_float)}".encode()
 
     def report(self, images, keep_float, variant):
@@ -50,10 +52,9 @@ def _by_count(scores):
 class TimedSession(ScriptedSession):
     """A format that times files: 1 ms per file plus 0.1 ms per op kept in float."""
 
-    metadata = {"activation_type": "uint8"}
-
     def __init__(self, scores):
         super().__init__(scores)
+        self.metadata = {"activation_type": "uint8"}
         self.timed = []
 
     def time_ms(self, model_bytes):
@@ -74,16 +75,21 @@ def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=Scripted
         return types.SimpleNamespace(agreement_iou=score, pixel_agreement=score, agreement_se=se,
                                      passed=score >= agreement_floor, summary=lambda: "scripted")
 
-    monkeypatch.setattr("keras_unet.export.pipeline.verify_bytes", verify_bytes)
+    monkeypatch.setattr("keras_unet.export.verify.verify_bytes", verify_bytes)
     job = types.SimpleNamespace(threshold=0.5,
                                 verification_images=lambda: (np.zeros((2, 4, 4, 3)), "test"))
-    converter = types.SimpleNamespace(int8_session=lambda job, options: session)
-    def finish(model_bytes, variant, kept_float, extra):
-        if finished is not None:
-            finished.append(extra)
-        return model_bytes
 
-    outcome = int8.quantize_verified(job, converter, None, finish, floor, repair=repair)
+    class Stamp:
+        """Records each file's int8 metadata section; the bytes stay as they are."""
+
+        converter = types.SimpleNamespace(suffix=".scripted")
+
+        def __call__(self, model_bytes, int8_section):
+            if finished is not None:
+                finished.append(int8_section)
+            return types.SimpleNamespace(model_bytes=model_bytes)
+
+    outcome = int8.quantize_verified(job, session, Stamp(), floor, repair=repair)
     return outcome, session
 
 
@@ -202,7 +208,8 @@ def test_what_the_float_layers_cost_is_timed_in_turn_and_recorded(monkeypatch):
     kept = "layer0,layer1,layer2,layer3"
     assert session.timed == ["", kept] * int8.LATENCY_ROUNDS  # alternating
     # The written file's metadata carries the cost beside the session's own entries.
-    assert finished[-1] == {"activation_type": "uint8", "kept_float_latency_ms": outcome.latency_ms}
+    assert finished[-1] == {"calibration": "a", "kept_float": outcome.kept_float,
+                            "activation_type": "uint8", "kept_float_latency_ms": outcome.latency_ms}
 
 
 def test_nothing_kept_float_nothing_timed(monkeypatch):
@@ -219,10 +226,10 @@ def test_the_summary_counts_ops_of_one_layer_kept_float():
 
 
 class LearnedRangesSession(StemSession):
-    """A QAT model's session: nothing to report on, so nothing to repair."""
+    """A QAT model's session: nothing to report on (None), so nothing to repair."""
 
     def report(self, images, keep_float, variant):
-        raise ValueError("a quantize-aware model has no per-layer calibration report")
+        return None
 
 
 def test_a_session_without_a_report_writes_its_file_unrepaired(monkeypatch):

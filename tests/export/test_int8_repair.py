@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from keras_unet.export.holdout import MIN_HELD_OUT, split_calibration
+from keras_unet.runtime.metadata_schema import validate_metadata
 from quantization_models import SIZE, spiky_model
 
 TINT = np.array([1.0, 0.8, 0.6], "float32")
@@ -95,6 +96,7 @@ def test_tflite_repair_keeps_the_bad_layer_in_float_and_meets_the_floor(spiky_im
     assert result.repair_attempts[0]["passed"] is False and result.repair_attempts[-1]["passed"]
     int8_metadata = read_metadata(tmp_path / "repaired.tflite")["int8"]
     assert int8_metadata["kept_float"] == result.kept_float
+    validate_metadata(read_metadata(tmp_path / "repaired.tflite"))  # the int8 section checked
     assert "kept in float" in result.summary() and "spike" in result.summary()
     # What the float layers cost in speed: result, metadata, summary.
     cost = result.kept_float_latency_ms
@@ -138,6 +140,7 @@ def test_onnx_repair_reports_per_layer_and_records_the_activation_type(spiky_ima
     import onnx
 
     int8 = read_metadata(tmp_path / "m.onnx")["int8"]
+    validate_metadata(read_metadata(tmp_path / "m.onnx"))  # the int8 section checked
     timings, float_ops = int8["activation_type_ms"], int8["activation_type_float_ops"]
     assert set(timings) == set(float_ops) == {"uint8", "int8"}
     # The fastest among those with the fewest ops left in float. The times are recorded to the

@@ -5,6 +5,7 @@ import pytest
 
 import keras_unet
 from keras_unet.export.mask_head import threshold_code
+from keras_unet.runtime.metadata_schema import validate_metadata
 from keras_unet.runtime import load_runner
 from keras_unet.runtime.metadata import read_metadata
 
@@ -46,6 +47,7 @@ def test_a_mask_file_gives_the_probability_file_s_masks(tmp_path, images, fmt, n
     result = exporter(model, tmp_path / f"m.{fmt}", output="mask", **kwargs)
     assert result.output_dtype == "uint8" and result.metadata["output"] == "mask"
     assert read_metadata(tmp_path / f"m.{fmt}")["output"] == "mask"
+    validate_metadata(result.metadata)  # every field it carries is declared and valid
     with load_runner(tmp_path / f"p.{fmt}") as probabilities, load_runner(tmp_path / f"m.{fmt}") as masks:
         raw = masks.run(masks.prepare(images))
         assert raw.dtype == np.uint8 and raw.shape == (len(images), 32, 32)

@@ -54,7 +54,7 @@ def test_build_metadata_fills_the_schema_from_the_model(models):
     assert metadata["source_model"] == "model.keras"  # no absolute paths inside shipped files
     from keras_unet.version import __version__
 
-    assert metadata["keras_unet_version"] == __version__ and metadata["schema_version"] == 1
+    assert metadata["keras_unet_version"] == __version__ and metadata["schema_version"] == 2
     binary = build_metadata(models[1], format="onnx", quantization="none", input_size=None,
                             input_dtype="float32")
     assert binary["output_activation"] == "sigmoid" and binary["threshold"] == 0.5

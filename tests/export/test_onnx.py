@@ -23,7 +23,9 @@ from export_testing import (  # noqa: E402
 )
 
 import keras_unet  # noqa: E402
-from keras_unet.export import pipeline  # noqa: E402
+from keras_unet.export.job import open_job  # noqa: E402
+from keras_unet.export.options import ExportOptions  # noqa: E402
+from keras_unet.export.verify import verify_bytes  # noqa: E402
 from keras_unet.export.calibration import load_images  # noqa: E402
 from keras_unet.export.onnx import CONVERTER, ONNXOptions, export_onnx, float_ops_left  # noqa: E402
 from keras_unet.datasets import nuclei_path  # noqa: E402
@@ -145,9 +147,10 @@ def test_converter_runs_again_on_one_job_with_nodes_kept_in_float(model, held_ou
     original = keras.Model.export
     monkeypatch.setattr(keras.Model, "export",
                         lambda self, *a, **k: exported.append(a) or original(self, *a, **k))
-    with pipeline.open_job(model, "int8", calibration_data=held_out[:16],
-                           verification_data=held_out, verification_size=len(held_out),
-                           progress=False) as job:
+    options = ExportOptions(quantize="int8", calibration_data=held_out[:16],
+                            verification_data=held_out, verification_size=len(held_out),
+                            progress=False)
+    with open_job(model, options) as job:
         plain = CONVERTER.convert(job, ONNXOptions(quantize="int8"))
         # The first Conv and the Relu after it: excluding the Conv alone is not enough,
         # onnxruntime turns a float Conv between Q/DQ pairs back into a QLinearConv.
@@ -161,7 +164,7 @@ def test_converter_runs_again_on_one_job_with_nodes_kept_in_float(model, held_ou
             left[name] = float_ops_left(tmp_path / f"{name}.onnx", tmp_path)
         assert left["plain"] == {}
         assert left["repaired"].get("Conv", 0) >= 1  # the excluded Conv runs in float
-        report = pipeline.verify_bytes(job, CONVERTER, repaired, "int8", raise_on_failure=False)
+        report = verify_bytes(job, CONVERTER, repaired, "int8", raise_on_failure=False)
         assert report.n_images == len(held_out) and report.agreement_iou >= 0.95
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.onnx", "repaired.onnx"]
 

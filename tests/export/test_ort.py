@@ -1,5 +1,7 @@
 """`.ort` (ONNX Runtime Mobile's format): exported, checked against the .onnx, run everywhere."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,25 @@ def test_the_cli_writes_an_ort_file_from_its_suffix(model, tmp_path, capsys):
                      "--quiet"]) == 0
     assert "wrote" in capsys.readouterr().out and (tmp_path / "m.ort").is_file()
     assert read_metadata(tmp_path / "m.ort")["num_classes"] == 1
+
+
+def test_an_ort_file_that_gives_other_outputs_is_refused(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from keras_unet.export.ort import check_same_outputs
+    from keras_unet.export.verify import VerificationError
+
+    reference = Path(__file__).parents[1] / "runtime" / "data" / "schema_v1.onnx"
+    model = onnx.load(str(reference))
+    for index, tensor in enumerate(model.graph.initializer):
+        values = numpy_helper.to_array(tensor)
+        if values.dtype == np.float32:  # the weights; shapes stay as they are
+            model.graph.initializer[index].CopyFrom(
+                numpy_helper.from_array(values + np.float32(1.0), tensor.name))
+    other = tmp_path / "other.onnx"
+    onnx.save(model, str(other))
+    images = [np.full((8, 8, 3), 100, np.uint8)]
+    assert check_same_outputs(reference, reference, images) == 0.0
+    with pytest.raises(VerificationError, match="differs from the verified .onnx"):
+        check_same_outputs(reference, other, images)

@@ -358,11 +358,11 @@ def test_onnx_nodes_to_exclude_take_the_conv_with_its_relu(spiky_onnx, verificat
 def test_onnx_session_leading_nodes_skip_weight_only_nodes(spiky_onnx):
     import onnx
 
-    from keras_unet.export.onnx import Int8Session
+    from keras_unet.export.onnx_int8 import ONNXSession
 
     _, prepared, _ = spiky_onnx
     graph = onnx.load(str(prepared)).graph
-    session = Int8Session.__new__(Int8Session)  # only its graph is needed
+    session = ONNXSession.__new__(ONNXSession)  # only its graph is needed
     session._graph = lambda: graph
     stem = session.leading_nodes()
     ops = {node.name: node.op_type for node in graph.node}

@@ -21,7 +21,9 @@ from export_testing import (  # noqa: E402
 )
 
 from keras_unet.runtime.metadata import read_metadata  # noqa: E402
-from keras_unet.export import pipeline  # noqa: E402
+from keras_unet.export.job import open_job  # noqa: E402
+from keras_unet.export.options import ExportOptions  # noqa: E402
+from keras_unet.export.verify import verify_bytes  # noqa: E402
 from keras_unet.export.calibration import load_images  # noqa: E402
 from keras_unet.export.tflite import (  # noqa: E402
     CONVERTER,
@@ -142,22 +144,23 @@ def test_converter_runs_again_on_one_job_and_feeds_the_quantization_debugger(
 
     import tensorflow as tf
 
-    from keras_unet.export import tflite
+    from keras_unet.export import tflite, tflite_convert
     from keras_unet.export.calibration import tflite_representative_dataset
 
     written = []
-    original = tflite.write_saved_model
-    monkeypatch.setattr(tflite, "write_saved_model",
+    original = tflite_convert.write_saved_model
+    monkeypatch.setattr(tflite_convert, "write_saved_model",
                         lambda *args: written.append(args) or original(*args))
-    with pipeline.open_job(model, "int8", calibration_data=held_out[:16],
-                           verification_data=held_out, verification_size=len(held_out),
-                           progress=False) as job:
+    options = ExportOptions(quantize="int8", calibration_data=held_out[:16],
+                            verification_data=held_out, verification_size=len(held_out),
+                            progress=False)
+    with open_job(model, options) as job:
         options = TFLiteOptions(quantize="int8", io_dtype="float32")
         first = CONVERTER.convert(job, options)
         fp16 = CONVERTER.convert(job, TFLiteOptions(quantize="fp16"))
         assert len(written) == 1  # the SavedModel is written once per job
         assert len(fp16) > len(first)
-        report = pipeline.verify_bytes(job, CONVERTER, first, "int8", raise_on_failure=False)
+        report = verify_bytes(job, CONVERTER, first, "int8", raise_on_failure=False)
         assert report.n_images == len(held_out) and report.agreement_iou >= 0.95
 
         debugger = tf.lite.experimental.QuantizationDebugger(
@@ -174,7 +177,7 @@ def test_converter_runs_again_on_one_job_and_feeds_the_quantization_debugger(
             denylisted_nodes=[rows[0]["tensor_name"]])
         repaired = debugger.get_nondebug_quantized_model()
         assert repaired != first
-        report = pipeline.verify_bytes(job, CONVERTER, repaired, "int8", raise_on_failure=False)
+        report = verify_bytes(job, CONVERTER, repaired, "int8", raise_on_failure=False)
         assert report.agreement_iou >= 0.95
     assert len(written) == 1
 

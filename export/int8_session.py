@@ -1,0 +1,97 @@
+"""`Int8Session`: what a format gives the int8 step (`keras_unet.export.int8`).
+
+In the manner of onnxruntime's `CalibraterBase`: the abstract methods are what every format
+must do (quantize a file from a calibration variant with some ops kept in float); the
+others have defaults for what a format may lack (no per-layer report, no stem, nothing that
+must stay float with a kept op, no timing, no metadata of its own). A format subclasses it
+once after training (`tflite_int8.TFLiteSession`, `onnx_int8.ONNXSession`) and once for a
+quantize-aware model (`QATSession`: the learned ranges, nothing kept in float, no report).
+
+Example:
+```python
+class Scripted(Int8Session):
+    variants = ("minmax",)
+
+    def convert(self, keep_float, variant):
+        return b"..."
+```
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Optional
+
+from keras_unet.export.converter import apply_rewrites
+
+
+class Int8Session(abc.ABC):
+    """The int8 quantizer of one export job.
+
+    Args:
+        job: the pipeline's `ExportJob`.
+        options: the format's conversion options (`TFLiteOptions`, `ONNXOptions`).
+        rewrites: the format's `Rewrite`s, applied to every file `quantize` returns.
+
+    Attributes:
+        variants: the calibrations to try, in order (the first is what `repair=False` uses).
+        metadata: recorded under the file's `"int8"` metadata (ONNX: the activation type
+            chosen); empty by default.
+        can_keep_float: whether ops can be kept in float (False: a QAT file is all int8).
+    """
+
+    variants: tuple = ()
+    can_keep_float: bool = True
+
+    def __init__(self, job: Any, options: Any, rewrites: tuple = ()) -> None:
+        self.job = job
+        self.options = options
+        self.rewrites = rewrites
+        self.metadata: dict = {}
+
+    @abc.abstractmethod
+    def convert(self, keep_float: list, variant: str) -> bytes:
+        """The int8 file as the converter writes it, `keep_float` ops left in float."""
+
+    def quantize(self, keep_float: list, variant: str) -> bytes:
+        """The int8 file with the format's rewrites applied: what is verified and written."""
+        return apply_rewrites(self.rewrites, self.convert(keep_float, variant), "int8")
+
+    def report(self, images: Any, keep_float: list, variant: str) -> Optional[list]:
+        """Per-layer rows (`keras_unet.export.quantization.report`), or None when there is
+        nothing quantized to measure."""
+        return None
+
+    def leading_nodes(self) -> list:
+        """The stem's nodes (kept in float first when repair starts); none by default."""
+        return []
+
+    def expand(self, nodes: list) -> list:
+        """`nodes` and what must stay float with them; by default `nodes` alone."""
+        return list(nodes)
+
+    def time_ms(self, model_bytes: bytes) -> Optional[float]:
+        """Latency of a file here, or None when the session does not time files."""
+        return None
+
+
+class QATSession(Int8Session):
+    """The int8 session of a quantize-aware model: its learned ranges, one variant `"qat"`.
+
+    Nothing is kept in float and there is no per-layer report (`report` returns None), so
+    the file is verified, and written or refused, as it comes out of training. A format
+    implements `convert_qat`.
+    """
+
+    variants = ("qat",)
+    can_keep_float = False
+
+    def convert(self, keep_float: list, variant: str) -> bytes:
+        if keep_float:
+            raise ValueError("A quantize-aware model is written all int8, from its learned "
+                             f"ranges; no layer is kept in float. Received: keep_float={list(keep_float)}")
+        return self.job.cached(("qat_int8", type(self).__name__), self.convert_qat)
+
+    @abc.abstractmethod
+    def convert_qat(self) -> bytes:
+        """The file from the model's learned ranges, as the converter writes it."""

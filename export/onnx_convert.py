@@ -1,0 +1,339 @@
+"""Keras -> `.onnx` bytes: the float graph of an export job, its int8 quantization, what a
+file is and what onnxruntime runs of it.
+
+The format's own steps for `keras_unet.export.onnx` (the choices are told there): the float
+graph through `model.export(format="onnx")` once per job and opset (`float_model`), the graph
+prepared for quantization once (`prepared_model`), `quantize_static` in QDQ format
+(`quantize_int8`), and the graph onnxruntime's CPU provider actually runs (`runtime_graph`,
+`float_ops_left`).
+
+Example:
+```python
+from keras_unet.export.onnx_convert import ONNXOptions, convert
+
+model_bytes = convert(job, ONNXOptions(quantize="fp16"))
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from keras_unet.export.decoder_form import export_form
+from keras_unet.export.options import DEFAULT_OPSET
+
+QUANTIZE_MODES = ("none", "fp16", "int8")
+ACTIVATION_TYPES = ("uint8", "int8")
+# Percentile first: it agreed better on every model of the int8 matrix.
+CALIBRATE_METHODS = ("percentile", "minmax", "entropy")
+INPUT_NAME = "image"
+# Compute-heavy op types; any of these left outside QLinear*/integer kernels in the
+# graph onnxruntime runs is float work inside an "int8" model.
+# An int8 file that gains less than this over float32 is reported (as for TFLite).
+MIN_INT8_SPEEDUP = 1.5
+HEAVY_OPS = ("Conv", "ConvTranspose", "FusedConv", "MatMul", "Gemm", "FusedMatMul", "FusedGemm")
+
+
+@dataclasses.dataclass(frozen=True)
+class ONNXOptions:
+    """How `convert` turns the job's model into a `.onnx` file.
+
+    Args:
+        quantize: `"none"`, `"fp16"` or `"int8"`.
+        opset: ONNX opset (13 or newer; QDQ per-channel needs 13).
+        activation_type: `"uint8"` or `"int8"` activations for int8, or `"auto"`: quantize
+            both, time them on this machine and keep the faster (recorded in the
+            metadata). uint8 ran the seed model 1.6x faster on an AVX-512 VNNI CPU.
+        nodes_to_exclude: names of nodes of the float graph that int8 leaves unquantized.
+            Name a Conv together with the activation after it: onnxruntime's CPU provider
+            turns a float Conv that still sits between Q/DQ pairs back into a QLinearConv
+            (seen with onnxruntime 1.32).
+        calibrate_method: activation ranges: `"percentile"` (default: clipped at the
+            99.99th percentile on each side, measured by
+            `keras_unet.export.quantization.onnx_ranges`), `"minmax"` (full calibration
+            range) or `"entropy"` (onnxruntime's).
+
+    Example:
+    ```python
+    ONNXOptions(quantize="int8", nodes_to_exclude=(
+        "unet_1/encoder_block_0_1/conv1_1/convolution", "unet_1/encoder_block_0_1/act1_1/Relu"))
+    ```
+    """
+
+    quantize: str = "none"
+    opset: int = DEFAULT_OPSET
+    activation_type: str = "auto"
+    nodes_to_exclude: tuple = ()
+    calibrate_method: str = "percentile"
+    threads: int = 2
+
+    def __post_init__(self):
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or self.opset < 13:
+            raise ValueError(f"`opset` must be an integer >= 13. Received: opset={self.opset!r}")
+        if self.activation_type not in ACTIVATION_TYPES + ("auto",):
+            raise ValueError(
+                f"`activation_type` must be 'uint8', 'int8' or 'auto'. "
+                f"Received: activation_type={self.activation_type!r}"
+            )
+        if self.calibrate_method not in CALIBRATE_METHODS:
+            raise ValueError(
+                f"`calibrate_method` must be one of {list(CALIBRATE_METHODS)}. "
+                f"Received: calibrate_method={self.calibrate_method!r}"
+            )
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Mute tf2onnx/onnxruntime INFO/WARNING logs; restore their levels afterwards."""
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "onnxruntime")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def float_model(job: Any, opset: int) -> Path:
+    """Path of the job's float32 ONNX graph at `opset`, converted once per job.
+
+    Example:
+    ```python
+    float_model(job, 17)  # PosixPath('/tmp/keras_unet_export_.../float_0.onnx')
+    ```
+    """
+    import keras
+
+    def build():
+        path = job.new_path("float", ".onnx")
+        height, width = job.export_size
+        spec = keras.InputSpec(shape=(job.batch, height, width, job.facts["channels"]),
+                               dtype="float32", name=INPUT_NAME)
+        try:
+            # The same graph as job.static (1x1 conv + pixel shuffle for 2x2 up-convolutions:
+            # onnxruntime has no int8 ConvTranspose), with the batch and size asked for.
+            graph = job.cached("export_form", lambda: export_form(job.model))
+            with quiet_logs():
+                graph.export(str(path), format="onnx", verbose=False,
+                             input_signature=[spec], opset_version=opset)
+        except Exception as error:  # tf2onnx raises many types; name the cause
+            raise RuntimeError(
+                f"ONNX conversion (tf2onnx, opset {opset}) failed: {type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}"
+            ) from error
+        return path
+
+    return job.cached(("onnx_float", opset), build)
+
+
+def prepare_for_int8(float_path: Any, out: Any) -> None:
+    """Write the float graph at `float_path` as `quantize_static` should read it to `out`:
+    `quant_pre_process` (no symbolic shape inference) and the NHWC pixel shuffle
+    (`keras_unet.export.onnx_layout`: onnxruntime otherwise moves the decoder to NCHW)."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from keras_unet.export.onnx_layout import nhwc_pixel_shuffle
+
+    with quiet_logs():
+        quant_pre_process(str(float_path), str(out), skip_symbolic_shape=True)
+    onnx.save(nhwc_pixel_shuffle(onnx.load(str(out))), str(out))
+
+
+def prepared_model(job: Any, opset: int) -> Path:
+    """The float graph to quantize, once per job: after `quant_pre_process` (no symbolic
+    shape inference), with each pixel shuffle in the NHWC form (`onnx_layout`)."""
+    def build():
+        path = job.new_path("prepared", ".onnx")
+        prepare_for_int8(float_model(job, opset), path)
+        return path
+
+    return job.cached(("onnx_prepared", opset), build)
+
+
+def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
+    """The QDQ int8 file of the job's float graph for `options`, as `quantize_static` writes
+    it (the pipeline then applies `keras_unet.export.rewrites.ONNX_REWRITES`)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from keras_unet.export.calibration import onnx_calibration_reader, pin_input_range
+
+    out = job.new_path("int8", ".onnx")
+    # "percentile" is ours, not onnxruntime's (see quantization.onnx_ranges): min/max
+    # calibration with each intermediate tensor's range overridden.
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.MinMax}
+    extra = {}
+    if options.calibrate_method == "percentile":
+        extra["TensorQuantOverrides"] = _percentile_overrides(job, options.opset)
+    # The Entropy calibrator prints its progress to stdout.
+    uint8 = options.activation_type != "int8"
+    with quiet_logs(), contextlib.redirect_stdout(io.StringIO()), \
+            depth_to_space_quantized(uint8):
+        quantize_static(
+            str(prepared_model(job, options.opset)), str(out),
+            onnx_calibration_reader(pin_input_range(job.calibration), INPUT_NAME,
+                                    progress=job.progress),
+            quant_format=QuantFormat.QDQ,
+            # "auto" without the int8 session (no verification): the usual winner.
+            activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=list(options.nodes_to_exclude),
+            calibrate_method=methods[options.calibrate_method],
+            extra_options=extra,
+        )
+    return out.read_bytes()
+
+
+@contextlib.contextmanager
+def depth_to_space_quantized(uint8: bool) -> Iterator[None]:
+    """Quantize `DepthToSpace` (the pixel shuffle of `decoder_form`) like `Transpose`.
+
+    onnxruntime's QDQ quantizer leaves an op float unless its registry names it, and
+    `DepthToSpace` is not there, while its CPU kernel moves uint8 tensors and the session's
+    graph optimizer drops the DequantizeLinear/QuantizeLinear pair around it. Registered as a
+    same-scale op for the length of one `quantize_static` call, for uint8 activations only:
+    with int8 ones the CPU provider then ran the convolutions before it in float.
+    """
+    from onnxruntime.quantization import registry
+    from onnxruntime.quantization.operators.direct_q8 import QDQDirect8BitOp
+
+    added = uint8 and "DepthToSpace" not in registry.QDQRegistry
+    if added:
+        registry.QDQRegistry["DepthToSpace"] = QDQDirect8BitOp
+    try:
+        yield
+    finally:
+        if added:
+            registry.QDQRegistry.pop("DepthToSpace", None)
+
+
+def _percentile_overrides(job, opset):
+    """Percentile ranges of the job's prepared graph on its calibration images, once."""
+    from keras_unet.export.calibration import pin_input_range
+    from keras_unet.export.quantization.onnx_ranges import percentile_overrides
+
+    return job.cached(("onnx_percentile_ranges", opset), lambda: percentile_overrides(
+        prepared_model(job, opset), pin_input_range(job.calibration), input_name=INPUT_NAME))
+
+
+def convert(job, options):
+    """The `.onnx` bytes (no metadata yet) of the job's model for `options`.
+
+    Example:
+    ```python
+    model_bytes = convert(job, ONNXOptions(quantize="int8"))
+    ```
+    """
+    path = float_model(job, options.opset)
+    if options.quantize == "int8":
+        return quantize_int8(job, options)
+    if options.quantize == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        return convert_float_to_float16(onnx.load(str(path)),
+                                        keep_io_types=True).SerializeToString()
+    return path.read_bytes()
+
+
+def runtime_graph(path: Any, work: Any) -> Any:
+    """The graph onnxruntime's CPU provider runs for the ONNX file `path`: after its own
+    optimizations (QDQ fusion into QLinearConv, the NHWC layout of integer ops). Written
+    into a temporary folder under `work` and read back.
+
+    Example:
+    ```python
+    [node.op_type for node in runtime_graph("model_int8.onnx", "/tmp").node]
+    ```
+    """
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(dir=work) as folder:
+        optimized = Path(folder) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(optimized)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return onnx.load(str(optimized)).graph
+
+
+def float_ops_left(path: Any, work: Any) -> dict:
+    """Compute-heavy ops onnxruntime's CPU provider runs in float for `path`, by type.
+
+    Reads the graph after onnxruntime's own optimizations (`runtime_graph`), which is what
+    actually runs.
+
+    Example:
+    ```python
+    float_ops_left("model_int8.onnx", "/tmp")  # {'ConvTranspose': 4}
+    ```
+    """
+    counts: dict = {}
+    for node in runtime_graph(path, work).node:
+        if node.op_type in HEAVY_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def describe(model_bytes: bytes) -> dict:
+    """Shape and dtypes of the input and output of an ONNX model (no quantized I/O here)."""
+    import onnx
+
+    graph = onnx.load_from_string(model_bytes).graph
+
+    def io(value):
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        return dims, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+
+    input_shape, input_dtype = io(graph.input[0])
+    _, output_dtype = io(graph.output[0])
+    return {"input_shape": input_shape, "input_dtype": input_dtype,
+            "output_dtype": output_dtype, "input_quantization": None,
+            "output_quantization": None}
+
+
+def time_ms(model_bytes: bytes, repeats: int = 5, threads: int = 2,
+            size: Optional[tuple] = None) -> float:
+    """Median milliseconds of one onnxruntime run on zeros, after a warm-up run.
+
+    Args:
+        model_bytes: the ONNX file's bytes (input `(N, H, W, C)`).
+        repeats: timed runs.
+        threads: onnxruntime intra-op threads.
+        size: `(height, width)` to run a free-size (`--dynamic-size`) file at; a U-Net
+            cannot run at the 1x1 a free dimension would otherwise get.
+
+    Example:
+    ```python
+    time_ms(Path("model.onnx").read_bytes(), threads=2, size=(128, 128))
+    ```
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    from keras_unet.runtime.timing import median_ms
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0]
+    fill = [1, *(size or (1, 1)), 1]
+    shape = [d if isinstance(d, int) else fill[axis] for axis, d in enumerate(feed.shape)]
+    inputs = {feed.name: np.zeros(shape, np.float32)}
+    return median_ms(functools.partial(session.run, None, inputs), warmup=1, runs=repeats)
+
+

@@ -1,0 +1,163 @@
+"""The int8 sessions of an ONNX export (`keras_unet.export.int8_session`).
+
+`ONNXSession` quantizes the job's prepared float graph with each calibration method (our
+Percentile ranges first, then MinMax and onnxruntime's Entropy), keeps ops in float through
+`nodes_to_exclude`, and with `activation_type="auto"` picks the activation type;
+`ONNXQATSession` writes a quantize-aware model from its learned ranges.
+
+Example:
+```python
+from keras_unet.export.onnx import CONVERTER, ONNXOptions
+
+session = CONVERTER.session(job, ONNXOptions(quantize="int8"))
+model_bytes = session.quantize([], session.variants[0])
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+from keras_unet.export.converter import apply_rewrites
+from keras_unet.export.int8_session import Int8Session, QATSession
+from keras_unet.export.onnx_convert import (ACTIVATION_TYPES, CALIBRATE_METHODS, HEAVY_OPS,
+                                            INPUT_NAME, ONNXOptions, float_ops_left,
+                                            prepared_model, quantize_int8, time_ms)
+
+
+class ONNXSession(Int8Session):
+    """The int8 session of one job after training (`keras_unet.export.int8_session`).
+
+    Each calibration method is a variant (our Percentile ranges first, then MinMax and
+    onnxruntime's Entropy); ops are kept in float through `nodes_to_exclude`, each with the
+    activation onnxruntime would fuse it with (`onnx_nodes_to_exclude`).
+
+    Example:
+    ```python
+    session = ONNXSession(job, ONNXOptions(quantize="int8"), ONNX_REWRITES)
+    model_bytes = session.quantize([], "minmax")
+    ```
+    """
+
+    def __init__(self, job: Any, options: ONNXOptions, rewrites: tuple = ()) -> None:
+        super().__init__(job, options, rewrites)
+        if options.activation_type == "auto":
+            options = self._fastest_activation_type(options)
+        self.options = options
+        first = options.calibrate_method
+        self.variants = (first,) + tuple(m for m in CALIBRATE_METHODS if m != first)
+
+    def _fastest_activation_type(self, options: ONNXOptions) -> ONNXOptions:
+        """Quantize with uint8 and with int8 activations, keep the faster on this machine.
+
+        Only the candidates with the fewest compute ops left in float compete on time: a
+        few timed runs on a busy machine once picked int8 activations, with which
+        onnxruntime 1.32 runs the 1x1 convolutions before DepthToSpace in float.
+        """
+        timings, float_ops = {}, {}
+        for kind in ACTIVATION_TYPES:
+            candidate = dataclasses.replace(options, activation_type=kind)
+            model_bytes = self.job.cached(("onnx_int8", kind, options.calibrate_method, ()),
+                                          functools.partial(self._rewritten, candidate))
+            path = self.job.new_path(f"activations_{kind}", ".onnx")
+            path.write_bytes(model_bytes)
+            float_ops[kind] = sum(float_ops_left(path, self.job.work).values())
+            timings[kind] = time_ms(model_bytes, threads=options.threads, size=self.job.size)
+        fewest = min(float_ops.values())
+        chosen = min((kind for kind in timings if float_ops[kind] == fewest),
+                     key=timings.__getitem__)
+        self.metadata = {
+            "activation_type": chosen,
+            "activation_type_ms": {kind: round(ms, 3) for kind, ms in timings.items()},
+            "activation_type_float_ops": float_ops}
+        return dataclasses.replace(options, activation_type=chosen)
+
+    def _rewritten(self, options: ONNXOptions) -> bytes:
+        return apply_rewrites(self.rewrites, quantize_int8(self.job, options), "int8")
+
+    def time_ms(self, model_bytes: bytes) -> Optional[float]:
+        """Latency of `model_bytes` here (onnxruntime, the export's threads)."""
+        return time_ms(model_bytes, threads=self.options.threads, size=self.job.size)
+
+    def _options(self, keep_float: list, variant: str) -> ONNXOptions:
+        from keras_unet.export.quantization import onnx_nodes_to_exclude
+
+        prepared = prepared_model(self.job, self.options.opset)
+        exclude = tuple(onnx_nodes_to_exclude(prepared, list(keep_float))) if keep_float else ()
+        return dataclasses.replace(self.options, calibrate_method=variant,
+                                   nodes_to_exclude=tuple(self.options.nodes_to_exclude) + exclude)
+
+    def _graph(self) -> Any:
+        import onnx
+
+        return self.job.cached(("onnx_prepared_graph", self.options.opset), lambda: onnx.load(
+            str(prepared_model(self.job, self.options.opset)), load_external_data=False).graph)
+
+    def expand(self, nodes: list) -> list:
+        """The graph nodes among `nodes` (not graph inputs) and the nodes reading their
+        outputs: a float op still hands its consumer a tensor quantized at its range."""
+        graph = self._graph()
+        by_output = {out: node.name for node in graph.node for out in node.output}
+        names = {node.name for node in graph.node}
+        kept = [node for node in nodes if node in names]
+        readers = [node.name for node in graph.node
+                   if any(by_output.get(name) in kept for name in node.input)]
+        return list(dict.fromkeys(kept + readers))
+
+    def leading_nodes(self) -> list:
+        """The stem's nodes (`report.leading_nodes`); nodes that read only weights (a
+        kernel's Transpose) are not activations and are left out."""
+        from keras_unet.export.quantization import leading_nodes
+
+        graph = self._graph()
+        weights = {init.name for init in graph.initializer}
+        ops = [(node.name, node.op_type, list(node.input), list(node.output)) for node in graph.node
+               if any(name and name not in weights for name in node.input)]
+        return leading_nodes(ops, HEAVY_OPS)
+
+    def convert(self, keep_float: list, variant: str) -> bytes:
+        return quantize_int8(self.job, self._options(keep_float, variant))
+
+    def quantize(self, keep_float: list, variant: str) -> bytes:
+        """`Int8Session.quantize`, once per job, activation type, variant and kept ops."""
+        key = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
+        return self.job.cached(key, functools.partial(super().quantize, keep_float, variant))
+
+    def report(self, images: Any, keep_float: list, variant: str) -> Optional[list]:
+        from keras_unet.export.quantization import onnx_layer_report
+
+        quantized = self.job.new_path("report", ".onnx")
+        quantized.write_bytes(self.quantize(keep_float, variant))
+        batch = 1 if self.job.batch else 8
+        try:
+            return onnx_layer_report(prepared_model(self.job, self.options.opset), quantized,
+                                     images, input_name=INPUT_NAME, keep_float=keep_float,
+                                     model=self.job.model, batch_size=batch)
+        except ValueError:
+            # Nothing quantized left to measure (every op kept in float); the int8 step
+            # reads None as "nothing to measure".
+            return None
+
+
+class ONNXQATSession(QATSession):
+    """The int8 session of a quantize-aware model: `keras_unet.export.qat.converted_qat_onnx`
+    (activations uint8 unless `activation_type="int8"`, recorded in the metadata).
+
+    Example:
+    ```python
+    ONNXQATSession(job, ONNXOptions(quantize="int8"), ONNX_REWRITES).quantize([], "qat")
+    ```
+    """
+
+    def convert_qat(self) -> bytes:
+        from keras_unet.export.qat import converted_qat_onnx
+
+        activation = self.options.activation_type
+        activation = "uint8" if activation == "auto" else activation
+        self.metadata = {"activation_type": activation}
+        return converted_qat_onnx(self.job.model, input_size=self.job.size,
+                                  opset=self.options.opset, activation_type=activation)
+
+
