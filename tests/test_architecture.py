@@ -232,13 +232,3 @@ def test_help_and_version_are_light(shadowing_folder):
     from keras_unet.version import __version__
 
     assert version.stdout.strip() == f"keras-unet {__version__}", version.stderr[-2000:]
-
-
-def test_importing_keras_registers_the_layers_after_a_light_import(tmp_path):
-    code = ("import sys, keras_unet\n"
-            "assert 'keras' not in sys.modules\n"
-            "import keras\n"
-            "print(keras.saving.get_registered_object('keras_unet>ConvBlock').__module__)")
-    done = _run(code, tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "keras_unet.layers.conv_block"

@@ -67,6 +67,7 @@ def test_a_wrong_export_form_is_caught_before_conversion(monkeypatch):
         static_model(_unet(), SIZE)
 
 
+@pytest.mark.slow
 def test_int8_tflite_has_no_transposed_convolution_and_encoders_keep_their_own_scale(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -90,6 +91,7 @@ def test_int8_tflite_has_no_transposed_convolution_and_encoders_keep_their_own_s
     assert [int(t["quantization_parameters"]["zero_points"][0]) for t in pooled] == [-128, -128]
 
 
+@pytest.mark.slow
 def test_int8_onnx_runs_every_convolution_in_integer_and_the_decoder_in_nhwc(tmp_path, monkeypatch):
     import onnx
 
@@ -121,6 +123,7 @@ def test_int8_onnx_runs_every_convolution_in_integer_and_the_decoder_in_nhwc(tmp
     assert concat_axes in ([3, 3], [-1, -1])
 
 
+@pytest.mark.slow
 def test_a_free_size_int8_onnx_shuffles_in_nhwc_and_runs_at_any_size(tmp_path, monkeypatch):
     import keras
     import onnxruntime as ort

@@ -235,8 +235,9 @@ def test_cli_repairs_and_writes_the_report(spiky_files, capsys):
     (["--quantize", "int8", "--calibration-data", "{root}/calib", "--agreement-floor", "-0.1"], "[0, 1]"),
     (["--quantize", "fp16", "--repair"], "--repair"),
     (["--quantize", "none", "--report", "{root}/r.json"], "--quantize int8"),
-    (["--quantize", "int8", "--calibration-data", "{root}/calib", "--verification-data", "{root}/empty"],
-     "no images"),
+    # Refused only after the conversion, so it is in the slow lane.
+    pytest.param(["--quantize", "int8", "--calibration-data", "{root}/calib", "--verification-data",
+                  "{root}/empty"], "no images", marks=pytest.mark.slow),
     (["--quantize", "int8", "--calibration-data", "{root}/calib", "--threads", "0"], "--threads"),
 ])
 def test_cli_bad_int8_options_fail_with_one_line(tmp_path, capsys, args, message):

@@ -68,6 +68,7 @@ def _logit_quantization(fmt, path):
     return float(values[dequantize.input[1]]), int(values[dequantize.input[2]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_a_wide_logit_range_is_clipped_and_no_pixel_near_the_threshold_flips(fmt, tmp_path):
     from keras_unet.runtime import load_runner
@@ -84,6 +85,7 @@ def test_a_wide_logit_range_is_clipped_and_no_pixel_near_the_threshold_flips(fmt
     assert np.abs(probabilities - expected).max() <= 0.25 * STEP / 2 + 1 / 255
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_a_narrow_logit_range_keeps_its_finer_calibrated_step(fmt, tmp_path):
     # Logits in [-1.0, 1.55]: step 0.01 from calibration, finer than [-8, 8]'s.
@@ -96,6 +98,7 @@ def test_a_narrow_logit_range_keeps_its_finer_calibrated_step(fmt, tmp_path):
         assert clip(data) is data
 
 
+@pytest.mark.slow
 def test_files_without_a_binary_int8_head_are_left_as_they_are(tmp_path):
     import onnx
 

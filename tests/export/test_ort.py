@@ -22,7 +22,9 @@ def images():
     return [rng.integers(0, 256, (40, 36, 1), dtype=np.uint8) for _ in range(3)]
 
 
-def test_an_ort_file_gives_the_keras_probabilities_and_keeps_the_metadata(model, images, tmp_path):
+@pytest.mark.slow
+def test_an_ort_file_keeps_the_metadata_and_masks_images_of_any_size(model, images, tmp_path):
+    # Its float32 outputs against Keras: tests/test_float_exports.py.
     result = export_ort(model, tmp_path / "m.ort", progress=False)
     assert result.format == "ort" and result.path.endswith("m.ort")
     assert result.verification.passed
@@ -30,11 +32,8 @@ def test_an_ort_file_gives_the_keras_probabilities_and_keeps_the_metadata(model,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ort"]  # no .onnx or temporary left
     metadata = read_metadata(tmp_path / "m.ort")
     assert metadata["class_names"] == ["nucleus"] and metadata["channels"] == 1
-    expected = model.predict(np.stack([np.zeros((32, 32, 1))]), verbose=0)
     with load_runner(tmp_path / "m.ort") as runner:
-        got = runner.predict(np.zeros((1, 32, 32, 1), np.uint8))
         masks = runner.predict_masks(images)
-    np.testing.assert_allclose(got, expected, atol=1e-4)
     assert [m.shape for m in masks] == [(40, 36)] * 3
 
 
@@ -43,6 +42,7 @@ def test_a_wrong_suffix_is_refused(model, tmp_path):
         export_ort(model, tmp_path / "m.onnx")
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_an_ort_file(model, tmp_path):
     from keras_unet.benchmarks.suite import run_benchmark
 
@@ -51,6 +51,7 @@ def test_the_benchmark_runs_an_ort_file(model, tmp_path):
     assert report.rows[0].error is None and report.rows[0].latency_p50_ms > 0
 
 
+@pytest.mark.slow
 def test_the_cli_writes_an_ort_file_from_its_suffix(model, tmp_path, capsys):
     from keras_unet import cli
 

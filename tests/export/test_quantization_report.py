@@ -152,6 +152,7 @@ def spiky_tflite(calibration, tmp_path_factory):
     return model, converter, TFLiteQuantizer(converter)
 
 
+@pytest.mark.slow
 def test_tflite_report_ranks_the_spike_first_and_names_keras_layers(spiky_tflite, verification):
     model, _, quantizer = spiky_tflite
     rows = quantizer.report(verification, model=model)
@@ -164,6 +165,7 @@ def test_tflite_report_ranks_the_spike_first_and_names_keras_layers(spiky_tflite
     assert not any(row["kept_float"] for row in rows)
 
 
+@pytest.mark.slow
 def test_tflite_keeping_the_worst_layer_in_float_gives_a_deployable_file(spiky_tflite,
                                                                          verification):
     from keras_unet.export.quantization import worst_nodes
@@ -191,6 +193,7 @@ def test_tflite_keeping_the_worst_layer_in_float_gives_a_deployable_file(spiky_t
     assert (plain["input_dtype"], plain["output_dtype"]) == ("uint8", "uint8")
 
 
+@pytest.mark.slow
 def test_tflite_ranges_widened_in_place_are_measured_again(spiky_tflite, verification):
     from keras_unet.export.quantization import TFLiteQuantizer
 
@@ -207,6 +210,7 @@ def test_tflite_ranges_widened_in_place_are_measured_again(spiky_tflite, verific
     assert raw.report(verification, model=model)[0]["name"] == "head"
 
 
+@pytest.mark.slow
 def test_tflite_leading_ops_are_the_first_convolution_and_what_precedes_it(spiky_tflite,
                                                                            verification):
     model, _, quantizer = spiky_tflite
@@ -221,12 +225,14 @@ def test_tflite_leading_ops_are_the_first_convolution_and_what_precedes_it(spiky
     assert {row["node"] for row in rows if row["kept_float"]} == set(stem)
 
 
+@pytest.mark.slow
 def test_tflite_keep_float_rejects_unknown_nodes(spiky_tflite):
     _, _, quantizer = spiky_tflite
     with pytest.raises(ValueError, match="node.*Received"):
         quantizer.quantize(keep_float=["spike"])  # a layer name, not a tensor name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["caffe", "symmetric", "unit"])
 def test_input_normalization_costs_no_int8_precision(mode, calibration, verification, tmp_path):
     """Every normalization op errs by plain rounding (~0.3 steps; symmetric 0.5 at most).
@@ -269,6 +275,7 @@ def _flip_first_layer():
     return FlipFirst(name="normalization")
 
 
+@pytest.mark.slow
 def test_flip_first_caffe_normalization_ranks_first_until_ranges_are_measured(
         calibration, verification, tmp_path):
     """The issue's ResNet50 finding in small: REVERSE_V2 then SUB, tens of steps off."""
@@ -320,6 +327,7 @@ def spiky_onnx(calibration, tmp_path_factory):
     return model, prepared, int8
 
 
+@pytest.mark.slow
 def test_onnx_report_ranks_the_spike_first_and_names_keras_layers(spiky_onnx, verification):
     from keras_unet.export.quantization import onnx_layer_report
 
@@ -335,6 +343,7 @@ def test_onnx_report_ranks_the_spike_first_and_names_keras_layers(spiky_onnx, ve
     assert all(row["rmse_over_scale"] < 1.0 for row in fused)
 
 
+@pytest.mark.slow
 def test_onnx_nodes_to_exclude_take_the_conv_with_its_relu(spiky_onnx, verification):
     import onnx
 
@@ -355,6 +364,7 @@ def test_onnx_nodes_to_exclude_take_the_conv_with_its_relu(spiky_onnx, verificat
     assert {row["name"] for row in rows[-2:]} == {"conv2"}
 
 
+@pytest.mark.slow
 def test_onnx_session_leading_nodes_skip_weight_only_nodes(spiky_onnx):
     import onnx
 
