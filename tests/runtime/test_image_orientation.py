@@ -10,7 +10,9 @@ from PIL import Image
 from keras_unet.runtime import imageio
 from keras_unet.runtime.images import exif_orientation
 
+
 # EXIF orientation: images (and masks) are read upright, as viewers show them.
+
 
 # What a viewer shows for stored pixels `a` under each EXIF orientation.
 UPRIGHT = {
@@ -23,6 +25,7 @@ UPRIGHT = {
     8: lambda a: np.rot90(a, 1),
 }
 
+
 def _save_oriented(path, array, orientation, **options):
     """Save `array` as stored pixels with EXIF orientation `orientation`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,9 +34,11 @@ def _save_oriented(path, array, orientation, **options):
     Image.fromarray(array).save(path, exif=exif, **options)
     return path
 
+
 def _blocks():
     """Flat 8x8 gray blocks (survive JPEG almost exactly), asymmetric: 24 wide, 16 high."""
     return np.kron(np.array([[0, 50, 100], [150, 200, 250]], np.uint8), np.ones((8, 8), np.uint8))
+
 
 @pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
 @pytest.mark.parametrize("ext", [".png", ".tif"])
@@ -46,6 +51,7 @@ def test_read_image_applies_exif_orientation_lossless(tmp_path, ext, orientation
     assert imageio.image_size(path) == image.shape[:2] == expected.shape[:2]
     assert exif_orientation(path) == orientation
 
+
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_read_image_applies_exif_orientation_jpeg(tmp_path, orientation):
     stored = _blocks()
@@ -57,6 +63,7 @@ def test_read_image_applies_exif_orientation_jpeg(tmp_path, orientation):
     assert imageio.image_size(path) == image.shape[:2]
     assert imageio.read_image(path, channels=3).shape == expected.shape + (3,)
 
+
 def test_image_without_or_with_upright_orientation_is_unchanged(tmp_path):
     stored = asymmetric_pattern()
     for name, orientation in (("plain.png", None), ("one.png", 1), ("bad.png", 9)):
@@ -65,6 +72,7 @@ def test_image_without_or_with_upright_orientation_is_unchanged(tmp_path):
         assert np.array_equal(imageio.read_image(path), stored)
         assert imageio.image_size(path) == (4, 6)
         assert exif_orientation(path) == 1
+
 
 def test_png_exif_after_pixel_data_is_seen_by_image_size(tmp_path):
     # PNG allows the eXIf chunk after IDAT; pillow sees it only when decoding, and the
@@ -88,6 +96,7 @@ def test_png_exif_after_pixel_data_is_seen_by_image_size(tmp_path):
     assert np.array_equal(image, np.rot90(stored, -1))
     assert imageio.image_size(path) == image.shape[:2] == (6, 4)
 
+
 def test_read_mask_with_exif_orientation_is_upright(tmp_path):
     stored = np.zeros((4, 6), np.uint8)
     stored[0, :2] = 255  # top-left corner: a rotation moves it
@@ -103,6 +112,7 @@ def test_read_mask_with_exif_orientation_is_upright(tmp_path):
     plain = save_image(tmp_path / "plain.png", stored)  # the usual mask: no EXIF, read as stored
     assert np.array_equal(imageio.read_mask(plain), stored)
 
+
 def _rotated_pair(root, mask_upright=True, stem="a"):
     """A JPEG stored 24x16 (WxH) with orientation 6 (shown 16x24) and its mask."""
     stored = _blocks()
@@ -110,6 +120,7 @@ def _rotated_pair(root, mask_upright=True, stem="a"):
     mask = (stored >= 150).astype(np.uint8) * 255  # the bottom row of blocks, as stored
     save_image(root / "masks" / f"{stem}.png", np.rot90(mask, -1) if mask_upright else mask)
     return root / "images" / f"{stem}.jpg", root / "masks" / f"{stem}.png"
+
 
 def test_upright_mask_lines_up_with_upright_image(tmp_path):
     image_path, mask_path = _rotated_pair(tmp_path)
@@ -120,6 +131,7 @@ def test_upright_mask_lines_up_with_upright_image(tmp_path):
 
     for check_images in (True, False):  # decoded, and header only (image_size)
         assert check_pairs([(image_path, mask_path)], check_images=check_images)
+
 
 def test_mask_of_the_stored_pixels_is_refused_clearly(tmp_path):
     image_path, mask_path = _rotated_pair(tmp_path, mask_upright=False)
@@ -139,6 +151,7 @@ def test_mask_of_the_stored_pixels_is_refused_clearly(tmp_path):
         check_mask_size((16, 24), (24, 16), mask_path, tmp_path / "masks" / "a.png")
     check_mask_size((24, 16), (24, 16, 3), mask_path, image_path)
 
+
 def test_numpy_batches_read_upright_images(tmp_path):
     from keras_unet.data import iterate_batches
 
@@ -148,6 +161,7 @@ def test_numpy_batches_read_upright_images(tmp_path):
     expected = np.rot90(_blocks(), -1)
     assert np.abs(images[0, ..., 0] - expected).max() <= 8
     assert np.array_equal(masks[0, ..., 0], (expected >= 150).astype(np.float32))
+
 
 @pytest.mark.slow  # imports TensorFlow (several seconds)
 def test_tf_data_pipeline_reads_upright_images(tmp_path):

@@ -11,9 +11,11 @@ from PIL import Image
 
 from keras_unet import cli
 
+
 # Real models: .keras, .tflite, .onnx ------------------------------------------------------
 MODEL_SIZE = 32
 IMAGE_SIZE = 8 * MODEL_SIZE
+
 
 def averaging_model(size=(MODEL_SIZE, MODEL_SIZE)):
     """Foreground where the 3x3 neighbourhood's mean brightness is above 128.
@@ -31,6 +33,7 @@ def averaging_model(size=(MODEL_SIZE, MODEL_SIZE)):
                       np.array([-128 * steepness], np.float32)])
     return keras.Model(inputs, outputs)
 
+
 def synthetic_scene():
     """An image 8x the model input with a known mask: a disc, thin bars and small squares."""
     y, x = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]
@@ -43,8 +46,10 @@ def synthetic_scene():
     image = np.where(truth[..., None], 215.0, 40.0) + rng.uniform(-20, 20, (IMAGE_SIZE, IMAGE_SIZE, 3))
     return image.clip(0, 255).round().astype(np.uint8), truth.astype(np.uint8)
 
+
 def iou(mask, truth):
     return np.logical_and(mask, truth).sum() / np.logical_or(mask, truth).sum()
+
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
@@ -57,6 +62,7 @@ def model_files(tmp_path_factory):
     export_tflite(model, paths["tflite"], progress=False)
     export_onnx(model, paths["onnx"], progress=False)
     return paths
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["keras", "tflite", "onnx"])
@@ -74,6 +80,7 @@ def test_tiled_predict_beats_resize_on_an_image_8x_the_model(model_files, fmt):
     assert tiled_iou >= 0.99, (tiled_iou, resized_iou)  # the bars and squares survive
     assert resized_iou < 0.9, (tiled_iou, resized_iou)
 
+
 @pytest.mark.slow
 def test_blended_tiles_have_no_seams_on_a_model_with_context(model_files):
     from keras_unet.runtime import load_runner
@@ -88,6 +95,7 @@ def test_blended_tiles_have_no_seams_on_a_model_with_context(model_files):
     assert np.abs(abutting - reference).max() > 0.2
     # Blended, a tile's edge pixels weigh ~1% against the neighbour's inside.
     assert np.abs(blended - reference).max() < 0.03  # measured 0.017; abutting 0.97
+
 
 @pytest.mark.slow
 def test_any_size_keras_model_tiles_at_the_given_size(model_files, tmp_path):
@@ -104,6 +112,7 @@ def test_any_size_keras_model_tiles_at_the_given_size(model_files, tmp_path):
     with load_runner(model_files["keras"]) as runner:
         fixed = runner.predict(image, tile=True)
     np.testing.assert_allclose(free, fixed, atol=1e-5)
+
 
 @pytest.mark.slow
 def test_cli_tiles_an_exported_file(model_files, tmp_path):
