@@ -4,9 +4,9 @@ OpenVINO reads our `.onnx` and `.tflite` files as they are, so the same file can
 on onnxruntime, TFLite and OpenVINO. Rules this runner keeps:
 
 - Precision: float parts of the graph compute in float32 (`INFERENCE_PRECISION_HINT` =
-  `"f32"`) unless `precision` says otherwise. OpenVINO's CPU plugin otherwise picks bf16 on
-  a CPU with AVX512-BF16 or AMX, and an fp32 file then moves by about 1e-2 from Keras
-  (the export's float32 bound is 1e-4). Integer (QDQ / quantized TFLite) parts run on
+  `"f32"`) unless `precision` says otherwise: OpenVINO's CPU plugin otherwise picks bf16 on
+  a CPU with AVX512-BF16 or AMX, whose 8-bit mantissa takes a float32 file far outside the
+  1e-4 bound every float32 export is held to. Integer (QDQ / quantized TFLite) parts run on
   OpenVINO's int8 kernels either way.
 - Threads: `threads` sets `INFERENCE_NUM_THREADS` (None: OpenVINO's default, all cores);
   the compiled model keeps the `LATENCY` hint (one stream), what a single caller gets.
@@ -55,7 +55,7 @@ FILE_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}
 SUFFIXES = tuple(FILE_FORMATS)
 
 
-def ir_weights_path(path):
+def ir_weights_path(path) -> str:
     """The `.bin` weights file of an OpenVINO IR `.xml` file: same folder, same stem.
 
     Example:
@@ -219,7 +219,9 @@ class OpenVINORunner(Runner):
         request = None if self._looped else self._request(tuple(batch.shape))
         if request is None:
             return self._run_sliced(batch)
-        return request.infer({0: batch})[0]
+        # share_inputs: the synchronous call reads the prepared array in place (no copy), as
+        # onnxruntime does; the output is copied, so it outlives the next call.
+        return request.infer({0: batch}, share_inputs=True)[0]
 
     def _run_sliced(self, batch):
         step, count = self._batch, len(batch)
@@ -227,7 +229,7 @@ class OpenVINORunner(Runner):
             # Pad the last slice with copies of the last image; their outputs are dropped.
             batch = np.concatenate([batch, np.repeat(batch[-1:], step - count % step, axis=0)])
         request = self._default[1]
-        return np.concatenate([request.infer({0: batch[i : i + step]})[0]
+        return np.concatenate([request.infer({0: batch[i : i + step]}, share_inputs=True)[0]
                                for i in range(0, len(batch), step)])[:count]
 
     def close(self):
