@@ -31,6 +31,10 @@ from keras_unet.runtime.files import write_bytes_atomic, write_text_atomic
 class BenchmarkRow:
     """The measurements of one model file. Fields that could not be measured stay None.
 
+    `fastest_runtime`: in a run putting one file on several runtimes, True on the row of the
+    fastest runtime that keeps agreement with the reference, False on that file's other rows;
+    None when the file ran on one runtime (`mark_fastest_runtimes`).
+
     Example:
     ```python
     BenchmarkRow(model="m.tflite", format="tflite", latency_p50_ms=12.5).name  # "m.tflite"
@@ -82,10 +86,6 @@ class BenchmarkRow:
     fastest_runtime: bool = None
     error: str = None
     latency_runs_ms: list = None
-
-    # `fastest_runtime`: in a run putting one file on several runtimes, True on the row of
-    # the fastest runtime that keeps agreement with the reference, False on the others of
-    # that file; None when the file ran on one runtime (`mark_fastest_runtimes`).
 
     def __post_init__(self):
         if self.name is None:

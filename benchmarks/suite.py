@@ -25,10 +25,9 @@ report.print_table()
 ```
 """
 
+import dataclasses
 import os
 import sys
-
-import dataclasses
 
 from keras_unet.benchmarks.environment import collect_environment
 from keras_unet.benchmarks.int8_matrix import TARGETS
