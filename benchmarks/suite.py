@@ -104,7 +104,7 @@ def run_benchmark(
     csv_path=None,
     plot_path=None,
     **options,
-):
+) -> BenchmarkReport:
     """Benchmark model files and compare them with a reference; one `BenchmarkRow` per file.
 
     Args:

@@ -51,7 +51,7 @@ def add_arguments(parser):
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
 
 
-def add_runtime_argument(parser):
+def add_runtime_argument(parser) -> None:
     """`--runtime NAME`, shared by predict and evaluate: which runtime runs MODEL."""
     from keras_unet.runtime import RUNTIMES
 

@@ -59,7 +59,7 @@ def runtimes_for(path) -> list:
             if suffix in suffixes and runtime_installed(name)]
 
 
-def load_runner(path, threads=None, providers=None, runtime=None):
+def load_runner(path, threads=None, providers=None, runtime=None) -> "keras_unet.runtime.base.Runner":
     """A runner for a `.tflite`, `.onnx`, `.ort`, `.keras` or OpenVINO `.xml` file (see `keras_unet.runtime.base.Runner`).
 
     Args:

@@ -83,7 +83,7 @@ def create_session(path, threads=None, providers=None, optimize=True):
         raise ValueError(f"{path!r} is not a valid ONNX model: {error}") from error
 
 
-def openvino_core():
+def openvino_core() -> "openvino.Core":
     """A new `openvino.Core`, with an error naming the extra when OpenVINO is not installed.
 
     Raises:

@@ -214,7 +214,7 @@ class OpenVINORunner(Runner):
                 return None
         return self._compiled[shape][1]
 
-    def run(self, batch):
+    def run(self, batch) -> np.ndarray:
         """Raw output for a prepared batch: one synchronous `InferRequest.infer` (a copy)."""
         request = None if self._looped else self._request(tuple(batch.shape))
         if request is None:
@@ -232,5 +232,5 @@ class OpenVINORunner(Runner):
         return np.concatenate([request.infer({0: batch[i : i + step]}, share_inputs=True)[0]
                                for i in range(0, len(batch), step)])[:count]
 
-    def close(self):
+    def close(self) -> None:
         self._default, self._compiled, self._model = None, {}, None
