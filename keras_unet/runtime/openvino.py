@@ -9,7 +9,7 @@ on onnxruntime, TFLite and OpenVINO. Rules this runner keeps:
   1e-4 bound every float32 export is held to. Integer (QDQ / quantized TFLite) parts run on
   OpenVINO's int8 kernels either way.
 - Threads: `threads` sets `INFERENCE_NUM_THREADS` (None: OpenVINO's default, all cores);
-  the compiled model keeps the `LATENCY` hint (one stream), what a single caller gets.
+  the `LATENCY` performance hint (one stream), what a single caller gets.
 - Metadata: a `.onnx` file's `keras_unet` entry (its `metadata_props`, which OpenVINO keeps
   in the model's rt_info under `framework`); a `.tflite` file's, read with the same reader
   as `TFLiteRunner` (ai-edge-litert's schema module); an IR file's from its rt_info, key
@@ -135,7 +135,8 @@ class OpenVINORunner(Runner):
             )
         self._core = openvino_core()
         self.threads, self.precision, self.device = threads, precision, device
-        self._config = {}
+        # One stream for one caller: what a device app gets, and what the benchmark times.
+        self._config = {"PERFORMANCE_HINT": "LATENCY"}
         if precision is not None:
             self._config["INFERENCE_PRECISION_HINT"] = precision
         if threads:
