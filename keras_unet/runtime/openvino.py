@@ -5,11 +5,11 @@ on onnxruntime, TFLite and OpenVINO. Rules this runner keeps:
 
 - Precision: float parts of the graph compute in float32 (`INFERENCE_PRECISION_HINT` =
   `"f32"`) unless `precision` says otherwise: OpenVINO's CPU plugin otherwise picks bf16 on
-  a CPU with AVX512-BF16 or AMX, whose 8-bit mantissa takes a float32 file far outside the
+  a CPU with AVX512-BF16 or AMX, whose 8-bit significand takes a float32 file far outside the
   1e-4 bound every float32 export is held to. Integer (QDQ / quantized TFLite) parts run on
   OpenVINO's int8 kernels either way.
 - Threads: `threads` sets `INFERENCE_NUM_THREADS` (None: OpenVINO's default, all cores);
-  the `LATENCY` performance hint (one stream), what a single caller gets.
+  it compiles with the `LATENCY` performance hint (one stream), what a single caller gets.
 - Metadata: a `.onnx` file's `keras_unet` entry (its `metadata_props`, which OpenVINO keeps
   in the model's rt_info under `framework`); a `.tflite` file's, read with the same reader
   as `TFLiteRunner` (ai-edge-litert's schema module); an IR file's from its rt_info, key
