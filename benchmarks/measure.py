@@ -57,6 +57,8 @@ class MeasureOptions:
         mask_encoding: override the metadata's mask encoding ("auto", "binary", "index",
             "trimap"); files without metadata use "auto".
         ignore_index: override the metadata's ignore index.
+        runtime: the runtime each file runs on (`keras_unet.runtime.load_runner`'s `runtime`,
+            e.g. "openvino"), None for the file's own; `run_benchmark` also takes "all".
 
     Example:
     ```python
@@ -73,6 +75,7 @@ class MeasureOptions:
     rounds: int = 5
     mask_encoding: str = None
     ignore_index: int = None
+    runtime: str = None
 
     def __post_init__(self):
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
@@ -233,7 +236,7 @@ def measure_model(path, data, options=None):
     masks = None
     with PeakRSS() as memory:
         start = time.perf_counter()
-        runner = load_runner(path, threads=options.threads)
+        runner = load_runner(path, threads=options.threads, runtime=options.runtime)
         row.load_time_s = time.perf_counter() - start
         row.format = runner.format
         row.quantization = runner.quantization

@@ -305,7 +305,8 @@ def test_tile_flags_parse_and_refuse_bad_values(folder, capsys):
 def test_predict_and_evaluate_tile_at_native_size(folder, monkeypatch, capsys):
     import keras_unet.runtime
 
-    monkeypatch.setattr(keras_unet.runtime, "load_runner", lambda path, threads=None: PixelRunner())
+    monkeypatch.setattr(keras_unet.runtime, "load_runner",
+                        lambda path, threads=None, runtime=None: PixelRunner())
     out = folder / "out"
     assert cli.main(["predict", str(folder / "model.onnx"), "--images", str(folder / "data" / "images"),
                      "--out", str(out), "--tile", "0.5"]) == 0
