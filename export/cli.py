@@ -42,13 +42,13 @@ FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "ort": ".ort"}
 def add_arguments(parser) -> None:
     """Add the `export` options to an argparse parser."""
     from keras_unet.console.arguments import (existing_dir, existing_file, int_in,
-                                              output_file_in_existing_folder, positive_int,
+                                              output_file, positive_int,
                                               unit_interval)
     from keras_unet.export.options import ExportOptions as defaults
 
     parser.add_argument("model", metavar="MODEL.keras", type=existing_file, help="the Keras model file")
     parser.add_argument("--out", required=True, metavar="FILE",
-                        type=output_file_in_existing_folder,
+                        type=output_file,
                         help="output file (.tflite, .onnx or .ort)")
     parser.add_argument("--format", choices=sorted(FORMATS), default=None,
                         help="output format (default: from the --out suffix)")
@@ -85,7 +85,7 @@ def add_arguments(parser) -> None:
                              "standard errors of the verification) keep the worst layers in "
                              "float until it holds (default: on for int8)")
     parser.add_argument("--report", metavar="FILE.json", default=None,
-                        type=output_file_in_existing_folder,
+                        type=output_file,
                         help="int8: write the per-layer quantization report (also when the "
                              "export is refused) and print the worst layers (default: none)")
     parser.add_argument("--threads", type=positive_int, default=defaults.threads, metavar="N",

@@ -22,7 +22,7 @@ HELP = "score a .keras/.tflite/.onnx model on DIR/images + DIR/masks (IoU, Dice)
 def add_arguments(parser):
     from keras_unet.commands.predict import add_runtime_argument, add_tile_arguments
     from keras_unet.console.arguments import (any_int, existing_dir, existing_file,
-                                              output_file_in_existing_folder, positive_int)
+                                              output_file, positive_int)
 
     parser.add_argument("model", metavar="MODEL", type=existing_file,
                         help=".keras, .tflite, .onnx or OpenVINO .xml (with its .bin) file")
@@ -37,7 +37,7 @@ def add_arguments(parser):
                         help="runtime threads (default: the runtime's choice, all cores)")
     add_runtime_argument(parser)
     add_tile_arguments(parser)
-    parser.add_argument("--json", metavar="FILE", type=output_file_in_existing_folder,
+    parser.add_argument("--json", metavar="FILE", type=output_file,
                         help="also write the scores as JSON (default: none)")
 
 
