@@ -67,7 +67,10 @@ class ExportOptions:
 
     Example:
     ```python
-    ExportOptions(quantize="fp16", verify=False)
+    from keras_unet.export import ExportOptions
+
+    options = ExportOptions(quantize="fp16", verify=False)
+    options.quantize, options.opset   # ('fp16', 17)
     ```
     """
 

@@ -60,8 +60,14 @@ def load_runner(path, threads=None, providers=None) -> "Runner":
 
     Example:
     ```python
-    with load_runner("unet.onnx", threads=2) as runner:
-        masks = runner.predict_masks(images)
+    import numpy as np
+    import keras_unet
+    from keras_unet.runtime import load_runner
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    with load_runner("unet.keras", threads=2) as runner:   # or a .tflite / .onnx file
+        masks = runner.predict_masks(images)               # (2, 32, 32) uint8
     ```
     """
     path = os.fspath(path)
