@@ -62,7 +62,10 @@ class MeasureOptions:
 
     Example:
     ```python
+    from keras_unet.benchmarks import MeasureOptions
+
     options = MeasureOptions(threads=2, runs=100)
+    options.warmup, options.batch_size   # (5, 1)
     ```
     """
 
@@ -223,7 +226,15 @@ def measure_model(path, data, options=None):
 
     Example:
     ```python
-    row, masks = measure_model("m.tflite", LabelledData("data/"), MeasureOptions(threads=2, runs=20))
+    import keras_unet
+    from keras_unet.benchmarks import MeasureOptions, measure_model
+    from keras_unet.benchmarks.quality import LabelledData
+    from keras_unet.datasets import nuclei_path
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    row, masks = measure_model("unet.keras", LabelledData(nuclei_path(), max_images=8),
+                               MeasureOptions(threads=2, runs=5))
+    row.latency_p50_ms, row.iou
     ```
     """
     from keras_unet.runtime import load_runner

@@ -37,7 +37,10 @@ class BenchmarkRow:
 
     Example:
     ```python
-    BenchmarkRow(model="m.tflite", format="tflite", latency_p50_ms=12.5).name  # "m.tflite"
+    from keras_unet.benchmarks import BenchmarkRow
+
+    row = BenchmarkRow(model="runs/m.tflite", format="tflite", latency_p50_ms=12.5)
+    row.name   # 'm.tflite'
     ```
     """
 
@@ -211,8 +214,15 @@ class BenchmarkReport:
 
     Example:
     ```python
-    report = run_benchmark(["m.tflite"], data="data/")
-    report.print_table(); report.to_json("bench.json")
+    import keras_unet
+    from keras_unet.benchmarks import run_benchmark
+    from keras_unet.datasets import nuclei_path
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    report = run_benchmark(["unet.keras"], data=nuclei_path(), max_images=8, runs=5,
+                           progress=False)
+    report.print_table()
+    report.to_json("bench.json")
     ```
     """
 

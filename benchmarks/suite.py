@@ -131,7 +131,16 @@ def run_benchmark(
 
     Example:
     ```python
-    report = run_benchmark(["unet_fp16.tflite", "unet.onnx"], data="data/", reference="unet.keras", threads=2)
+    import keras_unet
+    from keras_unet.benchmarks import run_benchmark
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export import export_tflite
+
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
+    model.save("unet.keras")
+    export_tflite(model, "unet_fp16.tflite", quantize="fp16", progress=False)
+    report = run_benchmark(["unet_fp16.tflite"], data=nuclei_path(), reference="unet.keras",
+                           max_images=8, threads=2, runs=5, progress=False)
     report.print_table()
     ```
     """

@@ -76,7 +76,13 @@ def run_export(converter: Converter, options: ExportOptions, model_or_path: Any,
 
     Example:
     ```python
-    run_export(CONVERTER, ExportOptions(quantize="fp16"), "model.keras", "model_fp16.tflite")
+    import keras_unet
+    from keras_unet.export import ExportOptions, run_export
+    from keras_unet.export.tflite import CONVERTER
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    options = ExportOptions(quantize="fp16", progress=False)
+    result = run_export(CONVERTER, options, "unet.keras", "unet_fp16.tflite")
     ```
     """
     from keras_unet.console.quiet import quiet_output

@@ -88,10 +88,15 @@ def load_runner(path, threads=None, providers=None, runtime=None) -> "Runner":
 
     Example:
     ```python
-    with load_runner("unet.onnx", threads=2) as runner:
-        masks = runner.predict_masks(images)
-    with load_runner("unet_int8.tflite", runtime="openvino") as runner:
-        masks = runner.predict_masks(images)
+    import numpy as np
+    import keras_unet
+    from keras_unet.runtime import load_runner
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    with load_runner("unet.keras", threads=2) as runner:   # or a .tflite / .onnx file
+        masks = runner.predict_masks(images)               # (2, 32, 32) uint8
+    # runtime="openvino" runs a .onnx, .tflite or OpenVINO .xml file with OpenVINO instead.
     ```
     """
     path = os.fspath(path)

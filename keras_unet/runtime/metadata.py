@@ -175,7 +175,13 @@ def read_metadata(path: Any) -> Optional[dict]:
 
     Example:
     ```python
-    read_metadata("unet.onnx")["output_activation"]  # "sigmoid"
+    import keras_unet
+    from keras_unet.export import export_onnx
+    from keras_unet.runtime import read_metadata
+
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
+    export_onnx(model, "unet.onnx", progress=False)
+    read_metadata("unet.onnx")["output_activation"]  # 'sigmoid'
     ```
     """
     path = os.fspath(path)
