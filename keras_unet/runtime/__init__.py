@@ -53,6 +53,8 @@ def runtimes_for(path) -> list[str]:
 
     Example:
     ```python
+    from keras_unet.runtime import runtimes_for
+
     runtimes_for("unet_int8.onnx")  # ["onnxruntime", "openvino"] with both installed
     ```
     """
