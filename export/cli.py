@@ -49,7 +49,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", metavar="MODEL.keras", type=existing_file, help="the Keras model file")
     parser.add_argument("--out", required=True, metavar="FILE",
                         type=output_file_in_existing_folder,
-                        help="output file (.tflite, .onnx or .ort)")
+                        help="output file (.tflite, .onnx, .ort, or .xml for OpenVINO IR)")
     parser.add_argument("--format", choices=sorted(FORMATS), default=None,
                         help="output format (default: from the --out suffix)")
     parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"),
@@ -114,8 +114,8 @@ def _format(args) -> str:
             if suffix == expected:
                 return name
         raise ValueError(
-            f"Cannot tell the format from --out; pass --format tflite|onnx|ort or use a "
-            f".tflite/.onnx/.ort suffix. Received: --out {args.out}"
+            f"Cannot tell the format from --out; pass --format tflite|onnx|ort|openvino or use a "
+            f".tflite/.onnx/.ort/.xml suffix. Received: --out {args.out}"
         )
     if suffix != FORMATS[args.format]:
         raise ValueError(

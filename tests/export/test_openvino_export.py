@@ -150,3 +150,11 @@ def test_read_metadata_names_a_bad_ir_file(tmp_path):
     (tmp_path / "m.bin").write_bytes(b"")
     with pytest.raises(ValueError, match=r"m\.xml' is not a valid OpenVINO IR model"):
         read_metadata(tmp_path / "m.xml")
+
+
+def test_the_cli_tells_openvino_from_the_xml_suffix():
+    import argparse
+
+    from keras_unet.export import cli
+
+    assert cli._format(argparse.Namespace(out="models/m.xml", format=None)) == "openvino"
