@@ -34,6 +34,7 @@ def test_a_float32_ir_matches_keras_and_carries_the_metadata(model, held_out, tm
     assert result.format == "openvino" and result.verification.passed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]  # no temporary left
     assert result.size_bytes == sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert 'element_type="f16"' not in (tmp_path / "m.xml").read_text()  # float weights kept
     with load_runner(tmp_path / "m.xml") as runner:
         assert runner.format == "openvino"
         got = np.asarray(runner.predict(held_out), np.float32)
@@ -63,6 +64,15 @@ def test_an_int8_ir_keeps_the_keras_masks(model, held_out, calibration, tmp_path
     assert result.verification.agreement_iou == pytest.approx(agreement, abs=1e-6)
     metadata = read_metadata(tmp_path / "m.xml")
     assert metadata["quantization"] == "int8" and metadata["int8"]["calibration"]
+
+
+@pytest.mark.slow
+def test_a_float16_ir_keeps_half_weights_and_the_masks(model, held_out, tmp_path):
+    result = export_openvino(model, tmp_path / "m.xml", quantize="fp16", verification_data=held_out,
+                             progress=False)
+    assert result.verification.passed and result.verification.criterion.startswith("agreement_iou")
+    assert 'element_type="f16"' in (tmp_path / "m.xml").read_text()
+    assert result.metadata["quantization"] == "fp16"
 
 
 @pytest.mark.slow
