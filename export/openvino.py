@@ -60,7 +60,14 @@ def export_openvino(model_or_path: Any, out: Any, quantize: str = "none",
 
     Example:
     ```python
-    export_openvino("model.keras", "model.xml")
+    import keras_unet
+    from keras_unet.export import export_openvino
+    from keras_unet.runtime import load_runner
+
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
+    result = export_openvino(model, "unet.xml", progress=False)   # writes unet.xml + unet.bin
+    with load_runner("unet.xml") as runner:                        # OpenVINO, float32
+        runner.metadata["class_names"]
     ```
     """
     return run_export(CONVERTER, ExportOptions(quantize=quantize, **options), model_or_path, out)

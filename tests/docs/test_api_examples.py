@@ -33,6 +33,7 @@ SLOW = frozenset({
     "keras_unet.export.ExportResult",
     "keras_unet.export.VerificationError",
     "keras_unet.export.export_onnx",
+    "keras_unet.export.export_openvino",
     "keras_unet.export.export_ort",
     "keras_unet.export.export_tflite",
     "keras_unet.export.run_export",
