@@ -47,13 +47,8 @@ from keras_unet.runtime.tensors import (
     looks_like_unit_range,
     quantize,
 )
-from keras_unet.runtime.tiling import (
-    TileBlender,
-    pad_to_tile,
-    tile_boxes,
-    tile_overlap,
-    tile_window,
-)
+from keras_unet.runtime.tiled_prediction import predict_tiled
+from keras_unet.runtime.tiling import tile_overlap
 
 __all__ = ["Runner"]
 
@@ -266,7 +261,7 @@ class Runner:
         """
         overlap = tile_overlap(tile)
         if overlap is not None:
-            return self._predict_tiled(images, overlap, tile_size)
+            return predict_tiled(self, images, overlap, tile_size)
         if tile_size is not None:
             raise ValueError(
                 f"`tile_size` is used only when tiling: pass tile=True as well. Received: "
@@ -344,45 +339,6 @@ class Runner:
                 "a UNet, e.g. 32)."
             )
         return tuple(int(s) for s in size)
-
-    def _predict_tiled(self, images, overlap, tile_size):
-        size = self.resolve_tile_size(tile_size)
-        images = as_image_list(images)
-        self._check_range(images)
-        window = tile_window(size, overlap)
-        sizes = [image.shape[:2] for image in images]
-        result = [None] * len(images)
-        pending = []  # (image index, blender, box, tile): tiles of any images, batched for run
-        remaining = {}  # image index -> its tiles not yet blended
-        fix = "pass a tile_size that is such a multiple"
-
-        def flush():
-            batch = quantize(np.stack([tile for *_, tile in pending]), self.input_dtype,
-                             self.input_quantization)
-            raw = self._run_checked(batch, fix)
-            for (index, blender, box, _), p in zip(pending, self.postprocess(raw, [size] * len(pending))):
-                blender.add(p, box)
-                remaining[index] -= 1
-                if not remaining[index]:  # done: the blended image replaces its sums
-                    result[index] = blender.result(crop=sizes[index])
-            pending.clear()
-
-        for index, image in enumerate(images):
-            image = fit_channels(image, self.channels, self.path).astype(np.float32, copy=False)
-            image = pad_to_tile(image, size)
-            blender = TileBlender(image.shape[:2], window)
-            boxes = tile_boxes(image.shape[:2], size, overlap)
-            remaining[index] = len(boxes)
-            for box in boxes:
-                top, left, bottom, right = box
-                pending.append((index, blender, box, image[top:bottom, left:right]))
-                if len(pending) >= self.predict_batch_size:
-                    flush()
-        if pending:
-            flush()
-        if len(set(sizes)) == 1:
-            return np.stack(result)
-        return result
 
     def predict_masks(self, images, threshold=None, tile=None, tile_size=None) -> Any:
         """Integer masks at each image's own size.
