@@ -206,7 +206,8 @@ def _run_one(browser, version, server, index, path, images, runs, warmup, thread
     try:
         job, finish = (_onnx_job if kind == "onnx" else _mediapipe_job)(path, images)
     except ValueError as error:
-        return BrowserResult(str(path), backend=backend, error=_first_line(error))
+        # onnxruntime in Python refused the file (its kernels are the ones compiled to wasm).
+        return BrowserResult(str(path), backend=backend, error=explain_page_error(path, backend, str(error)))
     page = browser.new_page()
     console = []
     page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)

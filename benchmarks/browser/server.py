@@ -21,8 +21,8 @@ TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "applicat
          ".onnx": "application/octet-stream", ".tflite": "application/octet-stream"}
 
 
-class PortInUse(OSError):
-    """The port asked for is taken; the message names it and the option that picks another."""
+class PortInUse(ValueError):
+    """The port asked for is taken (a bad option: exit 2); the message names it and the fix."""
 
 
 def _safe_join(folder: Path, relative: str):
@@ -101,7 +101,8 @@ class LocalServer:
                     self.send_error(404, f"not served: {path}")
                     return
                 body = found if isinstance(found, bytes) else Path(found).read_bytes()
-                kind = TYPES.get(Path(path).suffix) or mimetypes.guess_type(path)[0]
+                named = path if isinstance(found, bytes) else str(found)  # "/" serves app.html
+                kind = TYPES.get(Path(named).suffix) or mimetypes.guess_type(named)[0]
                 self.send_response(200)
                 self.send_header("Content-Type", kind or "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
