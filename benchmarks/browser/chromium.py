@@ -43,8 +43,8 @@ def find_chromium() -> str:
     raise BrowserMissing(f"no Chromium found (looked for {', '.join(CANDIDATES)} on PATH); {INSTALL_HINT}")
 
 
-def _chromium_args() -> list:
-    args = [
+def _chromium_args(extra) -> list:
+    args = [*extra,
         # The software WebGL that MediaPipe's image conversions fall back to without a GPU.
         "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
     ]
@@ -54,12 +54,13 @@ def _chromium_args() -> list:
 
 
 @contextmanager
-def launch_chromium(executable=None, headless: bool = True):
+def launch_chromium(executable=None, headless: bool = True, extra_args=()):
     """Yields `(browser, version)`: a Playwright `Browser` on headless Chromium, and its version.
 
     Args:
         executable: the Chromium executable (default `find_chromium()`).
         headless: run without a window.
+        extra_args: more Chromium switches (e.g. `--use-fake-device-for-media-stream`).
 
     Raises:
         BrowserMissing: Playwright is not installed, or Chromium is missing or does not start.
@@ -73,7 +74,7 @@ def launch_chromium(executable=None, headless: bool = True):
     with sync_playwright() as playwright:
         try:
             browser = playwright.chromium.launch(executable_path=executable, headless=headless,
-                                                 args=_chromium_args())
+                                                 args=_chromium_args(extra_args))
         except Error as error:
             first = str(error).strip().splitlines()[0]
             raise BrowserMissing(f"{executable}: Chromium did not start ({first}); {INSTALL_HINT}") from None

@@ -49,3 +49,20 @@ def test_the_page_segments_a_picked_image_and_draws_the_mask(browser_files, held
     # The nuclei images are gray; the overlay is the only red on the page.
     red = (shot[..., 0] - shot[..., 1] > 60) & (shot[..., 0] - shot[..., 2] > 60)
     assert red.sum() > 500, red.sum()
+
+
+def test_the_page_segments_the_camera(browser_files):
+    """Chromium's fake camera (a moving test pattern): frames are segmented one after another."""
+    from keras_unet.benchmarks.browser.chromium import launch_chromium
+    from keras_unet.benchmarks.browser.page import page_server
+
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    with page_server(browser_files["int8_onnx"]) as server, \
+            launch_chromium(extra_args=fake_camera) as (browser, _):
+        page = browser.new_context(permissions=["camera"]).new_page()
+        page.goto(server.url("/"))
+        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+        page.click("#camera")
+        page.wait_for_function("document.getElementById('stats').textContent.includes('over 5 call')")
+        assert page.evaluate("window.kerasUnetApp.lastMaskShape") == [32, 32]
+        assert page.text_content("#error") == ""

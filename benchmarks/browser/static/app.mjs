@@ -87,11 +87,13 @@ async function segment(source) {
 
 function draw(source, { mask, width, height }) {
   const image = $("image");
-  const scale = Math.min(1, 640 / Math.max(source.width || source.videoWidth, source.height || source.videoHeight));
+  // A video's own size is videoWidth/videoHeight (its width attribute is the element's).
+  const [sourceWidth, sourceHeight] = [source.videoWidth || source.width, source.videoHeight || source.height];
+  const scale = Math.min(1, 640 / Math.max(sourceWidth, sourceHeight));
   // Small model-size images are shown enlarged, so the mask can be seen.
-  const enlarge = Math.max(1, Math.floor(320 / Math.max(source.width || 1, source.height || 1)));
-  image.width = Math.round((source.width || source.videoWidth) * scale * enlarge);
-  image.height = Math.round((source.height || source.videoHeight) * scale * enlarge);
+  const enlarge = Math.max(1, Math.floor(320 / Math.max(sourceWidth, sourceHeight, 1)));
+  image.width = Math.round(sourceWidth * scale * enlarge);
+  image.height = Math.round(sourceHeight * scale * enlarge);
   const context = image.getContext("2d");
   context.imageSmoothingEnabled = enlarge === 1;
   context.drawImage(source, 0, 0, image.width, image.height);
@@ -121,8 +123,12 @@ async function startCamera() {
     video.srcObject = await navigator.mediaDevices.getUserMedia({ video: true });
     await video.play();
     const frame = async () => {
-      await segment(video);
-      requestAnimationFrame(frame);
+      try {
+        await segment(video);
+        requestAnimationFrame(frame);
+      } catch (error) {
+        showError(`camera: ${error.message || error}`);  // stops the loop
+      }
     };
     requestAnimationFrame(frame);
   } catch (error) {
