@@ -10,6 +10,7 @@ awaiting an async function's result, console and page errors, screenshots, timeo
 import os
 import shutil
 from contextlib import contextmanager
+from typing import Any, Iterator
 
 __all__ = ["BrowserMissing", "find_chromium", "launch_chromium"]
 
@@ -54,7 +55,7 @@ def _chromium_args(extra) -> list:
 
 
 @contextmanager
-def launch_chromium(executable=None, headless: bool = True, extra_args=()):
+def launch_chromium(executable=None, headless: bool = True, extra_args=()) -> Iterator[Any]:
     """Yields `(browser, version)`: a Playwright `Browser` on headless Chromium, and its version.
 
     Args:

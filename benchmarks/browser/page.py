@@ -29,7 +29,7 @@ def page_config(path, threads: Optional[int] = None) -> dict:
     """What the page needs to know about the model file (served as `/config.json`).
 
     Args:
-        path: a `.onnx` or `.tflite` file.
+        path: a `.onnx`, `.ort` or `.tflite` file.
         threads: onnxruntime-web threads (default: the browser's core count).
 
     Returns:
@@ -38,8 +38,8 @@ def page_config(path, threads: Optional[int] = None) -> dict:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".onnx", ".tflite"):
-        raise ValueError(f"{path}: `keras-unet web` serves .onnx (onnxruntime-web) and .tflite "
+    if suffix not in (".onnx", ".ort", ".tflite"):
+        raise ValueError(f"{path}: `keras-unet web` serves .onnx/.ort (onnxruntime-web) and .tflite "
                          f"(MediaPipe) files. Received suffix {suffix!r}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
@@ -69,7 +69,7 @@ def page_server(path, port: int = 0, threads: Optional[int] = None, assets=None)
     """A `LocalServer` (not yet started) for the page of one model file.
 
     Args:
-        path: a `.onnx` or `.tflite` file.
+        path: a `.onnx`, `.ort` or `.tflite` file.
         port: the port on 127.0.0.1 (0: a free one).
         threads: onnxruntime-web threads (default: the browser's core count).
         assets: the assets folder (default `assets_dir()`).

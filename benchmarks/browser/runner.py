@@ -3,7 +3,7 @@
 `run_in_browser` serves `bench.html` on 127.0.0.1 (cross-origin isolated, so onnxruntime-web
 may use threads), opens it in headless Chromium once, and runs each file in a fresh page:
 
-- `.onnx`: onnxruntime-web's wasm backend. The inputs are made by the Python runner's
+- `.onnx` (and `.ort`, ONNX Runtime's own format): onnxruntime-web's wasm backend. The inputs are made by the Python runner's
   `prepare` (resize, cast/quantize) and the raw outputs go back through its `postprocess`,
   so the only difference from a native row is the runtime (this needs `onnxruntime` in
   Python for the tensor shapes: the `[edge]` extra).
@@ -32,7 +32,7 @@ from keras_unet.runtime.timing import summarize
 
 __all__ = ["BrowserResult", "run_in_browser", "explain_page_error"]
 
-SUFFIXES = {".onnx": "onnx", ".tflite": "mediapipe"}
+SUFFIXES = {".onnx": "onnx", ".ort": "onnx", ".tflite": "mediapipe"}
 DTYPES = {"float32": np.float32, "uint8": np.uint8, "int8": np.int8}
 
 
@@ -157,7 +157,7 @@ def run_in_browser(paths, images, runs: int = 20, warmup: int = 3, threads: Opti
     Playwright or assets raise at once, before any file.
 
     Args:
-        paths: model files (`.onnx` through onnxruntime-web, `.tflite` through MediaPipe).
+        paths: model files (`.onnx`/`.ort` through onnxruntime-web, `.tflite` through MediaPipe).
         images: array `(N, H, W, C)` or a list of images, values in [0, 255].
         runs: timed calls per file (after `warmup` untimed ones) on the first image.
         warmup: untimed calls first.
@@ -184,7 +184,7 @@ def run_in_browser(paths, images, runs: int = 20, warmup: int = 3, threads: Opti
     paths = [Path(p) for p in paths]
     for path in paths:
         if path.suffix.lower() not in SUFFIXES:
-            raise ValueError(f"{path}: the browser runtime runs .onnx (onnxruntime-web) and .tflite "
+            raise ValueError(f"{path}: the browser runtime runs .onnx/.ort (onnxruntime-web) and .tflite "
                              f"(MediaPipe) files. Received suffix {path.suffix!r}")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file")

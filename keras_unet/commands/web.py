@@ -1,6 +1,6 @@
 """Serve a page that segments images in the browser with an exported file.
 
-The page runs a `.onnx` file with onnxruntime-web (WebAssembly, threads where the browser
+The page runs a `.onnx` (or `.ort`) file with onnxruntime-web (WebAssembly, threads where the browser
 allows) and a `.tflite` file with MediaPipe Tasks' ImageSegmenter. Drop an image on it (or
 pick one, or start the camera): it draws the mask over the image and shows the latency of
 the model call. Everything is served from 127.0.0.1 by this command; the runtimes' JS/Wasm
@@ -17,7 +17,7 @@ HELP = "serve a page that segments dropped images in the browser (onnxruntime-we
 def add_arguments(parser):
     from keras_unet.console.arguments import existing_file, int_in, positive_int
 
-    parser.add_argument("model", nargs="?", type=existing_file, help="a .onnx or .tflite file exported by keras-unet")
+    parser.add_argument("model", nargs="?", type=existing_file, help="a .onnx, .ort or .tflite file exported by keras-unet")
     parser.add_argument("--port", type=int_in(0, 65535), default=0,
                         help="port on 127.0.0.1 (default: 0, a free port)")
     parser.add_argument("--threads", type=positive_int, default=None,

@@ -34,13 +34,26 @@ def _onnx_with_an_op_no_runtime_has(path):
     return path
 
 
+def _ort_format(onnx_path, path):
+    """The `.onnx` file in ONNX Runtime's own format, as onnxruntime writes it."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(path)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return path
+
+
 @pytest.fixture(scope="module")
 def browser_results(browser_files, test_images, tmp_path_factory):
     from keras_unet.benchmarks.browser import run_in_browser
 
-    files = dict(browser_files, unsupported_op_onnx=_onnx_with_an_op_no_runtime_has(
-        tmp_path_factory.mktemp("rfft") / "rfft.onnx"))
-    names = ["fp32_onnx", "int8_onnx", "int8_tflite", "float_tflite_without_metadata",
+    folder = tmp_path_factory.mktemp("browser_more")
+    files = dict(browser_files,
+                 unsupported_op_onnx=_onnx_with_an_op_no_runtime_has(folder / "rfft.onnx"),
+                 int8_ort=_ort_format(browser_files["int8_onnx"], folder / "unet_int8.ort"))
+    names = ["fp32_onnx", "int8_onnx", "int8_ort", "int8_tflite", "float_tflite_without_metadata",
              "unsupported_op_onnx"]
     results = run_in_browser([files[n] for n in names], test_images, runs=RUNS, warmup=2)
     return dict(zip(names, results))
@@ -89,6 +102,13 @@ def test_int8_onnx_agrees_with_the_python_int8_file(browser_results, browser_fil
     agreement = _agreement(result, _python_masks(browser_files["int8_onnx"], test_images))
     assert agreement >= INT8_MIN_AGREEMENT, agreement
     _check_measured(result, "onnxruntime-web/wasm")
+
+
+def test_an_ort_format_file_runs_like_its_onnx_file(browser_results, test_images):
+    result = browser_results["int8_ort"]
+    agreement = _agreement(result, _python_masks(result.path, test_images))
+    assert agreement >= INT8_MIN_AGREEMENT, agreement
+    assert result.backend == "onnxruntime-web/wasm"
 
 
 def _mediapipe_python_categories(path, images):

@@ -91,7 +91,7 @@ def test_run_in_browser_checks_set_up_before_any_file(tmp_path, fake_assets, mon
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
     images = np.zeros((1, 8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match=r"m.pb: the browser runtime runs .onnx .* and .tflite"):
+    with pytest.raises(ValueError, match=r"m.pb: the browser runtime runs .onnx/.ort .* and .tflite"):
         run_in_browser([tmp_path / "m.pb"], images)
     with pytest.raises(AssetsMissing, match=INSTALL_COMMAND):
         run_in_browser([model], images, assets=tmp_path / "empty")

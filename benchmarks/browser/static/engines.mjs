@@ -1,5 +1,5 @@
 // The two in-browser runtimes, loaded from the local /assets/ folder (never a CDN):
-// onnxruntime-web's wasm backend for .onnx files (WebGPU is left out: its DequantizeLinear
+// onnxruntime-web's wasm backend for .onnx/.ort files (WebGPU is left out: its DequantizeLinear
 // kernels are wrong for int8 QDQ files) and MediaPipe Tasks' ImageSegmenter for .tflite files.
 import * as ort from "/assets/ort/ort.wasm.min.mjs";
 import { FilesetResolver, ImageSegmenter } from "/assets/mediapipe/vision_bundle.mjs";
