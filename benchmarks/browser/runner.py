@@ -66,6 +66,22 @@ class BrowserResult:
         """`latency_p50_ms`, `latency_p90_ms`, `latency_p99_ms` ... (see `runtime.timing.summarize`)."""
         return summarize(np.asarray(self.latencies_ms) / 1000.0)
 
+    def summary(self) -> dict:
+        """The fields a benchmark row takes from this run: where it ran and its latency.
+
+        Returns:
+            `runtime` ("browser"), `backend`, `threads`, `browser`, `browser_version`,
+            `cross_origin_isolated`, and the `latency()` fields (none after an error, which
+            is `error` instead).
+        """
+        fields = {"runtime": "browser", "backend": self.backend, "threads": self.threads,
+                  "browser": self.environment.get("browser"),
+                  "browser_version": self.environment.get("browser_version"),
+                  "cross_origin_isolated": self.environment.get("cross_origin_isolated")}
+        if self.error:
+            return {**fields, "error": self.error}
+        return {**fields, **self.latency()}
+
 
 def explain_page_error(path, backend: str, message: str) -> str:
     """One line for a file the browser runtime refused, naming the op when there is one."""

@@ -82,6 +82,9 @@ def _check_measured(result, backend):
     assert result.environment["browser"] == "chromium"
     assert result.environment["browser_version"].split(".")[0].isdigit()
     assert result.environment["cross_origin_isolated"] is True  # COOP/COEP served: wasm threads
+    summary = result.summary()
+    assert summary["runtime"] == "browser" and summary["backend"] == backend
+    assert summary["latency_p50_ms"] == latency["latency_p50_ms"] and "error" not in summary
 
 
 def test_fp32_onnx_masks_equal_onnxruntime_python(browser_results, browser_files, test_images):
@@ -143,6 +146,7 @@ def test_a_float_tflite_without_normalization_metadata_is_one_clear_line(browser
     assert "\n" not in result.error
     assert result.error.startswith(str(result.path))
     assert "normalization options" in result.error and "keras-unet export" in result.error
+    assert result.summary()["error"] == result.error and "latency_p50_ms" not in result.summary()
 
 
 def test_a_file_with_an_unsupported_op_names_the_op(browser_results):
