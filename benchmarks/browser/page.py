@@ -30,7 +30,7 @@ def page_config(path, threads: Optional[int] = None) -> dict:
 
     Args:
         path: a `.onnx`, `.ort` or `.tflite` file.
-        threads: onnxruntime-web threads (default: the browser's core count).
+        threads: onnxruntime-web threads (default: its own, half the cores and at most 4).
 
     Returns:
         A JSON-ready dict: `kind` (`"onnx"`/`"mediapipe"`), `model` (its URL), `name`, and
@@ -71,7 +71,7 @@ def page_server(path, port: int = 0, threads: Optional[int] = None, assets=None)
     Args:
         path: a `.onnx`, `.ort` or `.tflite` file.
         port: the port on 127.0.0.1 (0: a free one).
-        threads: onnxruntime-web threads (default: the browser's core count).
+        threads: onnxruntime-web threads (default: its own, half the cores and at most 4).
         assets: the assets folder (default `assets_dir()`).
 
     Returns:

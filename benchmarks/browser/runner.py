@@ -177,7 +177,8 @@ def run_in_browser(paths, images, runs: int = 20, warmup: int = 3, threads: Opti
         images: array `(N, H, W, C)` or a list of images, values in [0, 255].
         runs: timed calls per file (after `warmup` untimed ones) on the first image.
         warmup: untimed calls first.
-        threads: wasm threads for onnxruntime-web (default: the browser's core count).
+        threads: wasm threads for onnxruntime-web (default: its own, half the cores and at
+            most 4).
         executable: the Chromium executable (default: `find_chromium()`).
         timeout_s: limit for one file's load and runs in the page.
         assets: the assets folder (default: `assets_dir()`).
@@ -233,7 +234,7 @@ def _run_one(browser, version, server, index, path, images, runs, warmup, thread
         page.wait_for_function("window.kerasUnetBench !== undefined")
         environment: dict[str, Any] = page.evaluate("window.kerasUnetBench.environment()")
         job.update(model=f"/models/{index}{path.suffix.lower()}", runs=runs, warmup=warmup,
-                   threads=threads or environment["hardware_concurrency"] or 1)
+                   threads=threads or 0)
         answer = page.evaluate("job => window.kerasUnetBench.run(job)", job)
     finally:
         page.close()

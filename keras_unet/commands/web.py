@@ -21,7 +21,7 @@ def add_arguments(parser):
     parser.add_argument("--port", type=int_in(0, 65535), default=0,
                         help="port on 127.0.0.1 (default: 0, a free port)")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="onnxruntime-web threads (default: the browser's core count)")
+                        help="onnxruntime-web threads (default: its own, half the cores and at most 4)")
     parser.add_argument("--install-assets", action="store_true",
                         help="fetch the pages' JS/Wasm files from the npm registry (once; needs npm)")
     parser.add_argument("--open", action="store_true", help="open the page in the default browser")

@@ -150,7 +150,7 @@ $("camera").addEventListener("click", startCamera);
 
 try {
   config = await (await fetch("/config.json")).json();
-  engine = config.kind === "onnx" ? await openOnnx(config.model, config.threads || navigator.hardwareConcurrency)
+  engine = config.kind === "onnx" ? await openOnnx(config.model, config.threads)
                                    : await openMediaPipe(config.model);
   $("model").textContent = `${config.name}: ${config.description}, ${engine.backend}`;
   $("camera").disabled = !navigator.mediaDevices?.getUserMedia;

@@ -19,8 +19,10 @@ export function environment() {
 
 export async function openOnnx(url, threads) {
   ort.env.wasm.wasmPaths = "/assets/ort/";
-  // Threads need SharedArrayBuffer, which only a cross-origin isolated page has.
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, threads) : 1;
+  // Threads need SharedArrayBuffer, which only a cross-origin isolated page has. No count:
+  // onnxruntime-web's own default (half the cores, at most 4).
+  if (!self.crossOriginIsolated) ort.env.wasm.numThreads = 1;
+  else if (threads > 0) ort.env.wasm.numThreads = threads;
   const session = await ort.InferenceSession.create(url, { executionProviders: ["wasm"] });
   return {
     backend: "onnxruntime-web/wasm",
