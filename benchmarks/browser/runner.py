@@ -90,9 +90,10 @@ def explain_page_error(path, backend: str, message: str) -> str:
                 r"unresolved custom op:? ?'?(\w+)",                # TFLite inside MediaPipe
                 r"find op for builtin opcode '?(\w+)")
     for pattern in patterns:
-        found = re.search(pattern, message)
-        if found:
-            return f"{path}: {backend} cannot run op {found.group(1)} ({_first_line(message)})"
+        for line in str(message).splitlines():
+            found = re.search(pattern, line)
+            if found:
+                return f"{path}: {backend} cannot run op {found.group(1)} ({line.strip()[:300]})"
     if "NormalizationOptions" in message or "normalization" in message.lower():
         return (f"{path}: MediaPipe's ImageSegmenter needs the TFLite Metadata's normalization "
                 "options for a float input; export the file with keras-unet export (it writes "

@@ -34,6 +34,22 @@ def _onnx_with_an_op_no_runtime_has(path):
     return path
 
 
+def _tflite_with_a_custom_op(path):
+    """A uint8-input `.tflite` whose BesselI0 is a custom op: no TFLite build resolves it."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.uint8)])
+    def segment(images):
+        gray = tf.reduce_mean(tf.cast(images, tf.float32), axis=-1, keepdims=True) / 255.0
+        return tf.sigmoid(tf.math.special.bessel_i0(gray))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([segment.get_concrete_function()],
+                                                                segment)
+    converter.allow_custom_ops = True
+    path.write_bytes(converter.convert())
+    return path
+
+
 def _ort_format(onnx_path, path):
     """The `.onnx` file in ONNX Runtime's own format, as onnxruntime writes it."""
     import onnxruntime
@@ -52,9 +68,10 @@ def browser_results(browser_files, test_images, tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser_more")
     files = dict(browser_files,
                  unsupported_op_onnx=_onnx_with_an_op_no_runtime_has(folder / "rfft.onnx"),
-                 int8_ort=_ort_format(browser_files["int8_onnx"], folder / "unet_int8.ort"))
+                 int8_ort=_ort_format(browser_files["int8_onnx"], folder / "unet_int8.ort"),
+                 custom_op_tflite=_tflite_with_a_custom_op(folder / "custom_op.tflite"))
     names = ["fp32_onnx", "int8_onnx", "int8_ort", "int8_tflite", "float_tflite_without_metadata",
-             "unsupported_op_onnx"]
+             "unsupported_op_onnx", "custom_op_tflite"]
     results = run_in_browser([files[n] for n in names], test_images, runs=RUNS, warmup=2)
     return dict(zip(names, results))
 
@@ -150,6 +167,12 @@ def test_a_float_tflite_without_normalization_metadata_is_one_clear_line(browser
 
 
 def test_a_file_with_an_unsupported_op_names_the_op(browser_results):
+    # ONNX: onnxruntime in Python refuses it first (the same kernels are compiled to wasm).
     result = browser_results["unsupported_op_onnx"]
     assert result.masks is None and "\n" not in result.error
     assert result.error.startswith(f"{result.path}: onnxruntime-web/wasm cannot run op Rfft ")
+    # TFLite: the page's own error (MediaPipe's console), the op named.
+    result = browser_results["custom_op_tflite"]
+    assert result.masks is None and "\n" not in result.error
+    assert result.error.startswith(f"{result.path}: mediapipe-tasks-vision/wasm cannot run op BesselI0 ")
+    assert "unresolved custom op" in result.error
