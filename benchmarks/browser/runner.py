@@ -27,6 +27,7 @@ import numpy as np
 from keras_unet.benchmarks.browser.assets import check_assets
 from keras_unet.benchmarks.browser.chromium import launch_chromium
 from keras_unet.benchmarks.browser.server import STATIC_DIR, LocalServer
+from keras_unet.runtime.scores import probabilities_to_masks
 from keras_unet.runtime.tensors import as_image_list, fit_channels
 from keras_unet.runtime.timing import summarize
 
@@ -126,7 +127,10 @@ def _onnx_job(path, images):
                 raw = np.frombuffer(base64.b64decode(out["data"]), DTYPES[out["dtype"]])
                 raw = raw.reshape(out["dims"])
                 probabilities += runner.postprocess(raw, [image.shape[:2]])
-            return probabilities, None
+            # The runner's own rule (`p >= threshold` of its metadata, argmax for K > 1).
+            masks = [probabilities_to_masks(p[None], runner.threshold)[0].astype(np.uint8)
+                     for p in probabilities]
+            return probabilities, masks
 
         # postprocess needs the runner's metadata only; it outlives the session's close.
         return {"kind": "onnx", "inputs": inputs}, finish
@@ -149,19 +153,11 @@ def _mediapipe_job(path, images):
             probabilities.append(np.stack(maps, -1))
         categories = [np.frombuffer(base64.b64decode(out["category"]), np.uint8).reshape(
             out["height"], out["width"]) for out in answer["outputs"]]
-        return probabilities, categories
+        if probabilities[0].shape[-1] == 1:  # binary: MediaPipe's category 0 is the one output
+            return probabilities, [(c == 0).astype(np.uint8) for c in categories]
+        return probabilities, [c.astype(np.uint8) for c in categories]
 
     return {"kind": "mediapipe", "images": rgba}, finish
-
-
-def _masks(probabilities, categories):
-    if categories is None:
-        from keras_unet.runtime.scores import probabilities_to_masks
-
-        return [probabilities_to_masks(p[None])[0].astype(np.uint8) for p in probabilities]
-    if probabilities[0].shape[-1] == 1:  # binary: MediaPipe's category 0 is the one output
-        return [(c == 0).astype(np.uint8) for c in categories]
-    return [c.astype(np.uint8) for c in categories]
 
 
 def run_in_browser(paths, images, runs: int = 20, warmup: int = 3, threads: Optional[int] = None,
@@ -244,8 +240,8 @@ def _run_one(browser, version, server, index, path, images, runs, warmup, thread
         message = "\n".join([answer["error"], *console])
         return BrowserResult(str(path), backend=backend, environment=environment,
                              error=explain_page_error(path, backend, message))
-    probabilities, categories = finish(answer)
+    probabilities, masks = finish(answer)
     return BrowserResult(str(path), backend=answer["backend"], threads=answer["threads"],
                          latencies_ms=list(answer["latencies_ms"]), probabilities=probabilities,
-                         masks=_masks(probabilities, categories), environment=environment,
+                         masks=masks, environment=environment,
                          labels=answer.get("labels"))
