@@ -9,13 +9,14 @@ is still printed and written to --json/--csv); 2 for a usage error.
 Example:
   python -m keras_unet.benchmarks unet.tflite unet_int8.tflite unet.onnx --data data/val \
       --reference unet.keras --threads 2 --runs 100 --json bench.json --csv bench.csv --plot bench.png
+  keras-unet bench unet.keras unet_int8.onnx unet_int8.tflite --data data/val --runtime all
 """
 
 import sys
 
 from keras_unet.benchmarks.measure import MASK_ENCODINGS, MeasureOptions
 
-HELP = "benchmark .keras/.tflite/.onnx files: latency, size, memory, IoU, agreement"
+HELP = "benchmark .keras/.tflite/.onnx/.xml files: latency, size, memory, IoU, agreement"
 
 
 def add_arguments(parser):
@@ -33,8 +34,11 @@ def add_arguments(parser):
                                               non_negative_int, output_file, positive_float,
                                               positive_int)
 
+    from keras_unet.benchmarks.suite import ALL_RUNTIMES
+    from keras_unet.runtime import RUNTIMES
+
     parser.add_argument("models", nargs="+", metavar="MODEL", type=existing_file,
-                        help=".keras, .tflite or .onnx files")
+                        help=".keras, .tflite, .onnx or OpenVINO .xml (with its .bin) files")
     parser.add_argument("--data", metavar="DIR", type=existing_dir,
                         help="labelled images (DIR/images, DIR/masks) for IoU, Dice, agreement "
                              "(default: none, latency and size only)")
@@ -44,6 +48,11 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="threads for every runtime; pin it to compare runs (default: each "
                              "runtime's choice)")
+    parser.add_argument("--runtime", choices=[*RUNTIMES, ALL_RUNTIMES], default=None,
+                        help="run the MODELs with this runtime (openvino for .onnx/.tflite files), or "
+                             f"'{ALL_RUNTIMES}': each file on every installed runtime that runs it, "
+                             "one row each, the fastest that keeps agreement with the reference "
+                             "marked (default: by suffix; the reference always runs on its own)")
     parser.add_argument("--warmup", type=non_negative_int, default=5, metavar="N",
                         help="untimed calls per model")
     budget = parser.add_mutually_exclusive_group()

@@ -151,6 +151,10 @@ def runtime_info(runner):
             "runtime_version": _package_version("keras"),
             "execution_provider": f"GPU: {gpu}" if gpu else "CPU",
         }
+    if fmt == "openvino":
+        precision = getattr(runner, "precision", None) or "default"
+        return {"runtime": "openvino", "runtime_version": _package_version("openvino"),
+                "execution_provider": f"{getattr(runner, 'device', 'CPU')} ({precision})"}
     return {"runtime": fmt, "runtime_version": None, "execution_provider": None}
 
 
@@ -185,6 +189,7 @@ def collect_environment(threads=None):
             "ai-edge-litert": _package_version("ai-edge-litert"),
             "tflite-runtime": _package_version("tflite-runtime"),
             "onnxruntime": _package_version("onnxruntime", "onnxruntime-gpu"),
+            "openvino": _package_version("openvino"),
             # Installed versions (read from package metadata, nothing is imported).
             "keras": _package_version("keras"),
             "tensorflow": _package_version("tensorflow", "tensorflow-cpu"),

@@ -57,10 +57,15 @@ class MeasureOptions:
         mask_encoding: override the metadata's mask encoding ("auto", "binary", "index",
             "trimap"); files without metadata use "auto".
         ignore_index: override the metadata's ignore index.
+        runtime: the runtime each file runs on (`keras_unet.runtime.load_runner`'s `runtime`,
+            e.g. "openvino"), None for the file's own; `run_benchmark` also takes "all".
 
     Example:
     ```python
+    from keras_unet.benchmarks import MeasureOptions
+
     options = MeasureOptions(threads=2, runs=100)
+    options.warmup, options.batch_size   # (5, 1)
     ```
     """
 
@@ -73,6 +78,7 @@ class MeasureOptions:
     rounds: int = 5
     mask_encoding: str = None
     ignore_index: int = None
+    runtime: str = None
 
     def __post_init__(self):
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
@@ -220,7 +226,15 @@ def measure_model(path, data, options=None):
 
     Example:
     ```python
-    row, masks = measure_model("m.tflite", LabelledData("data/"), MeasureOptions(threads=2, runs=20))
+    import keras_unet
+    from keras_unet.benchmarks import MeasureOptions, measure_model
+    from keras_unet.benchmarks.quality import LabelledData
+    from keras_unet.datasets import nuclei_path
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    row, masks = measure_model("unet.keras", LabelledData(nuclei_path(), max_images=8),
+                               MeasureOptions(threads=2, runs=5))
+    row.latency_p50_ms, row.iou
     ```
     """
     from keras_unet.runtime import load_runner
@@ -233,7 +247,7 @@ def measure_model(path, data, options=None):
     masks = None
     with PeakRSS() as memory:
         start = time.perf_counter()
-        runner = load_runner(path, threads=options.threads)
+        runner = load_runner(path, threads=options.threads, runtime=options.runtime)
         row.load_time_s = time.perf_counter() - start
         row.format = runner.format
         row.quantization = runner.quantization

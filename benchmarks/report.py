@@ -31,9 +31,16 @@ from keras_unet.runtime.files import write_bytes_atomic, write_text_atomic
 class BenchmarkRow:
     """The measurements of one model file. Fields that could not be measured stay None.
 
+    `fastest_runtime`: in a run putting one file on several runtimes, True on the row of the
+    fastest runtime that keeps agreement with the reference, False on that file's other rows;
+    None when the file ran on one runtime (`mark_fastest_runtimes`).
+
     Example:
     ```python
-    BenchmarkRow(model="m.tflite", format="tflite", latency_p50_ms=12.5).name  # "m.tflite"
+    from keras_unet.benchmarks import BenchmarkRow
+
+    row = BenchmarkRow(model="runs/m.tflite", format="tflite", latency_p50_ms=12.5)
+    row.name   # 'm.tflite'
     ```
     """
 
@@ -79,6 +86,7 @@ class BenchmarkRow:
     runtime: str = None
     runtime_version: str = None
     execution_provider: str = None
+    fastest_runtime: bool = None
     error: str = None
     latency_runs_ms: list = None
 
@@ -92,6 +100,69 @@ class BenchmarkRow:
 
     def to_dict(self):
         return {key: _clean(value) for key, value in dataclasses.asdict(self).items()}
+
+
+def mark_fastest_runtimes(rows, agreement_target) -> dict:
+    """Mark, per model file measured on several runtimes, the fastest one that keeps agreement.
+
+    A row keeps agreement when its `agreement_iou` with the reference is at least
+    `agreement_target`; a row without one (no labelled data or no reference) or with an
+    error cannot be marked. Every row of such a file gets `fastest_runtime` True (the one
+    with the lowest `latency_p50_ms` among those keeping agreement) or False; files measured
+    on one runtime keep None.
+
+    Args:
+        rows: the `BenchmarkRow`s of one run.
+        agreement_target: the lowest `agreement_iou` a marked row may have.
+
+    Returns:
+        dict model path -> its marked row, or None when no row of that file keeps agreement.
+
+    Example:
+    ```python
+    mark_fastest_runtimes(report.rows, 0.98)  # {"unet.onnx": <row on openvino>}
+    ```
+    """
+    groups = {}
+    for row in rows:
+        groups.setdefault(os.path.abspath(row.model), []).append(row)
+    marked = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        keeping = [row for row in group if row.error is None and row.latency_p50_ms is not None
+                   and row.agreement_iou is not None and row.agreement_iou >= agreement_target]
+        best = min(keeping, key=lambda row: row.latency_p50_ms, default=None)
+        for row in group:
+            row.fastest_runtime = row is best
+        marked[group[0].model] = best
+    return marked
+
+
+def _runtime_lines(rows, agreement_target):
+    """One line per file measured on several runtimes: each runtime's p50 and its ratio."""
+    groups = {}
+    for row in rows:
+        if row.fastest_runtime is not None:
+            groups.setdefault(os.path.abspath(row.model), []).append(row)
+    lines = []
+    for group in groups.values():
+        best = next((row for row in group if row.fastest_runtime), None)
+        timed = [row for row in group if row.error is None and row.latency_p50_ms]
+        base = best or min(timed, key=lambda row: row.latency_p50_ms, default=None)
+        cells = []
+        for row in sorted(timed, key=lambda row: row.latency_p50_ms):
+            ratio = row.latency_p50_ms / base.latency_p50_ms
+            cells.append(f"{row.runtime or row.format} {_num(row.latency_p50_ms)} ms ({ratio:.2f}x)")
+        target = "" if agreement_target is None else f" >= {agreement_target:g}"
+        if best is not None:
+            verdict = f"fastest keeping agreement IoU{target}: {best.runtime or best.format}"
+        elif any(row.agreement_iou is not None for row in group):
+            verdict = f"none keeps agreement IoU{target}: none marked"
+        else:
+            verdict = "agreement not measured (needs --data and a reference): none marked"
+        lines.append(f"runtimes of {group[0].name}: {', '.join(cells) or 'none ran'}; {verdict}")
+    return lines
 
 
 CSV_FIELDS = [f.name for f in dataclasses.fields(BenchmarkRow) if f.name != "latency_runs_ms"]
@@ -143,8 +214,15 @@ class BenchmarkReport:
 
     Example:
     ```python
-    report = run_benchmark(["m.tflite"], data="data/")
-    report.print_table(); report.to_json("bench.json")
+    import keras_unet
+    from keras_unet.benchmarks import run_benchmark
+    from keras_unet.datasets import nuclei_path
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    report = run_benchmark(["unet.keras"], data=nuclei_path(), max_images=8, runs=5,
+                           progress=False)
+    report.print_table()
+    report.to_json("bench.json")
     ```
     """
 
@@ -204,7 +282,7 @@ class BenchmarkReport:
                    "speed-up", "IoU", "IoU drop", "agree IoU", "agree px", "agree mIoU"]
         lines = []
         for row in self.rows:
-            name = row.name + (" (ref)" if row.is_reference else "")
+            name = row.name + (" (ref)" if row.is_reference else "") + (" (fastest)" if row.fastest_runtime else "")
             if row.error is not None:
                 cells = [name, row.format or "?", row.quantization or "-", _num(row.model_size_mb)]
                 cells += ["error"] + [""] * (len(headers) - 5)
@@ -234,6 +312,7 @@ class BenchmarkReport:
         for row in self.rows:
             if row.error is not None:
                 out.append(f"error in {row.name}: {row.error}")
+        out.extend(_runtime_lines(self.rows, (self.settings or {}).get("agreement_target")))
         overheads = [r for r in self.rows if r.harness_overhead is not None]
         for row in overheads:
             out.append(

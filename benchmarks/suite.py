@@ -7,6 +7,13 @@ with the reference (`keras_unet.benchmarks.quality.compare_with_reference`: spee
 mask agreement) and writes the report files. A model that fails anywhere gets a row with
 `error` and the others go on.
 
+`runtime="all"` puts each file on every installed runtime that runs it
+(`keras_unet.runtime.runtimes_for`: TFLite for `.tflite`, onnxruntime for `.onnx`/`.ort`,
+OpenVINO for `.onnx`, `.tflite` and `.xml`), one row each, and marks per file the fastest row
+whose agreement with the reference keeps `AGREEMENT_TARGET`
+(`keras_unet.benchmarks.report.mark_fastest_runtimes`). A named runtime runs the MODELs; the
+reference always runs on its own runtime.
+
 Nothing here imports TensorFlow or Keras; a `.keras` file imports Keras inside `load_runner`.
 
 Example:
@@ -18,13 +25,24 @@ report.print_table()
 ```
 """
 
+import dataclasses
 import os
 import sys
 
 from keras_unet.benchmarks.environment import collect_environment
+from keras_unet.benchmarks.int8_matrix import TARGETS
 from keras_unet.benchmarks.measure import MeasureOptions, error_row, format_of, measure_model
 from keras_unet.benchmarks.quality import LabelledData, compare_with_reference
-from keras_unet.benchmarks.report import BenchmarkReport
+from keras_unet.benchmarks.report import BenchmarkReport, mark_fastest_runtimes
+from keras_unet.runtime import RUNTIMES, runtimes_for
+
+#: `runtime` value that puts every file on every installed runtime that runs it.
+ALL_RUNTIMES = "all"
+#: The agreement (IoU with the reference's masks) a runtime must keep to be marked fastest:
+#: the bench's int8 target (`keras_unet.benchmarks.int8_matrix.TARGETS`).
+AGREEMENT_TARGET = TARGETS["agreement_iou"]
+# Runner `format` -> the runtime name that runs it (`keras_unet.runtime.RUNTIMES`).
+_RUNTIME_OF_FORMAT = {"tflite": "tflite", "onnx": "onnxruntime", "keras": "keras", "openvino": "openvino"}
 
 
 def _progress(items, enabled):
@@ -39,12 +57,39 @@ def _progress(items, enabled):
 
 def _plain_progress(items):
     for index, item in enumerate(items):
-        print(f"bench [{index + 1}/{len(items)}] {item}", file=sys.stderr)
+        label = item[0] if isinstance(item, tuple) else item  # a run's model path
+        print(f"bench [{index + 1}/{len(items)}] {label}", file=sys.stderr)
         yield item
 
 
 def _same_file(a, b):
     return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _own_runtime(path):
+    return _RUNTIME_OF_FORMAT.get(format_of(path))
+
+
+def _runs(ordered, reference, options):
+    """`(path, options, is_reference)` of every row to measure, in table order.
+
+    The reference runs on its own runtime; with `ALL_RUNTIMES` each file runs on every
+    installed runtime that takes it (the reference's file on the others too), otherwise on
+    `options.runtime` (None: its own).
+    """
+    runs = []
+    for path in ordered:
+        is_reference = reference is not None and _same_file(path, reference)
+        if options.runtime != ALL_RUNTIMES:
+            runtimes = [None] if is_reference else [options.runtime]
+        else:
+            runtimes = runtimes_for(path) or [None]  # None: the error row says what is missing
+            if is_reference:
+                own = _own_runtime(path)
+                runtimes = [None] + [r for r in runtimes if r != own]
+        runs.extend((path, dataclasses.replace(options, runtime=r), is_reference and i == 0)
+                    for i, r in enumerate(runtimes))
+    return runs
 
 
 def run_benchmark(
@@ -59,7 +104,7 @@ def run_benchmark(
     csv_path=None,
     plot_path=None,
     **options,
-):
+) -> BenchmarkReport:
     """Benchmark model files and compare them with a reference; one `BenchmarkRow` per file.
 
     Args:
@@ -77,18 +122,32 @@ def run_benchmark(
             `keras_unet.benchmarks.measure.MeasureOptions`: `threads` (None), `warmup` (5),
             `runs` (None: 50), `seconds` (None), `batch_size` (1), `compare_bare` (True),
             `rounds` (5), `mask_encoding` (None: from metadata), `ignore_index` (None: from
-            metadata). An unknown name raises `TypeError`.
+            metadata), `runtime` (None: each file's own; a key of
+            `keras_unet.runtime.RUNTIMES`, e.g. "openvino"; or "all", see the module). An
+            unknown name raises `TypeError`.
 
     Returns:
         a `BenchmarkReport`. Failed models are rows with `error` set (`report.failed`).
 
     Example:
     ```python
-    report = run_benchmark(["unet_fp16.tflite", "unet.onnx"], data="data/", reference="unet.keras", threads=2)
+    import keras_unet
+    from keras_unet.benchmarks import run_benchmark
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export import export_tflite
+
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
+    model.save("unet.keras")
+    export_tflite(model, "unet_fp16.tflite", quantize="fp16", progress=False)
+    report = run_benchmark(["unet_fp16.tflite"], data=nuclei_path(), reference="unet.keras",
+                           max_images=8, threads=2, runs=5, progress=False)
     report.print_table()
     ```
     """
     options = MeasureOptions.from_kwargs(**options)
+    if options.runtime not in (None, ALL_RUNTIMES, *RUNTIMES):
+        raise ValueError(f"`runtime` must be one of {', '.join(RUNTIMES)}, {ALL_RUNTIMES!r} or None. "
+                         f"Received: runtime={options.runtime!r}")
     if isinstance(models, (str, os.PathLike)):
         models = [models]
     models = [os.fspath(m) for m in models]
@@ -108,19 +167,22 @@ def run_benchmark(
         from keras_unet.benchmarks.isolation import measure_isolated
 
     rows, masks = [], {}
-    for path in _progress(ordered, progress):
+    for path, run_options, is_reference in _progress(_runs(ordered, reference, options), progress):
         try:
             if isolate:
-                row, row_masks = measure_isolated(path, options, labelled.data_dir, max_images)
+                row, row_masks = measure_isolated(path, run_options, labelled.data_dir, max_images)
             else:
-                row, row_masks = measure_model(path, labelled, options)
+                row, row_masks = measure_model(path, labelled, run_options)
         except Exception as error:  # recorded, not fatal: the other models still run
-            row, row_masks = error_row(path, error, options), None
-        row.is_reference = reference is not None and _same_file(path, reference)
+            row, row_masks = error_row(path, error, run_options), None
+            row.runtime = run_options.runtime or _own_runtime(path)
+        row.is_reference = is_reference
         rows.append(row)
         if row_masks is not None:
             masks[id(row)] = row_masks
     compare_with_reference(rows, masks)
+    if options.runtime == ALL_RUNTIMES:
+        mark_fastest_runtimes(rows, AGREEMENT_TARGET)
 
     settings = dict(
         options.to_dict(),
@@ -131,6 +193,8 @@ def run_benchmark(
         isolate=isolate,
         timer="time.perf_counter",
     )
+    if options.runtime == ALL_RUNTIMES:
+        settings["agreement_target"] = AGREEMENT_TARGET
     report = BenchmarkReport(environment=collect_environment(options.threads), rows=rows, settings=settings)
     if json_path:
         report.to_json(json_path)

@@ -18,6 +18,7 @@ _LAZY = {
     "export_tflite": "keras_unet.export.tflite",
     "export_onnx": "keras_unet.export.onnx",
     "export_ort": "keras_unet.export.ort",
+    "export_openvino": "keras_unet.export.openvino",
     "ExportOptions": "keras_unet.export.options",
     "run_export": "keras_unet.export.pipeline",
     "verify_export": "keras_unet.export.verify",

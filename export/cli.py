@@ -36,20 +36,20 @@ from typing import Any
 HELP = "export a .keras model to TFLite, ONNX or ORT (fp32/fp16/dynamic/int8), verified against Keras"
 
 # ort: ONNX Runtime's own format, what ONNX Runtime Mobile loads (the ONNX export, converted).
-FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "ort": ".ort"}
+FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "ort": ".ort", "openvino": ".xml"}
 
 
 def add_arguments(parser) -> None:
     """Add the `export` options to an argparse parser."""
     from keras_unet.console.arguments import (existing_dir, existing_file, int_in,
-                                              output_file_in_existing_folder, positive_int,
+                                              output_file, positive_int,
                                               unit_interval)
     from keras_unet.export.options import ExportOptions as defaults
 
     parser.add_argument("model", metavar="MODEL.keras", type=existing_file, help="the Keras model file")
     parser.add_argument("--out", required=True, metavar="FILE",
-                        type=output_file_in_existing_folder,
-                        help="output file (.tflite, .onnx or .ort)")
+                        type=output_file,
+                        help="output file (.tflite, .onnx, .ort, or .xml for OpenVINO IR)")
     parser.add_argument("--format", choices=sorted(FORMATS), default=None,
                         help="output format (default: from the --out suffix)")
     parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"),
@@ -85,7 +85,7 @@ def add_arguments(parser) -> None:
                              "standard errors of the verification) keep the worst layers in "
                              "float until it holds (default: on for int8)")
     parser.add_argument("--report", metavar="FILE.json", default=None,
-                        type=output_file_in_existing_folder,
+                        type=output_file,
                         help="int8: write the per-layer quantization report (also when the "
                              "export is refused) and print the worst layers (default: none)")
     parser.add_argument("--threads", type=positive_int, default=defaults.threads, metavar="N",
@@ -114,8 +114,8 @@ def _format(args) -> str:
             if suffix == expected:
                 return name
         raise ValueError(
-            f"Cannot tell the format from --out; pass --format tflite|onnx|ort or use a "
-            f".tflite/.onnx/.ort suffix. Received: --out {args.out}"
+            f"Cannot tell the format from --out; pass --format tflite|onnx|ort|openvino or use a "
+            f".tflite/.onnx/.ort/.xml suffix. Received: --out {args.out}"
         )
     if suffix != FORMATS[args.format]:
         raise ValueError(
@@ -152,9 +152,9 @@ def _export(args, fmt) -> Any:
         from keras_unet.export.calibration import require_calibration
 
         require_calibration(None, "int8", "cli")
-    if fmt in ("onnx", "ort") and args.io not in (None, "float32"):
+    if fmt in ("onnx", "ort", "openvino") and args.io not in (None, "float32"):
         raise ValueError(f"--io applies to TFLite only; ONNX keeps float32 I/O. Received: --io {args.io}")
-    if fmt in ("onnx", "ort") and args.input_channels is not None:
+    if fmt in ("onnx", "ort", "openvino") and args.input_channels is not None:
         raise ValueError("--input-channels applies to TFLite only; an ONNX file takes the "
                          f"model's own channels. Received: --input-channels {args.input_channels}")
     if Path(args.out).exists() and not args.force:
@@ -185,6 +185,8 @@ def _converter(fmt) -> Any:
         from keras_unet.export.tflite import CONVERTER
     elif fmt == "ort":
         from keras_unet.export.ort import CONVERTER
+    elif fmt == "openvino":
+        from keras_unet.export.openvino import CONVERTER
     else:
         from keras_unet.export.onnx import CONVERTER
     return CONVERTER

@@ -127,6 +127,7 @@ class Converter:
     package: Optional[Callable] = None
     name: Optional[str] = None
     out_suffix: Optional[str] = None
+    write: Optional[Callable] = None  # (out, data) -> None; None: one file, written atomically
 
     @property
     def result_format(self) -> str:

@@ -20,9 +20,10 @@ signed (no ReLU after it), so an encoder feature map that is never negative is s
 zero point for negative values and up to 40% of its 256 levels unused, in the encoder path as
 well as in the skip. A per-channel identity (a 1x1 depthwise convolution with weights 1) on the
 skip before the concatenation is a requantization in int8: the encoder keeps its own tight
-scale. On the no-BN vanilla U-Net of the int8 matrix (filters 16, nuclei) that raised full-int8
-TFLite agreement with Keras from 0.973 to 0.983 on the held-out verification images. ONNX
-does not need it (`QLinearConcat` requantizes each input).
+scale. ONNX does not need it (`QLinearConcat` requantizes each input).
+
+Why: see docs/notes/2026-11-27-onnx-decoder-form-and-layout.md and
+docs/notes/2026-11-28-requantization-and-skip-scales.md.
 
 Example:
 ```python

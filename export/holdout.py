@@ -2,22 +2,20 @@
 calibrated on.
 
 Calibration fits every activation range to its images, so agreement measured on those same
-images flatters the file (on 11-class CamVid: 0.969 on calibration images where held-out
-photos said less). Without `verification_data`, an int8 export therefore holds out part of
-the calibration set, seeded, and calibrates on the rest:
+images flatters the file. Without `verification_data`, an int8 export therefore holds out
+part of the calibration set, seeded, and calibrates on the rest:
 
 - at least `MIN_HELD_OUT` (32) images are held out where the set has twice that many;
 - so are the images calibration would not read anyway (beyond `calibration_size`), up to
-  half the set: a larger verification sample costs calibration nothing. 32 images were
-  too few to stop repair at the target: on the int8 matrix's MobileNetV3-large (TFLite,
-  stem and 4 ops in float) the 32 held-out photos read agreement 0.9833 (bootstrap SE
-  0.0009, so "0.98 by two standard errors") while the other 218 training photos read
-  0.9802 and the 84 test photos 0.9796;
+  half the set: a larger verification sample costs calibration nothing, and 32 images
+  alone can read a file above the target that other images put below it;
 - a smaller set is halved; below `MIN_SPLIT` (8) images nothing is held out, and the
   verification says it reused the calibration images.
 
 When the calibration folder holds masks (`DIR/images` + `DIR/masks`), the held-out masks come
 along, so verification can also report the IoU each model scores against the truth.
+
+Why: see docs/notes/2026-11-28-int8-matrix-history.md.
 
 Example:
 ```python

@@ -10,14 +10,12 @@ int8 runs `onnxruntime.quantization.quant_pre_process` (graph clean-up and ONNX 
 inference) and then `quantize_static` in QDQ format with the same real calibration
 images as TFLite:
 
-- **uint8 activations, int8 per-channel weights** by default. On the project's AMD
-  AVX-512-VNNI CPU this ran the seed model 1.6x faster than onnxruntime's default int8/int8:
-  the u8 x s8 product maps straight onto VNNI, while s8 activations need an extra
-  shift. `activation_type="int8"` is available for runtimes that want symmetric
-  activations.
+- **uint8 activations, int8 per-channel weights** by default: the u8 x s8 product maps
+  straight onto x86 VNNI instructions, while s8 activations need an extra shift.
+  `activation_type="int8"` is available for runtimes that want symmetric activations.
 - **Ops left in float**: onnxruntime's CPU provider has no int8 kernel for
   `ConvTranspose`, so Q/DQ pairs around it run as dequantize -> float ConvTranspose
-  -> quantize; on a MobileNetV2 U-Net the int8 file was then slower than fp32. A UNet's
+  -> quantize, which can make the int8 file slower than fp32. A UNet's
   2x2 up-convolutions are therefore exported as 1x1 Conv + DepthToSpace
   (`keras_unet.export.decoder_form`), both integer here, the shuffle written as NHWC
   reshapes so onnxruntime keeps the decoder in its NHWC integer layout
@@ -30,13 +28,15 @@ images as TFLite:
   `SymbolicShapeInference` first, which, when it cannot follow a graph, saves
   `sym_shape_infer_temp.onnx` and a uuid-named `.data` file into the process's working
   directory (avoidable only by `os.chdir`, which moves the whole process). It is skipped:
-  on every UNet variant of `tests/export/test_export_matrix.py` the quantized graphs came
-  out node for node the same with and without it; ONNX's own shape inference, which still
-  runs, finds every shape of a static CNN.
+  ONNX's own shape inference, which still runs, finds every shape of a static CNN, so the
+  quantized graphs of the UNet variants come out node for node the same without it.
 
 float16 uses `onnxruntime.transformers.float16.convert_float_to_float16` with float32
 input/output (`keep_io_types`): half the file size; the CPU provider computes many ops
 through casts, so it is for size or for GPU providers, not CPU speed.
+
+Why: see docs/notes/2026-11-24-xnnpack-batch-and-activation-types.md (the activation type)
+and docs/notes/2026-11-27-onnx-decoder-form-and-layout.md (the decoder form, float16).
 
 Example:
 ```python
@@ -185,11 +185,11 @@ def export_onnx(model_or_path: Any, out: Any, quantize: str = "none", opset: int
     Example:
     ```python
     import keras_unet
-    from keras_unet.export.onnx import export_onnx
+    from keras_unet.export import export_onnx
 
-    model = keras_unet.UNet((64, 64, 3), filters=8, depth=3)
-    result = export_onnx(model, "unet.onnx", dynamic_batch=True)
-    result.input_shape  # (None, 64, 64, 3)
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
+    result = export_onnx(model, "unet.onnx", dynamic_batch=True, progress=False)
+    result.input_shape  # (None, 32, 32, 3)
     ```
     """
     options = ExportOptions(

@@ -4,18 +4,18 @@
 (onnxruntime has no integer `ConvTranspose`). onnxruntime's CPU provider runs its integer
 convolutions in NHWC and has no NHWC `DepthToSpace`, so its layout transformer wraps every
 `DepthToSpace` in transposes back to NCHW, and the decoder's `Concat` after it, and every
-skip connection feeding that `Concat`, move to NCHW with it: on the int8 matrix's vanilla U-Net
-(filters 16, 128x128) the session ran 13 `Transpose`s and 4 `DepthToSpace`s, a fifth of its
-time in profiling. The same shuffle written as NHWC reshapes and one 6-d `Transpose`
-between a transpose into NHWC and one back out lets the transformer cancel those outer
-transposes against its own: 5 `Transpose`s were left, the `Concat`s ran in NHWC, and the file
-went from 4.11 to 3.44 ms (median of interleaved runs, 2 threads; same numbers out).
+skip connection feeding that `Concat`, move to NCHW with it, a transpose on every side.
+The same shuffle written as NHWC reshapes and one 6-d `Transpose` between a transpose into
+NHWC and one back out lets the transformer cancel those outer transposes against its own:
+the `Concat`s run in NHWC, with the same numbers out.
 
 The rewrite moves values only, so it is exact; `Transpose` and `Reshape` are ops
 onnxruntime's QDQ quantizer keeps in int8 with their input's scale. With a static height and
 width the reshapes take constant shapes; with free ones (a `--dynamic-size` export) the
 merged shape is computed from the tensor's own (`Shape`, `Slice`, `Mul`, `Concat` on
 int64, which the quantizer leaves alone).
+
+Why: see docs/notes/2026-11-27-onnx-decoder-form-and-layout.md.
 
 Example:
 ```python

@@ -24,11 +24,9 @@ CALIBRATION_SIZE = 100
 VERIFICATION_SIZE = 32
 DEFAULT_OPSET = 17
 DEFAULT_THREADS = 2
-# The default refuses what plainly does not segment like the original. Measured on 32
-# held-out images, agreement carries noise of about +-0.005: a 0.98 default refused
-# ResNet50 files at 0.979 whose held-out test agreement was higher, and repairing towards
-# it kept up to 21 ops in float on a plain U-Net for ONNX (0.71x Keras' latency instead of
-# about 0.5x). Ask for more with `agreement_floor` / --agreement-floor.
+# The default refuses what plainly does not segment like the original; a floor at repair's
+# target would refuse good files on the noise of 32 verification images. Ask for more with
+# `agreement_floor` / --agreement-floor. Why: see docs/notes/2026-11-28-int8-matrix-history.md.
 DEFAULT_AGREEMENT_FLOOR = 0.95
 
 
@@ -67,7 +65,10 @@ class ExportOptions:
 
     Example:
     ```python
-    ExportOptions(quantize="fp16", verify=False)
+    from keras_unet.export import ExportOptions
+
+    options = ExportOptions(quantize="fp16", verify=False)
+    options.quantize, options.opset   # ('fp16', 17)
     ```
     """
 

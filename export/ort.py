@@ -103,7 +103,12 @@ def export_ort(model_or_path: Any, out: Any, **onnx_options: Any) -> ExportResul
 
     Example:
     ```python
-    export_ort("model.keras", "model.ort")
+    import keras_unet
+    from keras_unet.export import export_ort
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    result = export_ort("unet.keras", "unet.ort", progress=False)
+    result.format   # 'ort'
     ```
     """
     out = Path(out)

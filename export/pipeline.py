@@ -76,7 +76,13 @@ def run_export(converter: Converter, options: ExportOptions, model_or_path: Any,
 
     Example:
     ```python
-    run_export(CONVERTER, ExportOptions(quantize="fp16"), "model.keras", "model_fp16.tflite")
+    import keras_unet
+    from keras_unet.export import ExportOptions, run_export
+    from keras_unet.export.tflite import CONVERTER
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    options = ExportOptions(quantize="fp16", progress=False)
+    result = run_export(CONVERTER, options, "unet.keras", "unet_fp16.tflite")
     ```
     """
     from keras_unet.console.quiet import quiet_output
@@ -99,7 +105,7 @@ def _run(converter: Converter, options: ExportOptions, model_or_path: Any,
         final = with_mask_head(job, converter, produced.file) if options.output == "mask" else produced.file
         data = (final.model_bytes if converter.package is None
                 else converter.package(job, options, final))
-        write_bytes_atomic(out, data)
+        (converter.write or write_bytes_atomic)(out, data)
     return _result(converter, options, out, data, final, produced, diagnosis, truth)
 
 
@@ -164,7 +170,8 @@ def _result(converter: Converter, options: ExportOptions, out: Any, data: bytes,
         path=str(out), format=converter.result_format, quantization=options.quantize,
         size_bytes=len(data), input_shape=info["input_shape"],
         input_dtype=info["input_dtype"], output_dtype=info["output_dtype"],
-        verification=produced.verification, warnings=list(diagnosis.warnings),
+        # A package that checks its own file (the IR) reports that file's verification.
+        verification=getattr(data, "verification", None) or produced.verification, warnings=list(diagnosis.warnings),
         float_ops_left=dict(diagnosis.float_ops_left), metadata=final.metadata,
         timings_ms=dict(diagnosis.timings_ms),
         kept_float=list(outcome.kept_float) if outcome else [],

@@ -22,8 +22,8 @@ things it cannot give the pipeline:
 - **One SavedModel for several conversions.** `model.export` traces the model and writes a
   SavedModel on every call. One export converts more than once (the dynamic-range speed
   check converts float32 too; a repair loop converts until the floor holds); here the
-  SavedModel is written once per job. Tiny UNet (32x32, filters=4): 1.4-1.7 s per
-  `model.export` call, 0.8 s per conversion from the written SavedModel.
+  SavedModel is written once per job, and each conversion costs about half of a
+  `model.export` call.
 
 It also writes to a path while the pipeline embeds metadata into the bytes first; that
 alone would not decide it.
@@ -38,16 +38,13 @@ Known traps, handled here:
   computes its output shape at run time (SHAPE/STRIDED_SLICE/PACK ops) and XNNPACK
   leaves TRANSPOSE_CONV to slower kernels. So the batch is fixed to 1.
 - **Dynamic-range quantization** stores int8 weights and quantizes activations on the
-  fly. It is where the dynamic batch hurts most: on the seed model (128x128, 2 threads)
-  dynamic-range took 1520 ms per image with a `None` batch and 84 ms with batch 1
-  (float32: 484 and 420 ms); a 128x128 UNet with filters=16 went from 56 to 7.4 ms. The
-  export still times the dynamic-range file against a float32 conversion and warns if it
-  is slower; prefer `int8` for speed or `fp16` for size.
+  fly. It is where the dynamic batch hurts most (an order of magnitude slower with a
+  `None` batch). The export times the dynamic-range file against a float32 conversion and
+  warns if it is slower; prefer `int8` for speed or `fp16` for size.
 - **Full int8**: the input range is pinned to [0, 255]
   (`keras_unet.export.calibration.pin_input_range`) so uint8 I/O passes raw pixels (scale
   1, zero point 0). TRANSPOSE_CONV is quantized too (per-channel int8 weights); with the
-  static batch its output shape is a constant and XNNPACK takes it (128x128 UNet,
-  filters=16: 8.6 ms with a `None` batch, 6.3 ms with batch 1). A binary file's uint8
+  static batch its output shape is a constant and XNNPACK takes it. A binary file's uint8
   output gets scale 1/255.75 instead of 1/256 (`binary_output_off_half`: the same codes),
   so that no output is exactly 0.5, where our `p >= 0.5` and MediaPipe's `p > 0.5` would
   disagree.
@@ -58,6 +55,10 @@ Known traps, handled here:
 - **Flex (Select TF) ops** are never allowed: the edge runtimes ship without them.
   Conversion uses `TFLITE_BUILTINS` (or `TFLITE_BUILTINS_INT8`) only, and an op outside
   them fails with its name and what to change.
+
+Why: see docs/notes/2026-11-24-xnnpack-batch-and-activation-types.md (the batch, the
+dynamic-range and the conversion timings) and docs/notes/2026-11-28-logit-clip.md (the
+binary output scale).
 
 Example:
 ```python
@@ -269,11 +270,13 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
     Example:
     ```python
     import keras_unet
-    from keras_unet.export.tflite import export_tflite
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export import export_tflite
 
-    model = keras_unet.UNet((64, 64, 3), filters=8, depth=3)
-    result = export_tflite(model, "unet.tflite")
-    result.verification.max_abs_diff  # ~1e-6
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
+    result = export_tflite(model, "unet.tflite", progress=False)
+    result.verification.max_abs_diff  # ~1e-6; over 1e-4 the export fails
+    small = export_tflite(model, "unet_fp16.tflite", quantize="fp16", progress=False)
     ```
     """
     check_output(CONVERTER, out, quantize)

@@ -40,7 +40,24 @@ FP32_ATOL = 1e-4
 
 class VerificationError(RuntimeError):
     """The exported file disagrees with the Keras model; `.report` holds the numbers, and
-    `.outcome` the int8 step's `Int8Outcome` (best attempt, its layer report) when it refused."""
+    `.outcome` the int8 step's `Int8Outcome` (best attempt, its layer report) when it refused.
+
+    Example:
+    ```python
+    import keras_unet
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export import VerificationError, export_tflite
+
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)   # untrained
+    try:
+        export_tflite(model, "unet_int8.tflite", quantize="int8", calibration_data=nuclei_path(),
+                      calibration_size=16, verification_size=8, agreement_floor=1.0,
+                      repair=False, check_speed=False, progress=False)
+    except VerificationError as error:   # nothing was written
+        print(error)
+        error.report.agreement_iou
+    ```
+    """
 
     def __init__(self, message: str, report: Any = None, outcome: Any = None) -> None:
         super().__init__(message)
@@ -210,7 +227,16 @@ def verify_export(model, path, images, quantization, threshold=0.5,
 
     Example:
     ```python
-    report = verify_export(model, "model.tflite", images, "int8")
+    import keras_unet
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export import export_tflite, verify_export
+    from keras_unet.runtime import imageio
+
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
+    export_tflite(model, "unet.tflite", verify=False, progress=False)
+    images, _ = imageio.load_dataset_arrays(nuclei_path(), size=(32, 32), channels=3)
+    report = verify_export(model, "unet.tflite", images[:8], "none")
+    report.passed, report.max_abs_diff   # (True, ~1e-6)
     ```
     """
     import warnings

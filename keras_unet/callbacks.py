@@ -132,8 +132,9 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
     model.compile("adam", "binary_crossentropy", metrics=keras_unet.metrics.get_metrics(1))
-    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1))
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
     masks = (images > 127).astype("float32")
+
     best = AtomicModelCheckpoint("runs/a/model.keras", monitor="val_iou", mode="max",
                                  save_best_only=True)
     last = AtomicModelCheckpoint("runs/a/last.keras")
@@ -180,6 +181,21 @@ class TrainingDiverged(RuntimeError):
         epoch: the epoch (1-based) in which the loss diverged.
         batch: the batch (1-based) of that epoch.
         loss: the loss value (NaN or +-inf).
+
+    Example:
+    ```python
+    import keras
+    import numpy as np
+    from keras_unet.callbacks import StopOnNonFiniteLoss, TrainingDiverged
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(1e30), "mse")
+    try:
+        model.fit(np.ones((64, 4)), np.ones((64, 1)), batch_size=8, epochs=3, verbose=0,
+                  callbacks=[StopOnNonFiniteLoss()])
+    except TrainingDiverged as error:
+        error.epoch, error.batch, error.loss   # where it diverged, and the loss value
+    ```
     """
 
     def __init__(self, message: str, epoch: int | None = None, batch: int | None = None,
@@ -245,10 +261,9 @@ class WarnOnCollapse(keras.callbacks.Callback):
     """Warn once when `patience` epochs in a row score an IoU of exactly 0 on the training
     and the validation data: the model predicts no foreground at all.
 
-    Measured on the 250-photo nuclei split at 128x128: the original U-Net (filters 64, no
-    batch norm) trained with Adam at 1e-3 scored IoU 0.013 in its first epoch and 0.0 in
-    the three after it; at 1e-4 its first epoch reached a validation IoU of 0.32. The
-    loss stays finite, so nothing else says so.
+    A model can collapse that way at too high a learning rate (the original U-Net without
+    batch norm does at Adam's default 1e-3) while its loss stays finite, so nothing else
+    says so. Why: see docs/notes/2026-11-24-batch-norm-momentum.md.
 
     Args:
         advice: the sentence ending the warning (what to change).
@@ -257,10 +272,18 @@ class WarnOnCollapse(keras.callbacks.Callback):
 
     Example:
     ```python
-    import keras
+    import numpy as np
+    import keras_unet
     from keras_unet.callbacks import WarnOnCollapse
 
-    callbacks = [WarnOnCollapse("Try --lr 1e-4.")]
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    model.compile("adam", "binary_crossentropy", metrics=keras_unet.metrics.get_metrics(1))
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    masks = (images > 127).astype("float32")
+
+    # The advice ends the warning, printed once when IoU stays 0 for `patience` epochs.
+    model.fit(images, 0 * masks, validation_split=0.25, epochs=2, verbose=0,
+              callbacks=[WarnOnCollapse("Try --lr 1e-4.", patience=2)])
     ```
     """
 
@@ -299,11 +322,22 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     Example:
     ```python
+    import numpy as np
+    import keras_unet
+    from keras_unet.callbacks import ResumableEarlyStopping
+
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    model.compile("adam", "binary_crossentropy", metrics=keras_unet.metrics.get_metrics(1))
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    masks = (images > 127).astype("float32")
+
+
     # Stopped after epoch 7 with its best val_iou 0.81 at epoch 5: two epochs without
     # improvement already count towards the patience.
     stop = ResumableEarlyStopping(initial_best=0.81, epochs_since_best=2,
                                   monitor="val_iou", mode="max", patience=3)
-    model.fit(train, validation_data=val, initial_epoch=7, epochs=20, callbacks=[stop])
+    model.fit(images, masks, validation_split=0.25, initial_epoch=7, epochs=20, verbose=0,
+              callbacks=[stop])   # stops after epoch 8 unless val_iou beats 0.81
     ```
     """
 
@@ -336,11 +370,21 @@ class CommitEpoch(keras.callbacks.Callback):
 
     Example:
     ```python
-    from keras_unet.callbacks import CommitEpoch, ResumableEarlyStopping
+    import numpy as np
+    import keras_unet
+    from keras_unet.callbacks import AtomicModelCheckpoint, CommitEpoch, ResumableEarlyStopping
 
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    model.compile("adam", "binary_crossentropy", metrics=keras_unet.metrics.get_metrics(1))
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    masks = (images > 127).astype("float32")
+
+
+    checkpoint = AtomicModelCheckpoint("runs/a/last.keras")
     stop = ResumableEarlyStopping(monitor="val_iou", mode="max", patience=10)
     commit = CommitEpoch(lambda done, best, since: print(done, best, since), stop)
-    callbacks = [checkpoint, stop, commit]   # the checkpoints first
+    model.fit(images, masks, validation_split=0.25, epochs=2, verbose=0,
+              callbacks=[checkpoint, stop, commit])   # the checkpoints first
     ```
     """
 
@@ -364,9 +408,19 @@ class InterruptCheck(keras.callbacks.Callback):
 
     Example:
     ```python
-    from keras_unet.callbacks import InterruptCheck
+    import numpy as np
+    import keras_unet
+    from keras_unet.callbacks import AtomicModelCheckpoint, InterruptCheck
 
-    model.fit(train, epochs=20, callbacks=[InterruptCheck(), *others])
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    model.compile("adam", "binary_crossentropy", metrics=keras_unet.metrics.get_metrics(1))
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    masks = (images > 127).astype("float32")
+
+
+    # first: after a Ctrl-C, the epoch's checkpoint is not written
+    model.fit(images, masks, epochs=1, verbose=0,
+              callbacks=[InterruptCheck(), AtomicModelCheckpoint("runs/a/last.keras")])
     ```
     """
 
@@ -389,9 +443,19 @@ class LocalModelCheckpoint(AtomicModelCheckpoint):
 
     Example:
     ```python
+    import numpy as np
+    import keras_unet
     from keras_unet.callbacks import LocalModelCheckpoint
 
-    callbacks = [LocalModelCheckpoint("runs/a/last.keras")] if cluster.is_chief else []
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    model.compile("adam", "binary_crossentropy", metrics=keras_unet.metrics.get_metrics(1))
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    masks = (images > 127).astype("float32")
+
+
+    is_chief = True   # process 0 of a multi-process keras.distribution
+    callbacks = [LocalModelCheckpoint("runs/a/last.keras")] if is_chief else []
+    model.fit(images, masks, epochs=1, verbose=0, callbacks=callbacks)
     ```
     """
 

@@ -148,9 +148,14 @@ class IoU(_SegmentationScore):
 
     Example:
     ```python
-    metric = keras_unet.metrics.IoU(num_classes=12, ignore_index=11)
+    import numpy as np
+    import keras_unet
+
+    metric = keras_unet.metrics.IoU(num_classes=3, ignore_index=255)
+    masks = np.array([[[0, 1], [2, 255]]])                       # 255 is skipped
+    probabilities = np.eye(3, dtype="float32")[[[[0, 1], [1, 0]]]]   # predicts 0, 1, 1, 0
     metric.update_state(masks, probabilities)
-    metric.result()
+    float(metric.result())   # classes 0 and 1 right, class 2 missed
     ```
     """
 
@@ -167,8 +172,14 @@ class Dice(_SegmentationScore):
 
     Example:
     ```python
+    import numpy as np
+    import keras_unet
+
     metric = keras_unet.metrics.Dice()
+    masks = np.array([[[1, 1], [0, 0]]], "float32")[..., None]
+    probabilities = np.array([[[0.9, 0.2], [0.1, 0.3]]], "float32")[..., None]
     metric.update_state(masks, probabilities)
+    float(metric.result())   # 2*1 / (2*1 + 0 + 1) = 0.67
     ```
     """
 
@@ -187,7 +198,12 @@ def get_metrics(num_classes=1, ignore_index=None, threshold=0.5, per_class=False
 
     Example:
     ```python
+    import keras_unet
+    from keras_unet.metrics import get_metrics
+
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
     model.compile("adam", loss="binary_crossentropy", metrics=get_metrics(1))
+    [metric.name for metric in get_metrics(1)]   # ['iou', 'dice']
     ```
     """
     metrics = [

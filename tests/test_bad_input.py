@@ -189,11 +189,12 @@ def _message_lines(err):
     return [p for p in pieces if p.strip() and "%|" not in p]
 
 
-# A value each kind of validated option must refuse, by the validator's name; any other
-# validator (numbers, HOST:PORT, choices) is given a word.
-BAD_VALUE = {"existing_dir": "{ws}/missing", "existing_file": "{ws}/missing.keras",
-             "output_dir": "{ws}/a_file.txt", "output_file": "{ws}/images",
-             "output_file_in_existing_folder": "{ws}/missing/out.json"}
+# Values each kind of validated option must refuse, by the validator's name; any other
+# validator (numbers, HOST:PORT, choices) is given a word. A file to write is refused when it
+# is a folder, and when its folder is missing: every command follows that one rule.
+BAD_VALUES = {"existing_dir": ("{ws}/missing",), "existing_file": ("{ws}/missing.keras",),
+              "output_dir": ("{ws}/a_file.txt",),
+              "output_file": ("{ws}/images", "{ws}/missing/out.json")}
 BASE = {"train": TRAIN, "predict": PREDICT, "evaluate": EVALUATE, "export": EXPORT, "bench": BENCH,
         "demo": ["demo"], "web": ["web"]}
 
@@ -217,9 +218,10 @@ def _validated_options():
     for name, base in BASE.items():
         for action in commands[name]._actions:
             if _is_validated(action):
-                value = BAD_VALUE.get(getattr(action.type, "__name__", ""), "word")
                 option = action.option_strings[0]
-                yield pytest.param(base + [option, value], option, value, id=f"{name} {option}")
+                for value in BAD_VALUES.get(getattr(action.type, "__name__", ""), ("word",)):
+                    yield pytest.param(base + [option, value], option, value,
+                                       id=f"{name} {option} {value.replace('{ws}/', '')}")
 
 
 def _run(argv, capfd):

@@ -2,33 +2,19 @@
 
 A binary U-Net ends in a convolution (the logit) and a sigmoid, and its masks are
 `p >= 0.5`, that is `logit >= 0`. Post-training calibration gives the logit the range the
-float model reaches: about [-19, 68] on the seed model (scale 0.342), so every logit within
-0.17 of 0 rounds onto the same few codes and pixels near the boundary flip. Beyond |x| = 8
-a sigmoid is within 1/2981 of 0 or 1, so all such logits give the same uint8 output code
-(`SIGMOID_INPUT_RANGE`, the range QAT fixes for the same reason): the range is clipped to
-[-8, 8] and no output code changes except by the finer step (0.063 there).
-
-Measured on the seed model's 84 held-out test images (`keras-unet bench` against the float
-model: mask agreement at the photos' own size; in brackets, at the model's 128x128), the
-same TFLite int8 file with only its logit scale changed:
-
-| logit range | agreement |
-|---|---|
-| calibrated, [-19.5, 67.7] | 0.9845 (0.9796) |
-| clipped to [-8, 8] | **0.9869** (0.9885) |
-| [-4, 4] | 0.9869 (0.9884) |
-| [-2, 2] (clips probabilities to [0.12, 0.88]) | 0.9825 (0.9882) |
-
-The head's per-layer error did not show it (SQNR 43 dB): it matters only for the pixels
-whose logit is near 0. Keeping 0 off the grid (the head's bias lowered by half a step, so
-that no logit rounds across 0) was also tried: exact signs at 128x128, but the
-probabilities then read low by up to 0.008 near 0.5, and at the photos' size, where the
-runner interpolates them, agreement fell to 0.9853; not done.
+float model reaches, tens of units wide, so every logit near 0 rounds onto the same few
+codes and pixels near the boundary flip. Beyond |x| = 8 a sigmoid is within 1/2981 of 0 or
+1, so all such logits give the same uint8 output code (`SIGMOID_INPUT_RANGE`, the range QAT
+fixes for the same reason): the range is clipped to [-8, 8] and no output code changes
+except by the finer step (0.063 there). The head's per-layer error does not show the
+problem: it matters only for the pixels whose logit is near 0.
 
 The requantization of the convolution and the LOGISTIC/Sigmoid kernel are derived from the
 tensors' scales when the file is loaded, so only the logit's scale and zero point change.
 Files whose logit already fits, multi-class models, heads kept in float and sigmoids
 inside the model (attention gates) come back as they were.
+
+Why: see docs/notes/2026-11-28-logit-clip.md.
 
 Example:
 ```python

@@ -7,27 +7,19 @@ three times beyond where 99.99% of the values lie, and every other value then ge
 step two or three times coarser. Clipping each range at the 99.99th percentile on each
 side trades those few saturated values for a finer step everywhere else.
 
-Measured on held-out nuclei photos (84 images never calibrated on; U-Nets trained 15
-epochs at 128x128, filters 16), int8 mask agreement with Keras, min/max -> percentile:
-
-| model | TFLite | ONNX |
-|---|---|---|
-| MobileNetV3-small | 0.954 -> 0.977 | 0.969 -> 0.980 |
-| MobileNetV3-large | 0.932 -> 0.969 | |
-| vanilla, no batch norm | 0.944 -> 0.973 | |
-
-99.999 and 99.9 did worse than 99.99 on each of these. onnxruntime's own Percentile
-calibrator builds its histograms on |x| and so gives one-sided tensors (ReLU outputs) a
-range that does not start at 0 and signed tensors a lower bound above 0: meant for
-symmetric int8 ranges, not for the asymmetric uint8 activations we export. These ranges
-are two-sided, always contain 0 (so 0 stays exactly representable, as both runtimes
+onnxruntime's own Percentile calibrator builds its histograms on |x| and so gives
+one-sided tensors (ReLU outputs) a range that does not start at 0 and signed tensors a
+lower bound above 0: meant for symmetric int8 ranges, not for the asymmetric uint8
+activations we export. These ranges are two-sided, always contain 0 (so 0 stays exactly representable, as both runtimes
 need) and are never wider than min/max.
 
 `RangeSampler` keeps, per tensor, the exact min and max and the largest and smallest values
 (a tail of ~0.01% of them, not all: a ResNet50 U-Net's activations are ~60 MB an image),
-enough to give the percentiles exactly. A random sample would not do: MobileNetV3-small's
-agreement moved between 0.967 and 0.978 with the sample drawn, so sensitive is the int8
-model to the exact clip of a few tensors.
+enough to give the percentiles exactly. A random sample would not do: the int8 model is
+sensitive to the exact clip of a few tensors, and its agreement would move with the sample
+drawn.
+
+Why: see docs/notes/2026-11-27-percentile-ranges.md.
 
 Example:
 ```python

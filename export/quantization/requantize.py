@@ -6,15 +6,15 @@ writes a `QUANTIZE` op from int8 to int8. TFLite's built-in kernel for it (the o
 without the XNNPack delegate: `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`, TFLite
 Micro, or where a delegate hands the op back) multiplies the int8 value by a fixed-point
 multiplier and then shifts right with rounding: for a scale ratio below 0.5 the value is
-rounded twice, and on the seed model's first skip (ratio 0.14) 8.7% of the values came out
-one step high. Downstream the mask's logit drifted up: that QAT file's masks agreed 0.972
-with its own Keras model on the built-in kernels against 0.991 with XNNPack, which rounds
-once.
+rounded twice, values come out one step high, and downstream the mask's logit drifts up.
+XNNPack rounds once.
 
 `precise_requantize` writes each such op as a 1x1 `DEPTHWISE_CONV_2D` with weights 1 (int8
 127 at scale 1/127 per channel) and no bias: the same requantization from an accumulator
 127 times larger, which the kernels round once. XNNPack runs either form. Post-training
 files already requantize their skips that way (`keras_unet.export.decoder_form`).
+
+Why: see docs/notes/2026-11-28-requantization-and-skip-scales.md.
 
 Example:
 ```python

@@ -1,4 +1,4 @@
-"""Segment a folder of images with a .keras, .tflite or .onnx model.
+"""Segment a folder of images with a .keras, .tflite, .onnx or OpenVINO .xml model.
 
 Writes OUT/<stem>.png per image at the image's own size: 0/255 for a binary model, the
 class index per pixel for a multi-class model (a palette PNG, so viewers show colours
@@ -14,6 +14,7 @@ Examples:
   keras-unet predict runs/nuclei/model.keras --images photos/ --out masks/ --overlay
   keras-unet predict unet.tflite --images large_photos/ --out masks/ --tile
   keras-unet predict unet_any_size.onnx --images scans/ --out masks/ --tile 0.5 --tile-size 256
+  keras-unet predict unet_int8.onnx --images photos/ --out masks/ --runtime openvino
 """
 
 import os
@@ -33,7 +34,8 @@ PALETTE = np.array(
 def add_arguments(parser):
     from keras_unet.console.arguments import existing_dir, existing_file, output_dir, positive_int, unit_interval
 
-    parser.add_argument("model", metavar="MODEL", type=existing_file, help=".keras, .tflite or .onnx file")
+    parser.add_argument("model", metavar="MODEL", type=existing_file,
+                        help=".keras, .tflite, .onnx or OpenVINO .xml (with its .bin) file")
     parser.add_argument("--images", required=True, metavar="DIR", type=existing_dir, help="folder of images")
     parser.add_argument("--out", required=True, metavar="OUTDIR", type=output_dir,
                         help="folder for the masks (created)")
@@ -44,8 +46,19 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per call")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="runtime threads (default: the runtime's choice, all cores)")
+    add_runtime_argument(parser)
     add_tile_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
+
+
+def add_runtime_argument(parser) -> None:
+    """`--runtime NAME`, shared by predict and evaluate: which runtime runs MODEL."""
+    from keras_unet.runtime import RUNTIMES
+
+    parser.add_argument("--runtime", choices=list(RUNTIMES), default=None,
+                        help="run MODEL with this runtime, e.g. openvino for a .onnx or .tflite "
+                             "file (default: by suffix: .tflite TFLite, .onnx/.ort onnxruntime, "
+                             ".keras Keras, .xml OpenVINO)")
 
 
 def add_tile_arguments(parser):
@@ -110,12 +123,14 @@ def _save_png(array, path, palette=False):
 
 
 def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshold=None,
-                   batch_size=8, threads=None, overwrite=False, tile=None, tile_size=None):
+                   batch_size=8, threads=None, overwrite=False, tile=None, tile_size=None,
+                   runtime=None) -> list:
     """Writes the masks; returns the list of mask paths.
 
     `tile` and `tile_size` are those of `keras_unet.runtime.base.Runner.predict`: None
     resizes each image to the model input, True or an overlap fraction segments it at its
-    native resolution in overlapping tiles.
+    native resolution in overlapping tiles. `runtime` is that of
+    `keras_unet.runtime.load_runner` (None: by the file's suffix).
     """
     from keras_unet.runtime import imageio, load_runner
     from keras_unet.runtime.tiling import tile_overlap
@@ -124,7 +139,7 @@ def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshol
         raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
     tiled = tile_overlap(tile) is not None
 
-    runner = load_runner(model_path, threads=threads)
+    runner = load_runner(model_path, threads=threads, runtime=runtime)
     if tiled:
         runner.resolve_tile_size(tile_size)  # a model without a tile size fails before any work
     paths = imageio.list_images(images_dir)
@@ -161,6 +176,7 @@ def predict_folder(model_path, images_dir, out_dir, with_overlay=False, threshol
 def run(args):
     tile, tile_size = tile_options(args)
     written = predict_folder(args.model, args.images, args.out, args.overlay, args.threshold,
-                             args.batch_size, args.threads, args.overwrite, tile, tile_size)
+                             args.batch_size, args.threads, args.overwrite, tile, tile_size,
+                             args.runtime)
     print(f"wrote {len(written)} masks to {args.out}")
     return 0

@@ -110,15 +110,14 @@ def existing_file(text):
 
 
 def output_file(text):
-    """A file to write (its folder is created when missing): not a folder."""
+    """A file to write: not a folder, and its folder must exist.
+
+    One rule for every file option (`--out`, `--json`, `--csv`, `--plot`, `--report` ...):
+    creating a missing folder would hide a typo in its name. Folder options (`--output DIR`)
+    are created instead (`output_dir`).
+    """
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a folder, expected a file name")
-    return text
-
-
-def output_file_in_existing_folder(text):
-    """A file to write whose folder must exist (where creating one would hide a typo)."""
-    output_file(text)
     folder = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist ({folder})")

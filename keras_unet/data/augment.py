@@ -42,8 +42,13 @@ class Augment:
 
     Example:
     ```python
+    import numpy as np
+    from keras_unet.data import Augment
+
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    masks = (images[..., :1] > 127).astype("float32")
     augment = Augment(flip="horizontal_and_vertical", rotation=0.05, seed=0)
-    images, masks = augment(images, masks.astype("float32"))
+    images, masks = augment(images, masks)   # the same flip and rotation on both
     ```
     """
 

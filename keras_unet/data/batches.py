@@ -53,8 +53,13 @@ def iterate_batches(data, image_size=(128, 128), channels=3, num_classes=1,
 
     Example:
     ```python
-    for images, masks in iterate_batches(nuclei_path(), channels=1, batch_size=16):
-        loss = train_step(images, masks)
+    from keras_unet.data import iterate_batches
+    from keras_unet.datasets import nuclei_path
+
+    for images, masks in iterate_batches(nuclei_path(), image_size=(32, 32), channels=1,
+                                         batch_size=16):
+        images.shape, masks.shape   # (16, 32, 32, 1), (16, 32, 32, 1)
+        break
     ```
     """
     image_size = check_image_size(image_size)
@@ -90,7 +95,11 @@ def steps_per_epoch(num_pairs, batch_size, drop_remainder=False):
 
     Example:
     ```python
-    steps_per_epoch(160, 8)   # 20
+    from keras_unet.data import steps_per_epoch
+
+    steps_per_epoch(160, 8)                       # 20
+    steps_per_epoch(161, 8)                       # 21
+    steps_per_epoch(161, 8, drop_remainder=True)  # 20
     ```
     """
     return num_pairs // batch_size if drop_remainder else math.ceil(num_pairs / batch_size)

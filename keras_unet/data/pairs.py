@@ -102,7 +102,12 @@ def check_pairs(pairs, num_classes=1, mask_encoding="auto", ignore_index=None,
 
     Example:
     ```python
-    check_pairs(imageio.list_pairs("data/nuclei"), num_classes=1)
+    from keras_unet.data import check_pairs
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.runtime import imageio
+
+    pairs = imageio.list_pairs(nuclei_path())[:8]
+    check_pairs(pairs, num_classes=1)   # raises ValueError naming the first bad file
     ```
     """
     checked = []
@@ -137,7 +142,13 @@ def split_pairs(pairs, validation_split, seed=None):
 
     Example:
     ```python
+    from keras_unet.data import split_pairs
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.runtime import imageio
+
+    pairs = imageio.list_pairs(nuclei_path())
     train_pairs, val_pairs = split_pairs(pairs, 0.2, seed=0)
+    len(val_pairs) / len(pairs)   # 0.2
     ```
     """
     if not isinstance(validation_split, (int, float)) or not 0.0 < validation_split < 1.0:

@@ -177,9 +177,12 @@ def load_dataset(data, image_size=(128, 128), channels=3, num_classes=1, mask_en
 
     Example:
     ```python
-    train, val = load_dataset("data/camvid/train", image_size=(352, 480), num_classes=11,
-                              mask_encoding="index", ignore_index=11,
-                              validation_data="data/camvid/val", augment=True, seed=0)
+    from keras_unet.data import load_dataset
+    from keras_unet.datasets import nuclei_path
+
+    train, val = load_dataset(nuclei_path(), image_size=(32, 32), channels=1, batch_size=8,
+                              validation_split=0.2, augment=True, seed=0)
+    images, masks = next(iter(train))   # (8, 32, 32, 1) float32 in [0, 255], (8, 32, 32, 1)
     ```
     """
     image_size = check_image_size(image_size)

@@ -85,7 +85,10 @@ def get_loss(name, **kwargs):
 
     Example:
     ```python
+    from keras_unet.losses import CrossEntropyDice, get_loss
+
     loss = get_loss("ce_dice", ignore_index=11)
+    isinstance(loss, CrossEntropyDice)   # True
     ```
     """
     key = str(name).lower().replace("-", "_").replace("+", "_")

@@ -45,7 +45,13 @@ class CrossEntropy(SegmentationLoss):
 
     Example:
     ```python
-    model.compile("adam", loss=keras_unet.losses.CrossEntropy(ignore_index=11))
+    import numpy as np
+    import keras_unet
+
+    loss = keras_unet.losses.CrossEntropy(ignore_index=11)
+    masks = np.array([[[0, 1], [11, 2]]])                 # class ids; 11 is skipped
+    probabilities = np.full((1, 2, 2, 12), 1 / 12, "float32")
+    float(loss(masks, probabilities))                     # log(12) = 2.48
     ```
     """
 
@@ -115,7 +121,12 @@ class Focal(CrossEntropy):
 
     Example:
     ```python
-    model.compile("adam", loss=keras_unet.losses.Focal(gamma=2.0))
+    import numpy as np
+    import keras_unet
+
+    loss = keras_unet.losses.Focal(gamma=2.0)
+    masks = np.ones((1, 4, 4, 1), "float32")
+    float(loss(masks, np.full((1, 4, 4, 1), 0.9, "float32")))   # well classified: near 0
     ```
     """
 
@@ -162,6 +173,9 @@ class CrossEntropyDice(SegmentationLoss):
 
     Example:
     ```python
+    import keras_unet
+
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
     model.compile("adam", loss=keras_unet.losses.CrossEntropyDice())
     ```
     """

@@ -106,8 +106,11 @@ class Dice(RegionLoss):
 
     Example:
     ```python
+    import numpy as np
+    import keras_unet
+
     loss = keras_unet.losses.Dice()
-    loss(np.ones((1, 4, 4, 1)), np.full((1, 4, 4, 1), 0.5))
+    float(loss(np.ones((1, 4, 4, 1)), np.full((1, 4, 4, 1), 0.5)))   # 1 - 2*0.5/1.5 = 0.33
     ```
     """
 
@@ -135,7 +138,11 @@ class Jaccard(RegionLoss):
 
     Example:
     ```python
-    model.compile("adam", loss=keras_unet.losses.Jaccard())
+    import numpy as np
+    import keras_unet
+
+    loss = keras_unet.losses.Jaccard()
+    float(loss(np.ones((1, 4, 4, 1)), np.full((1, 4, 4, 1), 0.5)))   # 1 - 0.5/1 = 0.5
     ```
     """
 
@@ -168,7 +175,12 @@ class Tversky(RegionLoss):
 
     Example:
     ```python
-    model.compile("adam", loss=keras_unet.losses.Tversky(alpha=0.3, beta=0.7))
+    import numpy as np
+    import keras_unet
+
+    # beta > alpha: a missed foreground pixel costs more than a false alarm
+    loss = keras_unet.losses.Tversky(alpha=0.3, beta=0.7)
+    float(loss(np.ones((1, 4, 4, 1)), np.full((1, 4, 4, 1), 0.5)))
     ```
     """
 

@@ -120,14 +120,14 @@ class UNet(keras.Model):
     import numpy as np
     import keras_unet
 
-    model = keras_unet.UNet(input_shape=(128, 128, 3), filters=16)
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
     model.compile(optimizer="adam", loss="binary_crossentropy")
-    images = np.random.uniform(0, 255, (4, 128, 128, 3)).astype("float32")
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     masks = (images[..., :1] > 127).astype("float32")
     model.fit(images, masks, epochs=1, verbose=0)
-    probabilities = model.predict(images, verbose=0)  # (4, 128, 128, 1)
+    probabilities = model.predict(images, verbose=0)  # (8, 32, 32, 1)
 
-    light = keras_unet.UNet((224, 224, 3), encoder="mobilenet_v2", filters=16,
+    light = keras_unet.UNet((64, 64, 3), encoder="mobilenet_v2", filters=16,
                             encoder_weights=None, num_classes=3)
     ```
 

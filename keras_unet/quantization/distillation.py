@@ -38,7 +38,14 @@ def distillation_dataset(dataset, teacher, hard=False):
 
     Example:
     ```python
-    targets = distillation_dataset(train, model)
+    import keras_unet
+    from keras_unet.data import load_dataset
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.quantization import distillation_dataset
+
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    train = load_dataset(nuclei_path(), image_size=(32, 32), channels=1, batch_size=8).take(1)
+    images, targets = next(iter(distillation_dataset(train, model)))   # targets: model(images)
     ```
     """
     import tensorflow as tf
@@ -67,7 +74,15 @@ def distillation_loss(teacher):
 
     Example:
     ```python
-    qat.compile(optimizer, loss=distillation_loss(model))
+    import numpy as np
+    import keras_unet
+    from keras_unet.quantization import distillation_loss, quantize_aware
+
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    qat = quantize_aware(model)
+    qat.compile("sgd", loss=distillation_loss(model))
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    qat.fit(images, model.predict(images, verbose=0), epochs=1, verbose=0)
     ```
     """
     from keras_unet.runtime.describe import describe_model

@@ -86,6 +86,12 @@ def flatten(model):
 
     Example:
     ```python
+    import numpy as np
+    import keras_unet
+    from keras_unet.quantization import flatten
+
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
     flat = flatten(model)
     np.allclose(flat(images), model(images), atol=1e-6)   # True
     ```

@@ -49,6 +49,12 @@ class QuantizeAwareModel(keras.Model):
 
     Example:
     ```python
+    import keras_unet
+    from keras_unet.quantization import QuantizeAwareModel, quantize_aware
+
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    qat = quantize_aware(model)
+    isinstance(qat, QuantizeAwareModel)          # True
     qat.source["num_classes"], qat.num_classes   # (1, 1)
     ```
     """

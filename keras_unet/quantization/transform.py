@@ -68,6 +68,10 @@ def is_quantize_aware(model):
 
     Example:
     ```python
+    import keras_unet
+    from keras_unet.quantization import is_quantize_aware, quantize_aware
+
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
     is_quantize_aware(quantize_aware(model))   # True
     is_quantize_aware(model)                   # False
     ```
@@ -127,16 +131,17 @@ def quantize_aware(model, ema_decay=0.99):
     ```python
     import keras
     import keras_unet
-    from keras_unet.quantization import quantize_aware
+    from keras_unet.data import load_dataset
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.quantization import distillation_dataset, distillation_loss, quantize_aware
 
-    from keras_unet.quantization.distillation import distillation_dataset, distillation_loss
-
-    model = keras.models.load_model("runs/nuclei/model.keras")
-    train, val = load_dataset("data/train", validation_split=0.2, augment=True, seed=0)
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)  # a trained model
+    train, val = load_dataset(nuclei_path(), image_size=(32, 32), channels=1, batch_size=8,
+                              validation_split=0.2, seed=0)
     qat = quantize_aware(model)
     qat.compile(keras.optimizers.SGD(1e-3, momentum=0.9), loss=distillation_loss(model))
-    qat.fit(distillation_dataset(train, model), validation_data=val, epochs=3)
-    qat.save("runs/nuclei/qat.keras")
+    qat.fit(distillation_dataset(train.take(1), model), epochs=1, verbose=0)
+    qat.save("qat.keras")   # export it with export_tflite("qat.keras", ..., quantize="int8")
     ```
 
     References:
@@ -189,8 +194,15 @@ def track_ranges(model, batches):
 
     Example:
     ```python
+    import keras_unet
+    from keras_unet.data import load_dataset
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.quantization import check_ranges, quantize_aware, track_ranges
+
+    model = keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2)
+    train = load_dataset(nuclei_path(), image_size=(32, 32), channels=1, batch_size=8).take(2)
     qat = quantize_aware(model)
-    track_ranges(qat, train)      # the training tf.data.Dataset, one pass
+    track_ranges(qat, train)      # one pass over the training batches
     check_ranges(qat)             # passes
     ```
     """
@@ -207,7 +219,17 @@ def check_ranges(model):
 
     Example:
     ```python
-    check_ranges(qat)   # after qat.fit(...): passes
+    import numpy as np
+    import keras_unet
+    from keras_unet.quantization import check_ranges, quantize_aware, track_ranges
+
+    qat = quantize_aware(keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2))
+    try:
+        check_ranges(qat)        # fails: no range was tracked yet
+    except ValueError as error:
+        print(error)
+    track_ranges(qat, np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)))
+    check_ranges(qat)            # passes
     ```
     """
     unset = [layer.name for layer in _layers(model)
@@ -239,7 +261,11 @@ def float_copy(model, bake_weights=True, keep_activation_quantizers=False, probe
 
     Example:
     ```python
-    plain = float_copy(qat)                      # what the ONNX quantizer starts from
+    import keras_unet
+    from keras_unet.quantization import float_copy, quantize_aware
+
+    qat = quantize_aware(keras_unet.UNet(input_shape=(32, 32, 1), filters=4, depth=2))
+    plain = float_copy(qat)                       # what the ONNX quantizer starts from
     folded = float_copy(qat, bake_weights=False)  # == the source model, batch norm folded
     ```
     """

@@ -36,42 +36,88 @@ from keras_unet.runtime.metadata import read_metadata
 if TYPE_CHECKING:
     from keras_unet.runtime.base import Runner
 
-# `.ort` is ONNX Runtime's own format (ONNX Runtime Mobile); the same runner runs it.
-RUNNERS = {".tflite": "tflite", ".onnx": "onnx", ".ort": "onnx", ".keras": "keras"}
+# `.ort` is ONNX Runtime's own format (ONNX Runtime Mobile); the same runner runs it. `.xml` is
+# OpenVINO IR (with its `.bin`). The value is the runner a file gets when no runtime is named.
+RUNNERS = {".tflite": "tflite", ".onnx": "onnx", ".ort": "onnx", ".keras": "keras", ".xml": "openvino"}
+# runtime name -> the suffixes it runs. OpenVINO reads .onnx and .tflite files as they are.
+RUNTIMES = {
+    "tflite": (".tflite",),
+    "onnxruntime": (".onnx", ".ort"),
+    "openvino": (".onnx", ".tflite", ".xml"),
+    "keras": (".keras",),
+}
 
 
-def load_runner(path, threads=None, providers=None) -> "Runner":
-    """A runner for a `.tflite`, `.onnx` or `.keras` file (see `keras_unet.runtime.base.Runner`).
+def runtimes_for(path) -> list[str]:
+    """The runtimes of `RUNTIMES` that run `path`'s suffix and are installed, in `RUNTIMES` order.
+
+    Example:
+    ```python
+    from keras_unet.runtime import runtimes_for
+
+    runtimes_for("unet_int8.onnx")  # ["onnxruntime", "openvino"] with both installed
+    ```
+    """
+    from keras_unet.runtime.loaders import runtime_installed
+
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    return [name for name, suffixes in RUNTIMES.items()
+            if suffix in suffixes and runtime_installed(name)]
+
+
+def load_runner(path, threads=None, providers=None, runtime=None) -> "Runner":
+    """A runner for a `.tflite`, `.onnx`, `.ort`, `.keras` or OpenVINO `.xml` file
+    (see `keras_unet.runtime.base.Runner`).
 
     Args:
         path: the model file.
-        threads: runtime threads (TFLite `num_threads`, ONNX Runtime intra-op threads);
-            None leaves the runtime's default.
+        threads: runtime threads (TFLite `num_threads`, ONNX Runtime intra-op threads,
+            OpenVINO `INFERENCE_NUM_THREADS`); None leaves the runtime's default.
         providers: ONNX Runtime execution providers (default CPU).
+        runtime: a key of `RUNTIMES` to run the file with, e.g. `"openvino"` for a `.onnx`
+            or `.tflite` file; None (default) picks by suffix: `.tflite` TFLite, `.onnx`/`.ort`
+            onnxruntime, `.keras` Keras, `.xml` OpenVINO.
 
     Returns:
-        a `keras_unet.runtime.base.Runner` (`TFLiteRunner`, `ONNXRunner` or `KerasRunner`),
-        usable as a context manager.
+        a `keras_unet.runtime.base.Runner` (`TFLiteRunner`, `ONNXRunner`, `OpenVINORunner` or
+        `KerasRunner`), usable as a context manager.
 
     Raises:
-        FileNotFoundError: no file at `path`.
-        ValueError: an unknown suffix, or a file the runtime cannot load.
+        FileNotFoundError: no file at `path` (or an `.xml` without its `.bin`).
+        ValueError: an unknown suffix or runtime, a runtime that does not run this suffix, or
+            a file the runtime cannot load.
         ImportError: the runtime for this format is not installed (names the package).
 
     Example:
     ```python
-    with load_runner("unet.onnx", threads=2) as runner:
-        masks = runner.predict_masks(images)
+    import numpy as np
+    import keras_unet
+    from keras_unet.runtime import load_runner
+
+    keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2).save("unet.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    with load_runner("unet.keras", threads=2) as runner:   # or a .tflite / .onnx file
+        masks = runner.predict_masks(images)               # (2, 32, 32) uint8
+    # runtime="openvino" runs a .onnx, .tflite or OpenVINO .xml file with OpenVINO instead.
     ```
     """
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ValueError(f"`runtime` must be one of {', '.join(RUNTIMES)} or None. Received: runtime={runtime!r}")
     if suffix not in RUNNERS:
         raise ValueError(
             f"Expected a model file ending in {', '.join(RUNNERS)}. Received: path={path!r}"
         )
+    if runtime is not None and suffix not in RUNTIMES[runtime]:
+        raise ValueError(f"The {runtime} runtime runs {', '.join(RUNTIMES[runtime])} files. "
+                         f"Received: {path!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No model file at {path!r}.")
+    if runtime == "openvino" or (runtime is None and suffix == ".xml"):
+        from keras_unet.runtime.openvino import OpenVINORunner
+
+        return OpenVINORunner(path, threads=threads)
     if suffix == ".tflite":
         from keras_unet.runtime.tflite import TFLiteRunner
 
@@ -85,4 +131,4 @@ def load_runner(path, threads=None, providers=None) -> "Runner":
     return KerasRunner(path, threads=threads)
 
 
-__all__ = ["load_runner", "read_metadata"]
+__all__ = ["RUNTIMES", "load_runner", "read_metadata", "runtimes_for"]

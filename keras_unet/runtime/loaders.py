@@ -1,4 +1,4 @@
-"""Open the two runtimes: the TFLite interpreter class and an onnxruntime session.
+"""Open the runtimes: the TFLite interpreter class, an onnxruntime session, an OpenVINO Core.
 
 The one place that imports a runtime: the runners, metadata reading and the exporter's
 verification load through these functions, and the `ImportError` names the package to
@@ -13,8 +13,13 @@ session = create_session("unet.onnx", threads=2)
 ```
 """
 
+import importlib.util
 import os
 from typing import Any
+
+# The modules each runtime of `keras_unet.runtime.RUNTIMES` imports (any one of them will do).
+RUNTIME_MODULES = {"tflite": ("ai_edge_litert", "tflite_runtime"), "onnxruntime": ("onnxruntime",),
+                   "openvino": ("openvino",), "keras": ("keras",)}
 
 
 def interpreter_class() -> Any:
@@ -77,3 +82,35 @@ def create_session(path, threads=None, providers=None, optimize=True) -> Any:
                                     providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as error:  # onnxruntime raises its own exception types
         raise ValueError(f"{path!r} is not a valid ONNX model: {error}") from error
+
+
+def openvino_core() -> Any:  # openvino.Core (imported here, lazily)
+    """A new `openvino.Core`, with an error naming the extra when OpenVINO is not installed.
+
+    Raises:
+        ImportError: openvino is not installed.
+
+    Example:
+    ```python
+    compiled = openvino_core().compile_model("unet.onnx", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ```
+    """
+    try:
+        import openvino
+    except ImportError as error:
+        raise ImportError(
+            'Running files with OpenVINO needs `pip install "keras-unet-edge[openvino]"` '
+            "(or `pip install openvino`)."
+        ) from error
+    return openvino.Core()
+
+
+def runtime_installed(runtime) -> bool:
+    """Whether the package of `runtime` (a key of `RUNTIME_MODULES`) can be imported; imports nothing.
+
+    Example:
+    ```python
+    runtime_installed("openvino")  # True after `pip install "keras-unet-edge[openvino]"`
+    ```
+    """
+    return any(importlib.util.find_spec(module) is not None for module in RUNTIME_MODULES[runtime])

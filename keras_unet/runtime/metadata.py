@@ -175,7 +175,13 @@ def read_metadata(path: Any) -> Optional[dict]:
 
     Example:
     ```python
-    read_metadata("unet.onnx")["output_activation"]  # "sigmoid"
+    import keras_unet
+    from keras_unet.export import export_onnx
+    from keras_unet.runtime import read_metadata
+
+    model = keras_unet.UNet(input_shape=(32, 32, 3), filters=4, depth=2)
+    export_onnx(model, "unet.onnx", progress=False)
+    read_metadata("unet.onnx")["output_activation"]  # 'sigmoid'
     ```
     """
     path = os.fspath(path)
@@ -194,7 +200,29 @@ def read_metadata(path: Any) -> Optional[dict]:
     if suffix in (".onnx", ".ort"):
         # Reading metadata needs no graph optimization: skip it, loading is then faster.
         return read_onnx_metadata(create_session(path, optimize=False), repr(path))
-    raise ValueError(f"Expected a .tflite, .onnx or .ort file. Received: path={path!r}")
+    if suffix == ".xml":
+        return _read_ir_metadata(path)
+    raise ValueError(f"Expected a .tflite, .onnx or .ort file, or OpenVINO IR (.xml). "
+                     f"Received: path={path!r}")
+
+
+def _read_ir_metadata(path: str) -> Optional[dict]:
+    """The keras_unet metadata in an OpenVINO IR file's rt_info: the key the exporter writes,
+    else what OpenVINO kept of an ONNX file's `metadata_props` (as the OpenVINO runner reads it)."""
+    from keras_unet.runtime.loaders import openvino_core
+
+    weights = os.path.splitext(path)[0] + ".bin"
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{path!r} is OpenVINO IR, whose weights file {weights!r} is missing.")
+    try:
+        model = openvino_core().read_model(path)
+    except RuntimeError as error:  # OpenVINO's parse errors
+        raise ValueError(f"{path!r} is not a valid OpenVINO IR model: "
+                         f"{str(error).splitlines()[0]}") from error
+    for key in ([METADATA_KEY], ["framework", METADATA_KEY]):
+        if model.has_rt_info(key):
+            return parse_metadata(model.get_rt_info(key).astype(str), repr(path))
+    return None
 
 
 def tensor_metadata(fmt: str, input_size: Any, channels: int, num_classes: int, input_dtype: Any,

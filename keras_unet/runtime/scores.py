@@ -150,6 +150,9 @@ def segmentation_scores(y_true, y_pred, num_classes, ignore_index=None) -> dict:
 
     Example:
     ```python
+    import numpy as np
+    from keras_unet.benchmarks import segmentation_scores
+
     segmentation_scores([np.eye(3, dtype=int)], [np.eye(3, dtype=int)], num_classes=1)["iou"]  # 1.0
     ```
     """
@@ -202,7 +205,10 @@ def mask_agreement(masks, reference_masks, num_classes, ignore_index=None) -> di
 
     Example:
     ```python
-    masks = np.random.randint(0, 2, (2, 8, 8))
+    import numpy as np
+    from keras_unet.benchmarks import mask_agreement
+
+    masks = np.random.default_rng(0).integers(0, 2, (2, 8, 8))
     mask_agreement(masks, masks, num_classes=1)["agreement_iou"]  # 1.0
     ```
     """
@@ -226,6 +232,9 @@ def agreement_iou(masks, reference_masks, num_classes, ignore_index=None) -> flo
 
     Example:
     ```python
+    import numpy as np
+    from keras_unet.benchmarks import agreement_iou
+
     agreement_iou(np.ones((1, 2, 2)), np.ones((1, 2, 2)), num_classes=1)  # 1.0
     ```
     """

@@ -33,7 +33,8 @@ def _csv_rows(path):
 def test_one_failed_model_makes_the_exit_code_one_and_keeps_every_row(
     onnx_models, corrupted_model, data_dir, hand_scores, empty_vs_bright_agreement, tmp_path, capsys
 ):
-    out = tmp_path / "new" / "folder"
+    out = tmp_path / "results"
+    out.mkdir()  # a file option's folder must exist (test_bad_input checks the refusal)
     code = main(
         [onnx_models["bright"], corrupted_model, onnx_models["empty"], "--reference", onnx_models["bright"],
          "--data", data_dir, "--json", str(out / "r.json"), "--csv", str(out / "r.csv")] + FAST
