@@ -145,7 +145,10 @@ drop.addEventListener("drop", (event) => {
   drop.classList.remove("over");
   if (event.dataTransfer.files.length) segmentFile(event.dataTransfer.files[0]);
 });
-$("file").addEventListener("change", (event) => segmentFile(event.target.files[0]));
+$("file").addEventListener("change", async (event) => {
+  await segmentFile(event.target.files[0]);
+  event.target.value = "";  // so that picking the same file again segments it again
+});
 $("camera").addEventListener("click", startCamera);
 
 try {
