@@ -23,6 +23,7 @@ COMMANDS = {
     "export": "keras_unet.export.cli",
     "bench": "keras_unet.benchmarks.cli",
     "demo": "keras_unet.commands.demo",
+    "web": "keras_unet.commands.web",
 }
 
 

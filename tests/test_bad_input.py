@@ -168,6 +168,11 @@ CASES = [
     (["demo", "--bench-seconds", "nan"], 2, "--bench-seconds"),
     (["demo", "--out", "{ws}/demo_out"], 2, "demo_out"),
     (["demo", "--out", "{ws}/a_file.txt"], 2, "a_file.txt"),
+    # web
+    (["web"], 2, "MODEL"),
+    (["web", "{ws}/missing.onnx"], 2, "missing.onnx"),
+    (["web", "--port", "70000"], 2, "--port"),
+    (["web", "--threads", "0"], 2, "--threads"),
 ]
 
 
@@ -191,7 +196,7 @@ BAD_VALUES = {"existing_dir": ("{ws}/missing",), "existing_file": ("{ws}/missing
               "output_dir": ("{ws}/a_file.txt",),
               "output_file": ("{ws}/images", "{ws}/missing/out.json")}
 BASE = {"train": TRAIN, "predict": PREDICT, "evaluate": EVALUATE, "export": EXPORT, "bench": BENCH,
-        "demo": ["demo"]}
+        "demo": ["demo"], "web": ["web"]}
 
 
 def _case_id(case):
