@@ -34,7 +34,7 @@ def add_arguments(parser):
                                               non_negative_int, output_file, positive_float,
                                               positive_int)
 
-    from keras_unet.benchmarks.suite import ALL_RUNTIMES
+    from keras_unet.benchmarks.suite import ALL_RUNTIMES, BROWSER_RUNTIME
     from keras_unet.runtime import RUNTIMES
 
     parser.add_argument("models", nargs="+", metavar="MODEL", type=existing_file,
@@ -48,8 +48,10 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="threads for every runtime; pin it to compare runs (default: each "
                              "runtime's choice)")
-    parser.add_argument("--runtime", choices=[*RUNTIMES, ALL_RUNTIMES], default=None,
-                        help="run the MODELs with this runtime (openvino for .onnx/.tflite files), or "
+    parser.add_argument("--runtime", choices=[*RUNTIMES, BROWSER_RUNTIME, ALL_RUNTIMES], default=None,
+                        help="run the MODELs with this runtime (openvino for .onnx/.tflite files; "
+                             f"'{BROWSER_RUNTIME}': headless Chromium, onnxruntime-web for .onnx/.ort "
+                             "and MediaPipe for uint8-input .tflite), or "
                              f"'{ALL_RUNTIMES}': each file on every installed runtime that runs it, "
                              "one row each, the fastest that keeps agreement with the reference "
                              "marked (default: by suffix; the reference always runs on its own)")
@@ -92,8 +94,12 @@ def run(args):
     run(parser.parse_args(["m.tflite", "--data", "data/"]))
     ```
     """
-    from keras_unet.benchmarks.suite import run_benchmark
+    from keras_unet.benchmarks.suite import BROWSER_RUNTIME, run_benchmark
 
+    if args.runtime == BROWSER_RUNTIME:  # say what to install before measuring anything
+        from keras_unet.benchmarks.browser.bench_row import require_browser
+
+        require_browser()
     # The option flags are named after the `MeasureOptions` fields (--batch-size -> batch_size).
     options = {name: getattr(args, name) for name in MeasureOptions.names()}
     report = run_benchmark(

@@ -130,7 +130,8 @@ def _size_mb(path):
         return None
 
 
-def _new_row(path, options, **fields):
+def new_row(path, options, **fields) -> BenchmarkRow:
+    """A row with what is known of `path` before it runs (size, format) and the run's settings."""
     return BenchmarkRow(
         model=os.fspath(path),
         format=format_of(path),
@@ -157,7 +158,7 @@ def error_row(path, error, options):
     """
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     last_line = message.strip().splitlines()[-1][:500] if message.strip() else repr(error)
-    return _new_row(path, options, error=last_line)
+    return new_row(path, options, error=last_line)
 
 
 def _resize(image, size):
@@ -243,7 +244,7 @@ def measure_model(path, data, options=None):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model file not found. Received: model={path!r}")
-    row = _new_row(path, options, warmup=options.warmup)
+    row = new_row(path, options, warmup=options.warmup)
     masks = None
     with PeakRSS() as memory:
         start = time.perf_counter()

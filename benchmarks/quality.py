@@ -99,8 +99,7 @@ def metadata_value(runner, key, default=None):
 def score_quality(row, runner, data, options):
     """Segment every image of `data` with `runner`, score it into `row`; return the masks.
 
-    Masks are decoded with the model's `mask_encoding` metadata unless `options.mask_encoding`
-    overrides it (files without metadata: "auto"); likewise `ignore_index`.
+    Masks are scored by `score_masks`.
 
     Args:
         row: the model's `BenchmarkRow` (`num_classes` set); `GROUND_TRUTH_KEYS` and
@@ -117,18 +116,34 @@ def score_quality(row, runner, data, options):
     masks = score_quality(row, runner, LabelledData("data/val"), MeasureOptions())
     ```
     """
-    encoding = options.mask_encoding or metadata_value(runner, "mask_encoding", "auto")
-    ignore = options.ignore_index if options.ignore_index is not None else metadata_value(runner, "ignore_index")
-    truth = data.masks(encoding, row.num_classes, ignore)
     images = data.images(int(metadata_value(runner, "channels", 3)))
     masks = []
     for start in range(0, len(images), options.batch_size):
         masks.extend(np.asarray(m) for m in runner.predict_masks(images[start : start + options.batch_size]))
+    score_masks(row, masks, data, getattr(runner, "metadata", None) or {}, options)
+    return masks
+
+
+def score_masks(row, masks, data, metadata, options) -> None:
+    """Score predicted `masks` (one per image of `data`, in order) into `row`'s
+    `GROUND_TRUTH_KEYS`, whichever runtime made them.
+
+    Masks are decoded with the model's `mask_encoding` metadata unless `options.mask_encoding`
+    overrides it (files without metadata: "auto"); likewise `ignore_index`.
+
+    Example:
+    ```python
+    score_masks(row, browser_result.masks, LabelledData("data/val"), read_metadata(path),
+                MeasureOptions())
+    ```
+    """
+    encoding = options.mask_encoding or metadata.get("mask_encoding") or "auto"
+    ignore = options.ignore_index if options.ignore_index is not None else metadata.get("ignore_index")
+    truth = data.masks(encoding, row.num_classes, ignore)
     scores = segmentation_scores(truth, masks, row.num_classes, ignore)
     row.quality_images = len(data)
     for key in GROUND_TRUTH_KEYS:
         setattr(row, key, scores[key])
-    return masks
 
 
 def compare_with_reference(rows, masks):

@@ -9,7 +9,9 @@ mask agreement) and writes the report files. A model that fails anywhere gets a 
 
 `runtime="all"` puts each file on every installed runtime that runs it
 (`keras_unet.runtime.runtimes_for`: TFLite for `.tflite`, onnxruntime for `.onnx`/`.ort`,
-OpenVINO for `.onnx`, `.tflite` and `.xml`), one row each, and marks per file the fastest row
+OpenVINO for `.onnx`, `.tflite` and `.xml`; headless Chromium for `.onnx`/`.ort` and uint8-input
+`.tflite` files where Chromium, Playwright and the browser assets are installed:
+`keras_unet.benchmarks.browser.bench_row`), one row each, and marks per file the fastest row
 whose agreement with the reference keeps `AGREEMENT_TARGET`
 (`keras_unet.benchmarks.report.mark_fastest_runtimes`). A named runtime runs the MODELs; the
 reference always runs on its own runtime.
@@ -38,6 +40,8 @@ from keras_unet.runtime import RUNTIMES, runtimes_for
 
 #: `runtime` value that puts every file on every installed runtime that runs it.
 ALL_RUNTIMES = "all"
+#: `runtime` value that measures the files in headless Chromium (onnxruntime-web, MediaPipe).
+BROWSER_RUNTIME = "browser"
 #: The agreement (IoU with the reference's masks) a runtime must keep to be marked fastest:
 #: the bench's int8 target (`keras_unet.benchmarks.int8_matrix.TARGETS`).
 AGREEMENT_TARGET = TARGETS["agreement_iou"]
@@ -78,6 +82,7 @@ def _runs(ordered, reference, options):
     `options.runtime` (None: its own).
     """
     runs = []
+    in_browser = None  # whether Chromium and its assets are there: asked once, when needed
     for path in ordered:
         is_reference = reference is not None and _same_file(path, reference)
         if options.runtime != ALL_RUNTIMES:
@@ -87,6 +92,12 @@ def _runs(ordered, reference, options):
             if is_reference:
                 own = _own_runtime(path)
                 runtimes = [None] + [r for r in runtimes if r != own]
+            from keras_unet.benchmarks.browser.bench_row import browser_ready, browser_takes
+
+            if browser_takes(path):
+                in_browser = browser_ready() if in_browser is None else in_browser
+                if in_browser:
+                    runtimes.append(BROWSER_RUNTIME)
         runs.extend((path, dataclasses.replace(options, runtime=r), is_reference and i == 0)
                     for i, r in enumerate(runtimes))
     return runs
@@ -145,8 +156,9 @@ def run_benchmark(
     ```
     """
     options = MeasureOptions.from_kwargs(**options)
-    if options.runtime not in (None, ALL_RUNTIMES, *RUNTIMES):
-        raise ValueError(f"`runtime` must be one of {', '.join(RUNTIMES)}, {ALL_RUNTIMES!r} or None. "
+    if options.runtime not in (None, ALL_RUNTIMES, BROWSER_RUNTIME, *RUNTIMES):
+        raise ValueError(f"`runtime` must be one of {', '.join(RUNTIMES)}, {BROWSER_RUNTIME!r}, "
+                         f"{ALL_RUNTIMES!r} or None. "
                          f"Received: runtime={options.runtime!r}")
     if isinstance(models, (str, os.PathLike)):
         models = [models]
@@ -169,7 +181,11 @@ def run_benchmark(
     rows, masks = [], {}
     for path, run_options, is_reference in _progress(_runs(ordered, reference, options), progress):
         try:
-            if isolate:
+            if run_options.runtime == BROWSER_RUNTIME:  # in the page, whatever `isolate` says
+                from keras_unet.benchmarks.browser.bench_row import measure_in_browser
+
+                row, row_masks = measure_in_browser(path, labelled, run_options)
+            elif isolate:
                 row, row_masks = measure_isolated(path, run_options, labelled.data_dir, max_images)
             else:
                 row, row_masks = measure_model(path, labelled, run_options)

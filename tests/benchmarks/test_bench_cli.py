@@ -132,6 +132,7 @@ def test_cli_reports_every_format_and_records_a_corrupted_file(
     tiny_models, corrupted_model, data_dir, hand_scores, tmp_path, capsys
 ):
     out = tmp_path / "out"
+    out.mkdir()
     code = main(
         [tiny_models["keras"], tiny_models["tflite"], corrupted_model, tiny_models["onnx"], "--data", data_dir]
         + FAST

@@ -55,8 +55,10 @@ def test_no_row_is_marked_when_none_keeps_agreement():
     assert "(fastest)" not in table and "none keeps agreement IoU >= 0.98: none marked" in table
 
 
-def test_bench_puts_an_onnx_file_on_every_runtime(onnx_models, data_dir, tmp_path, capsys):
+def test_bench_puts_an_onnx_file_on_every_runtime(onnx_models, data_dir, tmp_path, capsys, monkeypatch):
     pytest.importorskip("openvino")
+    # The native runtimes only: the browser's rows are tests/browser/test_bench_browser.py's.
+    monkeypatch.setattr("keras_unet.benchmarks.browser.bench_row.browser_ready", lambda: False)
     out = tmp_path / "bench.json"
     code = cli.main(["bench", onnx_models["bright"], onnx_models["empty"], "--data", data_dir,
                      "--reference", onnx_models["bright"], "--runtime", "all", "--runs", "5",
@@ -97,12 +99,17 @@ def test_bench_marks_one_fastest_row_per_converted_file(tiny_models, data_dir):
     report = run_benchmark([tiny_models["tflite"], tiny_models["onnx"]], data=data_dir,
                            reference=tiny_models["keras"], runtime="all", runs=5, warmup=1,
                            threads=1, progress=False)
+    from keras_unet.benchmarks.browser.bench_row import browser_ready
+
     assert not report.failed
     runtimes = {}
     for row in report.rows[1:]:
         runtimes.setdefault(row.name, []).append(row)
-    assert {name: sorted(row.format for row in rows) for name, rows in runtimes.items()} == {
-        "tiny.tflite": ["openvino", "tflite"], "tiny.onnx": ["onnx", "openvino"]}
+    # A float .tflite is not put in the browser (MediaPipe needs uint8 input or normalization
+    # metadata); an .onnx file is, where Chromium and its assets are installed (CI installs them).
+    onnx_runtimes = ["browser", "onnxruntime", "openvino"] if browser_ready() else ["onnxruntime", "openvino"]
+    assert {name: sorted(row.runtime for row in rows) for name, rows in runtimes.items()} == {
+        "tiny.tflite": ["ai-edge-litert", "openvino"], "tiny.onnx": onnx_runtimes}
     for rows in runtimes.values():
         assert sum(bool(row.fastest_runtime) for row in rows) == 1
         assert all(row.agreement_iou >= TARGET for row in rows)  # float32 files agree with Keras
