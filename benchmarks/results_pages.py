@@ -13,7 +13,8 @@ A results file is one JSON object with these fields:
 - `tables`: a list of `{"caption", "columns": [{"key", "label", "format"}], "rows": [{...}]}`;
   a value is formatted with the column's Python format spec, `None` shows as a dash.
 - `report`: a `keras-unet bench --json` report (`environment`, `settings`, `rows`); its rows
-  are shown as the benchmark table and, with `--plot`, drawn as the latency-vs-IoU plot.
+  are shown as the benchmark table (with a runtime column and the fastest row marked for a
+  `--runtime all` report) and, with `--plot`, drawn as the latency-vs-IoU plot.
 - `projection`: a data-parallel ring all-reduce projection (see `projection_rows`), computed
   here from the parameter count rather than stored.
 
@@ -48,6 +49,30 @@ REPORT_COLUMNS = (
     {"key": "iou_drop", "label": "IoU drop", "format": ".3f"},
     {"key": "agreement_iou", "label": "agreement", "format": ".3f"},
 )
+
+# A `bench --runtime all` report: one row per file and runtime, the fastest that keeps
+# agreement with the reference marked.
+RUNTIME_COLUMNS = (
+    REPORT_COLUMNS[0],
+    {"key": "runtime", "label": "runtime"},
+    *REPORT_COLUMNS[1:],
+    {"key": "fastest", "label": "fastest keeping agreement"},
+)
+
+
+def report_table(report: dict) -> str:
+    """The Markdown table of a `keras-unet bench --json` report: `REPORT_COLUMNS`, or
+    `RUNTIME_COLUMNS` for a report of `--runtime all`.
+
+    Example:
+    ```python
+    print(report_table(load_result(RESULTS_DIR / "demo.json")["report"]))
+    ```
+    """
+    if report.get("settings", {}).get("runtime") != "all":
+        return render_table(REPORT_COLUMNS, report["rows"])
+    rows = [dict(row, fastest="yes" if row.get("fastest_runtime") else None) for row in report["rows"]]
+    return render_table(RUNTIME_COLUMNS, rows)
 
 
 def load_result(path: Path) -> dict:
@@ -185,7 +210,7 @@ def render_page(name: str, result: dict) -> str:
         parts.append(result["summary"])
     report = result.get("report")
     if report:
-        parts.append(render_table(REPORT_COLUMNS, report["rows"]))
+        parts.append(report_table(report))
         if name == "demo":
             parts.append("![Latency against IoU of the demo's files](../assets/demo_bench.png)")
     for table in result.get("tables", []):

@@ -53,3 +53,14 @@ def test_format_value():
     assert results_pages.format_value(0.0567, ".1%") == "5.7%"
     assert results_pages.format_value(5.02, ".2f", "x") == "5.02x"
     assert results_pages.format_value("stem + 4 ops", ".3f") == "stem + 4 ops"
+
+
+def test_a_report_of_every_runtime_shows_the_runtime_and_marks_the_fastest():
+    rows = [{"name": "m.onnx", "runtime": "onnxruntime", "latency_p50_ms": 5.0, "fastest_runtime": True},
+            {"name": "m.onnx", "runtime": "browser", "latency_p50_ms": 40.0, "fastest_runtime": False}]
+    table = results_pages.report_table({"settings": {"runtime": "all"}, "rows": rows}).splitlines()
+    assert table[0].startswith("| model | runtime |") and table[0].endswith("| fastest keeping agreement |")
+    assert table[2].startswith("| m.onnx | onnxruntime |") and table[2].endswith("| yes |")
+    assert table[3].startswith("| m.onnx | browser |") and not table[3].endswith("| yes |")
+    plain = results_pages.report_table({"settings": {}, "rows": rows}).splitlines()
+    assert "runtime" not in plain[0]
