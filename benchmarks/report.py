@@ -321,7 +321,8 @@ class BenchmarkReport:
             )
         env = self.environment or {}
         if env:
-            runtimes = sorted({f"{r.runtime} {r.runtime_version}" for r in self.rows if r.runtime})
+            runtimes = sorted({f"{r.runtime} {r.runtime_version}" for r in self.rows
+                               if r.runtime and r.runtime_version})  # an error row has none
             parts = [f"{env.get('cpu')} ({env.get('cpu_count')} cores)", f"threads={env.get('threads')}",
                      f"gpu={env.get('gpu') or 'none'}"] + runtimes + [str(env.get("date"))]
             out.append(", ".join(parts))

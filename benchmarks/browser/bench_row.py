@@ -116,8 +116,8 @@ def browser_ready() -> bool:
 
 def browser_takes(path) -> bool:
     """Whether `--runtime all` puts `path` in the browser: an `.onnx`/`.ort` file, or a `.tflite`
-    with uint8 input (MediaPipe needs normalization metadata for a float input, which our float
-    files do not carry)."""
+    that MediaPipe's ImageSegmenter takes: uint8 input (a float input needs normalization
+    metadata, which our float files do not carry) of 3 or 4 channels."""
     from keras_unet.runtime import read_metadata
 
     if not browser_runs(path):
@@ -125,6 +125,7 @@ def browser_takes(path) -> bool:
     if os.path.splitext(os.fspath(path))[1].lower() != ".tflite":
         return True
     try:
-        return (read_metadata(path) or {}).get("input_dtype") == "uint8"
+        metadata = read_metadata(path) or {}
     except (OSError, ValueError):
         return False
+    return metadata.get("input_dtype") == "uint8" and metadata.get("channels") in (3, 4)
