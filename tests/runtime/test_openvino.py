@@ -182,7 +182,9 @@ def exports(tmp_path_factory):
 def test_fp32_agrees_with_keras(exports, name):
     with load_runner(exports[name], runtime="openvino", threads=2) as runner:
         assert runner.format == "openvino" and runner.quantization == "none"
-        assert runner.metadata.get("schema_version") == 1  # the export's metadata was read
+        from keras_unet.runtime.metadata_schema import SCHEMA_VERSION
+
+        assert runner.metadata.get("schema_version") == SCHEMA_VERSION  # the export's metadata was read
         probabilities = runner.predict(exports["held_out"])  # 32 images: batches of 16
     difference = float(np.max(np.abs(probabilities - exports["expected"])))
     print(f"OpenVINO {name}: max abs difference from Keras {difference:.2e}")
