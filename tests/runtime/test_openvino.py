@@ -148,22 +148,18 @@ def test_cli_refuses_an_xml_without_its_bin(images_dir, tmp_path, capsys):
 
 # The tiny trained UNet, exported once for the slow tests below.
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def exports(tmp_path_factory, trained_unet_path, held_out_images):
+    """The session's tiny trained UNet (32x32 RGB) exported fp32 and int8 to .onnx and .tflite,
+    and its fp32 .onnx converted to IR; with the held-out images and Keras' probabilities."""
     import keras
 
-    import keras_unet
     from keras_unet.datasets import nuclei_path
     from keras_unet.export import export_onnx, export_tflite
-    from keras_unet.runtime import imageio
 
     root = tmp_path_factory.mktemp("openvino_exports")
-    images, masks = imageio.load_dataset_arrays(nuclei_path(), size=(SIZE, SIZE), channels=3)
-    keras.utils.set_random_seed(0)
-    model = keras_unet.UNet(input_shape=(SIZE, SIZE, 3), filters=4, depth=2)
-    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
-    model.fit(images[:64].astype("float32"), masks[:64, ..., None].astype("float32"),
-              batch_size=16, epochs=30, verbose=0)
-    held_out = images[150:182].astype("float32")
+    model = keras.saving.load_model(trained_unet_path)
+    assert tuple(model.inputs[0].shape[1:3]) == (SIZE, SIZE)
+    held_out = held_out_images
     paths = {"held_out": held_out, "expected": np.asarray(model.predict(held_out, verbose=0))}
     for fmt, export in (("onnx", export_onnx), ("tflite", export_tflite)):
         for quantize in ("none", "int8"):
