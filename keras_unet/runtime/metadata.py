@@ -219,9 +219,16 @@ def _read_ir_metadata(path: str) -> Optional[dict]:
     except RuntimeError as error:  # OpenVINO's parse errors
         raise ValueError(f"{path!r} is not a valid OpenVINO IR model: "
                          f"{str(error).splitlines()[0]}") from error
+    return rt_info_metadata(model, repr(path))
+
+
+def rt_info_metadata(model: Any, where: str) -> Optional[dict]:
+    """The keras_unet metadata of a read `openvino.Model`: its rt_info key `keras_unet` (what the
+    exporter writes), else `framework/keras_unet` (what OpenVINO keeps of an ONNX file's
+    `metadata_props`); None when it has neither. `where` names the file in errors."""
     for key in ([METADATA_KEY], ["framework", METADATA_KEY]):
         if model.has_rt_info(key):
-            return parse_metadata(model.get_rt_info(key).astype(str), repr(path))
+            return parse_metadata(model.get_rt_info(key).astype(str), where)
     return None
 
 

@@ -42,8 +42,8 @@ import numpy as np
 
 from keras_unet.runtime.base import Runner
 from keras_unet.runtime.loaders import openvino_core
-from keras_unet.runtime.metadata import (METADATA_KEY, merge_metadata, parse_metadata,
-                                         read_tflite_metadata, tensor_metadata, tflite_schema)
+from keras_unet.runtime.metadata import (merge_metadata, read_tflite_metadata, rt_info_metadata,
+                                         tensor_metadata, tflite_schema)
 from keras_unet.runtime.notices import warn_once
 
 __all__ = ["OpenVINORunner", "PRECISIONS", "ir_weights_path"]
@@ -85,14 +85,6 @@ def _tflite_io_quantization(model_bytes):
         return {"scale": float(parameters.Scale(0)), "zero_point": zero_point}
 
     return quantization(graph.Inputs(0)), quantization(graph.Outputs(0))
-
-
-def _rt_info_metadata(model, where):
-    # A key the exporter writes, then what OpenVINO keeps from an ONNX file's metadata_props.
-    for key in ([METADATA_KEY], ["framework", METADATA_KEY]):
-        if model.has_rt_info(key):
-            return parse_metadata(model.get_rt_info(key).astype(str), where)
-    return None
 
 
 class OpenVINORunner(Runner):
@@ -174,7 +166,7 @@ class OpenVINORunner(Runner):
     def _stored(self, path, suffix):
         """`(metadata or None, input quantization, output quantization)` of the file."""
         if suffix != ".tflite":
-            return _rt_info_metadata(self._model, repr(path)), None, None
+            return rt_info_metadata(self._model, repr(path)), None, None
         with open(path, "rb") as handle:
             model_bytes = handle.read()
         try:
