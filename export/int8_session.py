@@ -12,7 +12,7 @@ Example:
 class Scripted(Int8Session):
     variants = ("minmax",)
 
-    def convert(self, keep_float, variant):
+    def convert(self, keep_float, variant, keep_int16=()):
         return b"..."
 ```
 """
@@ -38,10 +38,14 @@ class Int8Session(abc.ABC):
         metadata: recorded under the file's `"int8"` metadata (ONNX: the activation type
             chosen); empty by default.
         can_keep_float: whether ops can be kept in float (False: a QAT file is all int8).
+        can_keep_int16: whether ops can be kept at 16-bit activations with 8-bit weights
+            (`keep_int16`), the middle step between int8 and float that integer-only
+            accelerators still run.
     """
 
     variants: tuple = ()
     can_keep_float: bool = True
+    can_keep_int16: bool = False
 
     def __init__(self, job: Any, options: Any, rewrites: tuple = ()) -> None:
         self.job = job
@@ -50,12 +54,14 @@ class Int8Session(abc.ABC):
         self.metadata: dict = {}
 
     @abc.abstractmethod
-    def convert(self, keep_float: list, variant: str) -> bytes:
-        """The int8 file as the converter writes it, `keep_float` ops left in float."""
+    def convert(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
+        """The int8 file as the converter writes it, `keep_float` ops left in float and
+        `keep_int16` ops at 16-bit activations (only when `can_keep_int16`)."""
 
-    def quantize(self, keep_float: list, variant: str) -> bytes:
+    def quantize(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
         """The int8 file with the format's rewrites applied: what is verified and written."""
-        return apply_rewrites(self.rewrites, self.convert(keep_float, variant), "int8")
+        return apply_rewrites(self.rewrites, self.convert(keep_float, variant, tuple(keep_int16)),
+                              "int8")
 
     def report(self, images: Any, keep_float: list, variant: str) -> Optional[list]:
         """Per-layer rows (`keras_unet.export.quantization.report`), or None when there is
@@ -86,10 +92,11 @@ class QATSession(Int8Session):
     variants = ("qat",)
     can_keep_float = False
 
-    def convert(self, keep_float: list, variant: str) -> bytes:
-        if keep_float:
+    def convert(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
+        if keep_float or keep_int16:
             raise ValueError("A quantize-aware model is written all int8, from its learned "
-                             f"ranges; no layer is kept in float. Received: keep_float={list(keep_float)}")
+                             f"ranges; no layer is kept at another precision. Received: keep_float={list(keep_float)}, "
+                             f"keep_int16={list(keep_int16)}")
         return self.job.cached(("qat_int8", type(self).__name__), self.convert_qat)
 
     @abc.abstractmethod

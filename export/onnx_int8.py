@@ -117,13 +117,16 @@ class ONNXSession(Int8Session):
                if any(name and name not in weights for name in node.input)]
         return leading_nodes(ops, HEAVY_OPS)
 
-    def convert(self, keep_float: list, variant: str) -> bytes:
+    def convert(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
         return quantize_int8(self.job, self._options(keep_float, variant))
 
-    def quantize(self, keep_float: list, variant: str) -> bytes:
+    def quantize(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
         """`Int8Session.quantize`, once per job, activation type, variant and kept ops."""
+        # The all-int8 key is the one `_fastest_activation_type` caches under.
         key = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
-        return self.job.cached(key, functools.partial(super().quantize, keep_float, variant))
+        key += (tuple(keep_int16),) if keep_int16 else ()
+        return self.job.cached(key, functools.partial(super().quantize, keep_float, variant,
+                                                      tuple(keep_int16)))
 
     def report(self, images: Any, keep_float: list, variant: str) -> Optional[list]:
         from keras_unet.export.quantization import onnx_layer_report

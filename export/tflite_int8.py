@@ -48,7 +48,7 @@ class TFLiteSession(Int8Session):
         super().__init__(job, options, rewrites)
         self.quantizer = TFLiteQuantizer(make_converter(job, options))
 
-    def convert(self, keep_float: list, variant: str) -> bytes:
+    def convert(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
         model_bytes = self.quantizer.quantize(keep_float=keep_float, variant=variant)
         custom = custom_ops(model_bytes)
         if custom:

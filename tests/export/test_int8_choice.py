@@ -27,7 +27,7 @@ class ScriptedSession(Int8Session):
         self.scores = scores
         self.reports = 0
 
-    def convert(self, keep_float, variant):
+    def convert(self, keep_float, variant, keep_int16=()):
         return f"{variant}:{','.join(keep_float)}".encode()
 
     def report(self, images, keep_float, variant):

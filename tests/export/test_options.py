@@ -55,7 +55,7 @@ def test_an_int8_session_must_convert_and_has_defaults_for_the_rest():
     class Minimal(Int8Session):
         variants = ("minmax",)
 
-        def convert(self, keep_float, variant):
+        def convert(self, keep_float, variant, keep_int16=()):
             return b"raw"
 
     upper = Rewrite("upper case", bytes.upper, modes=("int8",))
@@ -75,7 +75,7 @@ def test_a_qat_session_keeps_nothing_float_and_reports_nothing():
     session = Learned(job, options=None)
     assert session.variants == ("qat",) and not session.can_keep_float
     assert session.quantize([], "qat") == b"qat" and session.report(None, [], "qat") is None
-    with pytest.raises(ValueError, match="no layer is kept in float"):
+    with pytest.raises(ValueError, match="no layer is kept at another precision"):
         session.quantize(["conv"], "qat")
 
 
