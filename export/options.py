@@ -20,6 +20,9 @@ import dataclasses
 from typing import Any, Optional
 
 OUTPUTS = ("probabilities", "mask")
+# Modes calibrated on real images, every activation quantized: int8, and int16x8 (8-bit
+# weights, 16-bit activations: the middle step NPUs run where int8 loses too much).
+STATIC_MODES = ("int8", "int16x8")
 CALIBRATION_SIZE = 100
 VERIFICATION_SIZE = 32
 DEFAULT_OPSET = 17
@@ -35,8 +38,9 @@ class ExportOptions:
     """What to export and how; every format reads the same object.
 
     Args:
-        quantize: `"none"` (float32), `"fp16"`, `"dynamic"` (TFLite) or `"int8"`.
-        calibration_data: real images for `"int8"`: a folder, a list of image paths or an
+        quantize: `"none"` (float32), `"fp16"`, `"dynamic"` (TFLite), `"int8"` or
+            `"int16x8"` (8-bit weights, 16-bit activations, every op).
+        calibration_data: real images for `"int8"` and `"int16x8"`: a folder, a list of image paths or an
             array `(N, H, W, C)` in [0, 255].
         calibration_size: at most this many calibration images.
         input_size: `(height, width)` to export at; needed for a model that accepts any
@@ -62,6 +66,9 @@ class ExportOptions:
         check_speed: TFLite: time dynamic-range and int8 files against float32.
         opset: ONNX opset.
         activation_type: ONNX int8 activations: `"auto"`, `"uint8"` or `"int8"`.
+        integer_only: for NPUs and integer-only accelerators: no float op in the file
+            (integer input and output in TFLite), and repair keeps ops at 16-bit
+            activations, never in float. Needs `"int8"` or `"int16x8"`.
 
     Example:
     ```python
@@ -93,6 +100,7 @@ class ExportOptions:
     check_speed: bool = True
     opset: int = DEFAULT_OPSET
     activation_type: str = "auto"
+    integer_only: bool = False
 
     @property
     def batch(self) -> Optional[int]:
@@ -110,8 +118,11 @@ class ExportOptions:
             raise ValueError(f"`output` must be one of {OUTPUTS}. Received: output={self.output!r}")
         check_floor(self.agreement_floor)
         if self.repair and self.quantize != "int8":
-            raise ValueError("Repair keeps layers of an int8 file in float; it does not apply to "
-                             f"quantize={self.quantize!r}. Received: repair={self.repair!r}")
+            raise ValueError("Repair keeps layers of an int8 file at a higher precision; it does "
+                             f"not apply to quantize={self.quantize!r}. Received: repair={self.repair!r}")
+        if self.integer_only and self.quantize not in STATIC_MODES:
+            raise ValueError("An integer-only file needs quantize='int8' or 'int16x8' (every "
+                             f"activation quantized). Received: quantize={self.quantize!r}")
 
 
 def check_floor(agreement_floor: Any) -> None:
