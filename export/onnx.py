@@ -31,6 +31,14 @@ images as TFLite:
   ONNX's own shape inference, which still runs, finds every shape of a static CNN, so the
   quantized graphs of the UNet variants come out node for node the same without it.
 
+int16x8 is the same `quantize_static` with int16 activations (`QuantType.QInt16`, opset 21
+Q/DQ) and int8 per-channel weights; an int8 file can keep chosen nodes at int16
+(`ONNXOptions.keep_int16`). onnxruntime's CPU provider has no int16 convolution: it runs
+such files as dequantize -> float Conv -> quantize, so they are for NPU execution providers
+(QNN's HTP runs 16-bit activations with 8-bit weights), not CPU speed. `integer_only`
+leaves nothing in float; `float_ops` lists what a file leaves unquantized and
+`npu_fallbacks` what an NPU provider would not take (`keras_unet.export.onnx_integer`).
+
 float16 uses `onnxruntime.transformers.float16.convert_float_to_float16` with float32
 input/output (`keep_io_types`): half the file size; the CPU provider computes many ops
 through casts, so it is for size or for GPU providers, not CPU speed.
@@ -66,7 +74,9 @@ from keras_unet.export.onnx_convert import (  # noqa: F401  (the format's public
     convert,
     describe,
     float_model,
+    float_ops,
     float_ops_left,
+    npu_fallbacks,
     prepare_for_int8,
     runtime_graph,
     time_ms,
@@ -122,6 +132,24 @@ def diagnose(job: Any, options: ONNXOptions, model_bytes: bytes) -> Diagnosis:
                 f"{options.threads} thread(s)): ops left in float and the dequantize/quantize "
                 "pairs around them cost what int8 saves. Measure on the target device with "
                 "`keras-unet bench` before choosing it.")
+    if options.quantize == "int16x8":
+        path = job.new_path("diagnose", ".onnx")
+        path.write_bytes(model_bytes)
+        float_ops = float_ops_left(path, job.work)
+        timings = {"float32": time_ms(float_model(job, options.opset).read_bytes(),
+                                      threads=options.threads, size=job.size),
+                   "int16x8": time_ms(model_bytes, threads=options.threads, size=job.size)}
+        if float_ops:
+            found.append(
+                f"onnxruntime's CPU provider has no int16 kernel for {sorted(float_ops)}: it runs "
+                f"{sum(float_ops.values())} op(s) of this int16x8 file as dequantize -> float op -> "
+                f"quantize ({timings['int16x8']:.1f} vs {timings['float32']:.1f} ms per image for "
+                "float32 here). int16x8 is for NPU execution providers; on CPU use int8 or float32.")
+    if options.integer_only:
+        fallbacks = npu_fallbacks(model_bytes)
+        if fallbacks:
+            found.append(f"{len(fallbacks)} op(s) of this integer-only file would not run on a "
+                         f"typical NPU provider (onnxruntime's QNN HTP): {fallbacks[:5]}")
     if options.quantize == "fp16":
         found.append("float16 ONNX halves the file size, but onnxruntime's CPU provider "
                      "computes many float16 ops through casts: expect it to be slower than "
@@ -137,14 +165,16 @@ def export_onnx(model_or_path: Any, out: Any, quantize: str = "none", opset: int
                 agreement_floor: float = DEFAULT_AGREEMENT_FLOOR, verification_data: Any = None,
                 verification_size: int = VERIFICATION_SIZE, progress: bool = True,
                 repair: Optional[bool] = None, layer_report: bool = False, threads: int = DEFAULT_THREADS,
-                verbose: bool = False, output: str = "probabilities") -> ExportResult:
+                verbose: bool = False, output: str = "probabilities",
+                integer_only: bool = False) -> ExportResult:
     """Convert a Keras segmentation model to a verified `.onnx` file.
 
     Args:
         model_or_path: a `keras.Model` or the path of a `.keras` file.
         out: the `.onnx` file to write (replaced only once the new file verified).
         quantize: `"none"` (float32), `"fp16"` (float16 weights and compute, float32
-            I/O) or `"int8"` (QDQ static quantization; needs calibration images).
+            I/O), `"int8"` (QDQ static quantization; needs calibration images) or
+            `"int16x8"` (int16 activations, int8 weights; for NPU providers, not CPU speed).
         opset: ONNX opset (13 or newer; QDQ per-channel needs 13).
         dynamic_batch: leave the batch dimension free (default: batch 1).
         dynamic_size: leave height and width free (default: static).
@@ -178,6 +208,8 @@ def export_onnx(model_or_path: Any, out: Any, quantize: str = "none", opset: int
         output: `"probabilities"` (default) or `"mask"`: the file outputs a `(N, H, W)`
             uint8 class-id mask (threshold or arg-max inside), so a device does no
             post-processing; checked against the probability file's masks.
+        integer_only: int8 / int16x8: every op quantized, none kept in float (for NPUs);
+            the file keeps float input and output (QDQ).
 
     Returns:
         `keras_unet.export.result.ExportResult`.
@@ -198,7 +230,8 @@ def export_onnx(model_or_path: Any, out: Any, quantize: str = "none", opset: int
         input_size=input_size, io_dtype=io_dtype, activation_type=activation_type,
         verify=verify, agreement_floor=agreement_floor, verification_data=verification_data,
         verification_size=verification_size, progress=progress, repair=repair,
-        layer_report=layer_report, threads=threads, verbose=verbose, output=output)
+        layer_report=layer_report, threads=threads, verbose=verbose, output=output,
+        integer_only=integer_only)
     return run_export(CONVERTER, options, model_or_path, out)
 
 
@@ -210,6 +243,10 @@ def check_onnx_options(options: ExportOptions) -> None:
             "fastest on onnxruntime) or 'fp16', or export dynamic-range to TFLite. "
             "Received: quantize='dynamic'"
         )
+    if options.quantize == "int16x8" and options.activation_type != "auto":
+        raise ValueError("quantize='int16x8' has int16 activations; `activation_type` chooses "
+                         "those of int8 files. Received: "
+                         f"activation_type={options.activation_type!r}")
     if options.io_dtype not in (None, "float32"):
         raise ValueError(
             "ONNX exports keep float32 input and output (QDQ quantizes inside the graph). "
@@ -218,10 +255,13 @@ def check_onnx_options(options: ExportOptions) -> None:
 
 
 def conversion_options(options: ExportOptions) -> ONNXOptions:
-    """The `ONNXOptions` of an export."""
+    """The `ONNXOptions` of an export. `integer_only` keeps every op quantized (QDQ files
+    keep float input and output: the QuantizeLinear/DequantizeLinear at the ends are the
+    I/O conversions)."""
     check_onnx_options(options)
     return ONNXOptions(quantize=options.quantize, opset=options.opset,
-                       activation_type=options.activation_type, threads=options.threads)
+                       activation_type=options.activation_type, threads=options.threads,
+                       integer_only=options.integer_only)
 
 
 CONVERTER = Converter(format="onnx", suffix=".onnx", quantize_modes=QUANTIZE_MODES,

@@ -4,8 +4,10 @@ file is and what onnxruntime runs of it.
 The format's own steps for `keras_unet.export.onnx` (the choices are told there): the float
 graph through `model.export(format="onnx")` once per job and opset (`float_model`), the graph
 prepared for quantization once (`prepared_model`), `quantize_static` in QDQ format
-(`quantize_int8`), and the graph onnxruntime's CPU provider actually runs (`runtime_graph`,
-`float_ops_left`).
+(`quantize_int8`: int8, int16x8 or int8 with some nodes at int16), and the graph
+onnxruntime's CPU provider actually runs (`runtime_graph`, `float_ops_left`: speed on this
+CPU). What a file leaves unquantized, whatever runs it, and what an NPU would not take:
+`float_ops`, `npu_fallbacks` (`keras_unet.export.onnx_integer`).
 
 Example:
 ```python
@@ -27,9 +29,10 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from keras_unet.export.decoder_form import export_form
+from keras_unet.export.onnx_integer import float_ops, npu_fallbacks  # noqa: F401  (the format's answers)
 from keras_unet.export.options import DEFAULT_OPSET
 
-QUANTIZE_MODES = ("none", "fp16", "int8")
+QUANTIZE_MODES = ("none", "fp16", "int8", "int16x8")
 ACTIVATION_TYPES = ("uint8", "int8")
 # Percentile first: it agreed better on every model of the int8 matrix.
 CALIBRATE_METHODS = ("percentile", "minmax", "entropy")
@@ -46,7 +49,8 @@ class ONNXOptions:
     """How `convert` turns the job's model into a `.onnx` file.
 
     Args:
-        quantize: `"none"`, `"fp16"` or `"int8"`.
+        quantize: `"none"`, `"fp16"`, `"int8"` or `"int16x8"` (int16 activations on every op,
+            int8 per-channel weights; `activation_type` does not apply).
         opset: ONNX opset (13 or newer; QDQ per-channel needs 13).
         activation_type: `"uint8"` or `"int8"` activations for int8, or `"auto"`: quantize
             both, time them on this machine and keep the faster (recorded in the
@@ -59,6 +63,10 @@ class ONNXOptions:
             99.99th percentile on each side, measured by
             `keras_unet.export.quantization.onnx_ranges`), `"minmax"` (full calibration
             range) or `"entropy"` (onnxruntime's).
+        keep_int16: int8: names of nodes of the float graph written with int16 activations
+            (int8 weights), the rest int8; Q/DQ pairs convert between the two at the edges
+            (`keras_unet.export.quantization.onnx_precision`).
+        integer_only: no node left in float: `nodes_to_exclude` must be empty.
 
     Example:
     ```python
@@ -73,6 +81,8 @@ class ONNXOptions:
     nodes_to_exclude: tuple = ()
     calibrate_method: str = "percentile"
     threads: int = 2
+    keep_int16: tuple = ()
+    integer_only: bool = False
 
     def __post_init__(self):
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or self.opset < 13:
@@ -87,6 +97,9 @@ class ONNXOptions:
                 f"`calibrate_method` must be one of {list(CALIBRATE_METHODS)}. "
                 f"Received: calibrate_method={self.calibrate_method!r}"
             )
+        if self.integer_only and self.nodes_to_exclude:
+            raise ValueError("An integer-only file keeps no node in float; `nodes_to_exclude` must "
+                             f"be empty. Received: nodes_to_exclude={list(self.nodes_to_exclude)[:3]}")
 
 
 @contextlib.contextmanager
@@ -161,8 +174,13 @@ def prepared_model(job: Any, opset: int) -> Path:
 
 
 def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
-    """The QDQ int8 file of the job's float graph for `options`, as `quantize_static` writes
-    it (the pipeline then applies `keras_unet.export.rewrites.ONNX_REWRITES`)."""
+    """The QDQ file of the job's float graph for `options` (`"int8"`, with any
+    `keep_int16` nodes at int16 activations, or `"int16x8"`), as `quantize_static` writes it
+    (the pipeline then applies `keras_unet.export.rewrites.ONNX_REWRITES`).
+
+    16-bit activations need QuantizeLinear/DequantizeLinear of opset 21, to which
+    `quantize_static` converts the graph itself (onnx's version converter; node names stay).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from keras_unet.export.calibration import onnx_calibration_reader, pin_input_range
@@ -176,16 +194,23 @@ def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
     if options.calibrate_method == "percentile":
         extra["TensorQuantOverrides"] = _percentile_overrides(job, options.opset)
     # The Entropy calibrator prints its progress to stdout.
-    uint8 = options.activation_type != "int8"
+    uint8 = options.activation_type != "int8" and options.quantize != "int16x8"
+    # "auto" without the int8 session (no verification): the usual winner.
+    activation = QuantType.QUInt8 if uint8 else QuantType.QInt8
+    if options.quantize == "int16x8":
+        activation = QuantType.QInt16
+    elif options.keep_int16:
+        extra["TensorQuantOverrides"] = _int16_overrides(job, options, activation,
+                                                         extra.get("TensorQuantOverrides", {}))
     with quiet_logs(), contextlib.redirect_stdout(io.StringIO()), \
-            depth_to_space_quantized(uint8):
+            depth_to_space_quantized(uint8), opset_bump_quiet(activation != QuantType.QInt16
+                                                               and not options.keep_int16):
         quantize_static(
             str(prepared_model(job, options.opset)), str(out),
             onnx_calibration_reader(pin_input_range(job.calibration), INPUT_NAME,
                                     progress=job.progress),
             quant_format=QuantFormat.QDQ,
-            # "auto" without the int8 session (no verification): the usual winner.
-            activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8,
+            activation_type=activation,
             weight_type=QuantType.QInt8,
             per_channel=True,
             nodes_to_exclude=list(options.nodes_to_exclude),
@@ -193,6 +218,36 @@ def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
             extra_options=extra,
         )
     return out.read_bytes()
+
+
+def _int16_overrides(job, options, activation, ranges):
+    """`TensorQuantOverrides` putting `options.keep_int16` (with the activation each Conv
+    fuses with) at int16 activations in an int8 file, over the calibration `ranges`."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+
+    from keras_unet.export.quantization import onnx_nodes_to_exclude
+    from keras_unet.export.quantization.onnx_precision import int16_overrides
+
+    prepared = prepared_model(job, options.opset)
+    kept = onnx_nodes_to_exclude(prepared, list(options.keep_int16))
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    return int16_overrides(graph, kept, activation, QuantType.QInt16, ranges)
+
+
+@contextlib.contextmanager
+def opset_bump_quiet(skip: bool) -> Iterator[None]:
+    """Mute the root logger's warning that `quantize_static` moves a graph to opset 21 for
+    16-bit Q/DQ (it logs on the root logger, which `quiet_logs` leaves alone); nothing
+    when `skip`."""
+    root = logging.getLogger()
+    level = root.level
+    if not skip:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -236,7 +291,7 @@ def convert(job, options):
     ```
     """
     path = float_model(job, options.opset)
-    if options.quantize == "int8":
+    if options.quantize in ("int8", "int16x8"):
         return quantize_int8(job, options)
     if options.quantize == "fp16":
         import onnx

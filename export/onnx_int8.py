@@ -2,8 +2,9 @@
 
 `ONNXSession` quantizes the job's prepared float graph with each calibration method (our
 Percentile ranges first, then MinMax and onnxruntime's Entropy), keeps ops in float through
-`nodes_to_exclude`, and with `activation_type="auto"` picks the activation type;
-`ONNXQATSession` writes a quantize-aware model from its learned ranges.
+`nodes_to_exclude` or at int16 activations (`keep_int16`), and with
+`activation_type="auto"` picks the activation type; with `quantize="int16x8"` every
+activation is int16. `ONNXQATSession` writes a quantize-aware model from its learned ranges.
 
 Example:
 ```python
@@ -31,8 +32,11 @@ class ONNXSession(Int8Session):
     """The int8 session of one job after training (`keras_unet.export.int8_session`).
 
     Each calibration method is a variant (our Percentile ranges first, then MinMax and
-    onnxruntime's Entropy); ops are kept in float through `nodes_to_exclude`, each with the
-    activation onnxruntime would fuse it with (`onnx_nodes_to_exclude`).
+    onnxruntime's Entropy); ops are kept in float through `nodes_to_exclude`, or at int16
+    activations with int8 weights (`keep_int16`), each with the activation onnxruntime
+    would fuse it with (`onnx_nodes_to_exclude`). For `quantize="int16x8"` every activation
+    is int16 (`keep_int16` does not apply, the activation type is not timed); for
+    `integer_only` nothing may be kept in float.
 
     Example:
     ```python
@@ -41,9 +45,13 @@ class ONNXSession(Int8Session):
     ```
     """
 
+    can_keep_int16 = True
+
     def __init__(self, job: Any, options: ONNXOptions, rewrites: tuple = ()) -> None:
         super().__init__(job, options, rewrites)
-        if options.activation_type == "auto":
+        if options.quantize == "int16x8":
+            self.metadata = {"activation_type": "int16"}
+        elif options.activation_type == "auto":
             options = self._fastest_activation_type(options)
         self.options = options
         first = options.calibrate_method
@@ -81,13 +89,19 @@ class ONNXSession(Int8Session):
         """Latency of `model_bytes` here (onnxruntime, the export's threads)."""
         return time_ms(model_bytes, threads=self.options.threads, size=self.job.size)
 
-    def _options(self, keep_float: list, variant: str) -> ONNXOptions:
+    def _options(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> ONNXOptions:
         from keras_unet.export.quantization import onnx_nodes_to_exclude
 
+        if keep_float and self.options.integer_only:
+            raise ValueError("An integer-only file keeps no op in float (keep ops at int16 "
+                             f"instead). Received: keep_float={list(keep_float)[:3]}")
         prepared = prepared_model(self.job, self.options.opset)
         exclude = tuple(onnx_nodes_to_exclude(prepared, list(keep_float))) if keep_float else ()
+        # In an int16x8 file every op is int16 already.
+        wide = tuple(keep_int16) if self.options.quantize == "int8" else ()
         return dataclasses.replace(self.options, calibrate_method=variant,
-                                   nodes_to_exclude=tuple(self.options.nodes_to_exclude) + exclude)
+                                   nodes_to_exclude=tuple(self.options.nodes_to_exclude) + exclude,
+                                   keep_int16=tuple(self.options.keep_int16) + wide)
 
     def _graph(self) -> Any:
         import onnx
@@ -118,10 +132,13 @@ class ONNXSession(Int8Session):
         return leading_nodes(ops, HEAVY_OPS)
 
     def convert(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
-        return quantize_int8(self.job, self._options(keep_float, variant))
+        return quantize_int8(self.job, self._options(keep_float, variant, keep_int16))
 
     def quantize(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
         """`Int8Session.quantize`, once per job, activation type, variant and kept ops."""
+        if self.options.quantize == "int16x8":
+            return self.job.cached(("onnx_int16x8", variant, tuple(keep_float)), functools.partial(
+                super().quantize, keep_float, variant))
         # The all-int8 key is the one `_fastest_activation_type` caches under.
         key = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
         key += (tuple(keep_int16),) if keep_int16 else ()
