@@ -44,7 +44,8 @@ input/output (`keep_io_types`): half the file size; the CPU provider computes ma
 through casts, so it is for size or for GPU providers, not CPU speed.
 
 Why: see docs/notes/2026-11-24-xnnpack-batch-and-activation-types.md (the activation type)
-and docs/notes/2026-11-27-onnx-decoder-form-and-layout.md (the decoder form, float16).
+and docs/notes/2026-11-27-onnx-decoder-form-and-layout.md (the decoder form, float16),
+docs/notes/2026-12-06-onnx-int16x8.md (int16x8, int16 nodes, integer-only, measured).
 
 Example:
 ```python

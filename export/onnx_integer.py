@@ -23,6 +23,8 @@ this CPU. An int16x8 file has no float op here, yet the CPU provider, which has 
 convolution kernel, runs every one of its convolutions as DequantizeLinear -> float Conv ->
 QuantizeLinear.
 
+Why: see docs/notes/2026-12-06-onnx-int16x8.md.
+
 Example:
 ```python
 from keras_unet.export.onnx_integer import float_ops, npu_fallbacks

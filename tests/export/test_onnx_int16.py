@@ -173,6 +173,7 @@ def files(model, held_out):
     job (min/max ranges), with the first Conv kept float in another int8 file."""
     from keras_unet.datasets import nuclei_path
     from keras_unet.export.job import open_job
+    from keras_unet.export.onnx import diagnose
     from keras_unet.export.onnx_convert import prepared_model
     from keras_unet.export.rewrites import ONNX_REWRITES
 
@@ -188,7 +189,9 @@ def files(model, held_out):
                "int16x8": int16.quantize([], "minmax"),
                "int16x8_ignores_keep_int16": int16.quantize([], "minmax", convs[:1]),
                "keep_int16": int8.quantize([], "minmax", convs[:2]),
-               "keep_float": int8.quantize(convs[:1], "minmax")}
+               "keep_float": int8.quantize(convs[:1], "minmax"),
+               "diagnosis": diagnose(job, ONNXOptions(quantize="int16x8", integer_only=True),
+                                     int16.quantize([], "minmax"))}
 
 
 @pytest.mark.slow
@@ -207,6 +210,18 @@ def test_int16x8_has_int16_activations_everywhere_and_agrees_better_than_int8(mo
     assert _agreement(wide, reference) > _agreement(narrow, reference)
     assert _agreement(wide, reference) >= 0.98
     assert np.abs(wide - reference).mean() < np.abs(narrow - reference).mean()
+
+
+@pytest.mark.slow
+def test_the_cpu_provider_runs_int16x8_convolutions_in_float_and_the_export_says_so(files):
+    # onnxruntime's CPU provider has no int16 Conv kernel: DequantizeLinear -> float Conv ->
+    # QuantizeLinear, every convolution of the file.
+    diagnosis = files["diagnosis"]
+    assert diagnosis.float_ops_left == {"Conv": len(files["convs"])}
+    assert set(diagnosis.timings_ms) == {"float32", "int16x8"}
+    assert any("no int16 kernel" in warning for warning in diagnosis.warnings)
+    # Integer-only and nothing an NPU provider lacks: no warning about fallbacks.
+    assert not any("would not run on a typical NPU" in warning for warning in diagnosis.warnings)
 
 
 @pytest.mark.slow
