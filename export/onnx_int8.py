@@ -50,7 +50,7 @@ class ONNXSession(Int8Session):
     def __init__(self, job: Any, options: ONNXOptions, rewrites: tuple = ()) -> None:
         super().__init__(job, options, rewrites)
         if options.quantize == "int16x8":
-            self.metadata = {"activation_type": "int16"}
+            self.metadata.update(activation_type="int16")
         elif options.activation_type == "auto":
             options = self._fastest_activation_type(options)
         self.options = options
@@ -140,7 +140,7 @@ class ONNXSession(Int8Session):
             return self.job.cached(("onnx_int16x8", variant, tuple(keep_float)), functools.partial(
                 super().quantize, keep_float, variant))
         # The all-int8 key is the one `_fastest_activation_type` caches under.
-        key = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
+        key: tuple = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
         key += (tuple(keep_int16),) if keep_int16 else ()
         return self.job.cached(key, functools.partial(super().quantize, keep_float, variant,
                                                       tuple(keep_int16)))
