@@ -101,7 +101,9 @@ def embed_metadata(model_bytes: bytes, metadata: dict) -> bytes:
 
 def diagnose(job: Any, options: ONNXOptions, model_bytes: bytes) -> Diagnosis:
     """Warn about compute ops an int8 file runs in float, about int8 that gains less than
-    1.5x over float32 here, and about fp16 on CPU.
+    1.5x over float32 here, about the convolutions an int16x8 file runs in float on this
+    CPU (onnxruntime has no int16 kernel for them), about ops of an integer-only file a
+    typical NPU provider would not take (`npu_fallbacks`), and about fp16 on CPU.
 
     Nothing for a quantize-aware job: its float graph holds the fake-quant ops, so there is
     no float32 file to time it against.
