@@ -260,7 +260,7 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
             names=lambda nodes: _names(rows, nodes))
     if not tried:  # every attempt was refused by the runtime
         raise RuntimeError(
-            f"No quantized file could be loaded by the runtime ({len(attempts)} attempt(s), up "
+            f"No {_mode(session)} file could be loaded by the runtime ({len(attempts)} attempt(s), up "
             f"to {max(len(a.kept_float) + len(a.kept_int16) for a in attempts)} op(s) kept at a "
             f"higher precision): {attempts[0].error}. Nothing was written.")
     chosen = _choose(session, best_int8, tried, target, confident)
