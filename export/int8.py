@@ -212,20 +212,28 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
         if quantized is None:
             quantized = session.quantize(list(kept.float), variant, kept.int16)
         names_float, names_int16 = _names(rows, kept.float), _names(rows, kept.int16)
+        refused = session.refusal(quantized)
+        if refused is not None:
+            attempts.append(Attempt(variant, names_float, None, None, False, error=refused,
+                                    kept_int16=names_int16))
+            built[(variant, kept)] = None
+            return None
         try:
             stamped = stamp(quantized, _section(variant, names_float, session.metadata,
                                                 names_int16))
             report = verify.verify_bytes(job, stamp.converter, stamped.model_bytes,
                                          _mode(session), agreement_floor=agreement_floor,
                                          threshold=job.threshold, raise_on_failure=False)
-        except RuntimeError as error:
-            if isinstance(error, verify.VerificationError):
+        except (RuntimeError, ValueError) as error:
+            # The runtime refused the file (the runner reports it as a ValueError from the
+            # runtime's RuntimeError): XNNPack prepares int8 ops only within its scale
+            # limits (an ADD whose input and output scales differ by more than 2**10).
+            # Another calibration, or that op at a higher precision, may load.
+            refused = error if isinstance(error, RuntimeError) else error.__cause__
+            if isinstance(error, verify.VerificationError) or not isinstance(refused, RuntimeError):
                 raise
-            # The runtime refused the file: XNNPack prepares int8 ops only within its
-            # scale limits (an ADD whose input and output scales differ by more than
-            # 2**10). Another calibration, or that op at a higher precision, may load.
             attempts.append(Attempt(variant, names_float, None, None, False,
-                                    error=str(error).splitlines()[0], kept_int16=names_int16))
+                                    error=str(refused).splitlines()[0], kept_int16=names_int16))
             built[(variant, kept)] = None
             return None
         attempts.append(Attempt(variant, names_float, report.agreement_iou,

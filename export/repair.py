@@ -159,7 +159,7 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
                 candidate.cost, candidate.cost_unit = _cost(session, entry, kept, trial,
                                                             current_ms)
                 measured.append((candidate, tuple(nodes), precision))
-        added_groups: set = set()
+        added_groups: set = set()  # the groups kept this round
         for candidate, nodes, precision in sorted(
                 (m for m in measured if m[0].gain > 0), key=lambda m: -m[0].ratio):
             trial = kept.plus(list(nodes), precision)
@@ -175,9 +175,35 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
                 current_ms = session.time_ms(entry.quantized)
             if cleared(entry.report):
                 return candidates, current
+        if not added_groups:
+            # Nothing gained on its own; a file the runtime refused may load with its
+            # neighbours kept too (XNNPack refuses an int8 op between float ones outside its
+            # scale limits): keep the groups one after another, worst first, as they load.
+            kept, current, current_agreement, done = _refused_together(
+                candidates, measure, kept, current, current_agreement, cleared, limit)
+            if done:
+                return candidates, current
         if rows is None or not measured:
             break
     return candidates, (current if len(kept) else None)
+
+
+def _refused_together(candidates: list, measure: Callable, kept: Kept, current: Any,
+                      agreement: float, cleared: Callable, limit: int) -> tuple:
+    """Add the groups that gained nothing alone (refused files among them), cumulatively,
+    keeping each file that loads and gains; returns `(kept, entry, agreement, cleared)`."""
+    trial = kept
+    for candidate in [c for c in candidates if not c.added and not (c.gain or 0) > 0]:
+        trial = trial.plus(candidate.nodes, candidate.precision)
+        if len(trial) > limit:
+            break
+        entry = measure(trial)
+        if entry is not None and entry.agreement > agreement:
+            candidate.added = True
+            if cleared(entry.report):
+                return trial, entry, entry.agreement, True
+            kept, current, agreement = trial, entry, entry.agreement
+    return kept, current, agreement, False
 
 
 def _shortlist(session: Any, rows: Optional[list], kept: Kept, stem: bool) -> list:
