@@ -347,7 +347,7 @@ def _fastest(session: Any, entries: list) -> Any:
     return min(entries, key=lambda entry: len(entry.kept))
 
 
-def _section(calibration: str, kept_float: list, extra: dict, kept_int16: list = ()) -> dict:
+def _section(calibration: str, kept_float: list, extra: dict, kept_int16: tuple = ()) -> dict:
     """The file's `"int8"` metadata section (`keras_unet.runtime.metadata_schema.INT8_FIELDS`)."""
     section = {"calibration": calibration, "kept_float": list(kept_float)}
     if kept_int16:

@@ -123,7 +123,7 @@ class ONNXSession(Int8Session):
     def quantize(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
         """`Int8Session.quantize`, once per job, activation type, variant and kept ops."""
         # The all-int8 key is the one `_fastest_activation_type` caches under.
-        key = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
+        key: tuple = ("onnx_int8", self.options.activation_type, variant, tuple(keep_float))
         key += (tuple(keep_int16),) if keep_int16 else ()
         return self.job.cached(key, functools.partial(super().quantize, keep_float, variant,
                                                       tuple(keep_int16)))

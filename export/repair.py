@@ -161,7 +161,7 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
                 measured.append((candidate, tuple(nodes), precision))
         added_groups: set = set()  # the groups kept this round
         for candidate, nodes, precision in sorted(
-                (m for m in measured if m[0].gain > 0), key=lambda m: -m[0].ratio):
+                (m for m in measured if (m[0].gain or 0.0) > 0), key=lambda m: -m[0].ratio):
             trial = kept.plus(list(nodes), precision)
             if nodes in added_groups or len(trial) > limit:
                 continue
