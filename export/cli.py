@@ -6,12 +6,15 @@ two models' masks, at or above --agreement-floor (0.95), or the command fails wi
 numbers and writes nothing. int8 verifies on images held out from --calibration-data
 (at least 32 where there are 64), not on the images it calibrated on. int8 tries each
 calibration (ranges clipped at the 99.99th percentile, min/max, and for ONNX Entropy) and
-keeps the best; below an agreement of 0.98 (or the floor, when higher) it is repaired: its
-worst layers (per-layer report) are kept in float a few at a time until 0.98 holds by two
-standard errors of the verified agreement (the noise of the verification images), and
-when that fails the all-int8 file is kept if it meets the floor; --no-repair turns all
-that off (percentile calibration only). --report FILE.json writes the per-layer report (also when
-the export is refused) and prints the worst layers. The file is written to a temporary name and renamed into
+keeps the best; below an agreement of 0.98 (or the floor, when higher) it is repaired:
+candidates (the stem and the worst layers of the per-layer report) are measured on the whole
+file at int16 activations or in float and kept by agreement gained per latency cost until 0.98
+holds by two standard errors of the verified agreement (the noise of the verification
+images); of the files that clear it the fastest is written, and when none does the all-int8
+file is kept if it meets the floor; --no-repair turns all that off (percentile calibration
+only). --integer-only (for NPUs) refuses any float op and repairs at int16 only; --quantize
+int16x8 writes every activation at 16 bits. --report FILE.json writes the per-layer report and
+the repair's candidates (also when the export is refused) and prints the worst layers. The file is written to a temporary name and renamed into
 place, so a failed export leaves an earlier file untouched. An existing --out is only
 replaced with --force.
 
@@ -33,6 +36,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from keras_unet.export.options import STATIC_MODES
+
 HELP = "export a .keras model to TFLite, ONNX or ORT (fp32/fp16/dynamic/int8), verified against Keras"
 
 # ort: ONNX Runtime's own format, what ONNX Runtime Mobile loads (the ONNX export, converted).
@@ -52,13 +57,14 @@ def add_arguments(parser) -> None:
                         help="output file (.tflite, .onnx, .ort, or .xml for OpenVINO IR)")
     parser.add_argument("--format", choices=sorted(FORMATS), default=None,
                         help="output format (default: from the --out suffix)")
-    parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"),
+    parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8", "int16x8"),
                         default=defaults.quantize,
-                        help="none (float32), fp16, dynamic (TFLite only) or int8 "
-                             "(needs --calibration-data)")
+                        help="none (float32), fp16, dynamic (TFLite only), int8, or int16x8 "
+                             "(8-bit weights, 16-bit activations); int8 and int16x8 need "
+                             "--calibration-data")
     parser.add_argument("--calibration-data", metavar="DIR", default=None, type=existing_dir,
-                        help="real images for int8 calibration: DIR/images/* or images in DIR "
-                             "(default: none; int8 needs it)")
+                        help="real images for int8/int16x8 calibration: DIR/images/* or images "
+                             "in DIR (default: none; int8 and int16x8 need it)")
     parser.add_argument("--calibration-size", type=positive_int,
                         default=defaults.calibration_size, metavar="N",
                         help="at most N calibration images")
@@ -68,9 +74,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                         help="static input size; needed for a model that accepts any size "
                              "(default: the model's own)")
-    parser.add_argument("--io", choices=("uint8", "int8", "float32"), default=None,
-                        help="TFLite int8 input/output dtype (default uint8 for int8, else "
-                             "float32); MediaPipe needs uint8 or float32, it refuses int8")
+    parser.add_argument("--io", choices=("uint8", "int8", "int16", "float32"), default=None,
+                        help="TFLite input/output dtype (default uint8 for int8, int16 for "
+                             "int16x8 --integer-only, else float32); MediaPipe needs uint8 or "
+                             "float32, it refuses int8")
     parser.add_argument("--input-channels", type=int, choices=(1, 3), default=None, metavar="C",
                         help="TFLite: channels the file takes; 3 makes a 1-channel model take "
                              "RGB and convert it to gray inside (MediaPipe needs 3) "
@@ -81,13 +88,20 @@ def add_arguments(parser) -> None:
                              "frequency-weighted IoU for several classes) a quantized export "
                              f"may have, in [0, 1] (default {defaults.agreement_floor:g})")
     parser.add_argument("--repair", action=argparse.BooleanOptionalAction, default=None,
-                        help="int8: try every calibration, and below agreement 0.98 (by two "
-                             "standard errors of the verification) keep the worst layers in "
-                             "float until it holds (default: on for int8)")
+                        help="int8/int16x8: try every calibration, and below agreement 0.98 (by "
+                             "two standard errors of the verification) keep the layers whose "
+                             "measured effect is largest at int16 activations or in float, by "
+                             "gain per latency cost, and write the fastest file that holds "
+                             "(default: on)")
+    parser.add_argument("--integer-only", action="store_true",
+                        help="int8/int16x8 for NPUs: no float op in the file (TFLite: integer "
+                             "input and output); repair keeps layers at int16 activations, never "
+                             "in float; the export lists ops a typical NPU delegate would not run")
     parser.add_argument("--report", metavar="FILE.json", default=None,
                         type=output_file,
-                        help="int8: write the per-layer quantization report (also when the "
-                             "export is refused) and print the worst layers (default: none)")
+                        help="int8/int16x8: write the quantization report: the per-layer rows, "
+                             "the repair's candidates with their gain and cost (also when the "
+                             "export is refused), and print the worst layers (default: none)")
     parser.add_argument("--threads", type=positive_int, default=defaults.threads, metavar="N",
                         help="threads for the speed checks during export")
     parser.add_argument("--activation-type", choices=("auto", "uint8", "int8"),
@@ -128,9 +142,9 @@ def _format(args) -> str:
 def _check_report_options(args):
     if args.report is None:
         return
-    if args.quantize != "int8":
+    if args.quantize not in STATIC_MODES:
         raise ValueError(f"--report is the per-layer report of an int8 export; it needs "
-                         f"--quantize int8. Received: --quantize {args.quantize}")
+                         f"--quantize int8 or int16x8. Received: --quantize {args.quantize}")
     if Path(args.report).suffix.lower() != ".json":
         raise ValueError(f"--report writes JSON: give a .json file. Received: --report {args.report}")
 
@@ -141,17 +155,20 @@ def _export(args, fmt) -> Any:
 
     # --calibration-size, --threads and --agreement-floor are range-checked by their argparse
     # types (keras_unet.console.arguments) when the command line is read.
-    if args.repair and args.quantize != "int8":
-        raise ValueError(f"--repair keeps layers of an int8 file in float; it does not apply to "
-                         f"--quantize {args.quantize}.")
+    if args.repair and args.quantize not in STATIC_MODES:
+        raise ValueError(f"--repair keeps layers of an int8 file at a higher precision; it does "
+                         f"not apply to --quantize {args.quantize}.")
+    if args.integer_only and args.quantize not in STATIC_MODES:
+        raise ValueError("--integer-only needs --quantize int8 or int16x8 (every activation "
+                         f"quantized). Received: --quantize {args.quantize}")
     if args.activation_type != "auto" and (fmt != "onnx" or args.quantize != "int8"):
         raise ValueError("--activation-type applies to ONNX int8 exports only. Received: "
                          f"--activation-type {args.activation_type}")
     _check_report_options(args)
-    if args.quantize == "int8" and args.calibration_data is None:
+    if args.quantize in STATIC_MODES and args.calibration_data is None:
         from keras_unet.export.calibration import require_calibration
 
-        require_calibration(None, "int8", "cli")
+        require_calibration(None, args.quantize, "cli")
     if fmt in ("onnx", "ort", "openvino") and args.io not in (None, "float32"):
         raise ValueError(f"--io applies to TFLite only; ONNX keeps float32 I/O. Received: --io {args.io}")
     if fmt in ("onnx", "ort", "openvino") and args.input_channels is not None:
@@ -170,7 +187,7 @@ def _export(args, fmt) -> Any:
         verbose=getattr(args, "verbose", False) or getattr(args, "debug", False),
         output=args.output, io_dtype=args.io, input_channels=args.input_channels,
         opset=args.opset, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
-        activation_type=args.activation_type,
+        activation_type=args.activation_type, integer_only=args.integer_only,
     )
     if fmt == "tflite" and (args.dynamic_batch or args.dynamic_size
                             or args.opset != ExportOptions.opset):
@@ -221,7 +238,8 @@ def run(args) -> int:
         outcome = error.outcome
         if outcome is not None:
             _write_report(args, outcome.verification, outcome.calibration, outcome.kept_float,
-                          outcome.attempts, outcome.layer_report, written=False)
+                          outcome.attempts, outcome.layer_report, written=False,
+                          kept_int16=outcome.kept_int16, candidates=outcome.candidates)
         return 1
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError) as error:
         print(f"keras-unet export: error: {one_line(error)}", file=sys.stderr)
@@ -235,7 +253,8 @@ def run(args) -> int:
                if getattr(result, k) is not None}
         _write_report(args, result.verification, result.calibration_method, result.kept_float,
                       result.repair_attempts, result.layer_report, written=True, iou=iou,
-                      latency=result.kept_float_latency_ms)
+                      latency=result.kept_float_latency_ms, kept_int16=result.kept_int16,
+                      candidates=result.repair_candidates)
     return 0
 
 
@@ -243,7 +262,7 @@ WORST_LAYERS = 10
 
 
 def _write_report(args, verification, calibration, kept_float, attempts, layers, written,
-                  iou=None, latency=None):
+                  iou=None, latency=None, kept_int16=None, candidates=None):
     from keras_unet.export.int8 import quantization_report
     from keras_unet.export.quantization.report import format_worst_layers
     from keras_unet.runtime.files import write_json_atomic
@@ -255,7 +274,8 @@ def _write_report(args, verification, calibration, kept_float, attempts, layers,
     report = quantization_report(
         file=args.out, written=written, agreement_floor=args.agreement_floor,
         verification=verification, calibration_method=calibration, kept_float=kept_float,
-        attempts=attempts, layers=layers, iou=iou, kept_float_latency_ms=latency)
+        attempts=attempts, layers=layers, iou=iou, kept_float_latency_ms=latency,
+        kept_int16=kept_int16, candidates=candidates)
     write_json_atomic(args.report, report)
     print(f"per-layer report written to {args.report}", file=sys.stderr if not written else sys.stdout)
 

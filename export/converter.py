@@ -31,6 +31,7 @@ class Diagnosis:
         warnings: known traps met (issued as `UserWarning` and kept in the result).
         float_ops_left: compute ops a quantized file still runs in float, by op type.
         timings_ms: latencies measured while checking the file.
+        npu_fallbacks: ops a typical NPU delegate would not run (`Converter.npu_fallbacks`).
 
     Example:
     ```python
@@ -41,6 +42,7 @@ class Diagnosis:
     warnings: list = dataclasses.field(default_factory=list)
     float_ops_left: dict = dataclasses.field(default_factory=dict)
     timings_ms: dict = dataclasses.field(default_factory=dict)
+    npu_fallbacks: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +105,10 @@ class Converter:
         name: the format the result reports; default `format`.
         out_suffix: the suffix the output file must have; default `suffix` (`.ort` for a
             packaged ONNX file).
+        float_ops: `(model_bytes) -> [str]`, the ops of a file that compute in float
+            (what makes a file not integer-only), or None when the format cannot tell.
+        npu_fallbacks: `(model_bytes) -> [str]`, the ops a typical NPU delegate would not
+            run, as far as a tool can tell without a device, or None.
 
     Example:
     ```python
@@ -128,6 +134,8 @@ class Converter:
     name: Optional[str] = None
     out_suffix: Optional[str] = None
     write: Optional[Callable] = None  # (out, data) -> None; None: one file, written atomically
+    float_ops: Optional[Callable] = None
+    npu_fallbacks: Optional[Callable] = None
 
     @property
     def result_format(self) -> str:

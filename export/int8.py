@@ -13,22 +13,22 @@ images) and docs/notes/2026-11-27-percentile-ranges.md (the calibrations tried).
    layer in int8, and verify each on held-out images (`keras_unet.export.holdout`). They
    cost no speed, so all are tried and the best is kept. `repair=False` tries only the
    first.
-2. Best still below the target: first keep the stem in float (the ops up to the first
-   convolution's activation, `report.leading_nodes`), measured and kept only when it
-   raises agreement: its error reaches every later layer, which per-layer figures do not
-   show, and it reads only the image's few channels. Then build the per-layer report
-   (`keras_unet.export.quantization`), keep the worst `STEP` layers (and what must stay
-   float with them) in float, quantize and verify again; up to `MAX_STEPS` times,
-   re-reporting each time, because keeping one op in float changes what the next sees;
-   never more than `MAX_KEPT` ops, past which the file has lost what int8 gains, and
-   while the best calibration meets the floor never more than a third (`TARGET_SHARE`) of the
-   model's quantized ops (the target is worth a few float layers, not a float model).
-3. The choice: the best calibration when it meets the target; else the first file with
-   layers in float that meets it; else the same two with the target reached by the
-   verified figure alone (no margin); else, since float layers cost speed without reaching
-   the target, the best calibration when it meets the floor; else the best of all. Below
-   the floor the export is refused with the best agreement found, and the report of that
-   best attempt.
+2. Best still below the target: repair (`keras_unet.export.repair`) keeps ops at a higher
+   precision, chosen by their measured effect on the whole file: the stem and the worst
+   rows of the per-layer report are candidates, each measured end to end at every
+   precision the session allows (int16 activations where `can_keep_int16`; float unless
+   `integer_only`), then added greedily by agreement gained per latency cost until a file
+   meets the target; never more than `MAX_KEPT` ops, past which the file has lost what
+   int8 gains, and while the best calibration meets the floor never more than a third
+   (`TARGET_SHARE`) of the model's quantized ops (the target is worth a few layers, not a
+   float model). The isolated report stays as the diagnosis (`--report`).
+3. The choice: of the files that meet the target, the fastest, timed in turn here (the
+   all-int8 file, when it meets it, is chosen without timing: nothing is faster); without
+   timings, the one with the fewest ops kept. Else the best calibration when it reaches
+   the target by its verified figure alone (no margin); else the file with the fewest ops
+   kept that does; else, since kept ops cost speed without reaching the target, the best
+   calibration when it meets the floor; else the best of all. Below the floor the export
+   is refused with the best agreement found, and the report of that best attempt.
 
 A file the runtime cannot load is passed over, recorded with the runtime's message
 (`Attempt.error`): XNNPack prepares an int8 op only within its scale limits, so a badly
@@ -36,14 +36,18 @@ calibrated ADD can make the all-int8 file unloadable while a file with that op i
 loads. Repair then starts from the first calibration; when nothing loads, the export fails
 with the runtime's message and writes nothing.
 
-Every attempt is recorded (`Attempt`), and the chosen one's kept layers and calibration go
-into the result, the metadata and the printed summary; so does what the float layers cost
+Every attempt is recorded (`Attempt`), and every candidate repair measured
+(`Int8Outcome.candidates`: its gain and cost); the chosen file's kept layers and calibration
+go into the result, the metadata and the printed summary; so does what the kept layers cost
 in speed, when the session can time a file (`time_ms`): the chosen file and the best
 all-int8 one timed in turn on this machine (`Int8Outcome.latency_ms`, the metadata's
 `int8.kept_float_latency_ms`).
 
+The same step serves `quantize="int16x8"` (every activation 16-bit): its calibrations are
+tried alike, and repair may keep ops in float unless the file must be integer-only.
+
 A format takes part through an `Int8Session` (`keras_unet.export.int8_session`):
-`variants` (calibrations to try, in order), `quantize(keep_float, variant) -> bytes`,
+`variants` (calibrations to try, in order), `quantize(keep_float, variant, keep_int16) -> bytes`,
 `report(images, keep_float, variant) -> rows or None` (None: nothing to measure),
 `metadata` (a dict recorded under the file's `"int8"` metadata), `time_ms(bytes) -> ms or
 None` (latency of a file here, None when speed checks are off), `leading_nodes() -> nodes`
@@ -70,19 +74,18 @@ outcome.kept_float, outcome.verification.agreement_iou
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any, Callable, Optional
 
 from keras_unet.export import verify
 from keras_unet.runtime.timing import median_in_turn
 
-STEP = 2
 # What repair aims for: agreement a user cannot tell from the Keras masks.
 AGREEMENT_TARGET = 0.98
 # Standard errors of the verification agreement a file must clear the target by: one
 # sided, ~98% that the images' own noise did not lift it over.
 CONFIDENCE_Z = 2.0
-MAX_STEPS = 6
 # Past this many ops in float the file has lost most of what int8 gains (the
 # dequantize/quantize pairs around each float op cost time too): refuse instead.
 MAX_KEPT = 24
@@ -104,6 +107,7 @@ class Attempt:
     pixel_agreement: float  # both None when the runtime could not load the file
     passed: bool
     error: Optional[str] = None  # why the runtime could not load it
+    kept_int16: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,6 +124,9 @@ class Int8Outcome:
         kept_float: Keras layer names (else op names) of the ops left in float.
         kept_nodes: the format's node names of those ops.
         attempts: every `Attempt`, in order.
+        kept_int16: Keras layer names (else op names) of the ops kept at int16 activations.
+        kept_int16_nodes: the format's node names of those ops.
+        candidates: every repair `Candidate` measured (`keras_unet.export.repair`).
         layer_report: per-layer rows of the chosen file (or None if not computed).
         latency_ms: with layers kept in float, `{"all_int8": ms, "this_file": ms}`: the
             best all-int8 file and the chosen one, timed in turn here (medians of
@@ -134,6 +141,9 @@ class Int8Outcome:
     attempts: list
     layer_report: Optional[list] = None
     latency_ms: dict = dataclasses.field(default_factory=dict)
+    kept_int16: list = dataclasses.field(default_factory=list)
+    kept_int16_nodes: list = dataclasses.field(default_factory=list)
+    candidates: list = dataclasses.field(default_factory=list)
 
     @property
     def model_bytes(self) -> bytes:
@@ -148,7 +158,7 @@ class _Tried(typing.NamedTuple):
     file: Any  # stamped with its metadata, as verified
     report: object  # its VerificationReport
     variant: str
-    keep: list
+    kept: Any  # `repair.Kept`
     rows: list  # the per-layer report the kept ops were chosen from
     quantized: bytes  # before metadata
 
@@ -159,8 +169,9 @@ def _names(rows, nodes):
 
 
 def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: float,
-                      repair: bool = True, want_report: bool = False) -> Int8Outcome:
-    """Quantize to int8 and verify; repair (keep layers float) toward `AGREEMENT_TARGET`.
+                      repair: bool = True, want_report: bool = False,
+                      integer_only: bool = False) -> Int8Outcome:
+    """Quantize and verify; repair (keep layers at a higher precision) toward `AGREEMENT_TARGET`.
 
     Args:
         job: the pipeline's `ExportJob`.
@@ -169,10 +180,11 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
             the file with its metadata, `int8` its `"int8"` section, so the file verified
             is the file written.
         agreement_floor: lowest accepted `agreement_iou`.
-        repair: try the other calibrations, and keep layers in float while below the
-            target (`AGREEMENT_TARGET`, or the floor when higher).
+        repair: try the other calibrations, and keep layers at a higher precision while
+            below the target (`AGREEMENT_TARGET`, or the floor when higher).
         want_report: also build the per-layer report of the chosen file when it passed at
             once (a repaired or refused file always gets one).
+        integer_only: repair never keeps an op in float (int16 activations only).
 
     Returns:
         an `Int8Outcome`; raises `keras_unet.export.verify.VerificationError` with
@@ -183,136 +195,164 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
     outcome = quantize_verified(job, session, Stamper(job, CONVERTER, "int8"), 0.98)
     ```
     """
+    from keras_unet.export.repair import Kept, search
+
     images, _ = job.verification_images()
     target = max(agreement_floor, AGREEMENT_TARGET)
     attempts, tried = [], []
+    built: dict = {}
 
     def confident(report):
         return report.agreement_iou - CONFIDENCE_Z * report.agreement_se >= target
 
-    def attempt(variant, keep, rows, quantized=None):
-        """The attempt's `VerificationReport`, or None when the runtime cannot load it."""
+    def attempt(variant, kept, rows, quantized=None):
+        """The attempt's `_Tried`, or None when the runtime cannot load it."""
+        if (variant, kept) in built:
+            return built[(variant, kept)]
         if quantized is None:
-            quantized = session.quantize(keep, variant)
-        try:
-            stamped = stamp(quantized, _section(variant, _names(rows, keep), session.metadata))
-            report = verify.verify_bytes(job, stamp.converter, stamped.model_bytes, "int8",
-                                         agreement_floor=agreement_floor, threshold=job.threshold,
-                                         raise_on_failure=False)
-        except RuntimeError as error:
-            if isinstance(error, verify.VerificationError):
-                raise
-            # The runtime refused the file: XNNPack prepares int8 ops only within its
-            # scale limits (an ADD whose input and output scales differ by more than
-            # 2**10). Another calibration, or that op in float, may load.
-            attempts.append(Attempt(variant, _names(rows, keep), None, None, False,
-                                    error=str(error).splitlines()[0]))
+            quantized = session.quantize(list(kept.float), variant, kept.int16)
+        names_float, names_int16 = _names(rows, kept.float), _names(rows, kept.int16)
+        refused = session.refusal(quantized)
+        if refused is not None:
+            attempts.append(Attempt(variant, names_float, None, None, False, error=refused,
+                                    kept_int16=names_int16))
+            built[(variant, kept)] = None
             return None
-        attempts.append(Attempt(variant, _names(rows, keep), report.agreement_iou,
-                                report.pixel_agreement, report.passed))
-        tried.append(_Tried(report.agreement_iou, stamped, report, variant, list(keep), rows,
-                            quantized))
-        return report
+        try:
+            stamped = stamp(quantized, _section(variant, names_float, session.metadata,
+                                                names_int16))
+            report = verify.verify_bytes(job, stamp.converter, stamped.model_bytes,
+                                         _mode(session), agreement_floor=agreement_floor,
+                                         threshold=job.threshold, raise_on_failure=False)
+        except (RuntimeError, ValueError) as error:
+            # The runtime refused the file (the runner reports it as a ValueError from the
+            # runtime's RuntimeError): XNNPack prepares int8 ops only within its scale
+            # limits (an ADD whose input and output scales differ by more than 2**10).
+            # Another calibration, or that op at a higher precision, may load.
+            refused = error if isinstance(error, RuntimeError) else error.__cause__
+            if isinstance(error, verify.VerificationError) or not isinstance(refused, RuntimeError):
+                raise
+            attempts.append(Attempt(variant, names_float, None, None, False,
+                                    error=str(refused).splitlines()[0], kept_int16=names_int16))
+            built[(variant, kept)] = None
+            return None
+        attempts.append(Attempt(variant, names_float, report.agreement_iou,
+                                report.pixel_agreement, report.passed, kept_int16=names_int16))
+        entry = _Tried(report.agreement_iou, stamped, report, variant, kept, rows, quantized)
+        tried.append(entry)
+        built[(variant, kept)] = entry
+        return entry
 
-    # Calibrations cost no speed: try them all, every layer in int8.
+    # Calibrations cost no speed: try them all, every layer at the mode's precision.
     seen = set()
     for variant in session.variants if repair else session.variants[:1]:
         first = session.quantize([], variant)
         if first in seen:  # this calibration chose the same ranges as an earlier one
             continue
         seen.add(first)
-        attempt(variant, [], None, quantized=first)
+        attempt(variant, Kept(), None, quantized=first)
     # None when no calibration gave a file the runtime loads: repair may still find one.
     best_int8 = max(tried, key=lambda entry: entry.agreement) if tried else None
-    repaired = None
+    precisions = _precisions(session, integer_only)
+    candidates: list = []
     rows = None
-    if repair and (best_int8 is None or not confident(best_int8.report)):
+    if repair and precisions and (best_int8 is None or not confident(best_int8.report)):
         variant = best_int8.variant if best_int8 else session.variants[0]
-        keep: list = []
+        rows = session.report(images, [], variant)
         limit = MAX_KEPT
-        # None: nothing to measure (a QAT model: its ranges were learned).
-        rows = session.report(images, keep, variant) if session.can_keep_float else None
-    if rows is not None:
-        if best_int8 is not None and best_int8.report.passed:
+        if rows is not None and best_int8 is not None and best_int8.report.passed:
             limit = min(MAX_KEPT, int(TARGET_SHARE * len(rows)))
-        # The stem first, measured: its error reaches every later layer, which the rows
-        # (each measured on its own input) do not show. Kept only when it helps.
-        stem = session.leading_nodes()
-        if stem and len(stem) <= limit:
-            stem_report = attempt(variant, stem, rows)
-            if stem_report is None:
-                pass
-            elif confident(stem_report):
-                repaired = tried[-1]
-            elif best_int8 is None or stem_report.agreement_iou > best_int8.agreement:
-                keep = list(stem)
-        for step in range(MAX_STEPS if repaired is None else 0):
-            if step or keep:
-                rows = session.report(images, keep, variant)
-                if rows is None:  # nothing quantized is left to measure
-                    break
-            added = _next_nodes(session, rows, keep)
-            if not added or len(keep) + len(added) > limit:
-                break
-            keep = keep + added
-            report = attempt(variant, keep, rows)
-            if report is not None and confident(report):
-                repaired = tried[-1]
-                break
+        candidates, _ = search(
+            session, lambda kept: attempt(variant, kept, rows), images, variant, rows, best_int8,
+            lambda report: confident(report), limit, precisions,
+            names=lambda nodes: _names(rows, nodes))
     if not tried:  # every attempt was refused by the runtime
         raise RuntimeError(
-            f"No int8 file could be loaded by the runtime ({len(attempts)} attempt(s), up to "
-            f"{max(len(a.kept_float) for a in attempts)} op(s) kept in float): "
-            f"{attempts[0].error}. Nothing was written.")
-    chosen = _choose(best_int8, repaired, tried, target, confident)
-    _, stamped, report, variant, keep, best_rows, quantized = chosen
+            f"No {_mode(session)} file could be loaded by the runtime ({len(attempts)} attempt(s), up "
+            f"to {max(len(a.kept_float) + len(a.kept_int16) for a in attempts)} op(s) kept at a "
+            f"higher precision): {attempts[0].error}. Nothing was written.")
+    chosen = _choose(session, best_int8, tried, target, confident)
+    _, stamped, report, variant, kept, best_rows, quantized = chosen
     layer_report = best_rows
-    if keep or not report.passed or want_report:
-        rows = session.report(images, keep, variant)
+    if len(kept) or not report.passed or want_report:
+        rows = session.report(images, list(kept.float), variant)
         if rows is not None:  # None: every op kept in float, nothing quantized to report on
             layer_report = rows
+    names_float, names_int16 = _names(best_rows, kept.float), _names(best_rows, kept.int16)
     latency = {}
-    if keep and report.passed and best_int8 is not None:
+    if len(kept) and report.passed and best_int8 is not None:
         latency = _latency_cost(session, best_int8.file.model_bytes, stamped.model_bytes)
-        if latency:  # the same graph, with what its float layers cost in its metadata
+        if latency:  # the same graph, with what its kept layers cost in its metadata
             extra = {**session.metadata, "kept_float_latency_ms": latency}
-            stamped = stamp(quantized, _section(variant, _names(best_rows, keep), extra))
-    outcome = Int8Outcome(stamped, report, variant, _names(layer_report, keep), keep,
-                          attempts, layer_report, latency)
+            stamped = stamp(quantized, _section(variant, names_float, extra, names_int16))
+    outcome = Int8Outcome(stamped, report, variant, _names(layer_report, kept.float),
+                          list(kept.float), attempts, layer_report, latency,
+                          kept_int16=_names(layer_report, kept.int16),
+                          kept_int16_nodes=list(kept.int16), candidates=candidates)
     if not report.passed:
         error = verify.VerificationError(
-            f"No int8 file met agreement_iou >= {agreement_floor:g}: the best of {len(attempts)} "
-            f"attempt(s) reached {report.agreement_iou:.4f} ({variant} calibration, "
-            f"{len(keep)} op(s) kept in float). Nothing was written. {report.summary()}. "
-            "The per-layer report (--report) shows where the error arises; calibrate on "
-            "more representative images, or lower --agreement-floor if this loss is "
-            "acceptable.", report, outcome)
+            f"No {_mode(session)} file met agreement_iou >= {agreement_floor:g}: the best of "
+            f"{len(attempts)} attempt(s) reached {report.agreement_iou:.4f} ({variant} "
+            f"calibration, {len(kept)} op(s) kept at a higher precision). Nothing was written. "
+            f"{report.summary()}. The per-layer report (--report) shows where the error "
+            "arises; calibrate on more representative images, or lower --agreement-floor if "
+            "this loss is acceptable.", report, outcome)
         raise error
     return outcome
 
 
-def _choose(best_int8, repaired, tried, target, confident):
+def _mode(session: Any) -> str:
+    """The session's quantization mode: `"int8"` or `"int16x8"`."""
+    return getattr(session.options, "quantize", None) or "int8"
+
+
+def _precisions(session: Any, integer_only: bool) -> tuple:
+    """The precisions repair may keep an op at: int16 activations where the session can
+    (and the file is int8), float where it can, unless the file must be integer-only."""
+    precisions = []
+    if session.can_keep_int16 and _mode(session) == "int8":
+        precisions.append("int16")
+    if session.can_keep_float and not integer_only:
+        precisions.append("float")
+    return tuple(precisions)
+
+
+def _choose(session, best_int8, tried, target, confident):
     """The attempt to write (see step 3 of the module docstring); `tried` is in the order
-    tried, so the first repaired attempt is the one with the fewest ops in float;
-    `best_int8` is None when no all-int8 file loaded (every entry of `tried` then keeps
-    ops in float, and the steps about it are passed over)."""
+    tried; `best_int8` is None when no all-int8 file loaded (every entry of `tried` then
+    keeps ops, and the steps about it are passed over)."""
     if best_int8 is not None and confident(best_int8.report):
         return best_int8
-    if repaired is not None:
-        return repaired
+    cleared = [entry for entry in tried if len(entry.kept) and confident(entry.report)]
+    if cleared:
+        return _fastest(session, cleared)
     if best_int8 is not None and best_int8.agreement >= target:
         return best_int8
-    reached = [entry for entry in tried if entry.keep and entry.agreement >= target]
+    reached = [entry for entry in tried if len(entry.kept) and entry.agreement >= target]
     if reached:
-        return reached[0]
+        return min(reached, key=lambda entry: len(entry.kept))
     if best_int8 is not None and best_int8.report.passed:
         return best_int8
     return max(tried, key=lambda entry: entry.agreement)
 
 
-def _section(calibration: str, kept_float: list, extra: dict) -> dict:
-    """The file's `"int8"` metadata section (`keras_unet.runtime.metadata_schema.Int8Section`)."""
-    return {"calibration": calibration, "kept_float": list(kept_float), **extra}
+def _fastest(session: Any, entries: list) -> Any:
+    """The fastest of `entries`, timed in turn here (`LATENCY_ROUNDS`); without timings the
+    one with the fewest ops kept (the first of those)."""
+    if len(entries) > 1:
+        timings = median_in_turn({str(i): functools.partial(session.time_ms, entry.quantized)
+                                  for i, entry in enumerate(entries)}, LATENCY_ROUNDS)
+        if timings:
+            return entries[min(range(len(entries)), key=lambda i: timings[str(i)])]
+    return min(entries, key=lambda entry: len(entry.kept))
+
+
+def _section(calibration: str, kept_float: list, extra: dict, kept_int16: tuple = ()) -> dict:
+    """The file's `"int8"` metadata section (`keras_unet.runtime.metadata_schema.INT8_FIELDS`)."""
+    section = {"calibration": calibration, "kept_float": list(kept_float)}
+    if kept_int16:
+        section["kept_int16"] = list(kept_int16)
+    return {**section, **extra}
 
 
 def _latency_cost(session: Any, all_int8: bytes, chosen: bytes) -> dict:
@@ -322,32 +362,16 @@ def _latency_cost(session: Any, all_int8: bytes, chosen: bytes) -> dict:
                            "this_file": lambda: session.time_ms(chosen)}, LATENCY_ROUNDS)
 
 
-def _next_nodes(session: Any, rows: list, keep: list) -> list:
-    """The next `STEP` worst ops to keep in float, with what must stay float with them.
-
-    Rows the format cannot keep in float (an ONNX graph input's quantization) are passed
-    over. Returns [] when nothing is left to try.
-    """
-    from keras_unet.export.quantization.report import worst_nodes
-
-    passed_over = list(keep)
-    while True:
-        new = worst_nodes(rows, n=STEP, skip=passed_over)
-        if not new:
-            return []
-        added = [node for node in session.expand(new) if node not in keep]
-        if added:
-            return list(dict.fromkeys(added))
-        passed_over += new
-
-
 def quantization_report(*, file: Any, written: bool, agreement_floor: float, verification: Any,
                         calibration_method: Optional[str], kept_float: list, attempts: list,
                         layers: Optional[list], iou: Optional[dict] = None,
-                        kept_float_latency_ms: Optional[dict] = None) -> dict:
+                        kept_float_latency_ms: Optional[dict] = None,
+                        kept_int16: Optional[list] = None,
+                        candidates: Optional[list] = None) -> dict:
     """The `--report` JSON of an int8 export, written or refused: model-level figures, what
-    the repair tried and what its float layers cost in speed (`Int8Outcome.latency_ms`), and
-    one row per quantized tensor (worst first).
+    the repair tried, the candidates it measured end to end (gain and cost, which it kept),
+    what its kept layers cost in speed (`Int8Outcome.latency_ms`), and one row per quantized
+    tensor (worst first: the isolated diagnosis).
 
     Example:
     ```python
@@ -368,7 +392,9 @@ def quantization_report(*, file: Any, written: bool, agreement_floor: float, ver
         "verification": verified,
         "calibration_method": calibration_method,
         "kept_float": list(kept_float),
+        "kept_int16": list(kept_int16 or []),
         "kept_float_latency_ms": dict(kept_float_latency_ms or {}),
+        "candidates": [c if isinstance(c, dict) else c.to_dict() for c in candidates or []],
         "attempts": [a if isinstance(a, dict) else a.to_dict() for a in attempts],
         "layers": list(layers or []),
     }

@@ -80,6 +80,12 @@ class Int8Session(abc.ABC):
         """Latency of a file here, or None when the session does not time files."""
         return None
 
+    def refusal(self, model_bytes: bytes) -> Optional[str]:
+        """Why the runtime would not load the file, found out without risking this process
+        (a runtime may abort on some files), or None: it loads, or the session cannot tell
+        (then a refusal surfaces as the runtime's error when the file is verified)."""
+        return None
+
 
 class QATSession(Int8Session):
     """The int8 session of a quantize-aware model: its learned ranges, one variant `"qat"`.

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from keras_unet.export.options import VERIFICATION_SIZE, ExportOptions
+from keras_unet.export.options import STATIC_MODES, VERIFICATION_SIZE, ExportOptions
 
 
 @dataclasses.dataclass
@@ -127,7 +127,8 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
 
     Args:
         model_or_path: a `keras.Model` or the path of a `.keras` file.
-        options: the export's `ExportOptions`. Read here: `quantize` (`"int8"` reads
+        options: the export's `ExportOptions`. Read here: `quantize` (`"int8"` and
+            `"int16x8"` read
             `calibration_data`, at most `calibration_size` images), `input_size`,
             `dynamic_size` (the file keeps a free height and width, verified at
             `input_size`, the model's own size, or 128x128), `batch`, `verification_data`
@@ -157,7 +158,7 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
     calibration_data = options.calibration_data
     verification_data = options.verification_data
     verification_size: Optional[int] = options.verification_size
-    if quantize == "int8":
+    if quantize in STATIC_MODES:
         require_calibration(calibration_data, quantize, "api")
     model, source = load_source_model(model_or_path)
     quantize_aware = is_quantize_aware(model)
@@ -182,10 +183,10 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
     # converts its own graph (onnx_convert.float_model) and the float modes gain nothing from it.
     static = static_model(model, size, batch_size=options.batch,
                           input_channels=options.input_channels,
-                          separate_skip_scales=quantize == "int8")
+                          separate_skip_scales=quantize in STATIC_MODES)
     channels = int(static.inputs[0].shape[-1])
     calibration, masks, verification_source = None, None, None
-    if quantize == "int8":
+    if quantize in STATIC_MODES:
         if verification_data is None:
             from keras_unet.export.holdout import split_calibration
 

@@ -46,7 +46,8 @@ def build_metadata(model: Any, format: str, quantization: str, input_size: Any, 
                    output_quantization: Optional[dict] = None, source_model: Any = None,
                    class_names: Optional[list] = None, threshold: Optional[float] = 0.5,
                    ignore_index: Optional[int] = None, mask_encoding: Optional[str] = None,
-                   channels: Optional[int] = None, int8: Optional[dict] = None) -> dict:
+                   channels: Optional[int] = None, int8: Optional[dict] = None,
+                   integer_only: bool = False) -> dict:
     """The metadata dict (`keras_unet.runtime.metadata_schema`) of `model` exported as described.
 
     Facts about the model (`num_classes`, `output_activation`, `channels`) come from
@@ -58,7 +59,7 @@ def build_metadata(model: Any, format: str, quantization: str, input_size: Any, 
     Args:
         model: the Keras model that was exported.
         format: `"tflite"` or `"onnx"`.
-        quantization: `"none"`, `"fp16"`, `"dynamic"` or `"int8"`.
+        quantization: `"none"`, `"fp16"`, `"dynamic"`, `"int8"` or `"int16x8"`.
         input_size: `(H, W)` of the exported input, or None / `(None, None)` for any size.
         input_dtype, output_dtype: dtype names of the file's input and output tensors.
         input_quantization, output_quantization: `{"scale", "zero_point"}` of an integer
@@ -72,7 +73,9 @@ def build_metadata(model: Any, format: str, quantization: str, input_size: Any, 
         channels: channels of the file's input when it differs from the model's (a
             1-channel model exported to take RGB and convert it inside); default: the
             model's.
-        int8: the `"int8"` section of an int8 file (`metadata_schema.INT8_FIELDS`), or None.
+        int8: the `"int8"` section of an int8 or int16x8 file (`metadata_schema.INT8_FIELDS`),
+            or None.
+        integer_only: the file has no float op (recorded only when True).
 
     Returns:
         dict, JSON-serializable.
@@ -110,6 +113,8 @@ def build_metadata(model: Any, format: str, quantization: str, input_size: Any, 
     }
     if int8 is not None:
         metadata["int8"] = dict(int8)
+    if integer_only:
+        metadata["integer_only"] = True
     validate_metadata(metadata)
     return metadata
 

@@ -53,8 +53,9 @@ class ExportOptions:
             calibration images; else the shipped nuclei sample).
         verification_size: at most this many verification images.
         progress: show progress bars.
-        repair: int8: keep the worst layers in float (and try other calibrations) toward
-            the target; None means on for int8. `True` with another mode is an error.
+        repair: int8 and int16x8: try every calibration, and keep the layers whose
+            measured effect is largest at a higher precision toward the target
+            (`keras_unet.export.repair`); None means on. `True` with another mode is an error.
         layer_report: int8: build the per-layer report even when the first file passes.
         verbose: show the libraries' own log lines.
         input_channels: TFLite: channels the file takes (3 makes a 1-channel model take
@@ -109,15 +110,15 @@ class ExportOptions:
 
     @property
     def repairs(self) -> bool:
-        """Whether the int8 step repairs (`repair`, on by default for int8)."""
-        return self.quantize == "int8" if self.repair is None else bool(self.repair)
+        """Whether the int8 step repairs (`repair`, on by default for int8 and int16x8)."""
+        return self.quantize in STATIC_MODES if self.repair is None else bool(self.repair)
 
     def check(self) -> None:
         """Raise a `ValueError` naming the first option out of its range."""
         if self.output not in OUTPUTS:
             raise ValueError(f"`output` must be one of {OUTPUTS}. Received: output={self.output!r}")
         check_floor(self.agreement_floor)
-        if self.repair and self.quantize != "int8":
+        if self.repair and self.quantize not in STATIC_MODES:
             raise ValueError("Repair keeps layers of an int8 file at a higher precision; it does "
                              f"not apply to quantize={self.quantize!r}. Received: repair={self.repair!r}")
         if self.integer_only and self.quantize not in STATIC_MODES:

@@ -38,7 +38,7 @@ from keras_unet.export.checks import iou_against_truth, with_mask_head
 from keras_unet.export.converter import Converter, Diagnosis, check_output
 from keras_unet.export.int8 import Int8Outcome, quantize_verified
 from keras_unet.export.job import ExportJob, open_job
-from keras_unet.export.options import ExportOptions
+from keras_unet.export.options import STATIC_MODES, ExportOptions
 from keras_unet.export.result import ExportResult
 from keras_unet.export.stamp import StampedFile, Stamper
 from keras_unet.export.verify import VerificationReport, verify_bytes
@@ -128,11 +128,13 @@ def produce(job: ExportJob, converter: Converter, conversion: Any,
     the target); otherwise the format converts once: a quantize-aware job from its learned
     ranges (its session's one variant), any other job through `Converter.convert`.
     """
-    stamp = Stamper(job, converter, options.quantize)
-    if options.quantize == "int8" and options.verify:
+    stamp = Stamper(job, converter, options.quantize, integer_only=options.integer_only)
+    if options.quantize in STATIC_MODES and options.verify:
         outcome = quantize_verified(job, converter.session(job, conversion), stamp,
                                     options.agreement_floor, repair=options.repairs,
-                                    want_report=options.layer_report)
+                                    want_report=options.layer_report,
+                                    integer_only=options.integer_only)
+        require_integer_only(converter, options, outcome.file.model_bytes)
         return Produced(outcome.file, outcome.verification, outcome)
     if job.quantize_aware:  # its learned ranges replace calibration
         session = converter.session(job, conversion)
@@ -140,6 +142,7 @@ def produce(job: ExportJob, converter: Converter, conversion: Any,
         file = stamp(session.quantize([], variant), {"calibration": variant, "kept_float": []})
     else:
         file = stamp(converter.rewrite(converter.convert(job, conversion), options.quantize))
+    require_integer_only(converter, options, file.model_bytes)
     report = None
     if options.verify:
         report = verify_bytes(job, converter, file.model_bytes, options.quantize,
@@ -147,11 +150,29 @@ def produce(job: ExportJob, converter: Converter, conversion: Any,
     return Produced(file, report)
 
 
+def require_integer_only(converter: Converter, options: ExportOptions, model_bytes: bytes) -> None:
+    """With `integer_only`, raise a `RuntimeError` naming the ops of the file that compute in
+    float (nothing is written); a format that cannot tell refuses the option."""
+    if not options.integer_only:
+        return
+    if converter.float_ops is None:
+        raise ValueError(f"`integer_only` is not available for {converter.result_format} files.")
+    floats = converter.float_ops(model_bytes)
+    if floats:
+        raise RuntimeError(
+            f"The {options.quantize} file is not integer-only: {len(floats)} op(s) compute in "
+            f"float ({', '.join(floats[:6])}{' ...' if len(floats) > 6 else ''}). Nothing was "
+            "written. Export without --integer-only to keep them in float, or replace the "
+            "layers they come from.")
+
+
 def diagnose(job: ExportJob, converter: Converter, conversion: Any,
              produced: Produced) -> Diagnosis:
     """The format's findings on the file, and a note on int8 files the runtime refused."""
     diagnosis = (Diagnosis() if converter.diagnose is None
                  else converter.diagnose(job, conversion, produced.file.model_bytes))
+    if getattr(conversion, "quantize", None) in STATIC_MODES and converter.npu_fallbacks is not None:
+        diagnosis.npu_fallbacks = list(converter.npu_fallbacks(produced.file.model_bytes))
     outcome = produced.outcome
     refused = [a for a in outcome.attempts if a.error] if outcome else []
     if refused:
@@ -179,5 +200,8 @@ def _result(converter: Converter, options: ExportOptions, out: Any, data: bytes,
         repair_attempts=[a.to_dict() for a in outcome.attempts] if outcome else [],
         layer_report=outcome.layer_report if outcome else None,
         kept_float_latency_ms=dict(outcome.latency_ms) if outcome else {},
+        kept_int16=list(outcome.kept_int16) if outcome else [],
+        repair_candidates=[c.to_dict() for c in outcome.candidates] if outcome else [],
+        integer_only=options.integer_only, npu_fallbacks=list(diagnosis.npu_fallbacks),
         **truth,
     )

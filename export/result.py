@@ -23,7 +23,7 @@ class ExportResult:
     Args:
         path: the written file.
         format: `"tflite"` or `"onnx"`.
-        quantization: `"none"`, `"fp16"`, `"dynamic"` or `"int8"`.
+        quantization: `"none"`, `"fp16"`, `"dynamic"`, `"int8"` or `"int16x8"`.
         size_bytes: size of the file.
         input_shape: `(batch, height, width, channels)`; None marks a dynamic dimension.
         input_dtype: dtype of the file's input tensor.
@@ -41,6 +41,12 @@ class ExportResult:
             "this_file": ms}`, what those float layers cost in speed on the export machine.
         iou_keras, iou_export, iou_drop: against the masks of the verification images,
             when they have masks (held out from a labelled calibration folder).
+        kept_int16: int8: Keras layers (else ops) the repair kept at 16-bit activations.
+        repair_candidates: int8: every candidate the repair measured end to end (its
+            precision, agreement, gain and cost; `keras_unet.export.repair.Candidate`).
+        integer_only: the file has no float op (checked before writing).
+        npu_fallbacks: ops a typical NPU delegate would not run, as far as the format's
+            tools tell without a device (empty: none found).
 
     Example:
     ```python
@@ -74,6 +80,10 @@ class ExportResult:
     iou_keras: Optional[float] = None
     iou_export: Optional[float] = None
     iou_drop: Optional[float] = None
+    kept_int16: list = dataclasses.field(default_factory=list)
+    repair_candidates: list = dataclasses.field(default_factory=list)
+    integer_only: bool = False
+    npu_fallbacks: list = dataclasses.field(default_factory=list)
 
     def summary(self, worst_layers=0) -> str:
         """A few lines for a terminal; `worst_layers` > 0 adds that many report rows."""
@@ -95,15 +105,27 @@ class ExportResult:
                 ("int8: the ranges learned in quantization-aware training (the calibration "
                  "images only verify), " if self.calibration_method == "qat"
                  else f"int8: {self.calibration_method} calibration, ")
-                + (f"{len(self.kept_float)} op(s) kept in float after {tries} attempt(s): "
-                   f"{_counted(self.kept_float)}" if self.kept_float
-                   else "every layer in int8"))
+                + _kept_line(self.kept_float, self.kept_int16, tries, self.quantization))
+            if self.repair_candidates:
+                added = [c for c in self.repair_candidates if c.get("added")]
+                lines.append(f"repair measured {len(self.repair_candidates)} candidate(s) end to "
+                             f"end, kept {len(added)}" + "".join(
+                                 f"; {_counted(c['names'])} at {c['precision']}: agreement "
+                                 f"{c['gain']:+.4f} for {c['cost']:g} {c['cost_unit']}"
+                                 for c in added))
             cost = self.kept_float_latency_ms
-            if self.kept_float and cost.get("all_int8"):
+            if (self.kept_float or self.kept_int16) and cost.get("all_int8"):
                 change = cost["this_file"] / cost["all_int8"] - 1.0
                 lines.append(
-                    f"latency with those ops in float: {cost['this_file']:.2f} ms per image here, "
-                    f"{change:+.0%} against {cost['all_int8']:.2f} ms with every layer in int8")
+                    f"latency with those ops kept: {cost['this_file']:.2f} ms per image here, "
+                    f"{change:+.0%} against {cost['all_int8']:.2f} ms with every layer in "
+                    f"{self.quantization}")
+        if self.integer_only:
+            lines.append("integer-only: no float op in the file")
+        if self.npu_fallbacks:
+            lines.append(f"{len(self.npu_fallbacks)} op(s) a typical NPU delegate would not "
+                         f"run: {', '.join(self.npu_fallbacks[:8])}"
+                         + (" ..." if len(self.npu_fallbacks) > 8 else ""))
         if self.float_ops_left:
             lines.append(f"ops left in float: {self.float_ops_left}")
         if self.timings_ms:
@@ -121,6 +143,18 @@ class ExportResult:
         if self.verification is not None:
             data["verification"] = self.verification.to_dict()
         return data
+
+
+def _kept_line(kept_float: list, kept_int16: list, tries: int, mode: str) -> str:
+    """What the repair kept above the mode's precision, for the summary."""
+    parts = []
+    if kept_float:
+        parts.append(f"{len(kept_float)} op(s) kept in float ({_counted(kept_float)})")
+    if kept_int16:
+        parts.append(f"{len(kept_int16)} op(s) at int16 activations ({_counted(kept_int16)})")
+    if not parts:
+        return f"every layer in {mode}"
+    return " and ".join(parts) + f" after {tries} attempt(s)"
 
 
 def _counted(names):

@@ -41,12 +41,14 @@ class Stamper:
         job: the pipeline's `ExportJob`.
         converter: the format's `Converter`.
         quantize: the quantization mode.
+        integer_only: the file was written integer-only (recorded in its metadata).
     """
 
-    def __init__(self, job: Any, converter: Any, quantize: str) -> None:
+    def __init__(self, job: Any, converter: Any, quantize: str, integer_only: bool = False) -> None:
         self.job = job
         self.converter = converter
         self.quantize = quantize
+        self.integer_only = integer_only
 
     def __call__(self, model_bytes: bytes, int8: Optional[dict] = None) -> StampedFile:
         """`model_bytes` with its metadata; `int8`: the file's `"int8"` section, or None."""
@@ -60,5 +62,6 @@ class Stamper:
             input_quantization=info["input_quantization"], output_dtype=info["output_dtype"],
             output_quantization=info["output_quantization"], source_model=job.source,
             channels=job.input_channels, threshold=job.threshold, int8=int8,
+            integer_only=self.integer_only,
         )
         return StampedFile(self.converter.embed_metadata(model_bytes, metadata), info, metadata)

@@ -182,8 +182,16 @@ def _interpreter(model_bytes: bytes, **kwargs: Any) -> Any:
 
 
 def describe(model_bytes: bytes) -> dict:
-    """Shape, dtypes and quantization of the input and output tensors of a `.tflite` file."""
-    interpreter = _interpreter(model_bytes)
+    """Shape, dtypes and quantization of the input and output tensors of a `.tflite` file.
+
+    Read without delegates: the tensors' details need no XNNPack, and a file XNNPack refuses
+    to prepare (the int8 step tries such files) aborted the process now and then when
+    prepared once here and once more by the verification.
+    """
+    from ai_edge_litert.interpreter import OpResolverType
+
+    interpreter = _interpreter(
+        model_bytes, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
     def quant(detail):

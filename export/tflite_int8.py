@@ -67,6 +67,13 @@ class TFLiteSession(Int8Session):
     def leading_nodes(self) -> list:
         return self.quantizer.leading_ops()
 
+    def refusal(self, model_bytes: bytes) -> Optional[str]:
+        """Asked in a child process (`keras_unet.export.load_probe`): XNNPack aborts the process
+        on some files it cannot prepare."""
+        from keras_unet.export.load_probe import tflite_refusal
+
+        return tflite_refusal(model_bytes, threads=self.options.threads)
+
     def report(self, images: Any, keep_float: list, variant: str) -> Optional[list]:
         try:
             return self.quantizer.report(images, keep_float=keep_float, model=self.job.model,

@@ -150,6 +150,8 @@ CASES = [
     (EXPORT + ["--quantize", "int8", "--calibration-data", "{ws}/data", "--report",
                "{ws}/missing/r.json"], 2, "--report"),
     (EXPORT + ["--repair"], 2, "--repair"),
+    (EXPORT + ["--integer-only"], 2, "--integer-only"),
+    (EXPORT + ["--quantize", "int16x8"], 2, "--calibration-data"),
     # refused after the conversion (the verification images are read to verify it): slow
     pytest.param(EXPORT + ["--verification-data", "{ws}/empty"], 2, "empty", marks=pytest.mark.slow,
                  id="export --verification-data {ws}/empty"),

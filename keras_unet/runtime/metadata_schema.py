@@ -8,12 +8,14 @@ TF-free: only the standard library.
 A file stores one JSON object under `METADATA_KEY` (TFLite: a metadata buffer of that name;
 ONNX/ORT: a `metadata_props` entry). Its fields are `FIELDS`; two optional groups ride along:
 
-- the `int8` section (`INT8_FIELDS`), in every int8 file: how it was quantized;
+- the `int8` section (`INT8_FIELDS`), in every int8 and int16x8 file: how it was quantized;
 - the output fields (`OUTPUT_FIELDS`), in a file exported with `output="mask"`: it ends with
   the mask step and outputs a `(N, H, W)` uint8 class-id mask (`is_mask_output`).
 
 Versions: 1 wrote the same top-level fields with the int8 section and the output fields
-undeclared; 2 declares them. A version-1 file reads as it is (its fields mean the same).
+undeclared; 2 declares them; 3 adds the `int16x8` quantization, `integer_only` and the int8
+section's `kept_int16`. Files of versions 1 and 2 read as they are (their fields mean the
+same).
 
 Example:
 ```python
@@ -30,16 +32,16 @@ import math
 from typing import Any, Callable, Optional
 
 METADATA_KEY = "keras_unet"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Versions this reader understands field for field.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 FORMATS = ("tflite", "onnx", "keras")
-QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8", "int16x8")
 ACTIVATIONS = ("sigmoid", "softmax", None)
 MASK_ENCODINGS = ("binary", "index", "trimap")
 OUTPUTS = ("probabilities", "mask")
-ACTIVATION_TYPES = ("uint8", "int8")
+ACTIVATION_TYPES = ("uint8", "int8", "int16")
 
 
 def class_name_counts(num_classes: int) -> tuple:
@@ -147,8 +149,10 @@ FIELDS = (
           lambda v: v in MASK_ENCODINGS),
     Field("source_model", "str or null", "file name of the exported .keras model",
           _optional(lambda v: isinstance(v, str))),
-    Field("int8", "object", "int8 files: the int8 section below", lambda v: isinstance(v, dict),
-          required=False),
+    Field("int8", "object", "int8 and int16x8 files: the int8 section below",
+          lambda v: isinstance(v, dict), required=False),
+    Field("integer_only", "bool", "true: no op computes in float (for NPUs); absent: not checked",
+          lambda v: v is True, required=False),
 )
 
 INT8_FIELDS = (
@@ -156,7 +160,10 @@ INT8_FIELDS = (
           "the ranges used: percentile, minmax, entropy (ONNX), or qat (learned in training)",
           lambda v: isinstance(v, str)),
     Field("kept_float", "[str]", "Keras layers (else ops) left in float by the repair", _strings),
-    Field("activation_type", "str", "ONNX: the activation type, uint8 or int8",
+    Field("kept_int16", "[str]",
+          "int8 files: Keras layers (else ops) the repair kept at 16-bit activations", _strings,
+          required=False),
+    Field("activation_type", "str", "ONNX: the activation type, uint8, int8 or int16",
           lambda v: v in ACTIVATION_TYPES, required=False),
     Field("activation_type_ms", "{uint8: ms, int8: ms}",
           "ONNX with activation_type auto: both timed on the export machine", _ms_by_name,
@@ -165,7 +172,8 @@ INT8_FIELDS = (
           "ONNX with activation_type auto: compute ops each left in float", _counts,
           required=False),
     Field("kept_float_latency_ms", "{all_int8: ms, this_file: ms}",
-          "with layers kept in float: what they cost on the export machine", _ms_by_name,
+          "with layers kept above the mode's precision: what they cost on the export machine "
+          "(all_int8: the file with none kept)", _ms_by_name,
           required=False),
 )
 

@@ -136,5 +136,5 @@ def test_help_lists_the_options_without_importing_heavy_packages():
                    "--io", "--agreement-floor", "--opset", "--dynamic-batch", "--dynamic-size",
                    "--no-verify", "--force"):
         assert option in done.stdout, option
-    assert "{none,fp16,dynamic,int8}" in done.stdout
+    assert "{none,fp16,dynamic,int8,int16x8}" in done.stdout
     assert "heavy imports: []" in done.stdout

@@ -1,14 +1,16 @@
-"""Which int8 file `keras_unet.export.int8.quantize_verified` writes (issue 10): every
-calibration is tried, repair aims for `AGREEMENT_TARGET` cleared by `CONFIDENCE_Z` standard
-errors, float layers are kept only when they reach it, and a refusal only below the floor. A scripted session stands in for a
-format, so each rule is checked without converting anything."""
+"""Which file `keras_unet.export.int8.quantize_verified` writes: every calibration is tried;
+repair (`keras_unet.export.repair`) measures candidates on the whole file and adds them by gain
+per latency cost until a file clears `AGREEMENT_TARGET` by `CONFIDENCE_Z` standard errors; the
+fastest file that clears is written; integer-only files keep ops at int16, never in float; a
+refusal only below the floor. A scripted session stands in for a format, so each rule is checked
+without converting anything."""
 
 import types
 
 import numpy as np
 import pytest
 
-from keras_unet.export import int8
+from keras_unet.export import int8, repair
 from keras_unet.export.int8_session import Int8Session
 from keras_unet.export.quantization.report import make_row
 from keras_unet.export.verify import VerificationError
@@ -16,19 +18,25 @@ from keras_unet.export.verify import VerificationError
 LAYERS = [f"layer{i}" for i in range(30)]
 
 
+def _decode(model_bytes):
+    variant, floats, int16s = model_bytes.decode().split(":")
+    return variant, floats.split(",") if floats else [], int16s.split(",") if int16s else []
+
+
 class ScriptedSession(Int8Session):
-    """Calibrations `a` and `b`; each quantized file's agreement comes from `scores`:
-    `(variant, number of layers kept float) -> agreement`."""
+    """Calibrations `a` and `b`; each file's agreement is `score(variant, floats, int16s)`.
+    The per-layer report ranks layer0 worst, then layer1, ... (isolated SQNR)."""
 
     variants = ("a", "b")
 
-    def __init__(self, scores):
+    def __init__(self, score, int16=False):
         super().__init__(job=None, options=None)
-        self.scores = scores
+        self.score = score
+        self.can_keep_int16 = int16
         self.reports = 0
 
     def convert(self, keep_float, variant, keep_int16=()):
-        return f"{variant}:{','.join(keep_float)}".encode()
+        return f"{variant}:{','.join(keep_float)}:{','.join(keep_int16)}".encode()
 
     def report(self, images, keep_float, variant):
         self.reports += 1
@@ -43,37 +51,41 @@ class StemSession(ScriptedSession):
         return ["stem_conv", "stem_act"]
 
 
-def _by_count(scores):
-    def score(variant, kept):
-        return scores[(variant, len(kept))]
-    return score
-
-
 class TimedSession(ScriptedSession):
-    """A format that times files: 1 ms per file plus 0.1 ms per op kept in float."""
+    """A format that times files: 1 ms, plus `cost[layer]` (default 0.1 ms) per layer kept in
+    float and half that per layer at int16."""
 
-    def __init__(self, scores):
-        super().__init__(scores)
+    cost: dict = {}
+
+    def __init__(self, score, int16=False):
+        super().__init__(score, int16)
         self.metadata = {"activation_type": "uint8"}
         self.timed = []
 
     def time_ms(self, model_bytes):
-        kept = model_bytes.decode().split(":")[1]
-        self.timed.append(kept)
-        return 1.0 + 0.1 * len(kept.split(",") if kept else [])
+        _, floats, int16s = _decode(model_bytes)
+        self.timed.append(",".join(floats))
+        return (1.0 + sum(self.cost.get(n, 0.1) for n in floats)
+                + sum(self.cost.get(n, 0.1) / 2 for n in int16s))
 
 
-def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=ScriptedSession, se=0.0,
-            finished=None):
-    session = session_class(scores)
-    score_of = scores if callable(scores) else _by_count(scores)
+def effects(base, gains, int16_share=1.0):
+    """Agreement: `base[variant]` plus each kept layer's gain (at int16: `int16_share` of it)."""
+    def score(variant, floats, int16s):
+        return (base[variant] + sum(gains.get(n, 0.0) for n in floats)
+                + int16_share * sum(gains.get(n, 0.0) for n in int16s))
+    return score
+
+
+def _choose(monkeypatch, score, floor=0.95, repair_on=True, session_class=ScriptedSession,
+            se=0.0, finished=None, int16=False, integer_only=False):
+    session = session_class(score, int16=int16)
 
     def verify_bytes(job, converter, model_bytes, quantization, agreement_floor, threshold,
                      raise_on_failure):
-        variant, kept = model_bytes.decode().split(":")
-        score = score_of(variant, kept.split(",") if kept else [])
-        return types.SimpleNamespace(agreement_iou=score, pixel_agreement=score, agreement_se=se,
-                                     passed=score >= agreement_floor, summary=lambda: "scripted")
+        value = session.score(*_decode(model_bytes))
+        return types.SimpleNamespace(agreement_iou=value, pixel_agreement=value, agreement_se=se,
+                                     passed=value >= agreement_floor, summary=lambda: "scripted")
 
     monkeypatch.setattr("keras_unet.export.verify.verify_bytes", verify_bytes)
     job = types.SimpleNamespace(threshold=0.5,
@@ -89,151 +101,206 @@ def _choose(monkeypatch, scores, floor=0.95, repair=True, session_class=Scripted
                 finished.append(int8_section)
             return types.SimpleNamespace(model_bytes=model_bytes)
 
-    outcome = int8.quantize_verified(job, session, Stamp(), floor, repair=repair)
+    outcome = int8.quantize_verified(job, session, Stamp(), floor, repair=repair_on,
+                                     integer_only=integer_only)
     return outcome, session
 
 
 def test_the_best_calibration_wins_when_it_meets_the_target(monkeypatch):
-    outcome, session = _choose(monkeypatch, {("a", 0): 0.985, ("b", 0): 0.991})
+    outcome, session = _choose(monkeypatch, effects({"a": 0.985, "b": 0.991}, {}))
     assert outcome.calibration == "b" and outcome.kept_float == []
     assert [a.calibration for a in outcome.attempts] == ["a", "b"]  # both tried
-    assert session.reports == 0  # nothing kept float, no report asked for
+    assert session.reports == 0 and outcome.candidates == []  # nothing to repair
 
 
-def test_below_the_target_repair_continues_from_the_best_calibration(monkeypatch):
-    scores = {("a", 0): 0.90, ("b", 0): 0.97, ("b", 2): 0.975, ("b", 4): 0.982}
-    outcome, _ = _choose(monkeypatch, scores)
-    assert outcome.calibration == "b" and outcome.kept_float == ["layer0", "layer1", "layer2", "layer3"]
-    assert outcome.verification.agreement_iou == 0.982
+def test_the_measured_effect_ranks_candidates_not_the_isolated_error(monkeypatch):
+    # layer0 is the worst row on its own, but keeping it changes nothing; layer4 matters.
+    score = effects({"a": 0.95, "b": 0.97}, {"layer0": 0.0, "layer4": 0.02})
+    outcome, _ = _choose(monkeypatch, score)
+    assert outcome.calibration == "b" and outcome.kept_float == ["layer4"]
+    measured = {tuple(c.names): c for c in outcome.candidates}
+    assert set(measured) == {(f"layer{i}",) for i in range(repair.SHORTLIST)}  # the shortlist
+    assert measured[("layer0",)].gain == 0 and not measured[("layer0",)].added
+    assert measured[("layer4",)].gain == pytest.approx(0.02) and measured[("layer4",)].added
 
 
-def test_float_layers_that_miss_the_target_are_not_worth_their_speed(monkeypatch):
-    scores = {("a", 0): 0.96, ("b", 0): 0.95}
-    scores.update({("a", n): 0.965 + n / 1000 for n in range(2, 13, 2)})  # never 0.98
-    outcome, _ = _choose(monkeypatch, scores)
-    assert outcome.calibration == "a" and outcome.kept_float == [] and outcome.verification.agreement_iou == 0.96
-    # From a file at the floor, repair keeps at most a third of the ops float: 10 of 30.
-    kept = [len(a.kept_float) for a in outcome.attempts[2:]]
-    assert kept == [2, 4, 6, 8, 10] and int(int8.TARGET_SHARE * len(LAYERS)) == 10
+def test_candidates_are_added_by_gain_per_cost_until_the_target_clears(monkeypatch):
+    # layer1 gains a little more than layer2, but costs five times as much.
+    TimedSession.cost = {"layer1": 0.5, "layer2": 0.1}
+    score = effects({"a": 0.95, "b": 0.97}, {"layer1": 0.012, "layer2": 0.011})
+    outcome, _ = _choose(monkeypatch, score, session_class=TimedSession)
+    assert outcome.kept_float == ["layer2"]
+    cost = {c.names[0]: c for c in outcome.candidates}
+    assert cost["layer1"].cost == pytest.approx(0.5) and cost["layer2"].cost == pytest.approx(0.1)
+    assert cost["layer1"].cost_unit == "ms"
 
 
-def test_below_the_floor_the_best_repair_is_kept_when_it_meets_the_floor(monkeypatch):
-    scores = {("a", 0): 0.90, ("b", 0): 0.93}
-    scores.update({("b", n): 0.94 + n / 1000 for n in range(2, 13, 2)})  # 0.952 at 12 kept
-    outcome, _ = _choose(monkeypatch, scores)
-    assert outcome.calibration == "b" and len(outcome.kept_float) == 12
-    assert outcome.verification.agreement_iou == pytest.approx(0.952)
+def test_of_the_files_that_clear_the_fastest_is_written(monkeypatch):
+    # Both layer1 and layer3 clear on their own; layer1 gains more per ms, layer3's file is faster.
+    TimedSession.cost = {"layer1": 0.06, "layer3": 0.04}
+    score = effects({"a": 0.95, "b": 0.97}, {"layer1": 0.03, "layer3": 0.012})
+    outcome, session = _choose(monkeypatch, score, session_class=TimedSession)
+    # Greedy added layer1 first (0.03 / 0.06 > 0.012 / 0.04); both single files clear,
+    # and the layer3 one is faster, so it is written.
+    added = [c.names for c in outcome.candidates if c.added]
+    assert added == [["layer1"]]
+    assert outcome.kept_float == ["layer3"]
 
 
-def test_nothing_at_the_floor_is_refused_with_the_best_found(monkeypatch):
-    scores = {("a", 0): 0.80, ("b", 0): 0.85}
-    scores.update({("b", n): 0.85 + n / 1000 for n in range(2, 13, 2)})
-    with pytest.raises(VerificationError, match=r"reached 0\.8620 \(b calibration, 12 op\(s\)"):
-        _choose(monkeypatch, scores)
-
-
-def test_a_floor_above_the_target_becomes_the_target(monkeypatch):
-    scores = {("a", 0): 0.985, ("b", 0): 0.984, ("a", 2): 0.992}
-    outcome, _ = _choose(monkeypatch, scores, floor=0.99)
-    assert outcome.kept_float == ["layer0", "layer1"] and outcome.verification.agreement_iou == 0.992
-
-
-def test_without_repair_only_the_first_calibration_is_tried(monkeypatch):
-    outcome, session = _choose(monkeypatch, {("a", 0): 0.96, ("b", 0): 0.99}, repair=False)
-    assert [a.calibration for a in outcome.attempts] == ["a"] and outcome.kept_float == []
-
-
-def _stem_scores(base, stem_gain, per_layer=0.0):
-    """Agreement: `base` for calibration b (a lower), `stem_gain` more with the stem kept
-    float, `per_layer` more per other layer kept float."""
-    def score(variant, kept):
-        stem = "stem_conv" in kept
-        others = len([k for k in kept if not k.startswith("stem")])
-        return (base if variant == "b" else base - 0.05) + stem_gain * stem + per_layer * others
-    return score
-
-
-def test_the_stem_is_tried_first_and_kept_alone_when_it_reaches_the_target(monkeypatch):
-    outcome, _ = _choose(monkeypatch, _stem_scores(0.967, 0.017), session_class=StemSession)
-    assert outcome.kept_float == ["stem_conv", "stem_act"] and outcome.calibration == "b"
-    assert [a.kept_float for a in outcome.attempts] == [[], [], ["stem_conv", "stem_act"]]
-
-
-def test_a_stem_that_helps_stays_float_while_repair_goes_on(monkeypatch):
-    outcome, _ = _choose(monkeypatch, _stem_scores(0.96, 0.01, per_layer=0.003),
-                         session_class=StemSession)
-    assert outcome.kept_float == ["stem_conv", "stem_act", "layer0", "layer1", "layer2", "layer3"]
+def test_the_greedy_step_undoes_an_addition_that_does_not_help_on_top(monkeypatch):
+    # layer0 and layer1 each gain alone, but not together (they fix the same error).
+    def score(variant, floats, int16s):
+        base = {"a": 0.95, "b": 0.97}[variant]
+        kept = set(floats)
+        gain = 0.006 if kept & {"layer0", "layer1"} else 0.0
+        return base + gain + 0.006 * ("layer2" in kept)
+    outcome, _ = _choose(monkeypatch, score)
+    assert sorted(outcome.kept_float) in (["layer0", "layer2"], ["layer1", "layer2"])
     assert outcome.verification.agreement_iou == pytest.approx(0.982)
 
 
+def test_int16_is_a_candidate_where_the_format_keeps_single_ops_at_int16(monkeypatch):
+    TimedSession.cost = {}
+    score = effects({"a": 0.95, "b": 0.97}, {"layer2": 0.02})  # int16 recovers it all
+    finished = []
+    outcome, _ = _choose(monkeypatch, score, session_class=TimedSession, int16=True,
+                         finished=finished)
+    assert outcome.kept_int16 == ["layer2"] and outcome.kept_float == []
+    assert {c.precision for c in outcome.candidates} == {"int16", "float"}
+    assert finished[-1]["kept_int16"] == ["layer2"]  # recorded in the metadata
+
+
+def test_integer_only_never_keeps_an_op_in_float(monkeypatch):
+    score = effects({"a": 0.95, "b": 0.97}, {"layer2": 0.02}, int16_share=0.6)
+    outcome, _ = _choose(monkeypatch, score, int16=True, integer_only=True)
+    assert all(not a.kept_float for a in outcome.attempts)
+    assert {c.precision for c in outcome.candidates} == {"int16"}
+    assert "layer2" in outcome.kept_int16
+
+
+def test_integer_only_without_int16_writes_the_best_calibration_unrepaired(monkeypatch):
+    score = effects({"a": 0.95, "b": 0.97}, {"layer2": 0.02})
+    outcome, session = _choose(monkeypatch, score, integer_only=True)
+    assert outcome.kept_float == [] and outcome.calibration == "b" and outcome.candidates == []
+    assert len(outcome.attempts) == 2
+
+
+def test_layers_that_miss_the_target_are_not_worth_their_speed(monkeypatch):
+    score = effects({"a": 0.96, "b": 0.95}, {name: 0.001 for name in LAYERS})  # never 0.98
+    outcome, _ = _choose(monkeypatch, score)
+    assert outcome.calibration == "a" and outcome.kept_float == []
+    assert outcome.verification.agreement_iou == 0.96
+    # From a file at the floor, repair keeps at most a third of the ops: 10 of 30.
+    assert max(len(a.kept_float) for a in outcome.attempts) <= int(int8.TARGET_SHARE * len(LAYERS))
+
+
+def test_below_the_floor_the_best_repair_is_kept_when_it_meets_the_floor(monkeypatch):
+    score = effects({"a": 0.90, "b": 0.93}, {name: 0.002 for name in LAYERS})
+    outcome, _ = _choose(monkeypatch, score)
+    assert outcome.calibration == "b" and outcome.verification.agreement_iou >= 0.95
+    assert outcome.verification.agreement_iou == max(a.agreement_iou for a in outcome.attempts)
+
+
+def test_nothing_at_the_floor_is_refused_with_the_best_found(monkeypatch):
+    score = effects({"a": 0.80, "b": 0.85}, {name: 0.001 for name in LAYERS})
+    with pytest.raises(VerificationError, match=r"reached 0\.8[56]\d\d \(b calibration, \d+ op"):
+        _choose(monkeypatch, score)
+
+
+def test_a_floor_above_the_target_becomes_the_target(monkeypatch):
+    score = effects({"a": 0.985, "b": 0.984}, {"layer1": 0.007})
+    outcome, _ = _choose(monkeypatch, score, floor=0.99)
+    assert outcome.kept_float == ["layer1"] and outcome.verification.agreement_iou == 0.992
+
+
+def test_without_repair_only_the_first_calibration_is_tried(monkeypatch):
+    outcome, session = _choose(monkeypatch, effects({"a": 0.96, "b": 0.99}, {}), repair_on=False)
+    assert [a.calibration for a in outcome.attempts] == ["a"] and outcome.kept_float == []
+
+
+def test_the_stem_is_a_candidate_measured_like_the_rest(monkeypatch):
+    score = effects({"a": 0.92, "b": 0.967}, {"stem_conv": 0.017})
+    outcome, _ = _choose(monkeypatch, score, session_class=StemSession)
+    assert outcome.kept_float == ["stem_conv", "stem_act"] and outcome.calibration == "b"
+    assert outcome.candidates[0].names == ["stem_conv", "stem_act"]
+
+
 def test_a_stem_that_does_not_help_is_not_kept(monkeypatch):
-    outcome, _ = _choose(monkeypatch, _stem_scores(0.96, -0.01, per_layer=0.011),
-                         session_class=StemSession)
-    assert outcome.kept_float == ["layer0", "layer1"]
-    assert [a.kept_float for a in outcome.attempts][2:] == [["stem_conv", "stem_act"],
-                                                           ["layer0", "layer1"]]
+    score = effects({"a": 0.92, "b": 0.96}, {"stem_conv": -0.01, "layer3": 0.011, "layer5": 0.011})
+    outcome, _ = _choose(monkeypatch, score, session_class=StemSession)
+    assert "stem_conv" not in outcome.kept_float and sorted(outcome.kept_float) == ["layer3", "layer5"]
 
 
 def test_a_file_at_the_target_within_its_noise_gets_one_more_step(monkeypatch):
-    # 0.9817 +- 0.001 (MobileNetV3-large TFLite's stem file) is 0.9797 two errors down.
-    scores = {("a", 0): 0.9817, ("b", 0): 0.95, ("a", 2): 0.9868}
-    outcome, _ = _choose(monkeypatch, scores, se=0.001)
-    assert outcome.kept_float == ["layer0", "layer1"]
-    without_noise, _ = _choose(monkeypatch, scores, se=0.0)
+    # 0.9817 +- 0.001 is 0.9797 two errors down.
+    score = effects({"a": 0.9817, "b": 0.95}, {"layer0": 0.005})
+    outcome, _ = _choose(monkeypatch, score, se=0.001)
+    assert outcome.kept_float == ["layer0"]
+    without_noise, _ = _choose(monkeypatch, score, se=0.0)
     assert without_noise.kept_float == []
 
 
-def test_when_no_step_clears_the_noise_the_fewest_float_ops_at_the_target_are_kept(monkeypatch):
-    # MobileNetV3-large ONNX: the stem reached 0.9818, every later step the same.
-    scores = {("a", 0): 0.9658, ("b", 0): 0.952}
-    scores.update({("a", n): 0.9818 for n in range(2, 13, 2)})
-    outcome, _ = _choose(monkeypatch, scores, se=0.001)
-    assert outcome.kept_float == ["layer0", "layer1"]
-    assert outcome.verification.agreement_iou == 0.9818
+def test_when_no_step_clears_the_noise_the_fewest_ops_at_the_target_are_kept(monkeypatch):
+    def score(variant, floats, int16s):  # any float layer reaches 0.9818, never more
+        return {"a": 0.9658, "b": 0.952}[variant] if not floats else 0.9818
+    outcome, _ = _choose(monkeypatch, score, se=0.001)
+    assert len(outcome.kept_float) == 1 and outcome.verification.agreement_iou == 0.9818
 
 
 def test_an_all_int8_file_at_the_target_stays_when_repair_does_not_clear_the_noise(monkeypatch):
-    scores = {("a", 0): 0.981, ("b", 0): 0.95}
-    scores.update({("a", n): 0.9815 for n in range(2, 13, 2)})
-    outcome, _ = _choose(monkeypatch, scores, se=0.001)
+    score = effects({"a": 0.981, "b": 0.95}, {name: 0.00005 for name in LAYERS})
+    outcome, _ = _choose(monkeypatch, score, se=0.001)
     assert outcome.kept_float == [] and len(outcome.attempts) > 2
 
 
-def test_what_the_float_layers_cost_is_timed_in_turn_and_recorded(monkeypatch):
+def test_what_the_kept_layers_cost_is_timed_in_turn_and_recorded(monkeypatch):
+    TimedSession.cost = {}
     finished = []
-    scores = {("a", 0): 0.97, ("b", 0): 0.95, ("a", 2): 0.975, ("a", 4): 0.99}
-    outcome, session = _choose(monkeypatch, scores, session_class=TimedSession, finished=finished)
-    assert len(outcome.kept_float) == 4
-    assert outcome.latency_ms == {"all_int8": 1.0, "this_file": pytest.approx(1.4)}
-    kept = "layer0,layer1,layer2,layer3"
-    assert session.timed == ["", kept] * int8.LATENCY_ROUNDS  # alternating
+    score = effects({"a": 0.97, "b": 0.95}, {"layer0": 0.005, "layer1": 0.006})
+    outcome, session = _choose(monkeypatch, score, session_class=TimedSession, finished=finished)
+    assert sorted(outcome.kept_float) == ["layer0", "layer1"]
+    assert outcome.latency_ms == {"all_int8": 1.0, "this_file": pytest.approx(1.2)}
+    kept = ",".join(outcome.kept_float)
+    assert session.timed[-2 * int8.LATENCY_ROUNDS:] == ["", kept] * int8.LATENCY_ROUNDS
     # The written file's metadata carries the cost beside the session's own entries.
     assert finished[-1] == {"calibration": "a", "kept_float": outcome.kept_float,
                             "activation_type": "uint8", "kept_float_latency_ms": outcome.latency_ms}
 
 
-def test_nothing_kept_float_nothing_timed(monkeypatch):
-    outcome, session = _choose(monkeypatch, {("a", 0): 0.99, ("b", 0): 0.95},
+def test_nothing_kept_nothing_timed(monkeypatch):
+    outcome, session = _choose(monkeypatch, effects({"a": 0.99, "b": 0.95}, {}),
                                session_class=TimedSession)
     assert outcome.latency_ms == {} and session.timed == []
 
 
-def test_the_summary_counts_ops_of_one_layer_kept_float():
-    from keras_unet.export.result import _counted
+def test_without_timings_the_cost_model_counts_ops():
+    kept = repair.Kept(("x",), ())
+    trial = kept.plus(["y", "z"], "int16")
+    cost, unit = repair._cost(types.SimpleNamespace(), None, kept, trial, current_ms=None)
+    assert (cost, unit) == (2 * repair.INT16_UNITS, "units")
+    assert kept.plus(["y"], "float").plus(["y"], "int16") == repair.Kept(("x", "y"), ())
+
+
+def test_the_summary_counts_ops_of_one_layer_kept():
+    from keras_unet.export.result import _counted, _kept_line
 
     assert _counted(["rescaling", "rescaling", "conv_bn", "activation", "activation"]) == (
         "rescaling x2, conv_bn, activation x2")
+    assert _kept_line(["a"], ["b", "b"], 5, "int8") == (
+        "1 op(s) kept in float (a) and 2 op(s) at int16 activations (b x2) after 5 attempt(s)")
 
 
 class LearnedRangesSession(StemSession):
-    """A QAT model's session: nothing to report on (None), so nothing to repair."""
+    """A QAT model's session: nothing to report on (None), so nothing to repair but the stem."""
+
+    can_keep_float = False
 
     def report(self, images, keep_float, variant):
         return None
 
 
-def test_a_session_without_a_report_writes_its_file_unrepaired(monkeypatch):
-    outcome, _ = _choose(monkeypatch, {("a", 0): 0.96, ("b", 0): 0.97},
+def test_a_session_that_keeps_nothing_writes_its_file_unrepaired(monkeypatch):
+    outcome, _ = _choose(monkeypatch, effects({"a": 0.96, "b": 0.97}, {}),
                          session_class=LearnedRangesSession)
     assert outcome.kept_float == [] and outcome.calibration == "b"
     assert [a.kept_float for a in outcome.attempts] == [[], []]

@@ -93,7 +93,11 @@ def test_tflite_repair_keeps_the_bad_layer_in_float_and_meets_the_floor(spiky_im
                            calibration_data=spiky_images, progress=False, agreement_floor=0.98)
     assert result.verification.passed and result.verification.agreement_iou >= 0.98
     assert "spike" in result.kept_float
-    assert result.repair_attempts[0]["passed"] is False and result.repair_attempts[-1]["passed"]
+    assert result.repair_attempts[0]["passed"] is False
+    assert any(a["passed"] and a["kept_float"] == result.kept_float for a in result.repair_attempts)
+    # The candidates repair measured on the whole file, the spike among those it kept.
+    kept = [c for c in result.repair_candidates if c["added"]]
+    assert any("spike" in c["names"] and c["gain"] > 0 for c in kept)
     int8_metadata = read_metadata(tmp_path / "repaired.tflite")["int8"]
     assert int8_metadata["kept_float"] == result.kept_float
     validate_metadata(read_metadata(tmp_path / "repaired.tflite"))  # the int8 section checked
@@ -102,7 +106,7 @@ def test_tflite_repair_keeps_the_bad_layer_in_float_and_meets_the_floor(spiky_im
     cost = result.kept_float_latency_ms
     assert set(cost) == {"all_int8", "this_file"} and min(cost.values()) > 0
     assert int8_metadata["kept_float_latency_ms"] == cost
-    assert "latency with those ops in float" in result.summary()
+    assert "latency with those ops kept" in result.summary()
     assert "with every layer in int8" in result.summary()
 
 
@@ -225,7 +229,9 @@ def test_cli_repairs_and_writes_the_report(spiky_files, capsys):
     assert set(data["kept_float_latency_ms"]) == {"all_int8", "this_file"}
     assert data["verification"]["agreement_se"] > 0
     assert "SQNR dB" in printed and "kept in float" in printed
-    assert "latency with those ops in float" in printed
+    assert "latency with those ops kept" in printed and "repair measured" in printed
+    assert data["candidates"] and all({"names", "precision", "gain", "cost", "cost_unit", "added"}
+                                      <= set(c) for c in data["candidates"])
 
 
 @pytest.mark.parametrize("args, message", [

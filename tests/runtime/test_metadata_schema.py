@@ -44,7 +44,7 @@ def test_the_docs_list_every_field_as_the_schema_declares_it():
 
 
 def _valid():
-    return {"schema_version": 2, "keras_unet_version": "0.1.0", "format": "tflite",
+    return {"schema_version": 3, "keras_unet_version": "0.1.0", "format": "tflite",
             "quantization": "int8", "input_size": [32, None], "channels": 3,
             "input_dtype": "uint8", "input_range": [0, 255],
             "input_quantization": {"scale": 1.0, "zero_point": 0}, "output_dtype": "uint8",
@@ -54,8 +54,9 @@ def _valid():
             "int8": {"calibration": "minmax", "kept_float": ["conv"], "activation_type": "uint8",
                      "activation_type_ms": {"uint8": 1.0, "int8": 1.2},
                      "activation_type_float_ops": {"uint8": 0, "int8": 2},
-                     "kept_float_latency_ms": {"all_int8": 1.0, "this_file": 1.1}},
-            "output": "mask", "mask_head_pixel_agreement": 1.0}
+                     "kept_float_latency_ms": {"all_int8": 1.0, "this_file": 1.1},
+                     "kept_int16": ["conv_1"]},
+            "output": "mask", "mask_head_pixel_agreement": 1.0, "integer_only": True}
 
 
 def test_every_field_is_checked():
@@ -66,14 +67,14 @@ def test_every_field_is_checked():
            "class_names": "cell", "threshold": "half", "ignore_index": 2.5,
            "mask_encoding": "rle", "source_model": 3, "int8": [], "output": "logits",
            "mask_head_pixel_agreement": 1.5, "format": "pt", "quantization": "int4",
-           "num_classes": 0, "output_activation": "relu"}
+           "num_classes": 0, "output_activation": "relu", "integer_only": False}
     assert set(bad) == _names(schema.FIELDS) | _names(schema.OUTPUT_FIELDS)
     for name, value in bad.items():
         with pytest.raises(ValueError, match=f"{name}="):
             schema.validate_metadata({**_valid(), name: value})
     bad_int8 = {"calibration": None, "kept_float": "conv", "activation_type": "fp16",
                 "activation_type_ms": {"uint8": "fast"}, "activation_type_float_ops": {"int8": 1.5},
-                "kept_float_latency_ms": {"all_int8": -1.0}}
+                "kept_float_latency_ms": {"all_int8": -1.0}, "kept_int16": [3]}
     assert set(bad_int8) == _names(schema.INT8_FIELDS)
     for name, value in bad_int8.items():
         with pytest.raises(ValueError, match=f"{name}="):

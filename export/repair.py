@@ -1,0 +1,241 @@
+"""Repair: which ops a quantized file keeps at a higher precision, chosen by measured effect.
+
+An op's own error (the isolated per-layer report, `keras_unet.export.quantization`) does not
+say what it does to the output: MobileNetV3's stem is not among the worst rows, yet keeping
+it in float gained 1.2-1.8 points of agreement, while a repair ranked by SQNR kept 21 ONNX
+nodes in float for gains within the noise. So the report only shortlists; the choice is made
+on the whole file, as AIMET's AMP and the LiteRT quantizer's auto-quant recipes do:
+
+1. **Candidates.** The stem (`Int8Session.leading_nodes`) and the `SHORTLIST` worst rows of
+   the report, each with what must change precision with it (`Int8Session.expand`), each at
+   every precision the session allows (`precisions`: `"int16"`, 16-bit activations with
+   8-bit weights, where `can_keep_int16`; `"float"` unless the file must be integer-only).
+2. **Measured end to end.** Each candidate is added to what is kept, the whole file is
+   quantized and verified on the verification images: its *gain* is the agreement over the
+   current file's, its *cost* the latency over the current file's, timed here
+   (`Int8Session.time_ms`), at least `MIN_COST_SHARE` of it (smaller differences are timing
+   noise). A session that does not time files is costed by a model instead: each op kept in
+   float costs one unit, each op at int16 `INT16_UNITS` (it stays on an integer
+   accelerator, at about half the int8 rate).
+3. **Greedy by gain per cost.** Candidates that gain are added in order of gain per cost, the
+   file verified after each addition; an addition that does not raise agreement is undone.
+   The search stops once a file clears the target with its standard error (the caller's
+   `cleared`). When a round's shortlist is spent, the next round reports again with what is
+   kept (keeping one op changes what the next sees) and shortlists anew, up to `MAX_ROUNDS`.
+   Never more than `limit` ops are kept.
+
+Every file built is recorded by the caller (`measure`), so the choice among the files that
+clear the target (`keras_unet.export.int8`: the fastest one measured) sees them all.
+Why: see docs/notes/2026-12-06-sensitivity-driven-repair.md.
+
+Example:
+```python
+from keras_unet.export.repair import Kept, search
+
+candidates, final = search(session, measure, images, "percentile", rows, start,
+                           cleared, limit=24, precisions=("int16", "float"))
+[c.to_dict() for c in candidates]
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+# Groups measured per round: each costs a quantization and a verification.
+SHORTLIST = 6
+MAX_ROUNDS = 2
+# Latency differences under this share of the file's own latency are timing noise.
+MIN_COST_SHARE = 0.02
+# Cost-model units of an op kept at int16 (an op kept in float costs 1).
+INT16_UNITS = 0.5
+PRECISIONS = ("int16", "float")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    """The ops of a file kept above int8: in `float`, and at `int16` activations."""
+
+    float: tuple = ()
+    int16: tuple = ()
+
+    def plus(self, nodes: list, precision: str) -> "Kept":
+        """These ops and `nodes` at `precision` (float wins over int16 for an op in both)."""
+        if precision == "float":
+            floats = tuple(dict.fromkeys(self.float + tuple(nodes)))
+            return Kept(floats, tuple(n for n in self.int16 if n not in floats))
+        added = tuple(n for n in nodes if n not in self.float)
+        return Kept(self.float, tuple(dict.fromkeys(self.int16 + added)))
+
+    @property
+    def nodes(self) -> tuple:
+        return self.float + self.int16
+
+    def __len__(self) -> int:
+        return len(self.float) + len(self.int16)
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One candidate measured by the search.
+
+    Attributes:
+        nodes: the format's node names it changes.
+        names: their Keras layer names (else the node names).
+        precision: `"int16"` or `"float"`.
+        agreement: the whole file's verified agreement with it added (None: the runtime
+            refused the file, `error` says why).
+        gain: `agreement` minus the file it was added to.
+        cost: latency over that file in ms (`cost_unit` `"ms"`), or cost-model units
+            (`"units"`).
+        added: whether the greedy step kept it.
+    """
+
+    nodes: list
+    names: list
+    precision: str
+    agreement: Optional[float] = None
+    gain: Optional[float] = None
+    cost: Optional[float] = None
+    cost_unit: str = "ms"
+    added: bool = False
+    error: Optional[str] = None
+
+    @property
+    def ratio(self) -> float:
+        return (self.gain or 0.0) / max(self.cost or 0.0, 1e-9)
+
+    def to_dict(self) -> dict:
+        return {key: value for key, value in dataclasses.asdict(self).items()
+                if key != "nodes"}
+
+
+def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: str,
+           rows: Optional[list], start: Any, cleared: Callable[[Any], bool], limit: int,
+           precisions: tuple, names: Callable[[list], list] = list) -> tuple:
+    """Choose what to keep above int8, greedily by measured gain per cost (module docstring).
+
+    Args:
+        session: the format's `Int8Session`.
+        measure: `(Kept) -> entry or None`: quantize with those ops kept, verify, record the
+            attempt; an entry has `.agreement`, `.report` and `.quantized` (None: refused).
+        images: the verification images (for the per-layer report of later rounds).
+        variant: the calibration variant.
+        rows: the per-layer report of the all-int8 file (None: nothing to shortlist from).
+        start: the all-int8 entry the search starts from (None when it did not load).
+        cleared: `(report) -> bool`, whether a file clears the target with its error.
+        limit: most ops kept.
+        precisions: the precisions a candidate may take, from `PRECISIONS`.
+        names: node names -> Keras layer names, for the record.
+
+    Returns:
+        `(candidates, entry)`: every `Candidate` measured, in order, and the last file the
+        greedy step kept (None when nothing was added).
+    """
+    timed = start is not None and session.time_ms(start.quantized) is not None
+    kept, current = Kept(), start
+    current_agreement = start.agreement if start is not None else 0.0
+    current_ms = session.time_ms(start.quantized) if timed else None
+    candidates: list = []
+    for round_index in range(MAX_ROUNDS):
+        if round_index:
+            rows = session.report(images, list(kept.float), variant)
+        groups = _shortlist(session, rows, kept, stem=round_index == 0)
+        measured = []
+        for nodes in groups:
+            for precision in precisions:
+                trial = kept.plus(nodes, precision)
+                if len(trial) > limit or trial == kept:
+                    continue
+                candidate = Candidate(list(nodes), names(list(nodes)), precision)
+                candidates.append(candidate)
+                entry = measure(trial)
+                if entry is None:
+                    candidate.error = "the runtime refused the file"
+                    continue
+                candidate.agreement = entry.agreement
+                candidate.gain = round(entry.agreement - current_agreement, 6)
+                candidate.cost, candidate.cost_unit = _cost(session, entry, kept, trial,
+                                                            current_ms)
+                measured.append((candidate, tuple(nodes), precision))
+        added_groups: set = set()  # the groups kept this round
+        for candidate, nodes, precision in sorted(
+                (m for m in measured if (m[0].gain or 0.0) > 0), key=lambda m: -m[0].ratio):
+            trial = kept.plus(list(nodes), precision)
+            if nodes in added_groups or len(trial) > limit:
+                continue
+            entry = measure(trial)
+            if entry is None or entry.agreement <= current_agreement:
+                continue  # it helped alone, not on top of what is kept now
+            kept, current, current_agreement = trial, entry, entry.agreement
+            candidate.added = True
+            added_groups.add(nodes)
+            if timed:
+                current_ms = session.time_ms(entry.quantized)
+            if cleared(entry.report):
+                return candidates, current
+        if not added_groups:
+            # Nothing gained on its own; a file the runtime refused may load with its
+            # neighbours kept too (XNNPack refuses an int8 op between float ones outside its
+            # scale limits): keep the groups one after another, worst first, as they load.
+            kept, current, current_agreement, done = _refused_together(
+                candidates, measure, kept, current, current_agreement, cleared, limit)
+            if done:
+                return candidates, current
+        if rows is None or not measured:
+            break
+    return candidates, (current if len(kept) else None)
+
+
+def _refused_together(candidates: list, measure: Callable, kept: Kept, current: Any,
+                      agreement: float, cleared: Callable, limit: int) -> tuple:
+    """Add the groups that gained nothing alone (refused files among them), cumulatively,
+    keeping each file that loads and gains; returns `(kept, entry, agreement, cleared)`."""
+    trial = kept
+    for candidate in [c for c in candidates if not c.added and not (c.gain or 0) > 0]:
+        trial = trial.plus(candidate.nodes, candidate.precision)
+        if len(trial) > limit:
+            break
+        entry = measure(trial)
+        if entry is not None and entry.agreement > agreement:
+            candidate.added = True
+            if cleared(entry.report):
+                return trial, entry, entry.agreement, True
+            kept, current, agreement = trial, entry, entry.agreement
+    return kept, current, agreement, False
+
+
+def _shortlist(session: Any, rows: Optional[list], kept: Kept, stem: bool) -> list:
+    """The stem (first round) and the `SHORTLIST` worst rows' groups not yet kept."""
+    from keras_unet.export.quantization.report import worst_nodes
+
+    groups: list = []
+    if stem:
+        leading = [node for node in session.leading_nodes() if node not in kept.float]
+        if leading:
+            groups.append(tuple(leading))
+    wanted = len(groups) + SHORTLIST
+    passed_over = list(kept.nodes)
+    while rows and len(groups) < wanted:
+        new = worst_nodes(rows, n=1, skip=passed_over)
+        if not new:
+            break
+        passed_over += new
+        group = tuple(node for node in session.expand(new) if node not in kept.float)
+        if group and group not in groups:
+            groups.append(group)
+    return groups
+
+
+def _cost(session: Any, entry: Any, kept: Kept, trial: Kept,
+          current_ms: Optional[float]) -> tuple:
+    """`(cost, unit)` of going from `kept` to `trial`: ms over the current file when the
+    session times files, else cost-model units."""
+    if current_ms is not None:
+        ms = session.time_ms(entry.quantized)
+        if ms is not None:
+            return round(max(ms - current_ms, MIN_COST_SHARE * current_ms), 4), "ms"
+    units = (len(set(trial.float) - set(kept.float))
+             + INT16_UNITS * len(set(trial.int16) - set(kept.int16)))
+    return float(units), "units"
