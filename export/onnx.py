@@ -102,8 +102,8 @@ def embed_metadata(model_bytes: bytes, metadata: dict) -> bytes:
 def diagnose(job: Any, options: ONNXOptions, model_bytes: bytes) -> Diagnosis:
     """Warn about compute ops an int8 file runs in float, about int8 that gains less than
     1.5x over float32 here, about the convolutions an int16x8 file runs in float on this
-    CPU (onnxruntime has no int16 kernel for them), about ops of an integer-only file a
-    typical NPU provider would not take (`npu_fallbacks`), and about fp16 on CPU.
+    CPU (onnxruntime has no int16 kernel for them), and about fp16 on CPU. (What an NPU
+    provider would not take is the pipeline's: `Converter.npu_fallbacks`.)
 
     Nothing for a quantize-aware job: its float graph holds the fake-quant ops, so there is
     no float32 file to time it against.
@@ -148,11 +148,6 @@ def diagnose(job: Any, options: ONNXOptions, model_bytes: bytes) -> Diagnosis:
                 f"{sum(float_ops.values())} op(s) of this int16x8 file as dequantize -> float op -> "
                 f"quantize ({timings['int16x8']:.1f} vs {timings['float32']:.1f} ms per image for "
                 "float32 here). int16x8 is for NPU execution providers; on CPU use int8 or float32.")
-    if options.integer_only:
-        fallbacks = npu_fallbacks(model_bytes)
-        if fallbacks:
-            found.append(f"{len(fallbacks)} op(s) of this integer-only file would not run on a "
-                         f"typical NPU provider (onnxruntime's QNN HTP): {fallbacks[:5]}")
     if options.quantize == "fp16":
         found.append("float16 ONNX halves the file size, but onnxruntime's CPU provider "
                      "computes many float16 ops through casts: expect it to be slower than "
@@ -271,4 +266,5 @@ CONVERTER = Converter(format="onnx", suffix=".onnx", quantize_modes=QUANTIZE_MOD
                       conversion_options=conversion_options, convert=convert, describe=describe,
                       embed_metadata=embed_metadata, int8_session=ONNXSession,
                       qat_session=ONNXQATSession, rewrites=ONNX_REWRITES, diagnose=diagnose,
-                      mask_head=onnx_with_mask_head)
+                      mask_head=onnx_with_mask_head, float_ops=float_ops,
+                      npu_fallbacks=npu_fallbacks)

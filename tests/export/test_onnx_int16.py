@@ -220,8 +220,6 @@ def test_the_cpu_provider_runs_int16x8_convolutions_in_float_and_the_export_says
     assert diagnosis.float_ops_left == {"Conv": len(files["convs"])}
     assert set(diagnosis.timings_ms) == {"float32", "int16x8"}
     assert any("no int16 kernel" in warning for warning in diagnosis.warnings)
-    # Integer-only and nothing an NPU provider lacks: no warning about fallbacks.
-    assert not any("would not run on a typical NPU" in warning for warning in diagnosis.warnings)
 
 
 @pytest.mark.slow
@@ -254,3 +252,37 @@ def test_the_runtime_runs_an_int16x8_file_as_onnxruntime_does(held_out, files, t
         assert runner.input_dtype == np.float32
         raw = runner.run(held_out[:4])
     np.testing.assert_array_equal(raw, _probabilities(files["int16x8"], held_out[:4]))
+
+
+# Through the export pipeline ------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("quantize", ["int16x8", "int8"])
+def test_an_integer_only_export_has_no_float_op_and_records_it(model, held_out, tmp_path, quantize):
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export.onnx import export_onnx
+    from keras_unet.runtime import load_runner
+
+    path = tmp_path / f"{quantize}.onnx"
+    extra = {"activation_type": "uint8"} if quantize == "int8" else {}
+    result = export_onnx(model, path, quantize=quantize, integer_only=True,
+                         calibration_data=nuclei_path(), calibration_size=32,
+                         verification_data=held_out, progress=False, **extra)
+    model_bytes = path.read_bytes()
+    assert result.quantization == quantize and result.integer_only
+    assert float_ops(model_bytes) == [] and result.npu_fallbacks == []
+    assert result.kept_float == []  # repair may keep ops at int16, never in float
+    # QDQ keeps float I/O: the Q after the input and the DQ before the output convert it.
+    assert (result.input_dtype, result.output_dtype) == ("float32", "float32")
+    assert result.verification.agreement_iou >= (0.98 if quantize == "int16x8" else 0.95)
+    graph = onnx.load_from_string(model_bytes).graph
+    inits = {init.name: init for init in graph.initializer}
+    activations = {_zero_point_type(graph, node.input[2], inits)
+                   for node in graph.node if node.op_type == "QuantizeLinear"}
+    if quantize == "int16x8":
+        assert activations == {"INT16"}
+        assert result.metadata["int8"]["activation_type"] == "int16"
+    else:
+        assert "UINT8" in activations
+    with load_runner(path) as runner:
+        assert runner.metadata["quantization"] == quantize
+        assert runner.predict(held_out[:2]).shape[:3] == (2, 32, 32)
