@@ -101,12 +101,12 @@ class ONNXSession(Int8Session):
         if keep_float and self.options.integer_only:
             raise ValueError("An integer-only file keeps no op in float (keep ops at int16 "
                              f"instead). Received: keep_float={list(keep_float)[:3]}")
-        prepared = prepared_model(self.job, self.options.opset)
-        exclude = tuple(onnx_nodes_to_exclude(prepared, list(keep_float))) if keep_float else ()
         if keep_int16 and self.options.quantize == "int8" and not self.can_keep_int16:
             raise ValueError("Ops are kept at int16 in int8 files with uint8 activations only "
                              "(onnxruntime cannot load some int8-activation files with int16 "
                              f"ops). Received: activation_type='int8', keep_int16={list(keep_int16)[:3]}")
+        prepared = prepared_model(self.job, self.options.opset)
+        exclude = tuple(onnx_nodes_to_exclude(prepared, list(keep_float))) if keep_float else ()
         # In an int16x8 file every op is int16 already.
         wide = tuple(keep_int16) if self.options.quantize == "int8" else ()
         return dataclasses.replace(self.options, calibrate_method=variant,
