@@ -76,11 +76,13 @@ def _size_arguments(image_size):
 
 
 def _bench_is_current(bench, files):
-    """bench.json exists, is newer than every file it measures and measured exactly them."""
+    """bench.json exists, is newer than every file it measures, measured exactly them, and
+    none of them failed (a failure may be the benchmark's, which a rerun can fix)."""
     if not is_current(bench, files):
         return False
     rows = json.loads(Path(bench).read_text()).get("rows", [])
-    return sorted(Path(row["model"]).name for row in rows) == sorted(Path(f).name for f in files)
+    return (not any(row.get("error") for row in rows)
+            and sorted(Path(row["model"]).name for row in rows) == sorted(Path(f).name for f in files))
 
 
 def run_model(name, folders, work, epochs, threads, image_size, channels, labels=Labels()) -> list:
@@ -89,7 +91,7 @@ def run_model(name, folders, work, epochs, threads, image_size, channels, labels
     A step runs only when its output is missing or older than its input: training when the
     run folder holds no finished run of `epochs` (a shorter one is continued), an export when
     its file is missing or older than the model, the benchmark when a file it measures is
-    newer than bench.json or the set of files changed. Deleting a model's export files thus
+    newer than bench.json, the set of files changed or one of them failed. Deleting a model's export files thus
     redoes those exports and the benchmark, and keeps the trained model.
 
     Args:
@@ -132,7 +134,7 @@ def run_model(name, folders, work, epochs, threads, image_size, channels, labels
     files = [model] + [folder / f for f in EXPORTS if (folder / f).exists()]
     if not _bench_is_current(bench, files):
         run_cli("bench", *files, "--data", folders["test"], "--reference", model, "--threads", threads,
-                "--seconds", 5, "--json", bench, log=log)
+                "--seconds", 5, "--json", bench, *labels.bench_arguments(), log=log)
     rows = json.loads(bench.read_text())["rows"] if bench.exists() else []
     return table_rows(name, rows, exported)
 

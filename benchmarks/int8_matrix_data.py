@@ -75,6 +75,19 @@ class Labels:
             arguments += ["--class-names", *self.class_names]
         return arguments
 
+    def bench_arguments(self) -> list:
+        """The `keras-unet bench` options for these classes; none for binary.
+
+        Given explicitly, because a trained model's metadata may not carry the ignored value,
+        and a void pixel scored as a class is refused.
+        """
+        arguments = []
+        if self.ignore_index is not None:
+            arguments += ["--ignore-index", str(self.ignore_index)]
+        if self.multi_class:
+            arguments += ["--mask-encoding", "index"]
+        return arguments
+
 
 def split_folder(data, work, held_out=0.25, seed=0) -> dict:
     """Seeded split of DATA into WORK/split/{train,test}/{images,masks} (symlinks).

@@ -23,6 +23,7 @@ class FakeCli:
         self.commands = []
         self.clock = 1_000_000
         self.refuse = set()
+        self.bench_error = None
 
     def _write(self, path, text):
         path = str(path)
@@ -53,7 +54,7 @@ class FakeCli:
             files = args[1:args.index("--data")]
             rows = [{"model": path, "num_classes": 11, "agreement_iou": 0.99, "pixel_agreement": 0.995,
                      "agreement_mean_iou": 0.9, "iou": 0.55, "iou_drop": 0.001, "latency_p50_ms": 10.0,
-                     "speedup_vs_reference": 4.0} for path in files]
+                     "speedup_vs_reference": 4.0, "error": self.bench_error} for path in files]
             self._write(option("--json"), json.dumps({"rows": rows}))
         return 0
 
@@ -87,6 +88,8 @@ def test_a_multi_class_model_trains_with_its_classes_at_its_size(tmp_path, fake_
     assert all(c[c.index("--calibration-data") + 1] == str(tmp_path / "train") for c in exports)
     bench = fake_cli.commands[-1]
     assert bench[0] == "bench" and bench[bench.index("--data") + 1] == str(tmp_path / "val")
+    # Given to the benchmark too: the model's metadata need not carry the void value.
+    assert bench[bench.index("--ignore-index") + 1] == "11" and bench[bench.index("--mask-encoding") + 1] == "index"
     assert [row["file"] for row in rows] == ["int8.tflite", "int8.onnx"]
     assert rows[0]["num_classes"] == 11 and rows[0]["kept_float"] == ["stem"]
     assert int8_matrix.meets_targets(rows[0])
@@ -100,6 +103,17 @@ def test_a_rerun_reuses_the_model_and_redoes_only_what_changed(tmp_path, fake_cl
     (tmp_path / "vanilla_bn" / "int8.tflite").unlink()  # an export changed: its file deleted
     _run(tmp_path)
     assert fake_cli.take() == [("export", "int8.tflite"), ("bench", "bench")]
+
+
+def test_a_benchmark_with_a_failed_row_runs_again(tmp_path, fake_cli):
+    fake_cli.bench_error = "ValueError: mask value 11"
+    _run(tmp_path)
+    fake_cli.take()
+    fake_cli.bench_error = None
+    _run(tmp_path)
+    assert fake_cli.take() == [("bench", "bench")]
+    _run(tmp_path)
+    assert fake_cli.take() == []
 
 
 def test_a_refused_export_leaves_the_others_and_is_benched_without(tmp_path, fake_cli):
@@ -149,7 +163,8 @@ def test_is_current_compares_modification_times(tmp_path):
 
 
 def test_labels_give_binary_runs_no_class_options():
-    assert Labels().train_arguments() == []
+    assert Labels().train_arguments() == [] and Labels().bench_arguments() == []
+    assert CAMVID.bench_arguments() == ["--ignore-index", "11", "--mask-encoding", "index"]
     assert CAMVID.train_arguments()[:6] == ["--num-classes", "11", "--ignore-index", "11",
                                            "--mask-encoding", "index"]
     with pytest.raises(ValueError, match="num_classes"):
