@@ -185,16 +185,20 @@ def targets_of(row) -> dict:
     return MULTI_CLASS_TARGETS if (row.get("num_classes") or 1) > 1 else TARGETS
 
 
-def meets_targets(row) -> bool:
-    """True when a row meets every target of the matrix (`targets_of`): agreement figures at
-    or above theirs, IoU drop and p50 ratio at or below theirs; a missing figure fails."""
-    if row.get("error") is not None:
-        return False
+def failed_targets(row) -> list:
+    """The keys of `targets_of(row)` that a measured row misses: agreement figures below
+    theirs, IoU drop or p50 ratio above; a figure that was not measured misses."""
+    failed = []
     for key, target in targets_of(row).items():
         value = row.get(key)
         if value is None or (value < target if key in ("agreement_iou", "pixel_agreement") else value > target):
-            return False
-    return True
+            failed.append(key)
+    return failed
+
+
+def meets_targets(row) -> bool:
+    """True when a row has no error and meets every target of the matrix (`failed_targets`)."""
+    return row.get("error") is None and not failed_targets(row)
 
 
 def _cell(value, spec, width):

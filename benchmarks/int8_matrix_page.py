@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from keras_unet.benchmarks.int8_matrix import MODELS, meets_targets, table_rows, targets_of
+from keras_unet.benchmarks.int8_matrix import MODELS, failed_targets, table_rows, targets_of
 
 RUNTIMES = {"int8.tflite": "TFLite (LiteRT)", "int8.onnx": "ONNX Runtime"}
 MAIN_COLUMNS = [
@@ -34,6 +34,7 @@ MAIN_COLUMNS = [
     {"key": "iou_drop", "label": "IoU drop", "format": ".3f"},
     {"key": "p50_ms", "label": "p50 ms", "format": ".1f"},
     {"key": "p50_ratio", "label": "p50 vs Keras", "format": ".2f"},
+    {"key": "vs_fp32_tflite", "label": "speed-up vs fp32 TFLite", "format": ".2f", "suffix": "x"},
     {"key": "float_ops", "label": "kept float", "format": "d"},
     {"key": "verdict", "label": "targets"},
 ]
@@ -68,7 +69,8 @@ def model_results(work) -> list:
 
 
 def page_rows(results) -> list:
-    """The main table's rows: each int8 file's figures, its p50, the Keras IoU and the verdict."""
+    """The main table's rows: each int8 file's figures, its p50, the Keras IoU and the verdict
+    (`met`, or `missed:` and the targets missed)."""
     rows = []
     for name, bench, matrix_rows, _ in results:
         by_file = {Path(row["model"]).name: row for row in bench["rows"]}
@@ -77,9 +79,15 @@ def page_rows(results) -> list:
             measured = by_file.get(row["file"], {})
             rows.append(dict(row, runtime=RUNTIMES[row["file"]], reference_iou=reference.get("iou"),
                              p50_ms=measured.get("latency_p50_ms"), float_ops=len(row.get("kept_float") or []),
-                             verdict="error: " + row["error"] if row.get("error") else
-                             ("met" if meets_targets(row) else "missed")))
+                             verdict=_verdict(row)))
     return rows
+
+
+def _verdict(row):
+    if row.get("error"):
+        return "error: " + row["error"]
+    failed = failed_targets(row)
+    return "missed: " + ", ".join(failed) if failed else "met"
 
 
 def class_table(results, class_names) -> dict:

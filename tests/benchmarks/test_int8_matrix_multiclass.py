@@ -98,6 +98,8 @@ def test_matrix_rows_of_a_multi_class_file_carry_its_figures_and_fail_its_target
     assert measured["iou_drop"] == pytest.approx(4 / 9) and measured["p50_ratio"] > 0
     assert int8_matrix.targets_of(measured) is int8_matrix.MULTI_CLASS_TARGETS
     assert not int8_matrix.meets_targets(measured)
+    # p50 too, most likely (the two files are the same graph), but that is timing.
+    assert int8_matrix.failed_targets(measured)[:3] == ["agreement_iou", "pixel_agreement", "iou_drop"]
     line = int8_matrix.format_table(rows).splitlines()[2]
     assert line.split()[2:7] == ["0.5833", "0.7500", "0.5556", "0.5556", "0.4444"]
     assert line.endswith("NO")
@@ -122,6 +124,7 @@ def _good(**changes):
 ])
 def test_multi_class_targets(changes, meets):
     assert int8_matrix.meets_targets(_good(**changes)) is meets
+    assert (int8_matrix.failed_targets(_good(**changes)) == []) is meets
 
 
 def test_binary_rows_keep_the_binary_targets():

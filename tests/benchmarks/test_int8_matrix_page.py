@@ -46,7 +46,7 @@ def test_the_page_holds_each_int8_file_with_its_verdict(work):
     assert (tflite["runtime"], tflite["agreement_iou"], tflite["p50_ms"], tflite["reference_iou"]) == (
         "TFLite (LiteRT)", 0.99, 2.0, 0.6)
     assert tflite["p50_ratio"] == pytest.approx(0.2) and tflite["verdict"] == "met"
-    assert onnx["verdict"] == "missed" and onnx["float_ops"] == 2
+    assert onnx["verdict"] == "missed: agreement_iou, pixel_agreement, iou_drop" and onnx["float_ops"] == 2
     assert [column["label"] for column in classes["columns"]][2:] == NAMES
     assert classes["rows"][1]["class_2"] is None and classes["rows"][0]["class_2"] == 0.5
     assert page["date"] == "2026-12-07" and "onnxruntime 1.32.0" in page["versions"]
@@ -62,7 +62,7 @@ def test_the_written_file_renders_as_a_results_page(work, tmp_path, capsys):
                                   "--command", "python -m keras_unet.benchmarks.int8_matrix",
                                   "--class-names", *NAMES]) == 0
     markdown = results_pages.render_page("int8_matrix_camvid", results_pages.load_result(out))
-    assert "| vanilla_bn | TFLite (LiteRT) | 0.990 | 0.995 | 0.900 | 0.600 | 0.001 | 2.0 | 0.20 | 0 | met |" in markdown
+    assert "| vanilla_bn | TFLite (LiteRT) | 0.990 | 0.995 | 0.900 | 0.600 | 0.001 | 2.0 | 0.20 | – | 0 | met |" in markdown
     assert "| vanilla_bn | ONNX Runtime | 0.90 | 0.90 | – |" in markdown
 
 
