@@ -91,8 +91,8 @@ def run_model(name, folders, work, epochs, threads, image_size, channels, labels
     A step runs only when its output is missing or older than its input: training when the
     run folder holds no finished run of `epochs` (a shorter one is continued), an export when
     its file is missing or older than the model, the benchmark when a file it measures is
-    newer than bench.json, the set of files changed or one of them failed. Deleting a model's export files thus
-    redoes those exports and the benchmark, and keeps the trained model.
+    newer than bench.json, the set of files changed or one of them failed. Deleting a model's
+    export files thus redoes those exports and the benchmark, and keeps the trained model.
 
     Args:
         name: a key of `MODELS`.
