@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from keras_unet.export.converter import apply_rewrites
 from keras_unet.export.int8_session import Int8Session, QATSession
 from keras_unet.export.tflite_convert import (TFLiteOptions, custom_ops, make_converter,
                                               raise_unsupported, time_ms)
@@ -30,6 +31,15 @@ class TFLiteSession(Int8Session):
     ranges clipped at the 99.99th percentile, see `keras_unet.export.quantization.ranges`;
     `"minmax"`) with any set of ops kept in float
     (`denylisted_nodes`, uint8/int8 I/O kept) and reports per layer.
+
+    With `TFLiteOptions(quantize="int16x8")` the same calibration and variants give 16x8
+    files (every op at 16-bit activations, `tflite_int16.quantize_16x8`): no op can be kept
+    in float (`can_keep_float` is False), `keep_int16` means nothing and is ignored, the
+    rewrites run as for `"int16x8"` (none of the int8 ones), and there is no per-layer
+    report (TFLite's debugger measures int8 only).
+
+    Ops are not kept at int16 inside an int8 file (`can_keep_int16` False): why, see
+    docs/notes/2026-12-06-tflite-int16x8.md.
 
     Example:
     ```python
@@ -47,13 +57,27 @@ class TFLiteSession(Int8Session):
 
         super().__init__(job, options, rewrites)
         self.quantizer = TFLiteQuantizer(make_converter(job, options))
+        if options.quantize == "int16x8":
+            self.can_keep_float = False
+            # 16-bit steps are fine enough that clipping the tails costs more than it saves
+            # (tiny nuclei UNet: max |p - Keras| 0.09 minmax, 0.44 percentile).
+            self.variants = ("minmax", "percentile")
 
     def convert(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
+        if keep_int16 and self.options.quantize != "int16x8":
+            raise ValueError("TFLite int8 files keep no op at 16-bit activations here "
+                             "(can_keep_int16 is False); export quantize='int16x8' for 16-bit "
+                             f"activations on every op. Received: keep_int16={list(keep_int16)[:3]}")
         model_bytes = self.quantizer.quantize(keep_float=keep_float, variant=variant)
         custom = custom_ops(model_bytes)
         if custom:
             raise_unsupported(custom, self.job.source)
         return model_bytes
+
+    def quantize(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
+        """The file with the rewrites of its mode applied (int8's for int8, none for 16x8)."""
+        return apply_rewrites(self.rewrites, self.convert(keep_float, variant, tuple(keep_int16)),
+                              self.options.quantize)
 
     def expand(self, nodes: list) -> list:
         return self.quantizer.with_consumers(nodes)
@@ -68,6 +92,8 @@ class TFLiteSession(Int8Session):
         return self.quantizer.leading_ops()
 
     def report(self, images: Any, keep_float: list, variant: str) -> Optional[list]:
+        if self.options.quantize == "int16x8":
+            return None  # the debugger's rows would measure int8, not this file
         try:
             return self.quantizer.report(images, keep_float=keep_float, model=self.job.model,
                                          variant=variant)
