@@ -38,8 +38,11 @@ class TFLiteSession(Int8Session):
     rewrites run as for `"int16x8"` (none of the int8 ones), and there is no per-layer
     report (TFLite's debugger measures int8 only).
 
-    Ops are not kept at int16 inside an int8 file (`can_keep_int16` False): why, see
-    docs/notes/2026-12-06-tflite-int16x8.md.
+    In an int8 file, ops named in `keep_int16` get 16-bit activations and 8-bit weights
+    (`can_keep_int16`): the LiteRT quantizer writes such a file from the same calibrated
+    model (`keras_unet.export.quantization.tflite_mixed`), with QUANTIZE ops between int8
+    and int16; a file without such ops is written as before, by TF's MLIR quantizer.
+    With `integer_only`, no op may be kept in float.
 
     Example:
     ```python
@@ -51,6 +54,7 @@ class TFLiteSession(Int8Session):
     # Percentile first: it agreed better on every model of the int8 matrix (first is what
     # repair=False uses).
     variants = ("percentile", "minmax")
+    can_keep_int16 = True
 
     def __init__(self, job: Any, options: TFLiteOptions, rewrites: tuple = ()) -> None:
         from keras_unet.export.quantization import TFLiteQuantizer
@@ -58,17 +62,19 @@ class TFLiteSession(Int8Session):
         super().__init__(job, options, rewrites)
         self.quantizer = TFLiteQuantizer(make_converter(job, options))
         if options.quantize == "int16x8":
-            self.can_keep_float = False
+            self.can_keep_float = self.can_keep_int16 = False
             # 16-bit steps are fine enough that clipping the tails costs more than it saves
             # (tiny nuclei UNet: max |p - Keras| 0.09 minmax, 0.44 percentile).
             self.variants = ("minmax", "percentile")
 
     def convert(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
-        if keep_int16 and self.options.quantize != "int16x8":
-            raise ValueError("TFLite int8 files keep no op at 16-bit activations here "
-                             "(can_keep_int16 is False); export quantize='int16x8' for 16-bit "
-                             f"activations on every op. Received: keep_int16={list(keep_int16)[:3]}")
-        model_bytes = self.quantizer.quantize(keep_float=keep_float, variant=variant)
+        if keep_float and self.options.integer_only:
+            raise ValueError("An integer-only file keeps no op in float; keep it at 16-bit "
+                             f"activations (keep_int16) instead. Received: keep_float={list(keep_float)[:3]}")
+        if self.options.quantize == "int16x8":
+            keep_int16 = ()  # every op is at 16 bits already
+        model_bytes = self.quantizer.quantize(keep_float=keep_float, variant=variant,
+                                              keep_int16=keep_int16)
         custom = custom_ops(model_bytes)
         if custom:
             raise_unsupported(custom, self.job.source)

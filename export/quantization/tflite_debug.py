@@ -251,12 +251,12 @@ class TFLiteQuantizer:
         ops = [(node, op, inputs[node], [node]) for node, op in self._ops.items()]
         return leading_nodes(ops, TFLITE_COMPUTE_OPS)
 
-    def _check_nodes(self, keep_float):
+    def _check_nodes(self, keep_float, argument="keep_float"):
         keep_float = tuple(dict.fromkeys(str(node) for node in keep_float))
         unknown = [node for node in keep_float if node not in self._ops]
         if unknown:
             raise ValueError(
-                "`keep_float` names tensors the calibrated model does not have: pass the "
+                f"`{argument}` names tensors the calibrated model does not have: pass the "
                 f"`node` of a report row. Received: {unknown[:3]}"
             )
         return keep_float
@@ -320,12 +320,14 @@ class TFLiteQuantizer:
                                  self._ops[node], node, kept_float=True))
         return sort_rows(rows)
 
-    def quantize(self, keep_float=(), variant="minmax") -> bytes:
+    def quantize(self, keep_float=(), variant="minmax", keep_int16=()) -> bytes:
         """The deployable int8 `.tflite` bytes with the ops of `keep_float` left in float.
 
         Same calibration, quantizer and input/output types as `converter.convert()`;
         with no `keep_float`, the `"minmax"` variant and no range replaced
-        (`widened_ranges` empty) it gives the same model.
+        (`widened_ranges` empty) it gives the same model. With `keep_int16` (int8
+        converters), those ops get 16-bit activations: the LiteRT quantizer writes that
+        file from the same calibrated model (`tflite_mixed.quantize_mixed`).
 
         Example:
         ```python
@@ -338,6 +340,13 @@ class TFLiteQuantizer:
         converter = self.converter
         if self.activations_type == "int16":
             return self._quantize_16x8(keep_float, variant)
+        if keep_int16:
+            from keras_unet.export.quantization.tflite_mixed import quantize_mixed
+
+            name = lambda dtype: "float32" if dtype is None else dtype.name  # noqa: E731
+            return quantize_mixed(self.calibrated_for(variant),
+                                  self._check_nodes(keep_int16, "keep_int16"), keep_float,
+                                  name(converter.inference_input_type))
         types = {}
         if converter.inference_input_type is not None:
             types["input_data_type"] = converter.inference_input_type

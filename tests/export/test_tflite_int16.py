@@ -1,4 +1,5 @@
-"""TFLite 16x8 files (8-bit weights, 16-bit activations), integer-only options, float ops.
+"""TFLite 16x8 files (8-bit weights, 16-bit activations), ops kept at int16 in an int8 file,
+integer-only options, float ops.
 
 The session's tiny trained UNet, calibrated on 64 nuclei images and compared with Keras on
 the 32 it never saw (`held_out`).
@@ -62,6 +63,9 @@ def files(model, held_out):
         int8 = made["int8_session"]
         made["kept_float_node"] = int8.leading_nodes()[0]
         made["kept_float"] = int8.quantize([made["kept_float_node"]], int8.variants[0])
+        convs = [node for node, op in int8.quantizer._ops.items() if op == "CONV_2D"]
+        made["kept_int16_nodes"] = (convs[0], convs[-3])  # the stem and a decoder conv
+        made["kept_int16"] = int8.quantize([], int8.variants[0], keep_int16=made["kept_int16_nodes"])
         made["int16x8_time_ms"] = made["int16x8_integer_only_session"].time_ms(
             made["int16x8_integer_only"])
     return made
@@ -156,9 +160,44 @@ def test_the_16x8_session_keeps_nothing_else(files):
     assert session.can_keep_float is False and session.can_keep_int16 is False
     assert session.variants[0] == "minmax"
     assert session.report(None, [], "minmax") is None
-    # keep_int16 means nothing in a 16x8 file; an int8 file keeps no op at int16 here
+    # keep_int16 means nothing in a 16x8 file
     assert session.quantize([], "minmax", keep_int16=("x",)) == files["int16x8"]
-    with pytest.raises(ValueError, match="can_keep_int16 is False"):
-        files["int8_session"].quantize([], "percentile", keep_int16=("x",))
     with pytest.raises(ValueError, match="no denylist"):
         session.quantize([files["kept_float_node"]], "minmax")
+
+
+@pytest.mark.slow
+def test_keep_int16_puts_exactly_those_ops_at_16_bits(model, held_out, files):
+    kept = set(files["kept_int16_nodes"])
+    assert files["int8_session"].can_keep_int16
+    from keras_unet.export.tflite_ops import _ops
+
+    at_16 = []
+    for op, name, inputs, outputs in _ops(files["kept_int16"]):
+        activations = [t for t, constant in inputs if not constant] + outputs
+        assert "FLOAT32" not in activations, (op, name)
+        if op == "QUANTIZE":
+            continue  # the int8 <-> int16 requantizations around each kept op
+        if "INT16" in outputs:
+            at_16.append(name)
+            assert set(activations) == {"INT16"}, (op, name, activations)
+        else:
+            assert set(activations) <= {"INT8", "UINT8"}, (op, name, activations)
+    assert set(at_16) == kept
+    from keras_unet.export.tflite import describe
+
+    info = describe(files["kept_int16"])
+    assert (info["input_dtype"], info["output_dtype"]) == ("uint8", "uint8")  # as the int8 file
+    # the runtime (XNNPack on, TFLite's int16 kernels) runs it and it segments like Keras
+    reference = model.predict(held_out, verbose=0)
+    agreement, _ = _agreement(files["kept_int16"], held_out, reference)
+    int8_agreement, _ = _agreement(files["int8"], held_out, reference)
+    assert agreement >= 0.95 and agreement >= int8_agreement - 0.02
+
+
+@pytest.mark.slow
+def test_bad_keep_int16_and_float_in_integer_only_are_clear_errors(files):
+    with pytest.raises(ValueError, match="`keep_int16` names tensors"):
+        files["int8_session"].quantize([], "percentile", keep_int16=("no/such/op",))
+    with pytest.raises(ValueError, match="integer-only file keeps no op in float"):
+        files["int8_integer_only_session"].quantize([files["kept_float_node"]], "percentile")
