@@ -179,7 +179,8 @@ def npu_notes(options: TFLiteOptions, model_bytes: bytes) -> list:
 
 
 def diagnose(job: Any, options: TFLiteOptions, model_bytes: bytes) -> Diagnosis:
-    """MediaPipe's input requirements; time a dynamic-range or int8 file against float32.
+    """MediaPipe's input requirements; an integer-only file's NPU fallbacks; time a
+    dynamic-range, int8 or 16x8 file against float32.
 
     Nothing for a quantize-aware job: its float graph holds the fake-quant ops, so there is
     no float32 conversion to time it against.
@@ -187,7 +188,7 @@ def diagnose(job: Any, options: TFLiteOptions, model_bytes: bytes) -> Diagnosis:
     if job.quantize_aware:
         return Diagnosis()
     notes = mediapipe_notes(job.input_channels, options.io_dtype) + npu_notes(options, model_bytes)
-    if options.quantize not in ("dynamic", "int8") or not options.check_speed:
+    if options.quantize not in ("dynamic", "int8", "int16x8") or not options.check_speed:
         return Diagnosis(warnings=notes)
     float_options = TFLiteOptions(quantize="none", io_dtype="float32",
                                   check_speed=options.check_speed, threads=options.threads)
@@ -213,6 +214,13 @@ def diagnose(job: Any, options: TFLiteOptions, model_bytes: bytes) -> Diagnosis:
             "poorly onto integer kernels (depthwise convolutions, hard-swish and "
             "squeeze-excitation in MobileNetV3 do), or layers were kept in float. Measure on "
             "the target device with `keras-unet bench` before choosing it.")
+    if mode == "int16x8" and timings[mode] > 1.2 * timings["float32"] and timings[mode] > 1.0:
+        found.append(
+            f"This 16x8 file ran {timings[mode] / timings['float32']:.1f}x slower than float32 "
+            f"TFLite here ({timings[mode]:.1f} vs {timings['float32']:.1f} ms per image): "
+            "XNNPACK has no int16 kernels, so it runs on TFLite's reference-speed int16 "
+            "kernels. 16-bit activations pay off on accelerators that run them (e.g. "
+            "Qualcomm HTP w8a16); on a CPU use int8, or float32 for full accuracy.")
     return Diagnosis(warnings=notes + found, timings_ms=timings)
 
 
@@ -255,7 +263,7 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
                   check_speed: bool = True, progress: bool = True, repair: Optional[bool] = None,
                   layer_report: bool = False, threads: int = DEFAULT_THREADS, verbose: bool = False,
                   input_channels: Optional[int] = None,
-                  output: str = "probabilities") -> ExportResult:
+                  output: str = "probabilities", integer_only: bool = False) -> ExportResult:
     """Convert a Keras segmentation model to a verified `.tflite` file.
 
     The file carries our `keras_unet` metadata and the standard TFLite Metadata
@@ -266,12 +274,14 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
         model_or_path: a `keras.Model` or the path of a `.keras` file.
         out: the `.tflite` file to write (replaced only once the new file verified).
         quantize: `"none"` (float32), `"fp16"` (float16 weights), `"dynamic"` (int8
-            weights, float compute) or `"int8"` (full integer, needs calibration images).
+            weights, float compute), `"int8"` (full integer, needs calibration images) or
+            `"int16x8"` (8-bit weights, 16-bit activations on every op, calibrated like int8).
         calibration_data: real images for `"int8"`: a folder (`DIR/images/*` or images
             in `DIR`), a list of image paths, or an array `(N, H, W, C)` in [0, 255].
         calibration_size: at most this many calibration images.
-        io_dtype: `"uint8"` (default for int8), `"int8"` or `"float32"` (default
-            otherwise) for the input and output tensors.
+        io_dtype: `"uint8"` (default for int8), `"int8"`, `"int16"` (int16x8; its
+            default when integer-only) or `"float32"` (default otherwise) for the input and
+            output tensors.
         input_size: `(height, width)` to export at; required when the model accepts
             any size.
         verify: run the file against the Keras model and raise `VerificationError` when
@@ -302,6 +312,8 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
             take RGB and convert it to gray inside (ITU-R 601 luma, as
             `keras_unet.runtime.imageio` converts files), which MediaPipe needs. Default:
             the model's own.
+        integer_only: int8 or int16x8: no op computes in float (integer input and output,
+            no float fallback), for NPUs and integer-only accelerators.
 
     Returns:
         `keras_unet.export.result.ExportResult`.
@@ -324,5 +336,6 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
         io_dtype=io_dtype, input_size=input_size, verify=verify, agreement_floor=agreement_floor,
         verification_data=verification_data, verification_size=verification_size,
         check_speed=check_speed, progress=progress, repair=repair, layer_report=layer_report,
-        threads=threads, verbose=verbose, input_channels=input_channels, output=output)
+        threads=threads, verbose=verbose, input_channels=input_channels, output=output,
+        integer_only=integer_only)
     return run_export(CONVERTER, options, model_or_path, out)

@@ -11,11 +11,13 @@ does; nothing is run.
   quantized) has none.
 - `npu_fallbacks`: the ops a typical NPU delegate (NNAPI, Qualcomm QNN/HTP, MediaTek Neuron,
   Edge-TPU-like accelerators) leaves to the CPU, as far as the file tells: float ops, custom
-  ops, and every op with a 16-bit activation. TFLite's own documentation of the 16x8 mode
-  says it "is incompatible with the existing hardware accelerated TFLite delegates"
-  (tensorflow.org/lite/performance/post_training_integer_quant_16x8, Limitations), and
-  XNNPack, TFLite's CPU delegate, has no int16 kernels either. A vendor delegate that does
-  run 16-bit activations (QNN's w8a16 on Hexagon HTP) takes more: check on the device.
+  ops, and every op with a 16-bit activation. TFLite's post-training quantization guide
+  (tensorflow.org/lite/performance/post_training_quantization, "16-bit activations with
+  8-bit weights", Limitations) says the 16x8 mode is incompatible with the existing
+  hardware-accelerated delegates, and XNNPack, TFLite's CPU delegate, takes float32, fp16
+  and 8-bit quantized ops only (its delegate flags: QS8, QU8; no int16). A vendor delegate
+  that runs 16-bit activations (Qualcomm QNN's w8a16 on Hexagon HTP) takes more: check on
+  the device.
 
 Example:
 ```python

@@ -201,3 +201,17 @@ def test_bad_keep_int16_and_float_in_integer_only_are_clear_errors(files):
         files["int8_session"].quantize([], "percentile", keep_int16=("no/such/op",))
     with pytest.raises(ValueError, match="integer-only file keeps no op in float"):
         files["int8_integer_only_session"].quantize([files["kept_float_node"]], "percentile")
+
+
+@pytest.mark.slow
+def test_an_integer_only_16x8_export_says_what_an_npu_would_not_run(files):
+    from keras_unet.export.tflite import npu_notes
+
+    only16 = conversion_options(ExportOptions(quantize="int16x8", integer_only=True))
+    only8 = conversion_options(ExportOptions(quantize="int8", integer_only=True))
+    count = len(npu_fallbacks(files["int16x8_integer_only"]))
+    [note] = npu_notes(only16, files["int16x8_integer_only"])
+    assert note.startswith(f"{count} op(s) of this integer-only file") and "16-bit" in note
+    assert npu_notes(only8, files["int8_integer_only"]) == []
+    # not asked for: no note
+    assert npu_notes(conversion_options(ExportOptions(quantize="int16x8")), files["int16x8"]) == []
