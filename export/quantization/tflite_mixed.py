@@ -109,4 +109,28 @@ def quantize_mixed(calibrated_model, keep_int16=(), keep_float=(), io_dtype="uin
     configure(engine, keep_int16, keep_float, io_dtype)
     result = engine.quantize(recorded_qsvs(model), enable_progress_bar=False,
                              enable_progress_report=False)
-    return bytes(result.quantized_model)
+    return inline_buffers(bytes(result.quantized_model))
+
+
+def inline_buffers(model_bytes) -> bytes:
+    """`model_bytes` with every constant stored inside the flatbuffer.
+
+    Above 256 KB of constants the LiteRT quantizer appends them after the flatbuffer and
+    points to them by offset (the large-model layout). The runtime reads that, but every
+    rewrite that goes through TF's `flatbuffer_utils` object API (ours do) keeps the offsets
+    and drops the appended bytes, which leaves a file the runtime refuses ("Constant buffer
+    ... out of range offset").
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    moved = False
+    for buffer in model.buffers:
+        if buffer.offset and buffer.offset > 1 and buffer.size:
+            buffer.data = np.frombuffer(model_bytes, np.uint8, count=buffer.size,
+                                        offset=buffer.offset).copy()
+            buffer.offset, buffer.size = 0, 0
+            moved = True
+    if not moved:
+        return bytes(model_bytes)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

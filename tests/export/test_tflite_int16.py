@@ -215,3 +215,22 @@ def test_an_integer_only_16x8_export_says_what_an_npu_would_not_run(files):
     assert npu_notes(only8, files["int8_integer_only"]) == []
     # not asked for: no note
     assert npu_notes(conversion_options(ExportOptions(quantize="int16x8")), files["int16x8"]) == []
+
+
+@pytest.mark.slow
+def test_a_mixed_file_in_the_large_model_layout_still_loads_after_the_rewrites(files, monkeypatch):
+    """Above 256 KB of constants the LiteRT quantizer stores them after the flatbuffer, by
+    offset; the rewrites' object round trip would drop them. Forced here on the tiny model."""
+    from litert_quantizer import model_modifier
+
+    from keras_unet.runtime.tflite import interpreter_class
+
+    monkeypatch.setattr(model_modifier.ModelModifier, "_serialize_small_model",
+                        lambda self, model: self._serialize_model(
+                            model, model_modifier._PackedBufferData(model)))
+    session = files["int8_session"]
+    model_bytes = session.quantize([], session.variants[0], keep_int16=files["kept_int16_nodes"])
+    interpreter = interpreter_class()(model_content=model_bytes)
+    interpreter.allocate_tensors()
+    interpreter.invoke()
+    assert model_bytes == files["kept_int16"]  # the same file as the inline layout gives
