@@ -70,7 +70,8 @@ class TFLiteSession(Int8Session):
     def convert(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
         if keep_float and self.options.integer_only:
             raise ValueError("An integer-only file keeps no op in float; keep it at 16-bit "
-                             f"activations (keep_int16) instead. Received: keep_float={list(keep_float)[:3]}")
+                             "activations (keep_int16) instead. "
+                             f"Received: keep_float={list(keep_float)[:3]}")
         if self.options.quantize == "int16x8":
             keep_int16 = ()  # every op is at 16 bits already
         model_bytes = self.quantizer.quantize(keep_float=keep_float, variant=variant,

@@ -73,8 +73,8 @@ def configure(engine, keep_int16=(), keep_float=(), io_dtype="uint8") -> None:
         else:  # uint8: the policy's static_wi8_au8, which it allows for INPUT and OUTPUT only
             engine.update_quantization_recipe(IO_SCOPE, op, qtyping.OpQuantizationConfig(
                 activation_tensor_config=qtyping.TensorQuantizationConfig(
-                    num_bits=8, symmetric=False,
-                    dtype=qtyping.TensorDataType.UINT if io_dtype == "uint8" else qtyping.TensorDataType.INT),
+                    num_bits=8, symmetric=False, dtype=qtyping.TensorDataType(
+                        "UINT" if io_dtype == "uint8" else "INT")),
                 weight_tensor_config=qtyping.TensorQuantizationConfig(
                     num_bits=8, symmetric=True,
                     granularity=qtyping.QuantGranularity.CHANNELWISE),
