@@ -18,6 +18,12 @@ agreement mIoU (informational); the IoU drop is the drop of mean IoU against the
 void (`--ignore-index`) left out. Targets: agreement >= 0.985, pixel agreement >= 0.99, mIoU
 drop <= 0.005, int8 p50 <= 0.30x Keras.
 
+`--modes` adds the other quantized files: `int16x8` (8-bit weights, 16-bit activations;
+target agreement >= 0.995, its p50 shown against the int8 file's and fp32 TFLite's) and
+`integer_only` (int8 with `--integer-only`: no float op, repair at int16 only; target
+agreement >= 0.98 binary, >= 0.97 multi-class). Off by default: on a CPU a 16x8 TFLite file
+runs on TFLite's reference int16 kernels, about 25x slower than float32.
+
 A step runs only when its output is missing or older than its input (see `run_model`), so an
 interrupted matrix resumes, and a rerun after deleting the export files (a changed export)
 reuses the trained models; delete a model's folder to redo all of it.
@@ -55,7 +61,19 @@ MODELS = {
     "seed": ["--filters", "64", "--lr", "1e-4"],
 }
 EXPORTS = {"int8.tflite": ["--quantize", "int8"], "int8.onnx": ["--quantize", "int8"],
-           "fp32.tflite": ["--quantize", "none"]}
+           "fp32.tflite": ["--quantize", "none"],
+           "int16x8.tflite": ["--quantize", "int16x8"], "int16x8.onnx": ["--quantize", "int16x8"],
+           "int8_integer_only.tflite": ["--quantize", "int8", "--integer-only"],
+           "int8_integer_only.onnx": ["--quantize", "int8", "--integer-only"]}
+# The quantized files of the table, by mode (`--modes`); fp32.tflite is always exported.
+MODES = {"int8": ("int8.tflite", "int8.onnx"),
+         "int16x8": ("int16x8.tflite", "int16x8.onnx"),
+         "integer_only": ("int8_integer_only.tflite", "int8_integer_only.onnx")}
+# Targets of the other modes, beside the int8 targets' IoU drop.
+MODE_TARGETS = {"int16x8": {"agreement_iou": 0.995},
+                "integer_only": {"agreement_iou": 0.98}}
+MULTI_CLASS_MODE_TARGETS = {"int16x8": {"agreement_iou": 0.995},
+                            "integer_only": {"agreement_iou": 0.97}}
 TARGETS = {"agreement_iou": 0.98, "iou_drop": 0.005, "p50_ratio": 0.35}
 # Multi-class: `agreement_iou` is the frequency-weighted IoU of the int8 masks against
 # Keras', `iou_drop` the drop of mean IoU over the classes against the ground truth.
@@ -85,10 +103,28 @@ def _bench_is_current(bench, files):
             and sorted(Path(row["model"]).name for row in rows) == sorted(Path(f).name for f in files))
 
 
-def run_model(name, folders, work, epochs, threads, image_size, channels, labels=Labels()) -> list:
+def files_of(modes) -> list:
+    """The export files of `modes` (keys of `MODES`), fp32.tflite included, in `EXPORTS` order."""
+    wanted = {"fp32.tflite"} | {file for mode in modes for file in MODES[mode]}
+    return [file for file in EXPORTS if file in wanted]
+
+
+def mode_of(file) -> str:
+    """The mode (key of `MODES`) of a quantized file name."""
+    return next(mode for mode, files in MODES.items() if file in files)
+
+
+def run_model(name, folders, work, epochs, threads, image_size, channels, labels=Labels(),
+              modes=("int8",)) -> list:
     """Train, export and benchmark one model; returns its rows for the table.
 
-    A step runs only when its output is missing or older than its input: training when the
+    `--modes` adds the other quantized files: `int16x8` (8-bit weights, 16-bit activations;
+target agreement >= 0.995, its p50 shown against the int8 file's and fp32 TFLite's) and
+`integer_only` (int8 with `--integer-only`: no float op, repair at int16 only; target
+agreement >= 0.98 binary, >= 0.97 multi-class). Off by default: on a CPU a 16x8 TFLite file
+runs on TFLite's reference int16 kernels, about 25x slower than float32.
+
+A step runs only when its output is missing or older than its input: training when the
     run folder holds no finished run of `epochs` (a shorter one is continued), an export when
     its file is missing or older than the model, the benchmark when a file it measures is
     newer than bench.json, the set of files changed or one of them failed. Deleting a model's
@@ -103,6 +139,7 @@ def run_model(name, folders, work, epochs, threads, image_size, channels, labels
         image_size: model input size, H or (H, W).
         channels: image channels.
         labels: the `Labels` of the data (binary by default).
+        modes: the quantized files to export and measure (keys of `MODES`).
 
     Returns:
         one dict per int8 file (see `format_table`), with `error` set when it was refused.
@@ -119,10 +156,11 @@ def run_model(name, folders, work, epochs, threads, image_size, channels, labels
         if code:
             return [{"model": name, "error": f"training failed (exit {code}), see {log}"}]
     exported = {}
-    for file, options in EXPORTS.items():
+    for file in files_of(modes):
+        options = EXPORTS[file]
         out, report = folder / file, folder / f"{file}.report.json"
         if not is_current(out, [model]):
-            extra = ["--report", report] if "int8" in file else []
+            extra = ["--report", report] if file != "fp32.tflite" else []
             if out.exists():
                 extra.append("--force")  # older than a model trained further since
             code = run_cli("export", model, "--out", out, "--calibration-data", folders["train"],
@@ -131,26 +169,28 @@ def run_model(name, folders, work, epochs, threads, image_size, channels, labels
         if report.exists():
             exported.setdefault(file, {})["report"] = json.loads(report.read_text())
     bench = folder / "bench.json"
-    files = [model] + [folder / f for f in EXPORTS if (folder / f).exists()]
+    files = [model] + [folder / f for f in files_of(modes) if (folder / f).exists()]
     if not _bench_is_current(bench, files):
         run_cli("bench", *files, "--data", folders["test"], "--reference", model, "--threads", threads,
                 "--seconds", 5, "--json", bench, *labels.bench_arguments(), log=log)
     rows = json.loads(bench.read_text())["rows"] if bench.exists() else []
-    return table_rows(name, rows, exported)
+    return table_rows(name, rows, exported, modes)
 
 
-def table_rows(name, bench_rows, exported=None) -> list:
+def table_rows(name, bench_rows, exported=None, modes=("int8",)) -> list:
     """The matrix's rows of one model from its `keras-unet bench` rows (the int8 files').
 
     Args:
         name: the model's name in the matrix.
         bench_rows: the `rows` of its bench.json.
         exported: file name -> `{"report": export report}` (what repair kept in float).
+        modes: the modes whose files the table holds (keys of `MODES`).
 
     Returns:
-        one dict per int8 file: `agreement_iou` (binary: foreground IoU; multi-class:
-        frequency-weighted IoU), `pixel_agreement`, `agreement_mean_iou`, `iou` (multi-class:
-        mean IoU), `iou_drop`, `p50_ratio`, `vs_fp32_tflite`, `kept_float`, `num_classes`,
+        one dict per quantized file: `mode`, `agreement_iou` (binary: foreground IoU;
+        multi-class: frequency-weighted IoU), `pixel_agreement`, `agreement_mean_iou`, `iou`
+        (multi-class: mean IoU), `iou_drop`, `p50_ratio`, `vs_fp32_tflite`, `vs_int8` (p50
+        over the same format's int8 file's), `kept_float`, `kept_int16`, `num_classes`,
         `error`; a file that was not written gets `error` "refused" and the best agreement
         its export report holds.
     """
@@ -158,15 +198,16 @@ def table_rows(name, bench_rows, exported=None) -> list:
     by_file = {Path(row["model"]).name: row for row in bench_rows}
     fp32 = by_file.get("fp32.tflite", {})
     table = []
-    for file in ("int8.tflite", "int8.onnx"):
+    for file in [f for mode in modes for f in MODES[mode]]:
         row = by_file.get(file)
         report = exported.get(file, {}).get("report") or {}
         if row is None:
-            table.append({"model": name, "file": file, "error": "refused",
+            table.append({"model": name, "file": file, "mode": mode_of(file), "error": "refused",
                           "best_agreement": report.get("agreement_iou")})
             continue
+        int8 = by_file.get("int8" + Path(file).suffix, {})
         table.append({
-            "model": name, "file": file, "num_classes": row.get("num_classes"),
+            "model": name, "file": file, "mode": mode_of(file), "num_classes": row.get("num_classes"),
             "agreement_iou": row.get("agreement_iou"), "pixel_agreement": row.get("pixel_agreement"),
             "agreement_mean_iou": row.get("agreement_mean_iou"),
             "agreement_iou_per_class": row.get("agreement_iou_per_class"),
@@ -174,15 +215,26 @@ def table_rows(name, bench_rows, exported=None) -> list:
             "p50_ratio": p50_ratio(row),
             "vs_fp32_tflite": (fp32["latency_p50_ms"] / row["latency_p50_ms"]
                                if fp32.get("latency_p50_ms") and row.get("latency_p50_ms") else None),
+            "vs_int8": (row["latency_p50_ms"] / int8["latency_p50_ms"]
+                        if mode_of(file) != "int8" and int8.get("latency_p50_ms")
+                        and row.get("latency_p50_ms") else None),
             "kept_float": report.get("kept_float", []),
+            "kept_int16": report.get("kept_int16", []),
             "error": row.get("error"),
         })
     return table
 
 
 def targets_of(row) -> dict:
-    """The targets a row is held to: `MULTI_CLASS_TARGETS` for a multi-class model, else `TARGETS`."""
-    return MULTI_CLASS_TARGETS if (row.get("num_classes") or 1) > 1 else TARGETS
+    """The targets a row is held to: for int8 `MULTI_CLASS_TARGETS` for a multi-class model,
+    else `TARGETS`; for the other modes their agreement (`MODE_TARGETS`) and the IoU drop."""
+    multi = (row.get("num_classes") or 1) > 1
+    base = MULTI_CLASS_TARGETS if multi else TARGETS
+    mode = row.get("mode", "int8")
+    if mode == "int8":
+        return base
+    return {**(MULTI_CLASS_MODE_TARGETS if multi else MODE_TARGETS)[mode],
+            "iou_drop": base["iou_drop"]}
 
 
 def failed_targets(row) -> list:
@@ -255,6 +307,8 @@ def add_matrix_arguments(parser, work_help, default_models, multi_class=False) -
         parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["int8"],
+                        help="quantized files to export and measure (default: int8)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
 
 
@@ -290,7 +344,7 @@ def main(argv=None):
     rows = []
     for name in args.models:
         rows.extend(run_model(name, folders, args.work, args.epochs, args.threads, image_size,
-                              args.channels, labels))
+                              args.channels, labels, modes=args.modes))
         print(format_table(rows), flush=True)
     write_rows(args.json, rows)
     return 0 if all(meets_targets(row) for row in rows) else 1

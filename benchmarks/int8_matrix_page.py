@@ -21,9 +21,16 @@ import json
 import sys
 from pathlib import Path
 
-from keras_unet.benchmarks.int8_matrix import MODELS, failed_targets, table_rows, targets_of
+from keras_unet.benchmarks.int8_matrix import (MODELS, MODES, failed_targets, mode_of, table_rows,
+                                               targets_of)
 
-RUNTIMES = {"int8.tflite": "TFLite (LiteRT)", "int8.onnx": "ONNX Runtime"}
+FORMATS = {".tflite": "TFLite (LiteRT)", ".onnx": "ONNX Runtime"}
+MODE_LABELS = {"int8": "", "int16x8": " int16x8", "integer_only": " int8 integer-only"}
+
+
+def runtime_label(file) -> str:
+    """`TFLite (LiteRT)`, `ONNX Runtime int16x8`, ...: the runtime and, past int8, the mode."""
+    return FORMATS[Path(file).suffix] + MODE_LABELS[mode_of(file)]
 MAIN_COLUMNS = [
     {"key": "model", "label": "model"},
     {"key": "runtime", "label": "runtime"},
@@ -35,7 +42,9 @@ MAIN_COLUMNS = [
     {"key": "p50_ms", "label": "p50 ms", "format": ".1f"},
     {"key": "p50_ratio", "label": "p50 vs Keras", "format": ".2f"},
     {"key": "vs_fp32_tflite", "label": "speed-up vs fp32 TFLite", "format": ".2f", "suffix": "x"},
+    {"key": "vs_int8", "label": "p50 vs int8", "format": ".2f", "suffix": "x"},
     {"key": "float_ops", "label": "kept float", "format": "d"},
+    {"key": "int16_ops", "label": "kept int16", "format": "d"},
     {"key": "verdict", "label": "targets"},
 ]
 
@@ -62,9 +71,13 @@ def model_results(work) -> list:
         bench = _read_json(folder / "bench.json")
         if bench is None:
             continue
-        exported = {file: {"report": _read_json(folder / f"{file}.report.json")} for file in RUNTIMES}
+        files = {Path(row["model"]).name for row in bench["rows"]}
+        modes = [mode for mode, names in MODES.items() if files & set(names)] or ["int8"]
+        exported = {file: {"report": _read_json(folder / f"{file}.report.json")}
+                    for mode in modes for file in MODES[mode]}
         config = _read_json(folder / "run" / "config.json") or {}
-        results.append((name, bench, table_rows(name, bench["rows"], exported), config.get("epochs_completed")))
+        results.append((name, bench, table_rows(name, bench["rows"], exported, modes),
+                        config.get("epochs_completed")))
     return results
 
 
@@ -77,9 +90,9 @@ def page_rows(results) -> list:
         reference = next((row for row in bench["rows"] if row.get("is_reference")), {})
         for row in matrix_rows:
             measured = by_file.get(row["file"], {})
-            rows.append(dict(row, runtime=RUNTIMES[row["file"]], reference_iou=reference.get("iou"),
+            rows.append(dict(row, runtime=runtime_label(row["file"]), reference_iou=reference.get("iou"),
                              p50_ms=measured.get("latency_p50_ms"), float_ops=len(row.get("kept_float") or []),
-                             verdict=_verdict(row)))
+                             int16_ops=len(row.get("kept_int16") or []), verdict=_verdict(row)))
     return rows
 
 
@@ -99,7 +112,7 @@ def class_table(results, class_names) -> dict:
         for row in matrix_rows:
             if row.get("agreement_iou_per_class"):
                 cells = {f"class_{index}": value for index, value in enumerate(row["agreement_iou_per_class"])}
-                rows.append(dict(cells, model=name, runtime=RUNTIMES[row["file"]]))
+                rows.append(dict(cells, model=name, runtime=runtime_label(row["file"])))
     return {"caption": "Agreement IoU per class (int8 masks against Keras', validation images)",
             "columns": columns, "rows": rows}
 

@@ -121,7 +121,8 @@ def test_a_refused_export_leaves_the_others_and_is_benched_without(tmp_path, fak
     rows = _run(tmp_path)
     bench = fake_cli.commands[-1]
     assert not any(arg.endswith("int8.onnx") for arg in bench)
-    assert rows[1] == {"model": "vanilla_bn", "file": "int8.onnx", "error": "refused", "best_agreement": 0.97}
+    assert rows[1] == {"model": "vanilla_bn", "file": "int8.onnx", "mode": "int8", "error": "refused",
+                       "best_agreement": 0.97}
     fake_cli.take()
     fake_cli.refuse = set()
     _run(tmp_path)  # written now: the benchmark measured other files, so it runs again
