@@ -10,7 +10,8 @@ verification and `keras-unet evaluate` use too; this module only feeds it:
   `mask_agreement`, the definition export verification gates on: `pixel_agreement`,
   `agreement_iou` (binary: foreground IoU; multi-class: frequency-weighted IoU, the stable
   figure) and `agreement_mean_iou` (mean over classes, informational); plus
-  `speedup_vs_reference` and `iou_drop`.
+  `agreement_iou_per_class` (which classes a quantized file loses), `speedup_vs_reference`
+  and `iou_drop` (multi-class: the drop of mean IoU).
 
 Example:
 ```python
@@ -25,7 +26,7 @@ import os
 
 import numpy as np
 
-from keras_unet.runtime.scores import mask_agreement, segmentation_scores
+from keras_unet.runtime.scores import confusion_matrix, mask_agreement, scores_from_confusion, segmentation_scores
 
 GROUND_TRUTH_KEYS = ("iou", "dice", "mean_iou", "pixel_accuracy", "iou_per_class", "dice_per_class")
 AGREEMENT_KEYS = ("pixel_agreement", "agreement_iou", "agreement_mean_iou")
@@ -147,7 +148,11 @@ def score_masks(row, masks, data, metadata, options) -> None:
 
 
 def compare_with_reference(rows, masks):
-    """Fill `speedup_vs_reference`, `iou_drop` and the `AGREEMENT_KEYS` of every row.
+    """Fill `speedup_vs_reference`, `iou_drop`, the `AGREEMENT_KEYS` and
+    `agreement_iou_per_class` of every row.
+
+    `agreement_iou_per_class[c]` is the IoU of class `c` between the row's masks and the
+    reference's (NaN, reported as empty, for a class in neither).
 
     Nothing is filled when there is no reference row or it failed; agreement needs both
     models' masks (a data folder) and the same number of classes.
@@ -177,3 +182,5 @@ def compare_with_reference(rows, masks):
             agreement = mask_agreement(row_masks, reference_masks, row.num_classes)
             for key in AGREEMENT_KEYS:
                 setattr(row, key, agreement[key])
+            matrix = confusion_matrix(reference_masks, row_masks, row.num_classes)
+            row.agreement_iou_per_class = scores_from_confusion(matrix)["iou_per_class"]

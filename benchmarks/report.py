@@ -83,6 +83,7 @@ class BenchmarkRow:
     pixel_agreement: float = None
     agreement_iou: float = None
     agreement_mean_iou: float = None
+    agreement_iou_per_class: list = None
     runtime: str = None
     runtime_version: str = None
     execution_provider: str = None

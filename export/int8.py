@@ -16,8 +16,8 @@ images) and docs/notes/2026-11-27-percentile-ranges.md (the calibrations tried).
 2. Best still below the target: repair (`keras_unet.export.repair`) keeps ops at a higher
    precision, chosen by their measured effect on the whole file: the stem and the worst
    rows of the per-layer report are candidates, each measured end to end at every
-   precision the session allows (int16 activations where `can_keep_int16`; float unless
-   `integer_only`), then added greedily by agreement gained per latency cost until a file
+   precision it allows (float; for an integer-only file int16 activations, never float),
+   then added greedily by agreement gained per latency cost until a file
    meets the target; never more than `MAX_KEPT` ops, past which the file has lost what
    int8 gains, and while the best calibration meets the floor never more than a third
    (`TARGET_SHARE`) of the model's quantized ops (the target is worth a few layers, not a
@@ -307,14 +307,19 @@ def _mode(session: Any) -> str:
 
 
 def _precisions(session: Any, integer_only: bool) -> tuple:
-    """The precisions repair may keep an op at: int16 activations where the session can
-    (and the file is int8), float where it can, unless the file must be integer-only."""
-    precisions = []
-    if session.can_keep_int16 and _mode(session) == "int8":
-        precisions.append("int16")
-    if session.can_keep_float and not integer_only:
-        precisions.append("float")
-    return tuple(precisions)
+    """The precision repair keeps an op at: float, or for an integer-only int8 file int16
+    activations (where the session can keep single ops at int16).
+
+    int16 is the step for the accelerators integer-only files are for, which run 16-bit
+    activations on the accelerator and hand float ops back to the CPU. On the CPU runtimes
+    a kept int16 op is the slower choice by far (XNNPack and onnxruntime's CPU provider
+    have no int16 convolution: one full-resolution op at int16 cost 50 ms against 4 ms
+    for the whole int8 file), so measuring it there would only lengthen the export.
+    Why: see docs/notes/2026-12-06-tflite-int16x8.md and docs/notes/2026-12-06-onnx-int16x8.md.
+    """
+    if integer_only:
+        return ("int16",) if session.can_keep_int16 and _mode(session) == "int8" else ()
+    return ("float",) if session.can_keep_float else ()
 
 
 def _choose(session, best_int8, tried, target, confident):

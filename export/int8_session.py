@@ -60,8 +60,9 @@ class Int8Session(abc.ABC):
 
     def quantize(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
         """The int8 file with the format's rewrites applied: what is verified and written."""
+        mode = getattr(self.options, "quantize", None) or "int8"  # int16x8 runs none of int8's
         return apply_rewrites(self.rewrites, self.convert(keep_float, variant, tuple(keep_int16)),
-                              "int8")
+                              mode)
 
     def report(self, images: Any, keep_float: list, variant: str) -> Optional[list]:
         """Per-layer rows (`keras_unet.export.quantization.report`), or None when there is

@@ -8,8 +8,8 @@ on the whole file, as AIMET's AMP and the LiteRT quantizer's auto-quant recipes 
 
 1. **Candidates.** The stem (`Int8Session.leading_nodes`) and the `SHORTLIST` worst rows of
    the report, each with what must change precision with it (`Int8Session.expand`), each at
-   every precision the session allows (`precisions`: `"int16"`, 16-bit activations with
-   8-bit weights, where `can_keep_int16`; `"float"` unless the file must be integer-only).
+   precision the caller allows (`precisions`: `"float"`, or `"int16"`, 16-bit activations
+   with 8-bit weights, for an integer-only file; `keras_unet.export.int8._precisions`).
 2. **Measured end to end.** Each candidate is added to what is kept, the whole file is
    quantized and verified on the verification images: its *gain* is the agreement over the
    current file's, its *cost* the latency over the current file's, timed here

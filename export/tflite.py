@@ -56,9 +56,17 @@ Known traps, handled here:
   Conversion uses `TFLITE_BUILTINS` (or `TFLITE_BUILTINS_INT8`) only, and an op outside
   them fails with its name and what to change.
 
+- **16x8** (`quantize="int16x8"`: 8-bit weights, 16-bit activations on every op): float32
+  I/O by default, int16 when integer-only; written from the int8 calibration by TFLite's
+  16x8 quantizer (`keras_unet.export.quantization.tflite_int16`). XNNPack has no int16
+  kernels: such a file runs on TFLite's built-in reference/optimized int16 kernels.
+- **Integer-only** (`integer_only=True`): integer I/O (uint8 for int8 unless `io_dtype`
+  says int8; int16 for int16x8) and no float fallback; `float_ops` and `npu_fallbacks`
+  (`keras_unet.export.tflite_ops`) read a file's float ops and what an NPU would not run.
+
 Why: see docs/notes/2026-11-24-xnnpack-batch-and-activation-types.md (the batch, the
-dynamic-range and the conversion timings) and docs/notes/2026-11-28-logit-clip.md (the
-binary output scale).
+dynamic-range and the conversion timings), docs/notes/2026-11-28-logit-clip.md (the
+binary output scale) and docs/notes/2026-12-06-tflite-int16x8.md (16x8 and integer-only).
 
 Example:
 ```python
@@ -90,7 +98,9 @@ from keras_unet.export.tflite_convert import (  # noqa: F401  (the format's publ
     convert,
     custom_ops,
     describe,
+    float_ops,
     make_converter,
+    npu_fallbacks,
     time_ms,
     write_saved_model,
 )
@@ -141,9 +151,9 @@ def mediapipe_notes(channels: int, io_dtype: str) -> list:
     ```
     """
     notes = []
-    if io_dtype == "int8":
+    if io_dtype in ("int8", "int16"):
         notes.append(
-            "This file has int8 input and output, which MediaPipe's ImageSegmenter refuses "
+            f"This file has {io_dtype} input and output, which MediaPipe's ImageSegmenter refuses "
             "(it needs uint8 or float32 I/O); keras-unet's runners and the TFLite interpreter "
             "run it. For MediaPipe, export with io_dtype='uint8' (--io uint8, the default).")
     if channels not in (3, 4):
@@ -154,16 +164,31 @@ def mediapipe_notes(channels: int, io_dtype: str) -> list:
     return notes
 
 
+def npu_notes(options: TFLiteOptions, model_bytes: bytes) -> list:
+    """For an integer-only file: the ops a typical NPU delegate would leave to the CPU
+    (`tflite_ops.npu_fallbacks`), if any."""
+    if not options.integer_only:
+        return []
+    fallbacks = npu_fallbacks(model_bytes)
+    if not fallbacks:
+        return []
+    return [f"{len(fallbacks)} op(s) of this integer-only file would run on the CPU beside a "
+            "typical NPU delegate (NNAPI, QNN, Edge-TPU-like), which runs int8 only: "
+            + "; ".join(fallbacks[:5]) + ("; ..." if len(fallbacks) > 5 else "")
+            + ". Check on the device; some vendor delegates run 16-bit activations."]
+
+
 def diagnose(job: Any, options: TFLiteOptions, model_bytes: bytes) -> Diagnosis:
-    """MediaPipe's input requirements; time a dynamic-range or int8 file against float32.
+    """MediaPipe's input requirements; an integer-only file's NPU fallbacks; time a
+    dynamic-range, int8 or 16x8 file against float32.
 
     Nothing for a quantize-aware job: its float graph holds the fake-quant ops, so there is
     no float32 conversion to time it against.
     """
     if job.quantize_aware:
         return Diagnosis()
-    notes = mediapipe_notes(job.input_channels, options.io_dtype)
-    if options.quantize not in ("dynamic", "int8") or not options.check_speed:
+    notes = mediapipe_notes(job.input_channels, options.io_dtype) + npu_notes(options, model_bytes)
+    if options.quantize not in ("dynamic", "int8", "int16x8") or not options.check_speed:
         return Diagnosis(warnings=notes)
     float_options = TFLiteOptions(quantize="none", io_dtype="float32",
                                   check_speed=options.check_speed, threads=options.threads)
@@ -189,16 +214,38 @@ def diagnose(job: Any, options: TFLiteOptions, model_bytes: bytes) -> Diagnosis:
             "poorly onto integer kernels (depthwise convolutions, hard-swish and "
             "squeeze-excitation in MobileNetV3 do), or layers were kept in float. Measure on "
             "the target device with `keras-unet bench` before choosing it.")
+    if mode == "int16x8" and timings[mode] > 1.2 * timings["float32"] and timings[mode] > 1.0:
+        found.append(
+            f"This 16x8 file ran {timings[mode] / timings['float32']:.1f}x slower than float32 "
+            f"TFLite here ({timings[mode]:.1f} vs {timings['float32']:.1f} ms per image): "
+            "XNNPACK has no int16 kernels, so it runs on TFLite's reference-speed int16 "
+            "kernels. 16-bit activations pay off on accelerators that run them (e.g. "
+            "Qualcomm HTP w8a16); on a CPU use int8, or float32 for full accuracy.")
     return Diagnosis(warnings=notes + found, timings_ms=timings)
 
 
 def conversion_options(options: ExportOptions) -> TFLiteOptions:
-    """The `TFLiteOptions` of an export (io_dtype: uint8 for int8, else float32 by default)."""
+    """The `TFLiteOptions` of an export.
+
+    io_dtype by default: uint8 for int8; for int16x8 float32, or int16 when integer-only;
+    float32 otherwise. `integer_only` also means no float fallback in the converter.
+
+    Example:
+    ```python
+    conversion_options(ExportOptions(quantize="int16x8", integer_only=True)).io_dtype  # 'int16'
+    ```
+    """
     io_dtype = options.io_dtype
     if io_dtype is None:
-        io_dtype = "uint8" if options.quantize == "int8" else "float32"
+        if options.quantize == "int8":
+            io_dtype = "uint8"
+        elif options.quantize == "int16x8" and options.integer_only:
+            io_dtype = "int16"
+        else:
+            io_dtype = "float32"
     return TFLiteOptions(quantize=options.quantize, io_dtype=io_dtype,
-                         check_speed=options.check_speed, threads=options.threads)
+                         check_speed=options.check_speed, threads=options.threads,
+                         integer_only=options.integer_only)
 
 
 CONVERTER = Converter(format="tflite", suffix=".tflite", quantize_modes=QUANTIZE_MODES,
@@ -216,7 +263,7 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
                   check_speed: bool = True, progress: bool = True, repair: Optional[bool] = None,
                   layer_report: bool = False, threads: int = DEFAULT_THREADS, verbose: bool = False,
                   input_channels: Optional[int] = None,
-                  output: str = "probabilities") -> ExportResult:
+                  output: str = "probabilities", integer_only: bool = False) -> ExportResult:
     """Convert a Keras segmentation model to a verified `.tflite` file.
 
     The file carries our `keras_unet` metadata and the standard TFLite Metadata
@@ -227,12 +274,14 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
         model_or_path: a `keras.Model` or the path of a `.keras` file.
         out: the `.tflite` file to write (replaced only once the new file verified).
         quantize: `"none"` (float32), `"fp16"` (float16 weights), `"dynamic"` (int8
-            weights, float compute) or `"int8"` (full integer, needs calibration images).
+            weights, float compute), `"int8"` (full integer, needs calibration images) or
+            `"int16x8"` (8-bit weights, 16-bit activations on every op, calibrated like int8).
         calibration_data: real images for `"int8"`: a folder (`DIR/images/*` or images
             in `DIR`), a list of image paths, or an array `(N, H, W, C)` in [0, 255].
         calibration_size: at most this many calibration images.
-        io_dtype: `"uint8"` (default for int8), `"int8"` or `"float32"` (default
-            otherwise) for the input and output tensors.
+        io_dtype: `"uint8"` (default for int8), `"int8"`, `"int16"` (int16x8; its
+            default when integer-only) or `"float32"` (default otherwise) for the input and
+            output tensors.
         input_size: `(height, width)` to export at; required when the model accepts
             any size.
         verify: run the file against the Keras model and raise `VerificationError` when
@@ -263,6 +312,8 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
             take RGB and convert it to gray inside (ITU-R 601 luma, as
             `keras_unet.runtime.imageio` converts files), which MediaPipe needs. Default:
             the model's own.
+        integer_only: int8 or int16x8: no op computes in float (integer input and output,
+            no float fallback), for NPUs and integer-only accelerators.
 
     Returns:
         `keras_unet.export.result.ExportResult`.
@@ -285,5 +336,6 @@ def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",
         io_dtype=io_dtype, input_size=input_size, verify=verify, agreement_floor=agreement_floor,
         verification_data=verification_data, verification_size=verification_size,
         check_speed=check_speed, progress=progress, repair=repair, layer_report=layer_report,
-        threads=threads, verbose=verbose, input_channels=input_channels, output=output)
+        threads=threads, verbose=verbose, input_channels=input_channels, output=output,
+        integer_only=integer_only)
     return run_export(CONVERTER, options, model_or_path, out)

@@ -23,8 +23,12 @@ from typing import Any
 
 import numpy as np
 
-QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
-IO_DTYPES = ("float32", "uint8", "int8")
+from keras_unet.export.tflite_ops import float_ops, npu_fallbacks  # noqa: F401  (the format's names)
+
+QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8", "int16x8")
+IO_DTYPES = ("float32", "uint8", "int8", "int16")
+# The integer input/output types each full-integer mode can have.
+INTEGER_IO = {"int8": ("uint8", "int8"), "int16x8": ("int16",)}
 
 
 class UnsupportedOpsError(ValueError):
@@ -36,15 +40,20 @@ class TFLiteOptions:
     """How `convert` turns the job's model into a `.tflite` file.
 
     Args:
-        quantize: `"none"`, `"fp16"`, `"dynamic"` or `"int8"`.
-        io_dtype: `"float32"`, or `"uint8"`/`"int8"` input and output with `"int8"`.
+        quantize: `"none"`, `"fp16"`, `"dynamic"`, `"int8"` or `"int16x8"` (8-bit weights,
+            16-bit activations on every op).
+        io_dtype: `"float32"`; `"uint8"`/`"int8"` input and output with `"int8"`,
+            `"int16"` with `"int16x8"`.
         check_speed: for `"dynamic"` and `"int8"`, `diagnose` times the file against a
             float32 conversion and warns when it gains too little (int8: < 1.5x).
         threads: interpreter threads for those timings.
+        integer_only: no op computes in float: integer input and output, and no float
+            fallback for an op the quantizer cannot quantize (conversion fails instead).
 
     Example:
     ```python
     TFLiteOptions(quantize="int8", io_dtype="uint8")
+    TFLiteOptions(quantize="int16x8", io_dtype="int16", integer_only=True)
     ```
     """
 
@@ -52,16 +61,25 @@ class TFLiteOptions:
     io_dtype: str = "float32"
     check_speed: bool = True
     threads: int = 2
+    integer_only: bool = False
 
     def __post_init__(self):
         if self.io_dtype not in IO_DTYPES:
             raise ValueError(
                 f"`io_dtype` must be one of {list(IO_DTYPES)}. Received: io_dtype={self.io_dtype!r}"
             )
-        if self.io_dtype != "float32" and self.quantize != "int8":
+        if self.io_dtype != "float32" and self.io_dtype not in INTEGER_IO.get(self.quantize, ()):
             raise ValueError(
-                "Integer input/output needs full-integer quantization (quantize='int8'). "
+                "Integer input/output needs full-integer quantization: uint8 or int8 with "
+                "quantize='int8', int16 with quantize='int16x8'. "
                 f"Received: io_dtype={self.io_dtype!r}, quantize={self.quantize!r}"
+            )
+        if self.integer_only and self.io_dtype == "float32":
+            raise ValueError(
+                "An integer-only TFLite file has integer input and output: io_dtype "
+                f"{' or '.join(INTEGER_IO.get(self.quantize, ('uint8', 'int8', 'int16')))} with "
+                f"quantize='int8' or 'int16x8'. Received: io_dtype={self.io_dtype!r}, "
+                f"quantize={self.quantize!r}"
             )
 
 
@@ -91,9 +109,11 @@ def write_saved_model(model: Any, folder: Any) -> Any:
 def make_converter(job: Any, options: TFLiteOptions) -> Any:
     """A `tf.lite.TFLiteConverter` for the job's model, configured for `options`.
 
-    Built-in ops only; `"int8"` calibrates on `job.calibration` with the input range
-    pinned to [0, 255]. This is the object `tf.lite.experimental.QuantizationDebugger`
-    takes.
+    Built-in ops only; `"int8"` and `"int16x8"` calibrate on `job.calibration` with the
+    input range pinned to [0, 255]. `"int16x8"` targets
+    `EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`, with `TFLITE_BUILTINS`
+    beside it (float fallback) unless `integer_only`. This is the object
+    `tf.lite.experimental.QuantizationDebugger` and `TFLiteQuantizer` take.
 
     Example:
     ```python
@@ -118,6 +138,14 @@ def make_converter(job: Any, options: TFLiteOptions) -> Any:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.as_dtype(options.io_dtype)
         converter.inference_output_type = tf.as_dtype(options.io_dtype)
+    if options.quantize == "int16x8":
+        converter.representative_dataset = tflite_representative_dataset(
+            pin_input_range(job.calibration), job.progress)
+        int16 = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        converter.target_spec.supported_ops = (
+            [int16] if options.integer_only else [int16, tf.lite.OpsSet.TFLITE_BUILTINS])
+        converter.inference_input_type = tf.as_dtype(options.io_dtype)
+        converter.inference_output_type = tf.as_dtype(options.io_dtype)
     return converter
 
 
@@ -131,7 +159,10 @@ def convert(job: Any, options: TFLiteOptions) -> bytes:
     ```
     """
     try:
-        model_bytes = make_converter(job, options).convert()
+        if options.quantize == "int16x8":
+            model_bytes = quantize_int16x8(job, options)
+        else:
+            model_bytes = make_converter(job, options).convert()
     except Exception as error:  # ConverterError and friends; re-raised with the cause
         message = str(error)
         flex = r"'tf\.(\w+)' op is neither a custom op nor a flex op"
@@ -148,6 +179,23 @@ def convert(job: Any, options: TFLiteOptions) -> bytes:
     if custom:
         raise_unsupported(custom, job.source)
     return model_bytes
+
+
+def quantize_int16x8(job: Any, options: TFLiteOptions, variant: str = "minmax") -> bytes:
+    """The 16x8 file of the job's model: calibrated once, quantized from `variant`'s ranges.
+
+    `TFLiteConverter.convert()` cannot write it for our models: its 16x8 quantizer has no
+    DEPTH_TO_SPACE (the decoder's pixel shuffle), so `TFLiteQuantizer` writes that op as
+    RESHAPE/TRANSPOSE/RESHAPE first (`quantization.tflite_depth_to_space`).
+
+    Example:
+    ```python
+    model_bytes = quantize_int16x8(job, TFLiteOptions(quantize="int16x8"))
+    ```
+    """
+    from keras_unet.export.quantization import TFLiteQuantizer
+
+    return TFLiteQuantizer(make_converter(job, options)).quantize(variant=variant)
 
 
 def custom_ops(model_bytes: bytes) -> list:

@@ -8,6 +8,10 @@ below load their module on first use.
 - `tflite_debug`: `tflite_layer_report`, `TFLiteQuantizer` (calibrate once, fix the
   ranges TFLite's calibrator widens, report, re-quantize with ops kept in float),
   `tflite_convert_keeping_float`.
+- `tflite_int16`: 16x8 files (every op at 16-bit activations) from a calibrated model;
+  `tflite_depth_to_space`: DEPTH_TO_SPACE as RESHAPE/TRANSPOSE/RESHAPE, which the 16-bit
+  quantizers and kernels lack; `tflite_mixed`: int8 files with chosen ops at 16-bit
+  activations, by the LiteRT quantizer.
 - `tflite_graph`: which op writes and which ops read each tensor of a `.tflite` file
   (`tensor_ops`, `tensor_consumers`).
 - `tflite_ranges`: measure a calibrated model's activation ranges again and write them

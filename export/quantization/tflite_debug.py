@@ -11,6 +11,10 @@ What the debugger does not do, done here:
 - **Right ranges.** TFLite's calibrator widens the range of a tensor that an in-place
   op (ADD, SUB, MUL) consumes; `TFLiteQuantizer` measures those ranges again first
   (`tflite_ranges`, on by default).
+- **16x8 files.** With a converter targeting
+  `EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`, `quantize` writes 16-bit
+  activations from the same calibration and variants (`tflite_int16.quantize_16x8`); no op
+  can be kept in float there, and `report` measures the int8 quantization.
 - **Deployable files.** The debugger's own models (`get_debug_quantized_model`,
   `get_nondebug_quantized_model`) come with float32 input and output, which MediaPipe
   and a uint8 camera pipeline reject; `fully_quantize=True` gives int8 I/O, never uint8.
@@ -136,9 +140,19 @@ class TFLiteQuantizer:
                 f"{converter.representative_dataset!r}"
             )
         self.converter = converter
+        # A 16x8 converter (`EXPERIMENTAL_..._INT16_WEIGHTS_INT8`): same calibration, files
+        # written by `tflite_int16.quantize_16x8`; `report` stays int8 (the debugger's).
+        ops = set(converter.target_spec.supported_ops)
+        int16 = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        self.activations_type = "int16" if int16 in ops else "int8"
+        self._allow_float = tf.lite.OpsSet.TFLITE_BUILTINS in ops
         # The debugger sets these two for its calibration pass and leaves them set.
         saved = {name: getattr(converter, name) for name in self._CALIBRATION_FLAGS
                  if hasattr(converter, name)}
+        io_types = (converter.inference_input_type, converter.inference_output_type)
+        if self.activations_type == "int16":
+            # Calibration gives a float model; TF would then retype its I/O to int16 and fail.
+            converter.inference_input_type = converter.inference_output_type = tf.float32
         try:
             with _quiet():
                 self._debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
@@ -148,6 +162,7 @@ class TFLiteQuantizer:
                     setattr(converter, name, saved[name])
                 elif hasattr(converter, name):
                     delattr(converter, name)
+            converter.inference_input_type, converter.inference_output_type = io_types
         calibrated = self._debugger.calibrated_model
         self.widened_ranges = []
         # One pass over the calibration images gives the true min/max and the sample the
@@ -236,12 +251,12 @@ class TFLiteQuantizer:
         ops = [(node, op, inputs[node], [node]) for node, op in self._ops.items()]
         return leading_nodes(ops, TFLITE_COMPUTE_OPS)
 
-    def _check_nodes(self, keep_float):
+    def _check_nodes(self, keep_float, argument="keep_float"):
         keep_float = tuple(dict.fromkeys(str(node) for node in keep_float))
         unknown = [node for node in keep_float if node not in self._ops]
         if unknown:
             raise ValueError(
-                "`keep_float` names tensors the calibrated model does not have: pass the "
+                f"`{argument}` names tensors the calibrated model does not have: pass the "
                 f"`node` of a report row. Received: {unknown[:3]}"
             )
         return keep_float
@@ -305,12 +320,14 @@ class TFLiteQuantizer:
                                  self._ops[node], node, kept_float=True))
         return sort_rows(rows)
 
-    def quantize(self, keep_float=(), variant="minmax") -> bytes:
+    def quantize(self, keep_float=(), variant="minmax", keep_int16=()) -> bytes:
         """The deployable int8 `.tflite` bytes with the ops of `keep_float` left in float.
 
         Same calibration, quantizer and input/output types as `converter.convert()`;
         with no `keep_float`, the `"minmax"` variant and no range replaced
-        (`widened_ranges` empty) it gives the same model.
+        (`widened_ranges` empty) it gives the same model. With `keep_int16` (int8
+        converters), those ops get 16-bit activations: the LiteRT quantizer writes that
+        file from the same calibrated model (`tflite_mixed.quantize_mixed`).
 
         Example:
         ```python
@@ -321,6 +338,15 @@ class TFLiteQuantizer:
 
         keep_float = self._check_nodes(keep_float)
         converter = self.converter
+        if self.activations_type == "int16":
+            return self._quantize_16x8(keep_float, variant)
+        if keep_int16:
+            from keras_unet.export.quantization.tflite_mixed import quantize_mixed
+
+            name = lambda dtype: "float32" if dtype is None else dtype.name  # noqa: E731
+            return quantize_mixed(self.calibrated_for(variant),
+                                  self._check_nodes(keep_int16, "keep_int16"), keep_float,
+                                  name(converter.inference_input_type))
         types = {}
         if converter.inference_input_type is not None:
             types["input_data_type"] = converter.inference_input_type
@@ -334,6 +360,19 @@ class TFLiteQuantizer:
             denylisted_nodes=list(keep_float) or None,
             **types,
         )
+
+
+    def _quantize_16x8(self, keep_float, variant):
+        from keras_unet.export.quantization.tflite_int16 import quantize_16x8
+
+        if keep_float:
+            raise ValueError("TFLite's 16x8 quantizer has no denylist: every op of a 16x8 file "
+                             f"is quantized. Received: keep_float={list(keep_float)[:3]}")
+        name = lambda dtype: "float32" if dtype is None else dtype.name  # noqa: E731
+        return quantize_16x8(self.calibrated_for(variant),
+                             name(self.converter.inference_input_type),
+                             name(self.converter.inference_output_type),
+                             allow_float=self._allow_float)
 
 
 def tflite_layer_report(converter, images, keep_float=(), model=None) -> list:

@@ -11,6 +11,11 @@ outputs as a loop of batch-1 invokes (max difference 0.0) and was as fast or fas
 the same work. If a graph cannot be resized (a reshape with a baked-in batch), the
 runner falls back to looping image by image, and says so once.
 
+Integer inputs and outputs (uint8, int8, and int16 from a 16x8 file with 16-bit
+activations) are quantized and dequantized with the tensor's own scale and zero point
+(`keras_unet.runtime.tensors`); a 16x8 file runs on TFLite's built-in int16 kernels, since
+XNNPACK has none.
+
 Any-size models: an input with a `None` height/width converts to a `1x1` input tensor
 with `shape_signature` -1; the same resizing gives it each batch's size.
 
@@ -101,6 +106,8 @@ class TFLiteRunner(Runner):
             "tflite", [None if s < 0 else int(s) for s in signature[1:3]], int(signature[3]),
             int(self._output["shape"][-1]), self.input_dtype, self._output["dtype"],
             self.input_quantization, self.output_quantization,
+            # An int16 input means 16-bit activations (8-bit weights): TFLite's 16x8 mode.
+            quantization="int16x8" if self.input_dtype == np.int16 else None,
         )
         try:
             metadata = merge_metadata(read_tflite_metadata(model_bytes, repr(path)), derived, path)

@@ -1,0 +1,194 @@
+"""A results file (`benchmarks/results/*.json`, rendered by `results_pages`) from an int8
+matrix's work folder, so no figure of the page is typed by hand.
+
+Reads, for every model folder of the work folder that holds a bench.json: the benchmark's rows
+(`keras-unet bench --json`), the export reports (what repair kept in float) and the training
+run's config.json (epochs). Writes one table of the matrix's rows (`int8_matrix.table_rows`)
+with their verdict against the targets, and for a multi-class matrix one table of the
+agreement IoU per class (which classes int8 loses). Machine, versions and date come from the
+benchmarks' recorded environment.
+
+Example:
+```
+python -m keras_unet.benchmarks.int8_matrix_page --work runs/int8_camvid \\
+    --out benchmarks/results/int8_matrix_camvid.json --title "int8 on every encoder: CamVid" \\
+    --command "python -m keras_unet.benchmarks.int8_matrix ..." --note "10 epochs per model"
+```
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from keras_unet.benchmarks.int8_matrix import (MODELS, MODES, failed_targets, mode_of, table_rows,
+                                               targets_of)
+
+FORMATS = {".tflite": "TFLite (LiteRT)", ".onnx": "ONNX Runtime"}
+MODE_LABELS = {"int8": "", "int16x8": " int16x8", "integer_only": " int8 integer-only"}
+
+
+def runtime_label(file) -> str:
+    """`TFLite (LiteRT)`, `ONNX Runtime int16x8`, ...: the runtime and, past int8, the mode."""
+    return FORMATS[Path(file).suffix] + MODE_LABELS[mode_of(file)]
+MAIN_COLUMNS = [
+    {"key": "model", "label": "model"},
+    {"key": "runtime", "label": "runtime"},
+    {"key": "agreement_iou", "label": "agreement", "format": ".3f"},
+    {"key": "pixel_agreement", "label": "pixel agreement", "format": ".3f"},
+    {"key": "agreement_mean_iou", "label": "agreement mIoU", "format": ".3f"},
+    {"key": "reference_iou", "label": "Keras IoU", "format": ".3f"},
+    {"key": "iou_drop", "label": "IoU drop", "format": ".3f"},
+    {"key": "p50_ms", "label": "p50 ms", "format": ".1f"},
+    {"key": "p50_ratio", "label": "p50 vs Keras", "format": ".2f"},
+    {"key": "vs_fp32_tflite", "label": "speed-up vs fp32 TFLite", "format": ".2f", "suffix": "x"},
+    {"key": "vs_int8", "label": "p50 vs int8", "format": ".2f", "suffix": "x"},
+    {"key": "float_ops", "label": "kept float", "format": "d"},
+    {"key": "int16_ops", "label": "kept int16", "format": "d"},
+    {"key": "verdict", "label": "targets"},
+]
+
+
+def _package_version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keras-unet-edge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _read_json(path):
+    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+
+def model_results(work) -> list:
+    """`(name, bench report, rows, epochs)` of every model of `work` with a bench.json, in
+    `MODELS` order."""
+    results = []
+    for name in MODELS:
+        folder = Path(work) / name
+        bench = _read_json(folder / "bench.json")
+        if bench is None:
+            continue
+        files = {Path(row["model"]).name for row in bench["rows"]}
+        modes = [mode for mode, names in MODES.items() if files & set(names)] or ["int8"]
+        exported = {file: {"report": _read_json(folder / f"{file}.report.json")}
+                    for mode in modes for file in MODES[mode]}
+        config = _read_json(folder / "run" / "config.json") or {}
+        results.append((name, bench, table_rows(name, bench["rows"], exported, modes),
+                        config.get("epochs_completed")))
+    return results
+
+
+def page_rows(results) -> list:
+    """The main table's rows: each int8 file's figures, its p50, the Keras IoU and the verdict
+    (`met`, or `missed:` and the targets missed)."""
+    rows = []
+    for name, bench, matrix_rows, _ in results:
+        by_file = {Path(row["model"]).name: row for row in bench["rows"]}
+        reference = next((row for row in bench["rows"] if row.get("is_reference")), {})
+        for row in matrix_rows:
+            measured = by_file.get(row["file"], {})
+            rows.append(dict(row, runtime=runtime_label(row["file"]), reference_iou=reference.get("iou"),
+                             p50_ms=measured.get("latency_p50_ms"), float_ops=len(row.get("kept_float") or []),
+                             int16_ops=len(row.get("kept_int16") or []), verdict=_verdict(row)))
+    return rows
+
+
+def _verdict(row):
+    if row.get("error"):
+        return "error: " + row["error"]
+    failed = failed_targets(row)
+    return "missed: " + ", ".join(failed) if failed else "met"
+
+
+def class_table(results, class_names) -> dict:
+    """The agreement IoU of every class, one row per int8 file (multi-class matrices)."""
+    columns = [{"key": "model", "label": "model"}, {"key": "runtime", "label": "runtime"}]
+    columns += [{"key": f"class_{index}", "label": name, "format": ".2f"} for index, name in enumerate(class_names)]
+    rows = []
+    for name, _, matrix_rows, _ in results:
+        for row in matrix_rows:
+            if row.get("agreement_iou_per_class"):
+                cells = {f"class_{index}": value for index, value in enumerate(row["agreement_iou_per_class"])}
+                rows.append(dict(cells, model=name, runtime=runtime_label(row["file"])))
+    return {"caption": "Agreement IoU per class (int8 masks against Keras', validation images)",
+            "columns": columns, "rows": rows}
+
+
+def build_page(work, title, command, notes=(), class_names=None) -> dict:
+    """The results file of the matrix in `work` (see the module docstring).
+
+    Args:
+        work: the matrix's work folder.
+        title: the page's title.
+        command: the command that ran the matrix.
+        notes: extra Markdown lines for the page's notes.
+        class_names: names of the classes of a multi-class matrix (default: indices).
+
+    Raises:
+        ValueError: no model of `work` holds a bench.json.
+    """
+    results = model_results(work)
+    if not results:
+        raise ValueError(f"--work {work!r}: expected model folders with a bench.json, found none")
+    environment = results[0][1].get("environment", {})
+    rows = page_rows(results)
+    measured = [row for row in rows if not row.get("error")]
+    targets = targets_of(measured[0] if measured else {})
+    versions = environment.get("versions", {})
+    bench_rows = [row for _, bench, _, _ in results for row in bench["rows"]]
+    num_classes = max((row.get("num_classes") or 1 for row in bench_rows), default=1)
+    page = {
+        "title": title,
+        "machine": f"{environment.get('cpu')} ({environment.get('cpu_count')} cores), "
+                   f"GPU: {environment.get('gpu') or 'none'}, keras-unet bench --threads {environment.get('threads')}",
+        "versions": ", ".join([f"keras-unet-edge {_package_version()}"]
+                              + [f"{name} {version}" for name, version in versions.items() if version]),
+        "date": str(environment.get("date", ""))[:10],
+        "command": command,
+        "source": f"Generated by `python -m keras_unet.benchmarks.int8_matrix_page` from the bench.json, "
+                  f"export reports and training runs of {len(results)} model folder(s).",
+        "targets": targets,
+        "tables": [{"caption": "int8 against Keras on the held-out images", "columns": MAIN_COLUMNS, "rows": rows}],
+        "notes": [
+            "Targets: " + ", ".join(f"{key} {'>=' if key.endswith(('agreement', 'agreement_iou')) else '<='} {value:g}"
+                                    for key, value in targets.items()) + ".",
+            "Epochs trained: " + ", ".join(f"{name} {epochs}" for name, _, _, epochs in results) + ".",
+            *notes,
+        ],
+    }
+    if num_classes > 1:
+        names = class_names or [str(index) for index in range(num_classes)]
+        page["tables"].append(class_table(results, names))
+    return page
+
+
+def main(argv=None) -> int:
+    """`python -m keras_unet.benchmarks.int8_matrix_page`: write the results file of a matrix."""
+    parser = argparse.ArgumentParser(prog="python -m keras_unet.benchmarks.int8_matrix_page",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", required=True, metavar="DIR", help="the matrix's work folder")
+    parser.add_argument("--out", required=True, metavar="FILE.json", help="results file to write")
+    parser.add_argument("--title", required=True)
+    parser.add_argument("--command", required=True, help="the command that ran the matrix")
+    parser.add_argument("--summary", default="", help="a Markdown paragraph describing the setup")
+    parser.add_argument("--note", action="append", default=[], help="a Markdown line for the notes")
+    parser.add_argument("--class-names", nargs="+", metavar="NAME")
+    args = parser.parse_args(argv)
+    try:
+        page = build_page(args.work, args.title, args.command, args.note, args.class_names)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.summary:
+        page["summary"] = args.summary
+    from keras_unet.runtime.files import write_text_atomic
+
+    write_text_atomic(args.out, json.dumps(page, indent=2) + "\n")
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Int8 `.tflite` files with chosen ops at 16-bit activations, by the LiteRT quantizer.
+
+TF's MLIR quantizer (what writes today's int8 files) has one activation type per file, and
+its older quantizer writes 16 bits everywhere or nowhere. The LiteRT quantizer
+(`litert-quantizer`, formerly ai-edge-quantizer) takes a recipe per op: `static_wi8_ai8`
+for every op, then a `static_wi8_ai16` rule (8-bit weights, 16-bit activations) for each op
+named in `keep_int16`, and `no_quantize` for each op in `keep_float`; it writes the
+QUANTIZE ops (int8 <-> int16, int8 <-> float) between ops of different types.
+
+It quantizes the calibrated model `TFLiteQuantizer` keeps, from the ranges that model
+records, so the ranges measured again and the percentile variant apply as for int8 files.
+The names are the same: a recipe rule matches an op by its "scope", its output tensor names
+joined with ";" plus a trailing ";", and `keep_int16` holds the calibrated model's op output
+names (the `node` of a report row), so each rule is `^<escaped node>;$`.
+
+It serves only files with ops kept at int16. The int8 files without any stay with the MLIR
+quantizer, byte for byte as before: the two quantizers differ in details (e.g. the
+LiteRT one has no DEPTH_TO_SPACE, written as RESHAPE/TRANSPOSE/RESHAPE here first,
+`tflite_depth_to_space`), and replacing one with the other would change every int8 file.
+
+Why: see docs/notes/2026-12-06-tflite-int16x8.md.
+
+Example:
+```python
+from keras_unet.export.quantization.tflite_mixed import quantize_mixed
+
+model_bytes = quantize_mixed(calibrated, keep_int16=["m/stem/Relu"], io_dtype="uint8")
+```
+"""
+
+import re
+
+import numpy as np
+
+
+# The recipe scope of the input/output rules: matches everything, a key of its own.
+IO_SCOPE = "^.*$"
+
+
+def recorded_qsvs(model_bytes) -> dict:
+    """`{tensor name: {"min", "max"}}` of the ranges a calibrated model records, in the
+    form the LiteRT quantizer takes as its calibration result."""
+    from keras_unet.export.quantization.tflite_ranges import recorded_ranges
+
+    return {name: {"min": np.array(lo, np.float32), "max": np.array(hi, np.float32)}
+            for name, (lo, hi) in recorded_ranges(model_bytes).items()}
+
+
+def scope_regex(node: str) -> str:
+    """The recipe regex that matches exactly the op whose output tensor is `node`."""
+    return "^" + re.escape(node) + ";$"
+
+
+def configure(engine, keep_int16=(), keep_float=(), io_dtype="uint8") -> None:
+    """Give the LiteRT `Quantizer` its recipe: int8 everywhere, `keep_int16` ops at 16-bit
+    activations, `keep_float` ops not quantized, the model's input and output as `io_dtype`."""
+    from litert_quantizer import algorithm_manager, qtyping, recipe
+
+    engine.load_quantization_recipe(recipe.static_wi8_ai8())
+    ops = qtyping.TFLOperationName
+    for node in keep_int16:
+        engine.add_static_config(scope_regex(node), ops.ALL_SUPPORTED, activation_num_bits=16,
+                                 weight_num_bits=8)
+    for node in keep_float:
+        engine.update_quantization_recipe(scope_regex(node), ops.ALL_SUPPORTED,
+                                          algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    # Last, under a scope of their own: the rule that matches last wins, and the virtual
+    # OUTPUT op's scope is the last op's output name, which a node rule above also matches.
+    for op in (ops.INPUT, ops.OUTPUT):
+        if io_dtype == "float32":
+            engine.update_quantization_recipe(
+                IO_SCOPE, op, algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+        else:  # uint8: the policy's static_wi8_au8, which it allows for INPUT and OUTPUT only
+            engine.update_quantization_recipe(IO_SCOPE, op, qtyping.OpQuantizationConfig(
+                activation_tensor_config=qtyping.TensorQuantizationConfig(
+                    num_bits=8, symmetric=False, dtype=qtyping.TensorDataType(
+                        "UINT" if io_dtype == "uint8" else "INT")),
+                weight_tensor_config=qtyping.TensorQuantizationConfig(
+                    num_bits=8, symmetric=True,
+                    granularity=qtyping.QuantGranularity.CHANNELWISE),
+                compute_precision=qtyping.ComputePrecision.INTEGER))
+
+
+def quantize_mixed(calibrated_model, keep_int16=(), keep_float=(), io_dtype="uint8") -> bytes:
+    """An int8 `.tflite` file with the ops of `keep_int16` at 16-bit activations.
+
+    Args:
+        calibrated_model: a calibrated float model (`TFLiteQuantizer.calibrated_for`).
+        keep_int16: op output tensor names (report rows' `node`) at 16-bit activations.
+        keep_float: op output tensor names left in float.
+        io_dtype: `"uint8"`, `"int8"` or `"float32"` input and output.
+
+    Example:
+    ```python
+    quantize_mixed(quantizer.calibrated_for("percentile"), keep_int16=[node])
+    ```
+    """
+    try:
+        from litert_quantizer import quantizer
+    except ImportError as error:
+        raise ImportError("An int8 TFLite file with ops at 16-bit activations (keep_int16) is "
+                          "written by the LiteRT quantizer: pip install litert-quantizer "
+                          "(in keras-unet-edge[cpu]).") from error
+
+    from keras_unet.export.quantization.tflite_depth_to_space import depth_to_space_as_transpose
+
+    model = depth_to_space_as_transpose(calibrated_model)
+    engine = quantizer.Quantizer(bytearray(model))
+    configure(engine, keep_int16, keep_float, io_dtype)
+    result = engine.quantize(recorded_qsvs(model), enable_progress_bar=False,
+                             enable_progress_report=False)
+    return inline_buffers(bytes(result.quantized_model))
+
+
+def inline_buffers(model_bytes) -> bytes:
+    """`model_bytes` with every constant stored inside the flatbuffer.
+
+    Above 256 KB of constants the LiteRT quantizer appends them after the flatbuffer and
+    points to them by offset (the large-model layout). The runtime reads that, but every
+    rewrite that goes through TF's `flatbuffer_utils` object API (ours do) keeps the offsets
+    and drops the appended bytes, which leaves a file the runtime refuses ("Constant buffer
+    ... out of range offset").
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    moved = False
+    for buffer in model.buffers:
+        if buffer.offset and buffer.offset > 1 and buffer.size:
+            buffer.data = np.frombuffer(model_bytes, np.uint8, count=buffer.size,
+                                        offset=buffer.offset).copy()
+            buffer.offset, buffer.size = 0, 0
+            moved = True
+    if not moved:
+        return bytes(model_bytes)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

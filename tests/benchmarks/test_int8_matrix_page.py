@@ -1,0 +1,74 @@
+"""The int8 matrix's results file, built from a work folder (bench.json, export reports,
+config.json written here by hand) and rendered by `results_pages`."""
+
+import json
+
+import pytest
+
+from keras_unet.benchmarks import int8_matrix_page, results_pages
+
+NAMES = ["sky", "road", "car"]
+
+
+def _bench_row(name, **fields):
+    row = {"model": f"/runs/vanilla_bn/{name}", "num_classes": 3, "latency_p50_ms": 10.0, "iou": 0.6,
+           "is_reference": name == "model.keras"}
+    row.update(fields)
+    return row
+
+
+@pytest.fixture()
+def work(tmp_path):
+    folder = tmp_path / "vanilla_bn"
+    (folder / "run").mkdir(parents=True)
+    (folder / "run" / "config.json").write_text(json.dumps({"epochs_completed": 10, "finished": True}))
+    (folder / "int8.onnx.report.json").write_text(json.dumps({"agreement_iou": 0.96, "kept_float": ["a", "b"]}))
+    rows = [
+        _bench_row("model.keras"),
+        _bench_row("int8.tflite", agreement_iou=0.99, pixel_agreement=0.995, agreement_mean_iou=0.9,
+                   agreement_iou_per_class=[0.99, 0.98, 0.5], iou_drop=0.001, latency_p50_ms=2.0,
+                   speedup_vs_reference=5.0),
+        _bench_row("int8.onnx", agreement_iou=0.97, pixel_agreement=0.98, agreement_mean_iou=0.8,
+                   agreement_iou_per_class=[0.9, 0.9, None], iou_drop=0.01, latency_p50_ms=3.0,
+                   speedup_vs_reference=10 / 3),
+    ]
+    environment = {"date": "2026-12-07T00:40:00+00:00", "cpu": "AMD EPYC", "cpu_count": 2, "threads": 2,
+                   "gpu": None, "versions": {"onnxruntime": "1.32.0", "openvino": None}}
+    (folder / "bench.json").write_text(json.dumps({"environment": environment, "rows": rows}))
+    (tmp_path / "resnet50").mkdir()  # trained, not yet benched: left out
+    return tmp_path
+
+
+def test_the_page_holds_each_int8_file_with_its_verdict(work):
+    page = int8_matrix_page.build_page(work, "CamVid", "python -m ...", ["10 epochs"], NAMES)
+    main, classes = page["tables"]
+    tflite, onnx = main["rows"]
+    assert (tflite["runtime"], tflite["agreement_iou"], tflite["p50_ms"], tflite["reference_iou"]) == (
+        "TFLite (LiteRT)", 0.99, 2.0, 0.6)
+    assert tflite["p50_ratio"] == pytest.approx(0.2) and tflite["verdict"] == "met"
+    assert onnx["verdict"] == "missed: agreement_iou, pixel_agreement, iou_drop" and onnx["float_ops"] == 2
+    assert [column["label"] for column in classes["columns"]][2:] == NAMES
+    assert classes["rows"][1]["class_2"] is None and classes["rows"][0]["class_2"] == 0.5
+    assert page["date"] == "2026-12-07" and "onnxruntime 1.32.0" in page["versions"]
+    assert "openvino" not in page["versions"] and "GPU: none" in page["machine"]
+    assert "Epochs trained: vanilla_bn 10." in page["notes"] and "10 epochs" in page["notes"]
+    assert "agreement_iou >= 0.985" in page["notes"][0] and "p50_ratio <= 0.3" in page["notes"][0]
+
+
+def test_the_written_file_renders_as_a_results_page(work, tmp_path, capsys):
+    out = tmp_path / "results" / "int8_matrix_camvid.json"
+    out.parent.mkdir()
+    assert int8_matrix_page.main(["--work", str(work), "--out", str(out), "--title", "CamVid",
+                                  "--command", "python -m keras_unet.benchmarks.int8_matrix",
+                                  "--class-names", *NAMES]) == 0
+    markdown = results_pages.render_page("int8_matrix_camvid", results_pages.load_result(out))
+    assert ("| vanilla_bn | TFLite (LiteRT) | 0.990 | 0.995 | 0.900 | 0.600 | 0.001 | 2.0 | 0.20 | – | – | 0 | 0 "
+            "| met |" in markdown)
+    assert "| vanilla_bn | ONNX Runtime | 0.90 | 0.90 | – |" in markdown
+
+
+def test_a_work_folder_without_benchmarks_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        int8_matrix_page.main(["--work", str(tmp_path), "--out", str(tmp_path / "x.json"), "--title", "t",
+                               "--command", "c"])
+    assert stopped.value.code == 2 and "found none" in capsys.readouterr().err
