@@ -109,7 +109,7 @@ class ExportResult:
             if self.repair_candidates:
                 added = [c for c in self.repair_candidates if c.get("added")]
                 lines.append(f"repair measured {len(self.repair_candidates)} candidate(s) end to "
-                             f"end, kept {len(added)}" + "".join(
+                             f"end; the search added {len(added)}" + "".join(
                                  f"; {_counted(c['names'])} at {c['precision']}: agreement "
                                  f"{c['gain']:+.4f} for {c['cost']:g} {c['cost_unit']}"
                                  for c in added))

@@ -176,6 +176,8 @@ def onnx_clip_logit_range(model_bytes) -> bytes:
     users = [node for node in graph.node if scale_name in node.input or zero_name in node.input]
     if scale.size != 1 or zero.size != 1 or len(users) != 2:
         return model_bytes
+    if zero.dtype not in (np.uint8, np.int8):
+        return model_bytes  # a 16-bit logit (head kept at int16): fine enough as it is
     qmin, qmax = (0, 255) if zero.dtype == np.uint8 else (-128, 127)
     clipped = clipped_quantization(float(scale.reshape(-1)[0]), int(zero.reshape(-1)[0]), qmin, qmax)
     if clipped is None:
