@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any, Optional
 
 from keras_unet.export.converter import apply_rewrites
 from keras_unet.export.int8_session import Int8Session, QATSession
 from keras_unet.export.onnx_convert import (ACTIVATION_TYPES, CALIBRATE_METHODS, HEAVY_OPS,
+                                            entropy_fits,
                                             INPUT_NAME, ONNXOptions, float_ops_left,
                                             prepared_model, quantize_int8, time_ms)
 
@@ -62,6 +64,15 @@ class ONNXSession(Int8Session):
         self.can_keep_int16 = options.quantize == "int8" and options.activation_type != "int8"
         first = options.calibrate_method
         self.variants = (first,) + tuple(m for m in CALIBRATE_METHODS if m != first)
+        if "entropy" in self.variants[1:] and not entropy_fits(job, options.opset):
+            # onnxruntime's Entropy calibrator holds every image's tensors at once (a
+            # seed-size U-Net's 100 images: more than this machine has); the other two
+            # calibrations read our ranges, sampled one image at a time.
+            self.variants = tuple(v for v in self.variants if v != "entropy")
+            warnings.warn("The Entropy calibration was left out: onnxruntime holds every "
+                          "calibration image's activations in memory for it, more than a "
+                          "quarter of this machine's; the percentile and minmax ranges "
+                          "were tried.", UserWarning, stacklevel=2)
 
     def _fastest_activation_type(self, options: ONNXOptions) -> ONNXOptions:
         """Quantize with uint8 and with int8 activations, keep the faster on this machine.

@@ -68,9 +68,13 @@ def sample_activations(float_path, images, input_name="image") -> Any:
     return sampler
 
 
-def percentile_overrides(float_path, images, input_name="image", percentile=DEFAULT_PERCENTILE) -> dict:
+def percentile_overrides(float_path, images, input_name="image", percentile=DEFAULT_PERCENTILE,
+                         sampler=None) -> dict:
     """`TensorQuantOverrides` for `quantize_static`: each intermediate tensor's range
     clipped at `percentile` on each side (graph input and outputs left to min/max).
+
+    Args:
+        sampler: the `sample_activations` of `float_path` over `images`, when already taken.
 
     Example:
     ```python
@@ -81,6 +85,29 @@ def percentile_overrides(float_path, images, input_name="image", percentile=DEFA
 
     graph = onnx.load(str(float_path), load_external_data=False).graph
     ends = {value.name for value in graph.input} | {value.name for value in graph.output}
-    ranges = sample_activations(float_path, images, input_name).ranges(percentile)
-    return {name: [{"rmin": np.array(low, dtype=np.float32), "rmax": np.array(high, dtype=np.float32)}]
-            for name, (low, high) in ranges.items() if name not in ends}
+    sampler = sampler or sample_activations(float_path, images, input_name)
+    return {name: _override(low, high) for name, (low, high) in sampler.ranges(percentile).items()
+            if name not in ends}
+
+
+def min_max_overrides(sampler) -> dict:
+    """`TensorQuantOverrides` with every sampled tensor's full range: what onnxruntime's
+    MinMax calibration computes over the same images, without holding every image's
+    tensors in memory at once (it does: 100 images of the seed-size U-Net took 15 GB).
+
+    Example:
+    ```python
+    min_max_overrides(sample_activations("prepared.onnx", images))["conv1"]
+    ```
+    """
+    return {name: _override(low, high) for name, (low, high) in sampler.min_max().items()}
+
+
+def bytes_per_image(sampler) -> int:
+    """The float32 bytes of every sampled tensor of one image: what a calibrator that keeps
+    all outputs (onnxruntime's MinMax and Entropy) holds per calibration image."""
+    return int(4 * sum(sampler.values_per_image().values()))
+
+
+def _override(low, high):
+    return [{"rmin": np.array(low, dtype=np.float32), "rmax": np.array(high, dtype=np.float32)}]

@@ -90,6 +90,10 @@ class RangeSampler:
         """`{tensor name: (min, max)}` over every value seen."""
         return {name: (self._low[name], self._high[name]) for name in self._low}
 
+    def values_per_image(self):
+        """`{tensor name: values of one image}` (the mean over the images added)."""
+        return {name: count / max(self.images, 1) for name, count in self._count.items()}
+
     def ranges(self, percentile=DEFAULT_PERCENTILE):
         """`{tensor name: (low, high)}` clipped at `percentile` on each side.
 

@@ -86,3 +86,30 @@ def test_ranges_need_images_and_a_sensible_lowest_percentile():
         RangeSampler().ranges()
     with pytest.raises(ValueError, match="`lowest_percentile` must be in"):
         RangeSampler(lowest_percentile=10)
+
+
+def test_min_max_overrides_give_every_tensor_its_full_range_and_the_size_per_image():
+    from keras_unet.export.quantization.onnx_ranges import bytes_per_image, min_max_overrides
+
+    sampler = RangeSampler(expected_images=2)
+    sampler.add({"a": np.array([-1.0, 2.0, 0.5], np.float32), "b": np.zeros((2, 5), np.float32)})
+    sampler.add({"a": np.array([3.0, 0.0, 1.0], np.float32), "b": np.ones((2, 5), np.float32)})
+    overrides = min_max_overrides(sampler)
+    assert [(float(o[0]["rmin"]), float(o[0]["rmax"])) for o in overrides.values()] == [(-1.0, 3.0), (0.0, 1.0)]
+    assert overrides["a"][0]["rmin"].dtype == np.float32
+    assert bytes_per_image(sampler) == 4 * (3 + 10)
+
+
+def test_entropy_calibration_is_judged_by_the_memory_it_would_hold(monkeypatch):
+    import os
+    import types
+
+    from keras_unet.export import onnx_convert
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    sampler = RangeSampler(expected_images=1)
+    sampler.add({"big": np.zeros(1000, np.float32)})  # 4 kB per image
+    monkeypatch.setattr(onnx_convert, "activation_sampler", lambda job, opset: sampler)
+    fits = int(0.25 * memory // 4000)
+    assert onnx_convert.entropy_fits(types.SimpleNamespace(calibration=range(fits)), 17)
+    assert not onnx_convert.entropy_fits(types.SimpleNamespace(calibration=range(fits + 10)), 17)
