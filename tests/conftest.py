@@ -7,7 +7,7 @@ the one model every folder shares; it trains in seconds, so only `slow` tests ma
 
 import pytest
 
-pytest_plugins = ("fast_lane_guard", "pytester")
+pytest_plugins = ("fast_lane_guard", "pytester", "slow_lane_schedule")
 
 TRAINED_SIZE = (32, 32)
 
