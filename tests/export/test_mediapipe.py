@@ -49,10 +49,12 @@ def _train(channels, num_classes, class_names, output_activation="auto"):
 
 
 @pytest.fixture(scope="module")
-def models():
-    """Tiny trained models by name (module scope: trained only when a slow test runs)."""
+def models(trained_unet_path):
+    """Tiny trained models by name (module scope: trained only when a slow test runs); the
+    binary one is the session's (`trained_unet_path`: the same recipe as `_train(3, 1,
+    ["nucleus"])`, trained once for the whole session)."""
     return {
-        "binary": _train(3, 1, ["nucleus"]),
+        "binary": keras.saving.load_model(trained_unet_path),
         "three_classes": _train(3, 3, ["background", "nucleus", "bright"]),
         # Named [background, foreground]: MediaPipe labels its one output "nucleus".
         "gray": _train(1, 1, ["background", "nucleus"]),
