@@ -12,6 +12,7 @@ import pytest
 
 from keras_unet.export.metadata import build_metadata, embed_onnx_metadata, embed_tflite_metadata, validate_metadata
 from keras_unet.runtime.metadata import read_metadata, read_tflite_metadata, tflite_metadata_entries
+from keras_unet.runtime.metadata_schema import SCHEMA_VERSION
 
 
 def tiny_model(classes):
@@ -54,7 +55,7 @@ def test_build_metadata_fills_the_schema_from_the_model(models):
     assert metadata["source_model"] == "model.keras"  # no absolute paths inside shipped files
     from keras_unet.version import __version__
 
-    assert metadata["keras_unet_version"] == __version__ and metadata["schema_version"] == 2
+    assert metadata["keras_unet_version"] == __version__ and metadata["schema_version"] == SCHEMA_VERSION == 3
     binary = build_metadata(models[1], format="onnx", quantization="none", input_size=None,
                             input_dtype="float32")
     assert binary["output_activation"] == "sigmoid" and binary["threshold"] == 0.5
