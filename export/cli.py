@@ -263,7 +263,7 @@ WORST_LAYERS = 10
 
 def _write_report(args, verification, calibration, kept_float, attempts, layers, written,
                   iou=None, latency=None, kept_int16=None, candidates=None):
-    from keras_unet.export.int8 import quantization_report
+    from keras_unet.export.int8_report import quantization_report
     from keras_unet.export.quantization.report import format_worst_layers
     from keras_unet.runtime.files import write_json_atomic
 

@@ -24,12 +24,12 @@ import dataclasses
 import functools
 import io
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from keras_unet.export.decoder_form import export_form
+from keras_unet.export.onnx_calibration import READER_IMAGES, range_overrides
 from keras_unet.export.onnx_integer import float_ops, npu_fallbacks  # noqa: F401  (the format's answers)
 from keras_unet.export.options import DEFAULT_OPSET
 
@@ -42,9 +42,6 @@ INPUT_NAME = "image"
 # graph onnxruntime runs is float work inside an "int8" model.
 # An int8 file that gains less than this over float32 is reported (as for TFLite).
 MIN_INT8_SPEEDUP = 1.5
-# Images onnxruntime's calibration reads when our overrides give every tensor's range (it
-# still calibrates the graph input, pinned to [0, 255] by the first image).
-READER_IMAGES = 4
 HEAVY_OPS = ("Conv", "ConvTranspose", "FusedConv", "MatMul", "Gemm", "FusedMatMul", "FusedGemm")
 
 
@@ -199,9 +196,10 @@ def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
     if options.calibrate_method in ("percentile", "minmax"):
         # Our own ranges (bounded memory) for every tensor; onnxruntime's calibration then
         # only needs to see a few images (it keeps all of them in memory at once).
-        extra["TensorQuantOverrides"] = _range_overrides(job, options.opset,
-                                                         options.calibrate_method)
-        images = images[:READER_IMAGES]
+        extra["TensorQuantOverrides"] = range_overrides(
+            job, prepared_model(job, options.opset), options.opset, options.calibrate_method,
+            INPUT_NAME)
+        images = images[:READER_IMAGES]  # onnxruntime still calibrates the pinned input
     # The Entropy calibrator prints its progress to stdout.
     uint8 = options.activation_type != "int8" and options.quantize != "int16x8"
     # "auto" without the int8 session (no verification): the usual winner.
@@ -279,40 +277,6 @@ def depth_to_space_quantized(uint8: bool) -> Iterator[None]:
     finally:
         if added:
             registry.QDQRegistry.pop("DepthToSpace", None)
-
-
-def activation_sampler(job: Any, opset: int) -> Any:
-    """The `RangeSampler` of the job's prepared graph over its calibration images, once."""
-    from keras_unet.export.calibration import pin_input_range
-    from keras_unet.export.quantization.onnx_ranges import sample_activations
-
-    return job.cached(("onnx_activation_sampler", opset), lambda: sample_activations(
-        prepared_model(job, opset), pin_input_range(job.calibration), input_name=INPUT_NAME))
-
-
-def _range_overrides(job, opset, method):
-    """`TensorQuantOverrides` of every tensor for `"percentile"` (intermediate tensors
-    clipped, the graph's outputs at min/max) or `"minmax"`, from one pass over the images."""
-    from keras_unet.export.quantization.onnx_ranges import min_max_overrides, percentile_overrides
-
-    def build():
-        sampler = activation_sampler(job, opset)
-        overrides = min_max_overrides(sampler)
-        if method == "percentile":
-            overrides.update(percentile_overrides(prepared_model(job, opset), None,
-                                                  input_name=INPUT_NAME, sampler=sampler))
-        return overrides
-
-    return job.cached(("onnx_range_overrides", opset, method), build)
-
-
-def entropy_fits(job: Any, opset: int) -> bool:
-    """Whether onnxruntime's Entropy calibration, which holds every calibration image's
-    tensors in memory at once, fits in a quarter of this machine's memory."""
-    from keras_unet.export.quantization.onnx_ranges import bytes_per_image
-
-    need = bytes_per_image(activation_sampler(job, opset)) * len(job.calibration)
-    return need <= 0.25 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def convert(job, options):

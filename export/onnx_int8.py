@@ -24,8 +24,8 @@ from typing import Any, Optional
 
 from keras_unet.export.converter import apply_rewrites
 from keras_unet.export.int8_session import Int8Session, QATSession
+from keras_unet.export.onnx_calibration import entropy_fits
 from keras_unet.export.onnx_convert import (ACTIVATION_TYPES, CALIBRATE_METHODS, HEAVY_OPS,
-                                            entropy_fits,
                                             INPUT_NAME, ONNXOptions, float_ops_left,
                                             prepared_model, quantize_int8, time_ms)
 
@@ -63,16 +63,25 @@ class ONNXSession(Int8Session):
         # uint8 and int16x8 files load. Why: see docs/notes/2026-12-06-onnx-int16x8.md.
         self.can_keep_int16 = options.quantize == "int8" and options.activation_type != "int8"
         first = options.calibrate_method
-        self.variants = (first,) + tuple(m for m in CALIBRATE_METHODS if m != first)
-        if "entropy" in self.variants[1:] and not entropy_fits(job, options.opset):
-            # onnxruntime's Entropy calibrator holds every image's tensors at once (a
-            # seed-size U-Net's 100 images: more than this machine has); the other two
-            # calibrations read our ranges, sampled one image at a time.
-            self.variants = tuple(v for v in self.variants if v != "entropy")
-            warnings.warn("The Entropy calibration was left out: onnxruntime holds every "
-                          "calibration image's activations in memory for it, more than a "
-                          "quarter of this machine's; the percentile and minmax ranges "
-                          "were tried.", UserWarning, stacklevel=2)
+        self._variants = (first,) + tuple(m for m in CALIBRATE_METHODS if m != first)
+        self._entropy_checked = False
+
+    @property
+    def variants(self) -> tuple:
+        """The calibrations to try; Entropy (not first) left out when it would not fit in
+        memory: onnxruntime's Entropy calibrator holds every image's tensors at once (a
+        seed-size U-Net's 100 images: more than this machine has), while the other two read
+        our ranges, sampled one image at a time (`keras_unet.export.onnx_calibration`)."""
+        if not self._entropy_checked and "entropy" in self._variants[1:]:
+            self._entropy_checked = True
+            if not entropy_fits(self.job, prepared_model(self.job, self.options.opset),
+                                self.options.opset, INPUT_NAME):
+                self._variants = tuple(v for v in self._variants if v != "entropy")
+                warnings.warn("The Entropy calibration was left out: onnxruntime holds every "
+                              "calibration image's activations in memory for it, more than a "
+                              "quarter of this machine's; the percentile and minmax ranges "
+                              "were tried.", UserWarning, stacklevel=2)
+        return self._variants
 
     def _fastest_activation_type(self, options: ONNXOptions) -> ONNXOptions:
         """Quantize with uint8 and with int8 activations, keep the faster on this machine.

@@ -104,12 +104,13 @@ def test_entropy_calibration_is_judged_by_the_memory_it_would_hold(monkeypatch):
     import os
     import types
 
-    from keras_unet.export import onnx_convert
+    from keras_unet.export import onnx_calibration
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     sampler = RangeSampler(expected_images=1)
     sampler.add({"big": np.zeros(1000, np.float32)})  # 4 kB per image
-    monkeypatch.setattr(onnx_convert, "activation_sampler", lambda job, opset: sampler)
+    monkeypatch.setattr(onnx_calibration, "activation_sampler", lambda *args: sampler)
     fits = int(0.25 * memory // 4000)
-    assert onnx_convert.entropy_fits(types.SimpleNamespace(calibration=range(fits)), 17)
-    assert not onnx_convert.entropy_fits(types.SimpleNamespace(calibration=range(fits + 10)), 17)
+    assert onnx_calibration.entropy_fits(types.SimpleNamespace(calibration=range(fits)), "p.onnx", 17)
+    assert not onnx_calibration.entropy_fits(types.SimpleNamespace(calibration=range(fits + 10)),
+                                             "p.onnx", 17)
