@@ -51,13 +51,12 @@ def _tflite_with_a_custom_op(path):
 
 
 def _ort_format(onnx_path, path):
-    """The `.onnx` file in ONNX Runtime's own format, as onnxruntime writes it."""
-    import onnxruntime
+    """The `.onnx` file in ONNX Runtime's own format, as `keras-unet export --out m.ort` writes
+    it (`export.ort.convert_to_ort`: without the x86-only NCHWc layout of ORT_ENABLE_ALL, which
+    a float Conv kept by repair would carry and onnxruntime-web does not have)."""
+    from keras_unet.export.ort import convert_to_ort
 
-    options = onnxruntime.SessionOptions()
-    options.optimized_model_filepath = str(path)
-    options.add_session_config_entry("session.save_model_format", "ORT")
-    onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    convert_to_ort(onnx_path, path)
     return path
 
 
