@@ -133,10 +133,10 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
         `(candidates, entry)`: every `Candidate` measured, in order, and the last file the
         greedy step kept (None when nothing was added).
     """
-    timed = start is not None and session.time_ms(start.quantized) is not None
     kept, current = Kept(), start
     current_agreement = start.agreement if start is not None else 0.0
-    current_ms = session.time_ms(start.quantized) if timed else None
+    current_ms = session.time_ms(start.quantized) if start is not None else None
+    timed = current_ms is not None
     candidates: list = []
     for round_index in range(MAX_ROUNDS):
         if round_index:

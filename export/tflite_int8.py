@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from keras_unet.export.converter import apply_rewrites
 from keras_unet.export.int8_session import Int8Session, QATSession
 from keras_unet.export.tflite_convert import (TFLiteOptions, custom_ops, make_converter,
                                               raise_unsupported, time_ms)
@@ -80,11 +79,6 @@ class TFLiteSession(Int8Session):
         if custom:
             raise_unsupported(custom, self.job.source)
         return model_bytes
-
-    def quantize(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
-        """The file with the rewrites of its mode applied (int8's for int8, none for 16x8)."""
-        return apply_rewrites(self.rewrites, self.convert(keep_float, variant, tuple(keep_int16)),
-                              self.options.quantize)
 
     def expand(self, nodes: list) -> list:
         return self.quantizer.with_consumers(nodes)
