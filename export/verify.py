@@ -177,6 +177,25 @@ def compare_predictions(reference, candidate, quantization="none", threshold=0.5
     )
 
 
+def _graph_forward(model):
+    """`model(batch, training=False)` traced once into a TensorFlow graph.
+
+    The export's static-batch model takes one image per call, and a functional U-Net called
+    eagerly spends most of each call dispatching its layers one by one: on 32 verification
+    images of a tiny model that was a third of an int8 export's time. The traced graph gives
+    the same probabilities (within 2e-6; grappler fuses conv + bias). Other backends (the
+    export needs TensorFlow, but `verify_export` takes any model) call the model as it is.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return lambda batch: model(batch, training=False)
+    import tensorflow as tf
+
+    return tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
+                       autograph=False)
+
+
 def keras_predict(model, images, batch_size=8, logits=False) -> np.ndarray:
     """Probabilities of a Keras model, float32, in inference mode.
 
@@ -195,8 +214,9 @@ def keras_predict(model, images, batch_size=8, logits=False) -> np.ndarray:
     """
     static_batch = model.inputs[0].shape[0] if getattr(model, "inputs", None) else None
     batch_size = static_batch or batch_size
+    forward = _graph_forward(model)
     outputs = np.concatenate([
-        np.asarray(model(images[i:i + batch_size], training=False), dtype="float32")
+        np.asarray(forward(images[i:i + batch_size]), dtype="float32")
         for i in range(0, len(images), batch_size)
     ])
     if logits:
