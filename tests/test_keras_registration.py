@@ -4,6 +4,12 @@ Each case is a fresh Python process: it imports one public submodule before or a
 then loads a saved `UNet` (attention, MobileNetV2 encoder) and a quantization-aware model with
 no `custom_objects`, predicts, and checks the predictions against the saving process's. Any
 warning fails the case (`-W error`).
+
+Every public module is a case before Keras: each one imports Keras at its own point of its
+body, which is what the registration hook must wait out. After Keras, one case stands for all:
+whichever submodule is named, `keras_unet/__init__.py` runs first, finds Keras loaded and
+registers there (`_keras_registration.install`), before the submodule's own body runs, so the
+other ten processes would repeat that path (a test below checks that it is the path taken).
 """
 
 import json
@@ -20,7 +26,8 @@ PUBLIC_MODULES = (
     "keras_unet.data", "keras_unet.callbacks", "keras_unet.quantization", "keras_unet.runtime",
     "keras_unet.export", "keras_unet.benchmarks",
 )  # fmt: skip
-ORDERS = ("before_keras", "after_keras")
+# (first module, order): every module before Keras; the package alone after it (see above).
+CASES = tuple((module, "before_keras") for module in PUBLIC_MODULES) + (("keras_unet", "after_keras"),)
 
 LOAD_AND_PREDICT = """
 import json, sys
@@ -75,7 +82,7 @@ def _run_case(case, paths):
 @pytest.mark.slow
 def test_every_first_import_reloads_saved_models_without_warnings(saved_models):
     paths, expected = saved_models
-    cases = [(module, order) for module in PUBLIC_MODULES for order in ORDERS]
+    cases = list(CASES)
     # Two processes at a time: each spends most of its time importing TensorFlow on one core.
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = dict(zip(cases, pool.map(lambda case: _run_case(case, paths), cases)))
@@ -129,3 +136,39 @@ def test_keras_imported_inside_a_half_initialised_submodule_registers_after_it(t
                           cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.slow  # ten Python processes (no TensorFlow): two seconds kept out of the fast lane
+def test_after_keras_every_submodule_registers_while_the_package_initialises(tmp_path):
+    """Why one after-Keras case stands for all: with `keras` loaded, importing any submodule
+    runs `register_now` inside `keras_unet/__init__.py`, before that submodule's body (checked
+    with a stand-in `keras`, so no TensorFlow: registering then warns, which is expected)."""
+    (tmp_path / "keras").mkdir()
+    (tmp_path / "keras" / "__init__.py").write_text("")
+    code = (
+        "import sys, importlib, json, warnings\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import keras\n"
+        "module = sys.argv[1]\n"
+        "calls = []\n"
+        "def spy(frame, event, arg):\n"
+        "    if event == 'call' and frame.f_code.co_name == 'register_now' \\\n"
+        "            and frame.f_code.co_filename.endswith('_keras_registration.py'):\n"
+        "        calls.append({'package_done': 'install' in frame.f_back.f_code.co_name,\n"
+        "                      'module_started': module in sys.modules})\n"
+        "sys.setprofile(spy)\n"
+        "warnings.simplefilter('ignore')\n"
+        "try:\n"
+        "    importlib.import_module(module)\n"
+        "except Exception:\n"
+        "    pass  # the stand-in keras has nothing in it: only the order matters here\n"
+        "sys.setprofile(None)\n"
+        "print(json.dumps(calls))\n"
+    )
+    for module in PUBLIC_MODULES[1:]:
+        done = subprocess.run([sys.executable, "-c", code, module], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=60)
+        assert done.returncode == 0, f"{module}: {done.stderr[-2000:]}"
+        calls = json.loads(done.stdout.strip().splitlines()[-1])
+        assert calls, f"{module}: register_now never ran"
+        assert calls[0] == {"package_done": True, "module_started": False}, (module, calls)
