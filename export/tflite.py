@@ -164,30 +164,16 @@ def mediapipe_notes(channels: int, io_dtype: str) -> list:
     return notes
 
 
-def npu_notes(options: TFLiteOptions, model_bytes: bytes) -> list:
-    """For an integer-only file: the ops a typical NPU delegate would leave to the CPU
-    (`tflite_ops.npu_fallbacks`), if any."""
-    if not options.integer_only:
-        return []
-    fallbacks = npu_fallbacks(model_bytes)
-    if not fallbacks:
-        return []
-    return [f"{len(fallbacks)} op(s) of this integer-only file would run on the CPU beside a "
-            "typical NPU delegate (NNAPI, QNN, Edge-TPU-like), which runs int8 only: "
-            + "; ".join(fallbacks[:5]) + ("; ..." if len(fallbacks) > 5 else "")
-            + ". Check on the device; some vendor delegates run 16-bit activations."]
-
-
 def diagnose(job: Any, options: TFLiteOptions, model_bytes: bytes) -> Diagnosis:
-    """MediaPipe's input requirements; an integer-only file's NPU fallbacks; time a
-    dynamic-range, int8 or 16x8 file against float32.
+    """MediaPipe's input requirements; time a dynamic-range, int8 or 16x8 file against
+    float32. (What an NPU delegate would not run is the pipeline's: `Converter.npu_fallbacks`.)
 
     Nothing for a quantize-aware job: its float graph holds the fake-quant ops, so there is
     no float32 conversion to time it against.
     """
     if job.quantize_aware:
         return Diagnosis()
-    notes = mediapipe_notes(job.input_channels, options.io_dtype) + npu_notes(options, model_bytes)
+    notes = mediapipe_notes(job.input_channels, options.io_dtype)
     if options.quantize not in ("dynamic", "int8", "int16x8") or not options.check_speed:
         return Diagnosis(warnings=notes)
     float_options = TFLiteOptions(quantize="none", io_dtype="float32",
@@ -252,7 +238,8 @@ CONVERTER = Converter(format="tflite", suffix=".tflite", quantize_modes=QUANTIZE
                       conversion_options=conversion_options, convert=convert, describe=describe,
                       embed_metadata=embed_metadata, int8_session=TFLiteSession,
                       qat_session=TFLiteQATSession, rewrites=TFLITE_REWRITES, diagnose=diagnose,
-                      mask_head=tflite_with_mask_head)
+                      mask_head=tflite_with_mask_head, float_ops=float_ops,
+                      npu_fallbacks=npu_fallbacks)
 
 
 def export_tflite(model_or_path: Any, out: Any, quantize: str = "none",

@@ -203,18 +203,33 @@ def test_bad_keep_int16_and_float_in_integer_only_are_clear_errors(files):
         files["int8_integer_only_session"].quantize([files["kept_float_node"]], "percentile")
 
 
+# Through the export pipeline ------------------------------------------------------------------
 @pytest.mark.slow
-def test_an_integer_only_16x8_export_says_what_an_npu_would_not_run(files):
-    from keras_unet.export.tflite import npu_notes
+@pytest.mark.parametrize("quantize", ["int8", "int16x8"])
+def test_an_integer_only_export_has_no_float_op_and_records_it(model, held_out, tmp_path, quantize):
+    """`export_tflite(..., integer_only=True)`: the pipeline's rule reads the converter's
+    `float_ops`, and the result and its summary list what an NPU delegate would not run."""
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export.tflite import export_tflite
+    from keras_unet.runtime.metadata import read_metadata
 
-    only16 = conversion_options(ExportOptions(quantize="int16x8", integer_only=True))
-    only8 = conversion_options(ExportOptions(quantize="int8", integer_only=True))
-    count = len(npu_fallbacks(files["int16x8_integer_only"]))
-    [note] = npu_notes(only16, files["int16x8_integer_only"])
-    assert note.startswith(f"{count} op(s) of this integer-only file") and "16-bit" in note
-    assert npu_notes(only8, files["int8_integer_only"]) == []
-    # not asked for: no note
-    assert npu_notes(conversion_options(ExportOptions(quantize="int16x8")), files["int16x8"]) == []
+    path = tmp_path / f"{quantize}.tflite"
+    result = export_tflite(model, path, quantize=quantize, integer_only=True,
+                           calibration_data=nuclei_path(), calibration_size=32,
+                           verification_data=held_out, check_speed=False, progress=False)
+    model_bytes = path.read_bytes()
+    assert result.quantization == quantize and result.integer_only
+    assert read_metadata(path)["integer_only"] is True
+    assert float_ops(model_bytes) == [] and result.kept_float == []
+    assert result.npu_fallbacks == npu_fallbacks(model_bytes)
+    io_dtype = "uint8" if quantize == "int8" else "int16"
+    assert (result.input_dtype, result.output_dtype) == (io_dtype, io_dtype)
+    if quantize == "int8":
+        assert result.npu_fallbacks == []
+    else:  # every op computes at 16-bit activations, which a typical NPU delegate does not run
+        assert result.npu_fallbacks
+        assert f"{len(result.npu_fallbacks)} op(s) a typical NPU delegate would not run" in (
+            result.summary())
 
 
 @pytest.mark.slow
