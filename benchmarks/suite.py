@@ -32,7 +32,7 @@ import os
 import sys
 
 from keras_unet.benchmarks.environment import collect_environment
-from keras_unet.benchmarks.int8_matrix import TARGETS
+from keras_unet.benchmarks.targets import AGREEMENT_TARGET
 from keras_unet.benchmarks.measure import MeasureOptions, error_row, format_of, measure_model
 from keras_unet.benchmarks.quality import LabelledData, compare_with_reference
 from keras_unet.benchmarks.report import BenchmarkReport, mark_fastest_runtimes
@@ -42,9 +42,8 @@ from keras_unet.runtime import RUNTIMES, runtimes_for
 ALL_RUNTIMES = "all"
 #: `runtime` value that measures the files in headless Chromium (onnxruntime-web, MediaPipe).
 BROWSER_RUNTIME = "browser"
-#: The agreement (IoU with the reference's masks) a runtime must keep to be marked fastest:
-#: the bench's int8 target (`keras_unet.benchmarks.int8_matrix.TARGETS`).
-AGREEMENT_TARGET = TARGETS["agreement_iou"]
+#: The agreement (IoU with the reference's masks) a runtime must keep to be marked fastest
+#: is `AGREEMENT_TARGET` (`keras_unet.benchmarks.targets`).
 # Runner `format` -> the runtime name that runs it (`keras_unet.runtime.RUNTIMES`).
 _RUNTIME_OF_FORMAT = {"tflite": "tflite", "onnx": "onnxruntime", "keras": "keras", "openvino": "openvino"}
 

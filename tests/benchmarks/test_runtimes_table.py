@@ -22,10 +22,10 @@ def _row(model, runtime, p50, agreement, error=None):
                         agreement_iou=agreement, error=error)
 
 
-def test_the_target_is_the_bench_int8_target():
-    from keras_unet.benchmarks.int8_matrix import TARGETS
+def test_the_target_is_what_the_export_repairs_toward():
+    from keras_unet.export.int8 import AGREEMENT_TARGET as REPAIR_TARGET
 
-    assert AGREEMENT_TARGET == TARGETS["agreement_iou"] == TARGET
+    assert AGREEMENT_TARGET == REPAIR_TARGET == TARGET
 
 
 def test_fastest_is_the_quickest_row_keeping_agreement():
