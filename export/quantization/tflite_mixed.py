@@ -28,6 +28,7 @@ model_bytes = quantize_mixed(calibrated, keep_int16=["m/stem/Relu"], io_dtype="u
 ```
 """
 
+import contextlib
 import re
 
 import numpy as np
@@ -107,9 +108,31 @@ def quantize_mixed(calibrated_model, keep_int16=(), keep_float=(), io_dtype="uin
     model = depth_to_space_as_transpose(calibrated_model)
     engine = quantizer.Quantizer(bytearray(model))
     configure(engine, keep_int16, keep_float, io_dtype)
-    result = engine.quantize(recorded_qsvs(model), enable_progress_bar=False,
-                             enable_progress_report=False)
+    with _no_progress_bars():
+        result = engine.quantize(recorded_qsvs(model), enable_progress_bar=False,
+                                 enable_progress_report=False)
     return inline_buffers(bytes(result.quantized_model))
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """Keeps the quantizer's own tqdm bars off stderr. litert-quantizer 0.11 does not pass
+    `enable_progress_bar` on to its model modifier (`Quantizer._get_quantized_model`), which
+    then draws "Applying Transformations to tensors" for any model of 100 tensors or more,
+    once per repair attempt."""
+    from litert_quantizer.utils import progress_utils
+
+    class Quiet(progress_utils.ProgressBar):
+        def __init__(self, *args, **kwargs):
+            kwargs["enable"] = False
+            super().__init__(*args, **kwargs)
+
+    original = progress_utils.ProgressBar
+    progress_utils.ProgressBar = Quiet
+    try:
+        yield
+    finally:
+        progress_utils.ProgressBar = original
 
 
 def inline_buffers(model_bytes) -> bytes:
