@@ -12,7 +12,7 @@ A step that fails is reported and the others go on. OUT must not exist yet, so a
 earlier demo is never overwritten (the default is a new time-stamped folder).
 
 Example:
-  keras-unet demo                       # about 5 minutes on a 2-core CPU
+  keras-unet demo                       # 6 to 10 minutes on a 2-core CPU
   keras-unet demo --epochs 3 --out /tmp/demo
 """
 
