@@ -41,6 +41,7 @@ candidates, final = search(session, measure, images, "percentile", rows, start,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Callable, Optional
 
 # Groups measured per round: each costs a quantization and a verification.
@@ -133,9 +134,10 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
         `(candidates, entry)`: every `Candidate` measured, in order, and the last file the
         greedy step kept (None when nothing was added).
     """
+    time_ms = _timed_once(session)
     kept, current = Kept(), start
     current_agreement = start.agreement if start is not None else 0.0
-    current_ms = session.time_ms(start.quantized) if start is not None else None
+    current_ms = time_ms(start.quantized) if start is not None else None
     timed = current_ms is not None
     candidates: list = []
     for round_index in range(MAX_ROUNDS):
@@ -156,7 +158,7 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
                     continue
                 candidate.agreement = entry.agreement
                 candidate.gain = round(entry.agreement - current_agreement, 6)
-                candidate.cost, candidate.cost_unit = _cost(session, entry, kept, trial,
+                candidate.cost, candidate.cost_unit = _cost(time_ms, entry, kept, trial,
                                                             current_ms)
                 measured.append((candidate, tuple(nodes), precision))
         added_groups: set = set()  # the groups kept this round
@@ -172,7 +174,7 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
             candidate.added = True
             added_groups.add(nodes)
             if timed:
-                current_ms = session.time_ms(entry.quantized)
+                current_ms = time_ms(entry.quantized)
             if cleared(entry.report):
                 return candidates, current
         if not added_groups:
@@ -228,12 +230,26 @@ def _shortlist(session: Any, rows: Optional[list], kept: Kept, stem: bool) -> li
     return groups
 
 
-def _cost(session: Any, entry: Any, kept: Kept, trial: Kept,
+def _timed_once(session: Any) -> Callable[[bytes], Optional[float]]:
+    """`session.time_ms`, remembered per file: the greedy step keeps a candidate's own file
+    when it adds that candidate first, and timing it again would only add noise and time."""
+    timings: dict = {}
+
+    def time_ms(model_bytes: bytes) -> Optional[float]:
+        key = hashlib.sha256(model_bytes).digest()
+        if key not in timings:
+            timings[key] = session.time_ms(model_bytes)
+        return timings[key]
+
+    return time_ms
+
+
+def _cost(time_ms: Callable[[bytes], Optional[float]], entry: Any, kept: Kept, trial: Kept,
           current_ms: Optional[float]) -> tuple:
     """`(cost, unit)` of going from `kept` to `trial`: ms over the current file when the
     session times files, else cost-model units."""
     if current_ms is not None:
-        ms = session.time_ms(entry.quantized)
+        ms = time_ms(entry.quantized)
         if ms is not None:
             return round(max(ms - current_ms, MIN_COST_SHARE * current_ms), 4), "ms"
     units = (len(set(trial.float) - set(kept.float))

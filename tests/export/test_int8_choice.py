@@ -128,8 +128,9 @@ def test_candidates_are_added_by_gain_per_cost_until_the_target_clears(monkeypat
     # layer1 gains a little more than layer2, but costs five times as much.
     TimedSession.cost = {"layer1": 0.5, "layer2": 0.1}
     score = effects({"a": 0.95, "b": 0.97}, {"layer1": 0.012, "layer2": 0.011})
-    outcome, _ = _choose(monkeypatch, score, session_class=TimedSession)
+    outcome, session = _choose(monkeypatch, score, session_class=TimedSession)
     assert outcome.kept_float == ["layer2"]
+    print(session.timed)
     cost = {c.names[0]: c for c in outcome.candidates}
     assert cost["layer1"].cost == pytest.approx(0.5) and cost["layer2"].cost == pytest.approx(0.1)
     assert cost["layer1"].cost_unit == "ms"
@@ -311,3 +312,12 @@ def test_a_session_that_keeps_nothing_writes_its_file_unrepaired(monkeypatch):
                          session_class=LearnedRangesSession)
     assert outcome.kept_float == [] and outcome.calibration == "b"
     assert [a.kept_float for a in outcome.attempts] == [[], []]
+
+
+def test_the_search_times_each_file_once():
+    """The greedy step adds a candidate whose file `_cost` has timed already: not again."""
+    calls = []
+    session = types.SimpleNamespace(time_ms=lambda model_bytes: calls.append(model_bytes) or 2.0)
+    time_ms = repair._timed_once(session)
+    assert [time_ms(b"a:layer1:"), time_ms(b"a:layer1:"), time_ms(b"a:layer2:")] == [2.0] * 3
+    assert calls == [b"a:layer1:", b"a:layer2:"]
