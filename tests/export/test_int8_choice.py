@@ -128,9 +128,8 @@ def test_candidates_are_added_by_gain_per_cost_until_the_target_clears(monkeypat
     # layer1 gains a little more than layer2, but costs five times as much.
     TimedSession.cost = {"layer1": 0.5, "layer2": 0.1}
     score = effects({"a": 0.95, "b": 0.97}, {"layer1": 0.012, "layer2": 0.011})
-    outcome, session = _choose(monkeypatch, score, session_class=TimedSession)
+    outcome, _ = _choose(monkeypatch, score, session_class=TimedSession)
     assert outcome.kept_float == ["layer2"]
-    print(session.timed)
     cost = {c.names[0]: c for c in outcome.candidates}
     assert cost["layer1"].cost == pytest.approx(0.5) and cost["layer2"].cost == pytest.approx(0.1)
     assert cost["layer1"].cost_unit == "ms"
