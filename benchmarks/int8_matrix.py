@@ -46,6 +46,9 @@ from pathlib import Path
 
 from keras_unet.benchmarks.int8_matrix_data import (  # noqa: F401 - split_folder: qat_matrix's import
     Labels, is_current, matrix_folders, split_folder, training_done)
+# The targets, named here too for the page and the tests.
+from keras_unet.benchmarks.targets import (  # noqa: F401
+    MODE_TARGETS, MULTI_CLASS_MODE_TARGETS, MULTI_CLASS_TARGETS, TARGETS)
 
 # name -> `keras-unet train` model arguments. "seed" is the original U-Net (filters 64, no BN);
 # at Adam's default 1e-3 it collapsed to predicting no foreground (IoU 0 from its second
@@ -69,15 +72,6 @@ EXPORTS = {"int8.tflite": ["--quantize", "int8"], "int8.onnx": ["--quantize", "i
 MODES = {"int8": ("int8.tflite", "int8.onnx"),
          "int16x8": ("int16x8.tflite", "int16x8.onnx"),
          "integer_only": ("int8_integer_only.tflite", "int8_integer_only.onnx")}
-# The targets (`keras_unet.benchmarks.targets`), named here too for the page and the tests.
-from keras_unet.benchmarks.targets import (  # noqa: E402, F401
-    MODE_TARGETS,
-    MULTI_CLASS_MODE_TARGETS,
-    MULTI_CLASS_TARGETS,
-    TARGETS,
-)
-
-
 def run_cli(*args, log):
     command = [sys.executable, "-m", "keras_unet.cli", *map(str, args)]
     with open(log, "a") as handle:

@@ -1,14 +1,5 @@
-"""The `--report` JSON of an int8 or int16x8 export (`keras-unet export --report`).
-
-Example:
-```python
-from keras_unet.export.int8_report import quantization_report
-
-report = quantization_report(file="m.tflite", written=True, agreement_floor=0.98,
-                             verification=result.verification, calibration_method="minmax",
-                             kept_float=[], attempts=[], layers=result.layer_report)
-```
-"""
+"""The `--report` JSON of an int8 or int16x8 export (`keras-unet export --report`):
+`quantization_report`, whose docstring has the example."""
 
 from __future__ import annotations
 
