@@ -17,6 +17,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
+from pixel_onnx import pixel_model
 
 SIZE = 32
 HAND_IOU = 0.6
@@ -74,28 +75,7 @@ def hand_scores():
 
 def _onnx_pixel_model(path, bias):
     """sigmoid(sum(rgb) / 30 + bias) per pixel, NHWC in and out, batch free."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["images", "weights"], ["weighted"]),
-            helper.make_node("Add", ["weighted", "bias"], ["logits"]),
-            helper.make_node("Sigmoid", ["logits"], ["probabilities"]),
-        ],
-        "pixel_model",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", SIZE, SIZE, 3])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", SIZE, SIZE, 1])],
-        initializer=[
-            numpy_helper.from_array(np.full((3, 1), 1.0 / 30.0, np.float32), "weights"),
-            numpy_helper.from_array(np.array([bias], np.float32), "bias"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return str(path)
+    return pixel_model(path, SIZE, np.full((3, 1), 1.0 / 30.0), [bias], "Sigmoid")
 
 
 @pytest.fixture(scope="session")

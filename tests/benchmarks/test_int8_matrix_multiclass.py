@@ -15,6 +15,7 @@ reference scores mean IoU 1 and `shifted` 5/9, a drop of 4/9.
 import numpy as np
 import pytest
 from PIL import Image
+from pixel_onnx import pixel_model
 
 from keras_unet.benchmarks import int8_matrix, run_benchmark
 
@@ -46,24 +47,7 @@ def three_class_folder(tmp_path_factory):
 
 
 def _softmax_model(path, bias):
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["images", "weights"], ["weighted"]),
-         helper.make_node("Add", ["weighted", "bias"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
-        "stripes",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", SIZE, SIZE, 3])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", SIZE, SIZE, 3])],
-        initializer=[numpy_helper.from_array(np.eye(3, dtype=np.float32) / 30.0, "weights"),
-                     numpy_helper.from_array(np.asarray(bias, np.float32), "bias")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return str(path)
+    return pixel_model(path, SIZE, np.eye(3) / 30.0, bias, "Softmax")
 
 
 @pytest.fixture(scope="module")
