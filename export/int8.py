@@ -262,7 +262,7 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
         limit = MAX_KEPT
         if rows is not None and best_int8 is not None and best_int8.report.passed:
             limit = min(MAX_KEPT, int(TARGET_SHARE * len(rows)))
-        candidates, _ = search(
+        candidates = search(
             session, lambda kept: attempt(variant, kept, rows), images, variant, rows, best_int8,
             lambda report: confident(report), limit, precisions,
             names=lambda nodes: _names(rows, nodes))

@@ -32,8 +32,8 @@ Example:
 ```python
 from keras_unet.export.repair import Kept, search
 
-candidates, final = search(session, measure, images, "percentile", rows, start,
-                           cleared, limit=24, precisions=("int16", "float"))
+candidates = search(session, measure, images, "percentile", rows, start,
+                    cleared, limit=24, precisions=("int16", "float"))
 [c.to_dict() for c in candidates]
 ```
 """
@@ -114,7 +114,7 @@ class Candidate:
 
 def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: str,
            rows: Optional[list], start: Any, cleared: Callable[[Any], bool], limit: int,
-           precisions: tuple, names: Callable[[list], list] = list) -> tuple:
+           precisions: tuple, names: Callable[[list], list] = list) -> list:
     """Choose what to keep above int8, greedily by measured gain per cost (module docstring).
 
     Args:
@@ -131,11 +131,11 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
         names: node names -> Keras layer names, for the record.
 
     Returns:
-        `(candidates, entry)`: every `Candidate` measured, in order, and the last file the
-        greedy step kept (None when nothing was added).
+        Every `Candidate` measured, in order (`added` marks those the greedy step kept). The
+        files themselves reach the caller through `measure`, which records each one.
     """
     time_ms = _timed_once(session)
-    kept, current = Kept(), start
+    kept = Kept()
     current_agreement = start.agreement if start is not None else 0.0
     current_ms = time_ms(start.quantized) if start is not None else None
     timed = current_ms is not None
@@ -170,30 +170,30 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
             entry = measure(trial)
             if entry is None or entry.agreement <= current_agreement:
                 continue  # it helped alone, not on top of what is kept now
-            kept, current, current_agreement = trial, entry, entry.agreement
+            kept, current_agreement = trial, entry.agreement
             candidate.added = True
             added_groups.add(nodes)
             if timed:
                 current_ms = time_ms(entry.quantized)
             if cleared(entry.report):
-                return candidates, current
+                return candidates
         if not added_groups:
             # Nothing gained on its own; a file the runtime refused may load with its
             # neighbours kept too (XNNPack refuses an int8 op between float ones outside its
             # scale limits): keep the groups one after another, worst first, as they load.
-            kept, current, current_agreement, done = _refused_together(
-                candidates, measure, kept, current, current_agreement, cleared, limit)
+            kept, current_agreement, done = _refused_together(
+                candidates, measure, kept, current_agreement, cleared, limit)
             if done:
-                return candidates, current
+                return candidates
         if rows is None or not measured:
             break
-    return candidates, (current if len(kept) else None)
+    return candidates
 
 
-def _refused_together(candidates: list, measure: Callable, kept: Kept, current: Any,
-                      agreement: float, cleared: Callable, limit: int) -> tuple:
+def _refused_together(candidates: list, measure: Callable, kept: Kept, agreement: float,
+                      cleared: Callable, limit: int) -> tuple:
     """Add the groups that gained nothing alone (refused files among them), cumulatively,
-    keeping each file that loads and gains; returns `(kept, entry, agreement, cleared)`."""
+    keeping each file that loads and gains; returns `(kept, agreement, cleared)`."""
     trial = kept
     for candidate in [c for c in candidates if not c.added and not (c.gain or 0) > 0]:
         trial = trial.plus(candidate.nodes, candidate.precision)
@@ -203,9 +203,9 @@ def _refused_together(candidates: list, measure: Callable, kept: Kept, current: 
         if entry is not None and entry.agreement > agreement:
             candidate.added = True
             if cleared(entry.report):
-                return trial, entry, entry.agreement, True
-            kept, current, agreement = trial, entry, entry.agreement
-    return kept, current, agreement, False
+                return trial, entry.agreement, True
+            kept, agreement = trial, entry.agreement
+    return kept, agreement, False
 
 
 def _shortlist(session: Any, rows: Optional[list], kept: Kept, stem: bool) -> list:
