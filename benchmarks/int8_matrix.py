@@ -109,13 +109,7 @@ def run_model(name, folders, work, epochs, threads, image_size, channels, labels
               modes=("int8",)) -> list:
     """Train, export and benchmark one model; returns its rows for the table.
 
-    `--modes` adds the other quantized files: `int16x8` (8-bit weights, 16-bit activations;
-target agreement >= 0.995, its p50 shown against the int8 file's and fp32 TFLite's) and
-`integer_only` (int8 with `--integer-only`: no float op, repair at int16 only; target
-agreement >= 0.98 binary, >= 0.97 multi-class). Off by default: on a CPU a 16x8 TFLite file
-runs on TFLite's reference int16 kernels, about 25x slower than float32.
-
-A step runs only when its output is missing or older than its input: training when the
+    A step runs only when its output is missing or older than its input: training when the
     run folder holds no finished run of `epochs` (a shorter one is continued), an export when
     its file is missing or older than the model, the benchmark when a file it measures is
     newer than bench.json, the set of files changed or one of them failed. Deleting a model's

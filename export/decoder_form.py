@@ -1,7 +1,8 @@
-"""The U-Net decoder in the form int8 runtimes compute best, with the same float32 numbers.
+"""The U-Net in the form int8 runtimes compute best, with the same float32 numbers.
 
-Two rewrites of `DecoderBlock`, applied to a copy of the model at export
-(`keras_unet.export.source.static_model`, and the ONNX graph) and checked against the model:
+Two rewrites of `DecoderBlock` and one of `InputNormalization`, applied to a copy of the model
+at export (`keras_unet.export.source.static_model`, and the ONNX graph) and checked against the
+model:
 
 **2x2 up-convolution as 1x1 convolution + pixel shuffle** (every runtime, every mode). A
 `Conv2DTranspose` with a 2x2 kernel and stride 2 (`upsample="transpose"`, the original U-Net)
@@ -22,8 +23,18 @@ well as in the skip. A per-channel identity (a 1x1 depthwise convolution with we
 skip before the concatenation is a requantization in int8: the encoder keeps its own tight
 scale. ONNX does not need it (`QLinearConcat` requantizes each input).
 
-Why: see docs/notes/2026-11-27-onnx-decoder-form-and-layout.md and
-docs/notes/2026-11-28-requantization-and-skip-scales.md.
+**Caffe normalisation as a 1x1 convolution** (ONNX). `InputNormalization("caffe")` reverses
+the channels and subtracts the ImageNet means; tf2onnx writes that as `Sub`, `Transpose`,
+`ReverseSequence` and `Reshape`, which onnxruntime's quantizer leaves in float, so a ResNet50
+file could not be integer-only. A 1x1 convolution with the channel-reversing permutation as
+kernel and `-mean` (BGR) as bias computes the same float32 numbers (each output is one input
+times 1 plus zeros, then the same subtraction) and quantizes like any other `Conv`: its uint8
+input over [0, 255] has scale 1, so integer pixels enter it exactly. TFLite quantizes the
+original ops (`SUB`, `REVERSE_V2`) itself and keeps them.
+
+Why: see docs/notes/2026-11-27-onnx-decoder-form-and-layout.md,
+docs/notes/2026-11-28-requantization-and-skip-scales.md and
+docs/notes/2026-12-07-caffe-normalisation-as-conv.md.
 
 Example:
 ```python
@@ -31,7 +42,8 @@ from keras_unet import UNet
 from keras_unet.export.decoder_form import export_form
 
 model = UNet((128, 128, 3), filters=16)
-same = export_form(model)                              # ONNX, float TFLite
+same = export_form(model)                              # float TFLite
+same_onnx = export_form(model, caffe_as_conv=True)     # ONNX
 same_int8 = export_form(model, separate_skip_scales=True)   # full-integer TFLite
 ```
 """
@@ -102,6 +114,37 @@ def subpixel_transpose_type() -> Any:
             return subpixel_upsample(self, inputs)
 
     return SubpixelConv2DTranspose
+
+
+@functools.lru_cache(maxsize=None)
+def conv_normalization_type() -> Any:
+    """`ConvInputNormalization`: an `InputNormalization` whose `"caffe"` mode is computed as a
+    1x1 convolution (channel reversal as kernel, `-mean` in BGR order as bias). Export-only;
+    other modes compute as `InputNormalization` does. Built on first use."""
+    from keras import ops
+
+    from keras_unet.layers import InputNormalization
+    from keras_unet.layers.input_normalization import CAFFE_BGR_MEAN
+
+    class ConvInputNormalization(InputNormalization):
+        def call(self, inputs):
+            if self.mode != "caffe":
+                return super().call(inputs)
+            x = ops.cast(inputs, self.compute_dtype)
+            # Output channel c reads input channel 2 - c: RGB -> BGR.
+            reverse = np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3)
+            kernel = ops.convert_to_tensor(reverse, dtype=self.compute_dtype)
+            bias = ops.convert_to_tensor(-np.asarray(CAFFE_BGR_MEAN, "float32"),
+                                         dtype=self.compute_dtype)
+            return ops.conv(x, kernel, strides=1, padding="valid") + bias
+
+    return ConvInputNormalization
+
+
+def _is_caffe_normalization(layer):
+    from keras_unet.layers import InputNormalization
+
+    return type(layer) is InputNormalization and layer.mode == "caffe"
 
 
 def _is_subpixel_transpose(layer):
@@ -176,18 +219,21 @@ def _export_copy(block, subpixel, separate_skip_scale):
     return twin
 
 
-def export_form(model, separate_skip_scales=False) -> Any:
-    """`model` with its `DecoderBlock`s computed in the export form.
+def export_form(model, separate_skip_scales=False, caffe_as_conv=False) -> Any:
+    """`model` with its `DecoderBlock`s (and, asked, its caffe normalisation) computed in the
+    export form.
 
     2x2 up-convolutions become 1x1 convolutions plus a pixel shuffle; with
     `separate_skip_scales`, every skip connection also passes a per-channel identity (for
-    full-integer TFLite). Returns `model` itself when nothing changes (no `DecoderBlock`, or a
+    full-integer TFLite); with `caffe_as_conv`, `InputNormalization("caffe")` becomes a 1x1
+    convolution (for ONNX). Returns `model` itself when nothing changes (no such layer, or a
     quantization-aware model whose blocks were flattened). Other layers, and their weights,
-    are shared with `model`; the rewritten blocks hold copies of theirs.
+    are shared with `model`; the rewritten layers hold copies of theirs.
 
     Args:
         model: a functional Keras model (a `keras_unet.UNet`, or any graph of its layers).
         separate_skip_scales: give each skip connection its own int8 scale.
+        caffe_as_conv: compute caffe normalisation as a 1x1 convolution.
 
     Example:
     ```python
@@ -196,6 +242,8 @@ def export_form(model, separate_skip_scales=False) -> Any:
     """
     swaps = {}
     for layer in getattr(model, "layers", []):
+        if caffe_as_conv and _is_caffe_normalization(layer) and layer.built:
+            swaps[id(layer)] = _twin(layer, conv_normalization_type())
         if not _is_decoder_block(layer) or not layer.built:
             continue
         subpixel = is_subpixel_candidate(layer)

@@ -134,8 +134,11 @@ def float_model(job: Any, opset: int) -> Path:
                                dtype="float32", name=INPUT_NAME)
         try:
             # The same graph as job.static (1x1 conv + pixel shuffle for 2x2 up-convolutions:
-            # onnxruntime has no int8 ConvTranspose), with the batch and size asked for.
-            graph = job.cached("export_form", lambda: export_form(job.model))
+            # onnxruntime has no int8 ConvTranspose; caffe normalisation as a 1x1 conv, which
+            # its quantizer quantizes where it leaves Sub and ReverseSequence in float), with
+            # the batch and size asked for.
+            graph = job.cached("export_form",
+                               lambda: export_form(job.model, caffe_as_conv=True))
             with quiet_logs():
                 graph.export(str(path), format="onnx", verbose=False,
                              input_signature=[spec], opset_version=opset)
@@ -209,6 +212,12 @@ def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
     elif options.keep_int16:
         extra["TensorQuantOverrides"] = _int16_overrides(job, options, activation,
                                                          extra.get("TensorQuantOverrides", {}))
+    if options.integer_only:
+        # onnxruntime quantizes a data-movement op (Transpose, Reshape) only when its input
+        # is quantized already; the layout Transpose tf2onnx puts on the graph input (in
+        # front of a caffe normalisation's Conv) would stay in float. An integer-only file
+        # keeps nothing in float, so every such op is quantized.
+        extra["ForceQuantizeNoInputCheck"] = True
     with quiet_logs(), contextlib.redirect_stdout(io.StringIO()), \
             depth_to_space_quantized(uint8), opset_bump_quiet(activation != QuantType.QInt16
                                                                and not options.keep_int16):
