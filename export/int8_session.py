@@ -41,11 +41,14 @@ class Int8Session(abc.ABC):
         can_keep_int16: whether ops can be kept at 16-bit activations with 8-bit weights
             (`keep_int16`), the middle step between int8 and float that integer-only
             accelerators still run.
+        can_correct_biases: whether each variant has a `"+bias"` form, its convolutions'
+            biases corrected for their int8 weights (`quantization.bias_correction`).
     """
 
     variants: tuple = ()
     can_keep_float: bool = True
     can_keep_int16: bool = False
+    can_correct_biases: bool = False
 
     def __init__(self, job: Any, options: Any, rewrites: tuple = ()) -> None:
         self.job = job

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Optional
 
 from keras_unet.export.decoder_form import export_form
 from keras_unet.export.onnx_calibration import READER_IMAGES, range_overrides
+from keras_unet.export.quantization.bias_correction import split_variant
 from keras_unet.export.onnx_integer import float_ops, npu_fallbacks  # noqa: F401  (the format's answers)
 from keras_unet.export.options import DEFAULT_OPSET
 
@@ -63,7 +64,9 @@ class ONNXOptions:
         calibrate_method: activation ranges: `"percentile"` (default: clipped at the
             99.99th percentile on each side, measured by
             `keras_unet.export.quantization.onnx_ranges`), `"minmax"` (full calibration
-            range) or `"entropy"` (onnxruntime's).
+            range) or `"entropy"` (onnxruntime's); with `"+bias"` (`"percentile+bias"`),
+            each Conv's bias is also corrected for its int8 weights
+            (`keras_unet.export.quantization.bias_correction`).
         keep_int16: int8: names of nodes of the float graph written with int16 activations
             (int8 weights), the rest int8; Q/DQ pairs convert between the two at the edges
             (`keras_unet.export.quantization.onnx_precision`).
@@ -93,9 +96,10 @@ class ONNXOptions:
                 f"`activation_type` must be 'uint8', 'int8' or 'auto'. "
                 f"Received: activation_type={self.activation_type!r}"
             )
-        if self.calibrate_method not in CALIBRATE_METHODS:
+        if split_variant(self.calibrate_method)[0] not in CALIBRATE_METHODS:
             raise ValueError(
-                f"`calibrate_method` must be one of {list(CALIBRATE_METHODS)}. "
+                f"`calibrate_method` must be one of {list(CALIBRATE_METHODS)}, or one of "
+                f"them with '+bias'. "
                 f"Received: calibrate_method={self.calibrate_method!r}"
             )
         if self.integer_only and self.nodes_to_exclude:
@@ -194,14 +198,19 @@ def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
     # calibration with each intermediate tensor's range overridden.
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.MinMax}
+    method, corrected = split_variant(options.calibrate_method)
+    source = prepared_model(job, options.opset)
+    if corrected:
+        source = bias_corrected_model(job, options.opset, options.nodes_to_exclude)
     extra = {}
     images = pin_input_range(job.calibration)
-    if options.calibrate_method in ("percentile", "minmax"):
+    if method in ("percentile", "minmax"):
         # Our own ranges (bounded memory) for every tensor; onnxruntime's calibration then
         # only needs to see a few images (it keeps all of them in memory at once).
+        # The ranges of the uncorrected graph: a corrected bias moves a mean by a fraction
+        # of one int8 step.
         extra["TensorQuantOverrides"] = range_overrides(
-            job, prepared_model(job, options.opset), options.opset, options.calibrate_method,
-            INPUT_NAME)
+            job, prepared_model(job, options.opset), options.opset, method, INPUT_NAME)
         images = images[:READER_IMAGES]  # onnxruntime still calibrates the pinned input
     # The Entropy calibrator prints its progress to stdout.
     uint8 = options.activation_type != "int8" and options.quantize != "int16x8"
@@ -222,17 +231,36 @@ def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
             depth_to_space_quantized(uint8), opset_bump_quiet(activation != QuantType.QInt16
                                                                and not options.keep_int16):
         quantize_static(
-            str(prepared_model(job, options.opset)), str(out),
+            str(source), str(out),
             onnx_calibration_reader(images, INPUT_NAME, progress=job.progress),
             quant_format=QuantFormat.QDQ,
             activation_type=activation,
             weight_type=QuantType.QInt8,
             per_channel=True,
             nodes_to_exclude=list(options.nodes_to_exclude),
-            calibrate_method=methods[options.calibrate_method],
+            calibrate_method=methods[method],
             extra_options=extra,
         )
     return out.read_bytes()
+
+
+def bias_corrected_model(job: Any, opset: int, exclude: tuple = ()) -> Path:
+    """The prepared float graph with each Conv's bias corrected for its int8 weights
+    (`quantization.bias_correction`), the nodes in `exclude` (kept in float) left as they
+    are; once per job and `exclude`."""
+    import onnx
+
+    from keras_unet.export.onnx_calibration import activation_sampler
+    from keras_unet.export.quantization.bias_correction import onnx_correct_biases
+
+    def build():
+        prepared = prepared_model(job, opset)
+        means = activation_sampler(job, prepared, opset, INPUT_NAME).channel_means()
+        path = job.new_path("bias_corrected", ".onnx")
+        onnx.save(onnx_correct_biases(onnx.load(str(prepared)), means, exclude), str(path))
+        return path
+
+    return job.cached(("onnx_bias_corrected", opset, tuple(sorted(exclude))), build)
 
 
 def _int16_overrides(job, options, activation, ranges):

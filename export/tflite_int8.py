@@ -53,6 +53,7 @@ class TFLiteSession(Int8Session):
     # Percentile first: it agreed better on every model of the int8 matrix (first is what
     # repair=False uses).
     variants = ("percentile", "minmax")
+    can_correct_biases = True
     can_keep_int16 = True
 
     def __init__(self, job: Any, options: TFLiteOptions, rewrites: tuple = ()) -> None:

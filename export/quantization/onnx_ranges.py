@@ -28,6 +28,9 @@ import numpy as np
 
 from keras_unet.export.quantization.ranges import DEFAULT_PERCENTILE, RangeSampler
 
+# The axis of each activation's channel means (bias_correction reads them): ONNX tensors are NCHW.
+CHANNEL_AXIS = 1
+
 
 def sample_activations(float_path, images, input_name="image") -> Any:
     """A `RangeSampler` of every float intermediate tensor of `float_path` over `images`.
@@ -60,7 +63,7 @@ def sample_activations(float_path, images, input_name="image") -> Any:
                                                providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
     images = np.asarray(images, dtype=np.float32)
-    sampler = RangeSampler(expected_images=len(images))
+    sampler = RangeSampler(expected_images=len(images), channel_axis=CHANNEL_AXIS)
     for image in images:
         sampler.add(dict(zip(names, session.run(None, {input_name: image[None]}))))
     if not sampler.images:

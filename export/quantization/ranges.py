@@ -47,6 +47,8 @@ class RangeSampler:
             exactly while the tail lasts).
         lowest_percentile: the lowest percentile `ranges` will be asked for (a lower one
             needs longer tails).
+        channel_axis: also keep each 4-D tensor's mean per channel along this axis (-1 for
+            TFLite's NHWC, 1 for ONNX's NCHW), for `channel_means`; None keeps none.
 
     Example:
     ```python
@@ -56,7 +58,8 @@ class RangeSampler:
     ```
     """
 
-    def __init__(self, expected_images=100, lowest_percentile=LOWEST_PERCENTILE):
+    def __init__(self, expected_images=100, lowest_percentile=LOWEST_PERCENTILE,
+                 channel_axis=None):
         if not 50.0 < lowest_percentile <= 100.0:
             raise ValueError("`lowest_percentile` must be in (50, 100]. "
                              f"Received: lowest_percentile={lowest_percentile!r}")
@@ -64,6 +67,8 @@ class RangeSampler:
         self.lowest_percentile = float(lowest_percentile)
         self._low, self._high, self._count = {}, {}, {}
         self._top, self._bottom = {}, {}
+        self.channel_axis = channel_axis
+        self._channel_sums, self._channel_counts = {}, {}
         self.images = 0
 
     def _tail_size(self, size):
@@ -76,6 +81,8 @@ class RangeSampler:
             value = np.asarray(value)
             if value.size == 0 or not np.issubdtype(value.dtype, np.floating):
                 continue
+            if self.channel_axis is not None and value.ndim == 4:
+                self._add_channel_sums(name, value)
             value = value.ravel().astype(np.float32, copy=False)
             self._low[name] = min(self._low.get(name, np.inf), float(value.min()))
             self._high[name] = max(self._high.get(name, -np.inf), float(value.max()))
@@ -84,6 +91,17 @@ class RangeSampler:
             self._top[name] = _merge_largest(self._top.get(name), value, keep)
             self._bottom[name] = _merge_smallest(self._bottom.get(name), value, keep)
         self.images += 1
+
+    def _add_channel_sums(self, name, value):
+        axes = tuple(axis for axis in range(4) if axis != self.channel_axis % 4)
+        sums = value.sum(axis=axes, dtype=np.float64)
+        self._channel_sums[name] = self._channel_sums.get(name, 0.0) + sums
+        self._channel_counts[name] = self._channel_counts.get(name, 0) + value.size // sums.size
+
+    def channel_means(self):
+        """`{tensor name: mean of each channel}` of the 4-D tensors (see `channel_axis`)."""
+        return {name: sums / self._channel_counts[name]
+                for name, sums in self._channel_sums.items()}
 
     def min_max(self):
         """`{tensor name: (min, max)}` over every value seen."""

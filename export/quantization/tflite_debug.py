@@ -56,7 +56,7 @@ from keras_unet.export.quantization.report import (keras_layer_name, layer_names
 from keras_unet.export.quantization.tflite_graph import tensor_consumers, tensor_ops
 
 # Calibrations `TFLiteQuantizer` quantizes from (see `TFLiteQuantizer.calibrated_for`).
-VARIANTS = ("minmax", "percentile")
+VARIANTS = ("minmax", "percentile", "minmax+bias", "percentile+bias")
 # Ops that multiply by weights: where a model's stem ends (`leading_ops`).
 TFLITE_COMPUTE_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED",
                                 "BATCH_MATMUL"})
@@ -182,25 +182,36 @@ class TFLiteQuantizer:
         # The debugger quantized the original calibration; re-quantize on first use.
         self._quantized_as = ("minmax", ()) if not self.widened_ranges else None
 
-    def calibrated_for(self, variant) -> Any:
+    def calibrated_for(self, variant, keep_float=()) -> Any:
         """The calibrated model of a calibration `variant` (see `VARIANTS`).
 
         `"minmax"`: each activation's full calibration range (TFLite's own, with the
         ranges its calibrator widened measured again). `"percentile"`: each op output's
         range clipped at the 99.99th percentile on each side (`ranges.RangeSampler`); the
-        model's output keeps its full range, so no probability saturates.
+        model's output keeps its full range, so no probability saturates. A `"+bias"`
+        variant has those ranges and each convolution's bias corrected for its int8
+        weights (`bias_correction`), except the ops in `keep_float`.
         """
+        from keras_unet.export.quantization.bias_correction import (split_variant,
+                                                                    tflite_correct_biases)
         from keras_unet.export.quantization.ranges import DEFAULT_PERCENTILE
         from keras_unet.export.quantization.tflite_ranges import set_ranges
 
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {list(VARIANTS)}. Received: variant={variant!r}")
-        if variant not in self._calibrated:
+        base, corrected = split_variant(variant)
+        if base not in self._calibrated:
             clipped = self._sampler.ranges(DEFAULT_PERCENTILE)
             ranges = {name: clipped[name] for name in self._ops
                       if name in clipped and name not in self._outputs}
-            self._calibrated[variant] = set_ranges(self.calibrated_model, ranges)
-        return self._calibrated[variant]
+            self._calibrated[base] = set_ranges(self.calibrated_model, ranges)
+        if not corrected:
+            return self._calibrated[base]
+        key = (variant, tuple(sorted(keep_float)))
+        if key not in self._calibrated:
+            self._calibrated[key] = tflite_correct_biases(
+                self._calibrated[base], self._sampler.channel_means(), keep=keep_float)
+        return self._calibrated[key]
 
     def _calibrated_name(self, tensor_name):
         """The calibrated model's name for a tensor the debugger's quantized model names.
@@ -265,7 +276,7 @@ class TFLiteQuantizer:
         import tensorflow as tf
 
         if (variant, keep_float) != self._quantized_as:
-            self._debugger.calibrated_model = self.calibrated_for(variant)
+            self._debugger.calibrated_model = self.calibrated_for(variant, keep_float)
             with _quiet():  # setting the options quantizes the calibrated model again
                 self._debugger.options = tf.lite.experimental.QuantizationDebugOptions(
                     denylisted_nodes=list(keep_float) or None)
@@ -344,7 +355,7 @@ class TFLiteQuantizer:
             from keras_unet.export.quantization.tflite_mixed import quantize_mixed
 
             name = lambda dtype: "float32" if dtype is None else dtype.name  # noqa: E731
-            return quantize_mixed(self.calibrated_for(variant),
+            return quantize_mixed(self.calibrated_for(variant, keep_float),
                                   self._check_nodes(keep_int16, "keep_int16"), keep_float,
                                   name(converter.inference_input_type))
         types = {}
@@ -353,7 +364,7 @@ class TFLiteQuantizer:
         if converter.inference_output_type is not None:
             types["output_data_type"] = converter.inference_output_type
         return convert.mlir_quantize(
-            self.calibrated_for(variant),
+            self.calibrated_for(variant, keep_float),
             disable_per_channel=converter._experimental_disable_per_channel,
             disable_per_channel_for_dense_layers=(
                 converter._experimental_disable_per_channel_quantization_for_dense_layers),

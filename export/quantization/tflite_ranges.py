@@ -32,6 +32,9 @@ import warnings
 
 import numpy as np
 
+# The axis of each activation's channel means (bias_correction reads them): TFLite tensors are NHWC.
+CHANNEL_AXIS = -1
+
 
 def recorded_ranges(model_bytes):
     """`{tensor name: (min, max)}` of the per-tensor ranges stored in a calibrated model.
@@ -94,7 +97,7 @@ def sample_tensors(model_bytes, images):
     tensors = [(d["index"], d["name"]) for d in interpreter.get_tensor_details()
                if np.dtype(d["dtype"]) == np.float32 and d["name"]]
     images = list(images)  # a representative dataset is a generator; the tails need the count
-    sampler = RangeSampler(expected_images=len(images))
+    sampler = RangeSampler(expected_images=len(images), channel_axis=CHANNEL_AXIS)
     for sample in images:
         if isinstance(sample, (list, tuple)):
             sample = sample[0]

@@ -184,7 +184,9 @@ def test_percentile_ranges_clip_a_rare_outlier_and_repair_starts_from_them(spiky
     assert minmax["kept_float"] == percentile["kept_float"] == []
     assert min(minmax["agreement_iou"], percentile["agreement_iou"]) > 0.95, result.repair_attempts
     better = max((percentile, minmax), key=lambda attempt: attempt["agreement_iou"])
-    assert result.calibration_method == better["calibration"]
+    # Then the better one with its biases corrected for the int8 weights; either is written.
+    assert result.repair_attempts[2]["calibration"] == better["calibration"] + "+bias"
+    assert result.calibration_method in (better["calibration"], better["calibration"] + "+bias")
     assert result.verification.agreement_iou >= better["agreement_iou"]
 
 
