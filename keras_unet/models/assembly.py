@@ -75,6 +75,7 @@ def build_unet(options: ModelOptions) -> UNet:
         encoder=options.encoder,
         encoder_weights=options.encoder_weights,
         class_names=options.class_names,
+        ignore_index=options.ignore_index,
     )
 
 

@@ -112,6 +112,10 @@ class UNet(keras.Model):
             foreground, or two names, `[background, foreground]` (`check_class_names`).
             Stored in the model and in every export's metadata, so evaluation and
             benchmark tables and MediaPipe's labels name the classes.
+        ignore_index: the mask value that marks unlabelled pixels (void), or None. Stored in
+            the model and in every export's metadata, so `evaluate` and `bench` leave
+            those pixels out of the file's scores as training did; the loss and metrics
+            take their own `ignore_index`.
         name: model name.
         **kwargs: standard `keras.Model` arguments.
 
@@ -153,6 +157,7 @@ class UNet(keras.Model):
         output_activation="auto",
         bn_momentum=0.9,
         class_names=None,
+        ignore_index=None,
         name="unet",
         **kwargs,
     ):
@@ -170,6 +175,12 @@ class UNet(keras.Model):
             )
         input_shape = _check_input_shape(input_shape, depth)
         class_names = check_class_names(class_names, num_classes)
+        if ignore_index is not None:
+            if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) \
+                    or ignore_index < 0:
+                raise ValueError("`ignore_index` must be a non-negative integer or None. "
+                                 f"Received: ignore_index={ignore_index!r}")
+            ignore_index = int(ignore_index)
         if output_activation == "auto":
             output_activation = "sigmoid" if num_classes == 1 else "softmax"
 
@@ -218,6 +229,7 @@ class UNet(keras.Model):
         self.output_activation = output_activation
         self.bn_momentum = bn_momentum
         self.class_names = class_names
+        self.ignore_index = ignore_index
 
     def _check_image_size(self, shape):
         if shape is None or len(shape) != 4:
@@ -257,6 +269,7 @@ class UNet(keras.Model):
             "output_activation": self.output_activation,
             "bn_momentum": self.bn_momentum,
             "class_names": self.class_names,
+            "ignore_index": self.ignore_index,
         }
 
     @classmethod

@@ -33,3 +33,15 @@ def test_an_init_model_is_copied_not_shared():
 
 def test_the_default_loss_follows_the_number_of_classes():
     assert (default_loss(1), default_loss(3)) == ("bce_dice", "ce_dice")
+
+
+def test_the_ignored_label_of_the_options_is_stored_in_the_model_and_its_facts():
+    """`train --ignore-index` reaches the model, so every export's metadata records it."""
+    from dataclasses import replace
+
+    from keras_unet.runtime.describe import describe_model
+
+    model = build_unet(replace(TINY, num_classes=3, ignore_index=3))
+    assert model.ignore_index == 3 and describe_model(model)["ignore_index"] == 3
+    assert model.get_config()["ignore_index"] == 3
+    assert build_unet(TINY).ignore_index is None

@@ -37,13 +37,13 @@ def test_defaults_reproduce_the_seed_model():
     e if e == "vanilla" else pytest.param(e, marks=pytest.mark.slow) for e in list_encoders()])
 def test_every_encoder_round_trips_through_keras_file(encoder, tmp_path):
     model = small_unet(encoder=encoder, num_classes=3, use_batchnorm=True, use_attention=True,
-                       class_names=["sky", "road", "car"])
+                       class_names=["sky", "road", "car"], ignore_index=3)
     x = images()
     probabilities = model.predict(x, verbose=0)
     assert probabilities.shape == (2, 64, 64, 3)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
     loaded = run_model_saving_test(model, x, tmp_path)
-    assert loaded.class_names == ["sky", "road", "car"]
+    assert loaded.class_names == ["sky", "road", "car"] and loaded.ignore_index == 3
     assert_config_round_trip(model)
 
 
@@ -129,6 +129,8 @@ def test_imagenet_download_failure_says_what_to_do(monkeypatch):
         ({"output_activation": "relu"}, "output_activation"),
         ({"input_shape": (64, 64)}, "input_shape"),
         ({"num_classes": 3, "class_names": ["a", "b"]}, "class_names.*3 class"),
+        ({"ignore_index": -1}, "ignore_index.*Received: ignore_index=-1"),
+        ({"ignore_index": "void"}, "ignore_index.*non-negative integer"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, pattern):
