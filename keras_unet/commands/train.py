@@ -226,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     point = ResumePoint.from_array(on_chief(
         cluster, lambda: folder.open(args.epochs, args.patience).to_array(), like=ResumePoint().to_array()))
     # Stopped early, then interrupted before the run was scored: nothing is left to train.
-    last_epoch = point.epoch if stopped_early(point.epochs_since_best, args.patience) else args.epochs
+    ended_early = stopped_early(point.epochs_since_best, args.patience)
+    last_epoch = point.epoch if ended_early else args.epochs
     keras.utils.set_random_seed(args.seed)
     steps.set_precision(args.mixed_precision)
 
@@ -236,9 +237,11 @@ def run(args: argparse.Namespace) -> int:
         model = steps.starting_model(args, steps.model_options(args), folder, point, cluster, init)
     if point.epoch and chief:
         print(f"resuming {args.out} from epoch {point.epoch}")
-        if last_epoch == point.epoch:
+        if ended_early:
             print(f"early stopping had ended the run ({point.epochs_since_best} epochs without a "
                   "better validation IoU): scoring its best model")
+        elif last_epoch == point.epoch:
+            print(f"all {point.epoch} epochs were trained before: scoring its best model")
     if chief:
         folder.begin(point)
     try:

@@ -118,6 +118,13 @@ def test_a_resumed_run_keeps_early_stoppings_count(trained_run, nuclei_subset, t
     with open(run / "training.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
     assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 3
+    # Every epoch trained (no early stop), interrupted while being scored: it says so.
+    state.update(finished=False, epochs_since_best=0)
+    (run / "config.json").write_text(json.dumps(state))
+    (run / "metrics.json").unlink()
+    assert cli.main([*args[:-len(TINY) - 4], "--epochs", "3", "--patience", "2", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "all 3 epochs were trained before" in out and "early stopping" not in out
 
 
 def test_an_early_stopped_run_continues_only_with_more_patience(tmp_path):
