@@ -22,6 +22,8 @@ below load their module on first use.
   (`tflite_clip_logit_range`, `onnx_clip_logit_range`), applied to every int8 file.
 - `requantize`: `precise_requantize`, int8 -> int8 requantizations in a `.tflite` file
   that TFLite's built-in kernels round twice, written as 1x1 depthwise convolutions.
+- `bias_correction`: each convolution's float bias corrected for the mean shift its int8
+  weights cause (`tflite_correct_biases`, `onnx_correct_biases`), the `"+bias"` variants.
 
 Example:
 ```python
