@@ -175,7 +175,8 @@ def table_rows(name, bench_rows, exported=None, modes=("int8",)) -> list:
         one dict per quantized file: `mode`, `agreement_iou` (binary: foreground IoU;
         multi-class: frequency-weighted IoU), `pixel_agreement`, `agreement_mean_iou`, `iou`
         (multi-class: mean IoU), `iou_drop`, `p50_ratio`, `vs_fp32_tflite`, `vs_int8` (p50
-        over the same format's int8 file's), `kept_float`, `kept_int16`, `num_classes`,
+        over the same format's int8 file's), `kept_float`, `kept_int16`, `calibration` (the
+        export's chosen calibration, `"+bias"` when its biases were corrected), `num_classes`,
         `error`; a file that was not written gets `error` "refused" and the best agreement
         its export report holds.
     """
@@ -205,6 +206,7 @@ def table_rows(name, bench_rows, exported=None, modes=("int8",)) -> list:
                         and row.get("latency_p50_ms") else None),
             "kept_float": report.get("kept_float", []),
             "kept_int16": report.get("kept_int16", []),
+            "calibration": report.get("calibration_method"),
             "error": row.get("error"),
         })
     return table

@@ -45,6 +45,7 @@ MAIN_COLUMNS = [
     {"key": "vs_int8", "label": "p50 vs int8", "format": ".2f", "suffix": "x"},
     {"key": "float_ops", "label": "kept float", "format": "d"},
     {"key": "int16_ops", "label": "kept int16", "format": "d"},
+    {"key": "calibration", "label": "calibration"},
     {"key": "verdict", "label": "targets"},
 ]
 

@@ -22,7 +22,8 @@ def work(tmp_path):
     folder = tmp_path / "vanilla_bn"
     (folder / "run").mkdir(parents=True)
     (folder / "run" / "config.json").write_text(json.dumps({"epochs_completed": 10, "finished": True}))
-    (folder / "int8.onnx.report.json").write_text(json.dumps({"agreement_iou": 0.96, "kept_float": ["a", "b"]}))
+    (folder / "int8.onnx.report.json").write_text(json.dumps({"agreement_iou": 0.96, "kept_float": ["a", "b"],
+                                                              "calibration_method": "minmax+bias"}))
     rows = [
         _bench_row("model.keras"),
         _bench_row("int8.tflite", agreement_iou=0.99, pixel_agreement=0.995, agreement_mean_iou=0.9,
@@ -47,6 +48,7 @@ def test_the_page_holds_each_int8_file_with_its_verdict(work):
         "TFLite (LiteRT)", 0.99, 2.0, 0.6)
     assert tflite["p50_ratio"] == pytest.approx(0.2) and tflite["verdict"] == "met"
     assert onnx["verdict"] == "missed: agreement_iou, pixel_agreement, iou_drop" and onnx["float_ops"] == 2
+    assert (tflite["calibration"], onnx["calibration"]) == (None, "minmax+bias")  # from the reports
     assert [column["label"] for column in classes["columns"]][2:] == NAMES
     assert classes["rows"][1]["class_2"] is None and classes["rows"][0]["class_2"] == 0.5
     assert page["date"] == "2026-12-07" and "onnxruntime 1.32.0" in page["versions"]
@@ -63,7 +65,8 @@ def test_the_written_file_renders_as_a_results_page(work, tmp_path, capsys):
                                   "--class-names", *NAMES]) == 0
     markdown = results_pages.render_page("int8_matrix_camvid", results_pages.load_result(out))
     assert ("| vanilla_bn | TFLite (LiteRT) | 0.990 | 0.995 | 0.900 | 0.600 | 0.001 | 2.0 | 0.20 | – | – | 0 | 0 "
-            "| met |" in markdown)
+            "| – | met |" in markdown)
+    assert "| 2 | 0 | minmax+bias | missed: agreement_iou, pixel_agreement, iou_drop |" in markdown
     assert "| vanilla_bn | ONNX Runtime | 0.90 | 0.90 | – |" in markdown
 
 
