@@ -104,7 +104,7 @@ class ExportResult:
             lines.append(
                 ("int8: the ranges learned in quantization-aware training (the calibration "
                  "images only verify), " if self.calibration_method == "qat"
-                 else f"int8: {self.calibration_method} calibration, ")
+                 else f"int8: {_calibration_words(self.calibration_method)}, ")
                 + _kept_line(self.kept_float, self.kept_int16, tries, self.quantization))
             if self.repair_candidates:
                 added = [c for c in self.repair_candidates if c.get("added")]
@@ -143,6 +143,14 @@ class ExportResult:
         if self.verification is not None:
             data["verification"] = self.verification.to_dict()
         return data
+
+
+def _calibration_words(variant: str) -> str:
+    """`"minmax+bias"` -> `"minmax calibration, biases corrected for the int8 weights"`."""
+    from keras_unet.export.quantization.bias_correction import split_variant
+
+    method, corrected = split_variant(variant)
+    return f"{method} calibration" + (", biases corrected for the int8 weights" if corrected else "")
 
 
 def _kept_line(kept_float: list, kept_int16: list, tries: int, mode: str) -> str:

@@ -187,6 +187,8 @@ def test_percentile_ranges_clip_a_rare_outlier_and_repair_starts_from_them(spiky
     # Then the better one with its biases corrected for the int8 weights; either is written.
     assert result.repair_attempts[2]["calibration"] == better["calibration"] + "+bias"
     assert result.calibration_method in (better["calibration"], better["calibration"] + "+bias")
+    corrected = result.calibration_method.endswith("+bias")
+    assert ("biases corrected for the int8 weights" in result.summary()) == corrected
     assert result.verification.agreement_iou >= better["agreement_iou"]
 
 
