@@ -11,11 +11,12 @@ docs/notes/2026-12-07-bias-correction.md (the corrected variant).
 
 1. Quantize with each calibration the format has (TFLite: ranges clipped at the 99.99th
    percentile, then min/max; ONNX: the same two, then onnxruntime's Entropy), every
-   layer in int8, and verify each on held-out images (`keras_unet.export.holdout`). Then
-   the best of them again with each convolution's bias corrected for its int8 weights
-   (`"percentile+bias"`, `keras_unet.export.quantization.bias_correction`), where the
-   session can (`can_correct_biases`). They cost no speed, so all are tried and the best
-   is kept. `repair=False` tries only the first calibration, uncorrected.
+   layer in int8, and verify each on held-out images (`keras_unet.export.holdout`). When
+   the best of them does not meet the target, it is tried again with each convolution's
+   bias corrected for its int8 weights (`"percentile+bias"`,
+   `keras_unet.export.quantization.bias_correction`), where the session can
+   (`can_correct_biases`). They cost no speed, so all are tried and the best is kept.
+   `repair=False` tries only the first calibration, uncorrected.
 2. Best still below the target: repair (`keras_unet.export.repair`) keeps ops at a higher
    precision, chosen by their measured effect on the whole file: the stem and the worst
    rows of the per-layer report are candidates, each measured end to end at every
@@ -257,10 +258,13 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
         attempt(variant, Kept(), None, quantized=first)
     # None when no calibration gave a file the runtime loads: repair may still find one.
     best_int8 = max(tried, key=lambda entry: entry.agreement) if tried else None
-    if repair and session.can_correct_biases and best_int8 is not None:
-        # The best calibration again, each convolution's bias corrected for its int8
-        # weights: no speed cost, and kept only when it verifies better (it helped one
-        # CamVid model by a point and cost another 0.2; see quantization.bias_correction).
+    if (repair and session.can_correct_biases and best_int8 is not None
+            and not confident(best_int8.report)):
+        # Short of the target: the best calibration again, each convolution's bias
+        # corrected for its int8 weights. No speed cost, and kept only when it verifies
+        # better (it helped one CamVid model by a point and cost another 0.2; see
+        # quantization.bias_correction); a file that meets the target is not worth the
+        # extra quantization and verification.
         attempt(best_int8.variant + BIAS_SUFFIX, Kept(), None)
         best_int8 = max(tried, key=lambda entry: entry.agreement)
     precisions = _precisions(session, integer_only)

@@ -113,6 +113,35 @@ def test_the_best_calibration_wins_when_it_meets_the_target(monkeypatch):
     assert session.reports == 0 and outcome.candidates == []  # nothing to repair
 
 
+class BiasSession(ScriptedSession):
+    """A format whose calibrations also have a `+bias` form (biases corrected for the weights)."""
+
+    can_correct_biases = True
+
+
+def test_short_of_the_target_the_best_calibration_is_tried_again_with_corrected_biases(monkeypatch):
+    score = effects({"a": 0.95, "b": 0.975, "b+bias": 0.984}, {})
+    outcome, session = _choose(monkeypatch, score, session_class=BiasSession)
+    assert [a.calibration for a in outcome.attempts] == ["a", "b", "b+bias"]
+    assert outcome.calibration == "b+bias" and outcome.kept_float == []
+    assert session.reports == 0  # the corrected file met the target: nothing to repair
+    # Worse once corrected: the uncorrected file is kept, and repair starts from it.
+    score = effects({"a": 0.95, "b": 0.975, "b+bias": 0.97}, {"layer2": 0.01})
+    outcome, _ = _choose(monkeypatch, score, session_class=BiasSession)
+    assert outcome.calibration == "b" and outcome.kept_float == ["layer2"]
+
+
+def test_a_calibration_that_meets_the_target_is_not_corrected(monkeypatch):
+    outcome, _ = _choose(monkeypatch, effects({"a": 0.95, "b": 0.991}, {}),
+                         session_class=BiasSession)
+    assert [a.calibration for a in outcome.attempts] == ["a", "b"]
+    assert outcome.calibration == "b"
+    # Nor without repair, which tries the first calibration only.
+    outcome, _ = _choose(monkeypatch, effects({"a": 0.95, "b": 0.991}, {}),
+                         session_class=BiasSession, repair_on=False)
+    assert [a.calibration for a in outcome.attempts] == ["a"]
+
+
 def test_the_measured_effect_ranks_candidates_not_the_isolated_error(monkeypatch):
     # layer0 is the worst row on its own, but keeping it changes nothing; layer4 matters.
     score = effects({"a": 0.95, "b": 0.97}, {"layer0": 0.0, "layer4": 0.02})
