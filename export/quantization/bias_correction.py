@@ -14,8 +14,9 @@ file, fine enough to carry the correction. This is the empirical bias correction
 et al., "Data-Free Quantization Through Weight Equalization and Bias Correction" (2019), the
 correction OpenVINO's NNCF applies by default in its post-training quantization.
 
-It is a calibration variant of its own (`"percentile+bias"`), tried beside the others and
-kept only when the file verifies better: it helped on one model and hurt on another.
+It is a calibration variant of its own (`"percentile+bias"`): the int8 step tries the best
+calibration again with it when that one falls short of the target, and keeps it only when
+the file verifies better: it helped on one model and hurt on another.
 Ops kept in float keep their bias (their weights are not rounded). Why, and the
 measurements: docs/notes/2026-12-07-bias-correction.md.
 

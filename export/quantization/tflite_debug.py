@@ -51,12 +51,16 @@ from typing import Any
 
 import numpy as np
 
+from keras_unet.export.quantization.bias_correction import BIAS_SUFFIX
 from keras_unet.export.quantization.report import (keras_layer_name, layer_names, make_row,
                                                    output_layer_names, sort_rows, sqnr_db)
 from keras_unet.export.quantization.tflite_graph import tensor_consumers, tensor_ops
 
 # Calibrations `TFLiteQuantizer` quantizes from (see `TFLiteQuantizer.calibrated_for`).
-VARIANTS = ("minmax", "percentile", "minmax+bias", "percentile+bias")
+# Each calibration also has a "+bias" form: its convolutions' biases corrected for the int8
+# weights (bias_correction).
+CALIBRATIONS = ("minmax", "percentile")
+VARIANTS = CALIBRATIONS + tuple(base + BIAS_SUFFIX for base in CALIBRATIONS)
 # Ops that multiply by weights: where a model's stem ends (`leading_ops`).
 TFLITE_COMPUTE_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED",
                                 "BATCH_MATMUL"})
@@ -179,6 +183,7 @@ class TFLiteQuantizer:
         self._ops, self._outputs = tensor_ops(calibrated)
         self._consumers = tensor_consumers(calibrated)
         self._calibrated = {"minmax": calibrated}
+        self._corrected: dict = {}  # (variant, ops kept in float) -> bias-corrected model
         # The debugger quantized the original calibration; re-quantize on first use.
         self._quantized_as = ("minmax", ()) if not self.widened_ranges else None
 
@@ -208,10 +213,10 @@ class TFLiteQuantizer:
         if not corrected:
             return self._calibrated[base]
         key = (variant, tuple(sorted(keep_float)))
-        if key not in self._calibrated:
-            self._calibrated[key] = tflite_correct_biases(
+        if key not in self._corrected:
+            self._corrected[key] = tflite_correct_biases(
                 self._calibrated[base], self._sampler.channel_means(), keep=keep_float)
-        return self._calibrated[key]
+        return self._corrected[key]
 
     def _calibrated_name(self, tensor_name):
         """The calibrated model's name for a tensor the debugger's quantized model names.
