@@ -18,8 +18,8 @@ docs/notes/2026-12-07-bias-correction.md (the corrected variant).
    (`can_correct_biases`). They cost no speed, so all are tried and the best is kept.
    `repair=False` tries only the first calibration, uncorrected.
 2. Best still below the target: repair (`keras_unet.export.repair`) keeps ops at a higher
-   precision, chosen by their measured effect on the whole file: the stem and the worst
-   rows of the per-layer report are candidates, each measured end to end at every
+   precision, chosen by their measured effect on the whole file: the stem, the head and
+   the worst rows of the per-layer report are candidates, each measured end to end at every
    precision it allows (float; for an integer-only file int16 activations, never float),
    then added greedily by agreement gained per latency cost until a file
    meets the target; never more than `MAX_KEPT` ops, past which the file has lost what
@@ -55,7 +55,7 @@ A format takes part through an `Int8Session` (`keras_unet.export.int8_session`):
 `report(images, keep_float, variant) -> rows or None` (None: nothing to measure),
 `metadata` (a dict recorded under the file's `"int8"` metadata), `time_ms(bytes) -> ms or
 None` (latency of a file here, None when speed checks are off), `leading_nodes() -> nodes`
-(the stem) and `expand(nodes) -> nodes` (what else must stay float with them: TFLite adds
+(the stem), `trailing_nodes() -> nodes` (the head) and `expand(nodes) -> nodes` (what else must stay float with them: TFLite adds
 the ops reading a kept op's output, whose input would otherwise be quantized at the same
 bad range); the base class gives the defaults.
 

@@ -73,7 +73,11 @@ class Int8Session(abc.ABC):
         return None
 
     def leading_nodes(self) -> list:
-        """The stem's nodes (kept in float first when repair starts); none by default."""
+        """The stem's nodes (a repair candidate of the first round); none by default."""
+        return []
+
+    def trailing_nodes(self) -> list:
+        """The head's nodes (a repair candidate of the first round); none by default."""
         return []
 
     def expand(self, nodes: list) -> list:

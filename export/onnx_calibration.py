@@ -37,10 +37,16 @@ def activation_sampler(job: Any, prepared: Any, opset: int, input_name: str = "i
 
 
 def range_overrides(job: Any, prepared: Any, opset: int, method: str,
-                    input_name: str = "image") -> dict:
+                    input_name: str = "image", narrow_softmax: bool = True) -> dict:
     """`TensorQuantOverrides` of every tensor for `"percentile"` (intermediate tensors
-    clipped, the graph's outputs at min/max) or `"minmax"`, from one pass over the images."""
-    from keras_unet.export.quantization.onnx_ranges import min_max_overrides, percentile_overrides
+    clipped, the graph's outputs at min/max) or `"minmax"`, from one pass over the images.
+
+    With `narrow_softmax` (8-bit activations), a softmax's input (a multi-class model's
+    logits) gets the range the softmax can show (`quantization.softmax_range`)."""
+    from keras_unet.export.quantization.onnx_ranges import (min_max_overrides,
+                                                            percentile_overrides,
+                                                            softmax_overrides)
+    from keras_unet.export.quantization.ranges import DEFAULT_PERCENTILE
 
     def build():
         sampler = activation_sampler(job, prepared, opset, input_name)
@@ -48,9 +54,12 @@ def range_overrides(job: Any, prepared: Any, opset: int, method: str,
         if method == "percentile":
             overrides.update(percentile_overrides(prepared, None, input_name=input_name,
                                                   sampler=sampler))
+        if narrow_softmax:
+            overrides.update(softmax_overrides(
+                sampler, DEFAULT_PERCENTILE if method == "percentile" else 100.0))
         return overrides
 
-    return job.cached(("onnx_range_overrides", opset, method), build)
+    return job.cached(("onnx_range_overrides", opset, method, narrow_softmax), build)
 
 
 def entropy_fits(job: Any, prepared: Any, opset: int, input_name: str = "image") -> bool:

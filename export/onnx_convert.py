@@ -210,7 +210,8 @@ def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
         # The ranges of the uncorrected graph: a corrected bias moves a mean by a fraction
         # of one int8 step.
         extra["TensorQuantOverrides"] = range_overrides(
-            job, prepared_model(job, options.opset), options.opset, method, INPUT_NAME)
+            job, prepared_model(job, options.opset), options.opset, method, INPUT_NAME,
+            narrow_softmax=options.quantize != "int16x8")
         images = images[:READER_IMAGES]  # onnxruntime still calibrates the pinned input
     # The Entropy calibrator prints its progress to stdout.
     uint8 = options.activation_type != "int8" and options.quantize != "int16x8"

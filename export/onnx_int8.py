@@ -156,11 +156,21 @@ class ONNXSession(Int8Session):
         kernel's Transpose) are not activations and are left out."""
         from keras_unet.export.quantization import leading_nodes
 
+        return leading_nodes(self._activation_ops(), HEAVY_OPS)
+
+    def trailing_nodes(self) -> list:
+        """The head's nodes (`report.trailing_nodes`), weights-only nodes left out."""
+        from keras_unet.export.quantization import trailing_nodes
+
+        return trailing_nodes(self._activation_ops(), HEAVY_OPS)
+
+    def _activation_ops(self) -> list:
+        """`(name, op type, inputs, outputs)` of the nodes that read an activation."""
         graph = self._graph()
         weights = {init.name for init in graph.initializer}
-        ops = [(node.name, node.op_type, list(node.input), list(node.output)) for node in graph.node
-               if any(name and name not in weights for name in node.input)]
-        return leading_nodes(ops, HEAVY_OPS)
+        return [(node.name, node.op_type, list(node.input), list(node.output))
+                for node in graph.node
+                if any(name and name not in weights for name in node.input)]
 
     def convert(self, keep_float: list, variant: str, keep_int16: tuple = ()) -> bytes:
         return quantize_int8(self.job, self._options(keep_float, variant, keep_int16))

@@ -6,8 +6,10 @@ it in float gained 1.2-1.8 points of agreement, while a repair ranked by SQNR ke
 nodes in float for gains within the noise. So the report only shortlists; the choice is made
 on the whole file, as AIMET's AMP and the LiteRT quantizer's auto-quant recipes do:
 
-1. **Candidates.** The stem (`Int8Session.leading_nodes`) and the `SHORTLIST` worst rows of
-   the report, each with what must change precision with it (`Int8Session.expand`), each at
+1. **Candidates.** The stem (`Int8Session.leading_nodes`), the head
+   (`Int8Session.trailing_nodes`: the classifier, what follows it and the convolution it
+   reads; its error moves pixels across class boundaries, which no row of the report
+   shows) and the `SHORTLIST` worst rows of the report, each with what must change precision with it (`Int8Session.expand`), each at
    precision the caller allows (`precisions`: `"float"`, or `"int16"`, 16-bit activations
    with 8-bit weights, for an integer-only file; `keras_unet.export.int8._precisions`).
 2. **Measured end to end.** Each candidate is added to what is kept, the whole file is
@@ -143,7 +145,7 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
     for round_index in range(MAX_ROUNDS):
         if round_index:
             rows = session.report(images, list(kept.float), variant)
-        groups = _shortlist(session, rows, kept, stem=round_index == 0)
+        groups = _shortlist(session, rows, kept, ends=round_index == 0)
         measured = []
         for nodes in groups:
             for precision in precisions:
@@ -208,15 +210,17 @@ def _refused_together(candidates: list, measure: Callable, kept: Kept, agreement
     return kept, agreement, False
 
 
-def _shortlist(session: Any, rows: Optional[list], kept: Kept, stem: bool) -> list:
-    """The stem (first round) and the `SHORTLIST` worst rows' groups not yet kept."""
+def _shortlist(session: Any, rows: Optional[list], kept: Kept, ends: bool) -> list:
+    """The stem and the head (first round), then the `SHORTLIST` worst rows' groups not yet
+    kept."""
     from keras_unet.export.quantization.report import worst_nodes
 
     groups: list = []
-    if stem:
-        leading = [node for node in session.leading_nodes() if node not in kept.float]
-        if leading:
-            groups.append(tuple(leading))
+    if ends:
+        for nodes in (session.leading_nodes(), session.trailing_nodes()):
+            group = tuple(node for node in nodes if node not in kept.float)
+            if group and group not in groups:
+                groups.append(group)
     wanted = len(groups) + SHORTLIST
     passed_over = list(kept.nodes)
     while rows and len(groups) < wanted:

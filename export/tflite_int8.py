@@ -93,6 +93,9 @@ class TFLiteSession(Int8Session):
     def leading_nodes(self) -> list:
         return self.quantizer.leading_ops()
 
+    def trailing_nodes(self) -> list:
+        return self.quantizer.trailing_ops()
+
     def refusal(self, model_bytes: bytes) -> Optional[str]:
         """Asked in a child process (`keras_unet.export.load_probe`): XNNPack aborts the process
         on some files it cannot prepare."""

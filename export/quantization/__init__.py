@@ -4,7 +4,7 @@
 below load their module on first use.
 
 - `report`: the row format shared by both reports, ordering and the printed table
-  (`format_worst_layers`, `worst_nodes`, `leading_nodes`).
+  (`format_worst_layers`, `worst_nodes`, `leading_nodes`, `trailing_nodes`).
 - `tflite_debug`: `tflite_layer_report`, `TFLiteQuantizer` (calibrate once, fix the
   ranges TFLite's calibrator widens, report, re-quantize with ops kept in float),
   `tflite_convert_keeping_float`.
@@ -41,6 +41,7 @@ _LAZY = {
     "format_worst_layers": "keras_unet.export.quantization.report",
     "keras_layer_name": "keras_unet.export.quantization.report",
     "leading_nodes": "keras_unet.export.quantization.report",
+    "trailing_nodes": "keras_unet.export.quantization.report",
     "sort_rows": "keras_unet.export.quantization.report",
     "worst_nodes": "keras_unet.export.quantization.report",
     "TFLiteQuantizer": "keras_unet.export.quantization.tflite_debug",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from keras_unet.export.quantization.ranges import DEFAULT_PERCENTILE, RangeSampler
+from keras_unet.export.quantization.softmax_range import SoftmaxLogits, softmax_ranges
 
 # The axis of each activation's channel means (bias_correction reads them): ONNX tensors are NCHW.
 CHANNEL_AXIS = 1
@@ -64,8 +65,14 @@ def sample_activations(float_path, images, input_name="image") -> Any:
     names = [output.name for output in session.get_outputs()]
     images = np.asarray(images, dtype=np.float32)
     sampler = RangeSampler(expected_images=len(images), channel_axis=CHANNEL_AXIS)
+    sampler.softmax_logits = {node.input[0]: SoftmaxLogits(axis=axis, expected_images=len(images))
+                              for node, axis in _softmax_axes(model)}
     for image in images:
-        sampler.add(dict(zip(names, session.run(None, {input_name: image[None]}))))
+        values = dict(zip(names, session.run(None, {input_name: image[None]})))
+        sampler.add(values)
+        for name, logits in sampler.softmax_logits.items():
+            if name in values:
+                logits.add(values[name])
     if not sampler.images:
         raise ValueError("`images` is empty: pass the calibration images. Received: no images")
     return sampler
@@ -104,6 +111,34 @@ def min_max_overrides(sampler) -> dict:
     ```
     """
     return {name: _override(low, high) for name, (low, high) in sampler.min_max().items()}
+
+
+def softmax_overrides(sampler, percentile=DEFAULT_PERCENTILE) -> dict:
+    """`TensorQuantOverrides` of each softmax input the sampler measured, its range narrowed
+    to what the softmax can show at 8 bits (`softmax_range`), at `percentile` (100: from
+    min/max).
+
+    Example:
+    ```python
+    overrides.update(softmax_overrides(sample_activations("prepared.onnx", images)))
+    ```
+    """
+    ranges = sampler.min_max() if percentile >= 100.0 else sampler.ranges(percentile)
+    return {name: _override(low, high)
+            for name, (low, high) in softmax_ranges(sampler.softmax_logits, ranges,
+                                                    percentile).items()}
+
+
+def _softmax_axes(model) -> list:
+    """`(node, class axis)` of each Softmax: its `axis` (default -1). Before opset 13 a
+    Softmax flattens every axis from `axis` on into one, which is no per-pixel softmax: none
+    is listed then."""
+    opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")),
+                default=13)
+    if opset < 13:
+        return []
+    return [(node, next((int(a.i) for a in node.attribute if a.name == "axis"), -1))
+            for node in model.graph.node if node.op_type == "Softmax"]
 
 
 def bytes_per_image(sampler) -> int:

