@@ -17,6 +17,9 @@ Most of that range carries nothing the softmax can show:
   class a probability of 1 to within the same half step, wherever it lies above. So the
   range need not reach above the largest per-pixel *runner-up* logit plus 8: a top logit
   clipped there still wins its pixel, with the same probability code.
+- The low end never rises above that largest runner-up: on a model whose every pixel is
+  decided by more than 16, the two rules would cross, and a top clipped below a runner-up
+  would lose its pixel.
 
 Both statistics are taken over the calibration pixels as the variant takes its ranges (the
 exact extreme for `minmax`, the 0.01% tail for `percentile`), and the result never widens
@@ -65,7 +68,7 @@ class SoftmaxLogits:
     ```python
     logits = SoftmaxLogits(axis=-1, expected_images=1)
     logits.add(np.random.randn(1, 8, 8, 11).astype("float32") * 10)
-    logits.range((-40.0, 40.0), percentile=100.0)   # (-6.2, 31.0), say
+    logits.range((-40.0, 40.0), percentile=100.0)   # (-8.0, 31.0), say
     ```
     """
 
@@ -88,7 +91,8 @@ class SoftmaxLogits:
 
     def range(self, tensor_range: tuple, percentile: float = DEFAULT_PERCENTILE) -> tuple:
         """`(low, high)` for the logits: `tensor_range` (their calibrated range) narrowed to
-        [top's low tail - `LOGIT_SPAN`, runner-up's high tail + `LOGIT_SPAN`], holding 0.
+        [top's low tail - `LOGIT_SPAN` (at most the runner-up's high tail), runner-up's high
+        tail + `LOGIT_SPAN`], holding 0.
 
         `percentile` 100 takes the exact extremes (the `minmax` variant), 99.99 the tails.
         With nothing recorded, `tensor_range` comes back as it was.
@@ -98,7 +102,7 @@ class SoftmaxLogits:
             return low, high
         top_low = self._sampler.tails(percentile)["top"][0]
         runner_up_high = self._sampler.tails(percentile)["runner_up"][1]
-        low = min(0.0, max(low, top_low - LOGIT_SPAN))
+        low = min(0.0, max(low, min(top_low - LOGIT_SPAN, runner_up_high)))
         high = max(0.0, min(high, runner_up_high + LOGIT_SPAN))
         return low, high
 

@@ -111,7 +111,64 @@ def quantize_mixed(calibrated_model, keep_int16=(), keep_float=(), io_dtype="uin
     with _no_progress_bars():
         result = engine.quantize(recorded_qsvs(model), enable_progress_bar=False,
                                  enable_progress_report=False)
-    return inline_buffers(bytes(result.quantized_model))
+    return uint8_io_through_int8(inline_buffers(bytes(result.quantized_model)))
+
+
+def uint8_io_through_int8(model_bytes) -> bytes:
+    """`model_bytes` with each QUANTIZE between uint8 and int16 made two, through int8.
+
+    With an op next to the model's input or output kept at int16 (the head, for an
+    integer-only file), the quantizer converts the uint8 input or output straight from or to
+    int16, which TFLite's QUANTIZE kernel refuses ("output->type == kTfLiteInt8 ||
+    kTfLiteInt16 || kTfLiteInt32 was not true"). It converts int16 <-> int8 and int8 <-> uint8,
+    so the op goes through an int8 tensor at the uint8 tensor's scale (zero point - 128): the
+    same values, one more requantization of 8-bit codes that maps each exactly. A file
+    without such an op comes back unchanged.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    if schema.Model.GetRootAs(model_bytes, 0).SubgraphsLength() != 1:
+        return model_bytes
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    graph = model.subgraphs[0]
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    pair = {schema.TensorType.UINT8, schema.TensorType.INT16}
+    operators, changed = [], False
+    for op in graph.operators:
+        operators.append(op)
+        if codes[op.opcodeIndex] != schema.BuiltinOperator.QUANTIZE:
+            continue
+        source, target = op.inputs[0], op.outputs[0]
+        if {graph.tensors[source].type, graph.tensors[target].type} != pair:
+            continue
+        uint8 = source if graph.tensors[source].type == schema.TensorType.UINT8 else target
+        middle = _int8_twin(graph, schema, graph.tensors[uint8])
+        second = schema.OperatorT()
+        second.opcodeIndex, second.inputs, second.outputs = op.opcodeIndex, [middle], [target]
+        op.outputs = [middle]
+        operators.append(second)
+        changed = True
+    if not changed:
+        return model_bytes
+    graph.operators = operators
+    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _int8_twin(graph, schema, tensor) -> int:
+    """A new int8 tensor holding the values of uint8 `tensor` (scale kept, zero point - 128)."""
+    quant = schema.QuantizationParametersT()
+    quant.scale = list(tensor.quantization.scale)
+    quant.zeroPoint = [int(z) - 128 for z in tensor.quantization.zeroPoint]
+    twin = schema.TensorT()
+    twin.name = tensor.name + b"/int8"
+    twin.type, twin.shape = schema.TensorType.INT8, list(tensor.shape)
+    twin.shapeSignature = list(tensor.shapeSignature) if tensor.shapeSignature is not None else None
+    twin.buffer, twin.quantization = 0, quant
+    graph.tensors.append(twin)
+    return len(graph.tensors) - 1
 
 
 @contextlib.contextmanager

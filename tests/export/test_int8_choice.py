@@ -51,6 +51,13 @@ class StemSession(ScriptedSession):
         return ["stem_conv", "stem_act"]
 
 
+class HeadSession(StemSession):
+    """A format that names its stem and its head (`trailing_nodes`)."""
+
+    def trailing_nodes(self):
+        return ["last_conv", "head", "softmax"]
+
+
 class TimedSession(ScriptedSession):
     """A format that times files: 1 ms, plus `cost[layer]` (default 0.1 ms) per layer kept in
     float and half that per layer at int16."""
@@ -265,6 +272,15 @@ def test_a_stem_that_does_not_help_is_not_kept(monkeypatch):
     score = effects({"a": 0.92, "b": 0.96}, {"stem_conv": -0.01, "layer3": 0.011, "layer5": 0.011})
     outcome, _ = _choose(monkeypatch, score, session_class=StemSession)
     assert "stem_conv" not in outcome.kept_float and sorted(outcome.kept_float) == ["layer3", "layer5"]
+
+
+def test_the_head_is_a_candidate_of_the_first_round_beside_the_stem(monkeypatch):
+    # No row of the report stands out, the head alone clears the target.
+    score = effects({"a": 0.92, "b": 0.975}, {"head": 0.008, "stem_conv": 0.001})
+    outcome, _ = _choose(monkeypatch, score, session_class=HeadSession)
+    assert outcome.kept_float == ["last_conv", "head", "softmax"]
+    assert [c.names for c in outcome.candidates[:2]] == [["stem_conv", "stem_act"],
+                                                         ["last_conv", "head", "softmax"]]
 
 
 def test_a_file_at_the_target_within_its_noise_gets_one_more_step(monkeypatch):

@@ -55,6 +55,19 @@ def test_leading_nodes_are_the_first_convolution_what_it_needs_and_its_activatio
     assert report.leading_nodes(ops[:3], compute) == []  # no convolution at all
 
 
+def test_trailing_nodes_are_the_classifier_what_follows_it_and_what_it_reads():
+    compute = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+    ops = [("c1", "CONV_2D", ["x", "k1"], ["a"]), ("skip", "CONV_2D", ["x", "k2"], ["s"]),
+           ("up", "DEPTH_TO_SPACE", ["a"], ["b"]), ("join", "CONCATENATION", ["b", "s"], ["c"]),
+           ("head", "CONV_2D", ["c", "k3"], ["d"]), ("probabilities", "SOFTMAX", ["d"], ["e"])]
+    # Back through the upsampling and the concatenation to both convolutions, no further.
+    assert report.trailing_nodes(ops, compute) == ["c1", "skip", "up", "join", "head",
+                                                   "probabilities"]
+    assert report.trailing_nodes(ops[:2] + [("head", "CONV_2D", ["a"], ["d"])], compute) == [
+        "c1", "head"]
+    assert report.trailing_nodes([("mul", "MUL", ["image"], ["a"])], compute) == []
+
+
 def test_sqnr_db_is_finite_without_error():
     assert report.sqnr_db(1.0, 0.01) == pytest.approx(20.0)
     assert np.isfinite(report.sqnr_db(1.0, 0.0)) and np.isfinite(report.sqnr_db(0.0, 0.0))

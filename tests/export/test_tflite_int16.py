@@ -66,6 +66,8 @@ def files(model, held_out):
         convs = [node for node, op in int8.quantizer._ops.items() if op == "CONV_2D"]
         made["kept_int16_nodes"] = (convs[0], convs[-3])  # the stem and a decoder conv
         made["kept_int16"] = int8.quantize([], int8.variants[0], keep_int16=made["kept_int16_nodes"])
+        made["head_int16"] = int8.quantize([], int8.variants[0],
+                                           keep_int16=tuple(int8.trailing_nodes()))
         made["int16x8_time_ms"] = made["int16x8_integer_only_session"].time_ms(
             made["int16x8_integer_only"])
     return made
@@ -193,6 +195,25 @@ def test_keep_int16_puts_exactly_those_ops_at_16_bits(model, held_out, files):
     agreement, _ = _agreement(files["kept_int16"], held_out, reference)
     int8_agreement, _ = _agreement(files["int8"], held_out, reference)
     assert agreement >= 0.95 and agreement >= int8_agreement - 0.02
+
+
+@pytest.mark.slow
+def test_a_head_at_int16_reaches_the_uint8_output_through_int8(model, held_out, files):
+    from keras_unet.export.quantization.tflite_mixed import uint8_io_through_int8
+    from keras_unet.export.tflite_ops import _ops
+
+    ops = _ops(files["head_int16"])
+    assert ops[-1][0] == "QUANTIZE" and ops[-1][3] == ["UINT8"]
+    # TFLite's QUANTIZE converts int16 to int8, not to uint8: one step each way.
+    for op, name, inputs, outputs in ops:
+        if op == "QUANTIZE":
+            assert {inputs[0][0], outputs[0]} != {"INT16", "UINT8"}, name
+    assert sum(op != "QUANTIZE" and outputs == ["INT16"] for op, _, _, outputs in ops) >= 2
+    reference = model.predict(held_out, verbose=0)
+    agreement, _ = _agreement(files["head_int16"], held_out, reference)
+    int8_agreement, _ = _agreement(files["int8"], held_out, reference)
+    assert agreement >= 0.95 and agreement >= int8_agreement - 0.02
+    assert uint8_io_through_int8(files["int8"]) is files["int8"]  # nothing to bridge
 
 
 @pytest.mark.slow
