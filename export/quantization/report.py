@@ -179,7 +179,7 @@ def trailing_nodes(ops, compute_ops) -> list:
     class boundary, which the per-layer figures do not weigh: on a ResNet50 U-Net trained on
     CamVid (11 classes), keeping these three ops in float raised agreement from 0.978 to
     0.983 while no row of the report stood out. It is cheap: one or two convolutions at the
-    output's resolution with few channels.
+    output's resolution with few channels. Why: see docs/notes/2026-12-07-softmax-logit-range.md.
 
     Args:
         ops: `(node, op type, input tensor names, output tensor names)` in execution order;

@@ -5,7 +5,7 @@ its mask is the arg-max. Calibration gives the logits the range the float model 
 over every class of every pixel: [-44, 34] on a ResNet50 U-Net trained on CamVid, a step of
 0.31 in int8. A pixel whose two likeliest classes lie closer than that rounds onto a tie or
 the wrong class, and on CamVid's weak, undertrained models 1-2% of the pixels are such
-near-ties: 8-bit logits alone, every other tensor in float, cost 0.026 of agreement.
+near-ties: 8-bit logits alone, every other tensor in float, cost 0.025 of agreement.
 
 Most of that range carries nothing the softmax can show:
 
@@ -25,7 +25,7 @@ Both statistics are taken over the calibration pixels as the variant takes its r
 exact extreme for `minmax`, the 0.01% tail for `percentile`), and the result never widens
 the tensor's own range and always holds 0 (both runtimes need 0 exactly representable).
 On that ResNet50 model the range becomes [-7.6, 30.6], and 8-bit logits cost 0.013
-instead of 0.026 (per-pixel tops and runners-up read on 184 training images, agreement on
+instead of 0.025 (per-pixel tops and runners-up read on 184 training images, agreement on
 the 101 val images).
 
 Only 8-bit logits are clipped: at 16 bits the step is fine enough already, and a 16-bit
