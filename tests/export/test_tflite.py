@@ -70,7 +70,12 @@ def test_quantized_files_store_smaller_weights(model, exports):
     assert full > 4 * params
     assert full - exports["fp16"].size_bytes > 0.5 * params
     assert full - exports["dynamic"].size_bytes > 1.0 * params
-    assert full - exports["int8"].size_bytes > 2.0 * params
+    # Repair may keep a layer in float (the head, on these held-out images): its weights stay
+    # 4 bytes, so the bound counts only the parameters of the layers quantized.
+    kept = {layer.name: layer.count_params() for layer in model._flatten_layers(include_self=False)
+            if layer.name in exports["int8"].kept_float}
+    assert set(kept) == set(exports["int8"].kept_float), (kept, exports["int8"].kept_float)
+    assert full - exports["int8"].size_bytes > 2.0 * (params - sum(kept.values())), kept
 
 
 @pytest.mark.slow
