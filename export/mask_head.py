@@ -48,23 +48,14 @@ def tflite_with_mask_head(model_bytes, num_classes, threshold=0.5) -> bytes:
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
+    from keras_unet.export.quantization.tflite_graph import opcode_index
+
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     graph = model.subgraphs[0]
     output_index = graph.outputs[0]
     output = graph.tensors[output_index]
     shape = [int(d) for d in output.shape]
     mask_shape = shape[:-1]
-
-    def opcode(builtin):
-        for index, code in enumerate(model.operatorCodes):
-            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-                return index
-        code = schema.OperatorCodeT()
-        code.builtinCode = builtin
-        code.deprecatedBuiltinCode = min(builtin, 127)
-        code.version = 1
-        model.operatorCodes.append(code)
-        return len(model.operatorCodes) - 1
 
     def tensor(name, tensor_shape, dtype, data=None, quantization=None):
         buffer = schema.BufferT()
@@ -80,7 +71,7 @@ def tflite_with_mask_head(model_bytes, num_classes, threshold=0.5) -> bytes:
 
     def operator(builtin, inputs, outputs, options_type=0, options=None):
         op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = opcode(builtin), inputs, outputs
+        op.opcodeIndex, op.inputs, op.outputs = opcode_index(model, builtin), inputs, outputs
         op.builtinOptionsType, op.builtinOptions = options_type, options
         graph.operators.append(op)
 

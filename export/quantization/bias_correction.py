@@ -89,8 +89,11 @@ def tflite_correct_biases(model_bytes: Any, means: dict, keep: Any = ()) -> byte
     from ai_edge_litert import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
+    from keras_unet.export.quantization.tflite_graph import builtin_codes
+
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
     graph = model.subgraphs[0]
+    codes = builtin_codes(model)
     kinds = {schema.BuiltinOperator.CONV_2D: "conv",
              schema.BuiltinOperator.DEPTHWISE_CONV_2D: "depthwise"}
     # The converter shares equal constants (zero biases) between ops, as one tensor or one
@@ -104,8 +107,7 @@ def tflite_correct_biases(model_bytes: Any, means: dict, keep: Any = ()) -> byte
             tensor_readers[index] = tensor_readers.get(index, 0) + 1
     keep = set(keep)
     for op in graph.operators or []:
-        code = model.operatorCodes[op.opcodeIndex]
-        kind = kinds.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+        kind = kinds.get(codes[op.opcodeIndex])
         inputs = list(op.inputs)
         if kind is None or len(inputs) < 3 or min(inputs[:3]) < 0:
             continue

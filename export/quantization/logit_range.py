@@ -51,11 +51,13 @@ def clipped_quantization(scale, zero_point, qmin, qmax) -> Optional[tuple]:
 # TFLite ----------------------------------------------------------------------------------
 def _tflite_logit(model, schema):
     """Index of the int8 tensor the output's LOGISTIC reads, or None."""
+    from keras_unet.export.quantization.tflite_graph import builtin_codes
+
     graph = model.subgraphs[0]
+    codes = builtin_codes(model)
 
     def opcode(op):
-        code = model.operatorCodes[op.opcodeIndex]
-        return max(code.builtinCode, code.deprecatedBuiltinCode)
+        return codes[op.opcodeIndex]
 
     ops = graph.operators or []
     carriers = (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE,

@@ -63,16 +63,18 @@ def precise_requantize(model_bytes) -> bytes:
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
+    from keras_unet.export.quantization.tflite_graph import builtin_codes, opcode_index
+
     packed = schema.Model.GetRootAs(model_bytes, 0)
     if packed.SubgraphsLength() != 1:
         return model_bytes
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
-    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    codes = builtin_codes(model)
     graph = model.subgraphs[0]
     targets = _imprecise_requantizations(graph, schema, codes)
     if not targets:
         return model_bytes
-    depthwise = _opcode(model, codes, schema)
+    depthwise = opcode_index(model, schema.BuiltinOperator.DEPTHWISE_CONV_2D, DEPTHWISE_VERSION)
     for index in targets:
         op = graph.operators[index]
         source = graph.tensors[op.inputs[0]]
@@ -95,20 +97,6 @@ def precise_requantize(model_bytes) -> bytes:
     builder = flatbuffers.Builder(len(model_bytes) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
-
-
-def _opcode(model, codes, schema):
-    """Index of the DEPTHWISE_CONV_2D operator code, added when the file has none."""
-    wanted = schema.BuiltinOperator.DEPTHWISE_CONV_2D
-    if wanted in codes:
-        index = codes.index(wanted)
-        model.operatorCodes[index].version = max(model.operatorCodes[index].version, DEPTHWISE_VERSION)
-        return index
-    code = schema.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = wanted, wanted, DEPTHWISE_VERSION
-    model.operatorCodes.append(code)
-    codes.append(wanted)
-    return len(model.operatorCodes) - 1
 
 
 def _constant(model, graph, schema, name, values, tensor_type, scales):

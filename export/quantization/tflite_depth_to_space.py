@@ -28,18 +28,6 @@ import copy
 import numpy as np
 
 
-def _opcode_index(model, schema, builtin):
-    for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            return index
-    code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-    code.version = 1
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
 def _constant(model, graph, schema, name, values):
     buffer = schema.BufferT()
     buffer.data = np.asarray(values, dtype="<i4").tobytes()
@@ -100,13 +88,15 @@ def depth_to_space_as_transpose(model_bytes) -> bytes:
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
+    from keras_unet.export.quantization.tflite_graph import builtin_codes, opcode_index
+
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    codes = builtin_codes(model)
     changed = False
     for graph in model.subgraphs:
         operators = []
         for operator in graph.operators:
-            code = model.operatorCodes[operator.opcodeIndex]
-            op = max(code.builtinCode, code.deprecatedBuiltinCode)
+            op = codes[operator.opcodeIndex]
             shape = list(graph.tensors[operator.inputs[0]].shape)
             if op != schema.BuiltinOperator.DEPTH_TO_SPACE or len(shape) != 4 or shape[0] != 1:
                 operators.append(operator)
@@ -123,8 +113,8 @@ def depth_to_space_as_transpose(model_bytes) -> bytes:
             final_target = [-1] + final_shape[1:]
             split = _like(graph, operator.inputs[0], f"{name}/d2s_split", split_shape)
             moved = _like(graph, operator.inputs[0], f"{name}/d2s_moved", moved_shape)
-            reshape = _opcode_index(model, schema, schema.BuiltinOperator.RESHAPE)
-            transpose = _opcode_index(model, schema, schema.BuiltinOperator.TRANSPOSE)
+            reshape = opcode_index(model, schema.BuiltinOperator.RESHAPE)
+            transpose = opcode_index(model, schema.BuiltinOperator.TRANSPOSE)
 
             def reshape_options(new_shape):
                 options = schema.ReshapeOptionsT()

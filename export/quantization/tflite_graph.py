@@ -1,5 +1,7 @@
 """A `.tflite` file's graph, read with the flatbuffer schema ai-edge-litert ships: which op
-writes each tensor, and which ops read it (what `TFLiteQuantizer` keeps in float together).
+writes each tensor, and which ops read it (what `TFLiteQuantizer` keeps in float together);
+and, for the passes that edit a file through the schema's object API (`ModelT`), each
+operator code's builtin op and the index of an op's code (`builtin_codes`, `opcode_index`).
 
 Example:
 ```python
@@ -8,6 +10,44 @@ from keras_unet.export.quantization.tflite_graph import tensor_consumers, tensor
 ops, outputs = tensor_ops(model_bytes)
 ```
 """
+
+
+def builtin_codes(model) -> list:
+    """The builtin op of each of `model.operatorCodes` (a `ModelT`), by operator index.
+
+    A code's op is the larger of `builtinCode` and `deprecatedBuiltinCode`: files written
+    before op 127 ran out fill only the deprecated byte, later ops only the 32-bit field.
+
+    Example:
+    ```python
+    codes = builtin_codes(model)
+    [codes[op.opcodeIndex] for op in model.subgraphs[0].operators]  # [3, 22, ...]
+    ```
+    """
+    return [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+
+
+def opcode_index(model, builtin, version=1) -> int:
+    """Index of `builtin`'s operator code in `model` (a `ModelT`), added when it has none;
+    its version raised to at least `version` (the kernel version the caller's op needs).
+
+    Example:
+    ```python
+    op.opcodeIndex = opcode_index(model, schema.BuiltinOperator.ARG_MAX)
+    ```
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    codes = builtin_codes(model)
+    if builtin in codes:
+        index = codes.index(builtin)
+        model.operatorCodes[index].version = max(model.operatorCodes[index].version, version)
+        return index
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.version = builtin, version
+    code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
 
 
 def tensor_consumers(model_bytes) -> dict:

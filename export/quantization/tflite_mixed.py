@@ -128,11 +128,13 @@ def uint8_io_through_int8(model_bytes) -> bytes:
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
+    from keras_unet.export.quantization.tflite_graph import builtin_codes
+
     if schema.Model.GetRootAs(model_bytes, 0).SubgraphsLength() != 1:
         return model_bytes
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     graph = model.subgraphs[0]
-    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    codes = builtin_codes(model)
     pair = {schema.TensorType.UINT8, schema.TensorType.INT16}
     operators, changed = [], False
     for op in graph.operators:
