@@ -100,8 +100,8 @@ class SoftmaxLogits:
         low, high = float(tensor_range[0]), float(tensor_range[1])
         if not self._sampler.images:
             return low, high
-        top_low = self._sampler.tails(percentile)["top"][0]
-        runner_up_high = self._sampler.tails(percentile)["runner_up"][1]
+        tails = self._sampler.tails(percentile)
+        top_low, runner_up_high = tails["top"][0], tails["runner_up"][1]
         low = min(0.0, max(low, min(top_low - LOGIT_SPAN, runner_up_high)))
         high = max(0.0, min(high, runner_up_high + LOGIT_SPAN))
         return low, high

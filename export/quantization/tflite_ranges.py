@@ -99,12 +99,9 @@ def sample_tensors(model_bytes, images):
                if np.dtype(d["dtype"]) == np.float32 and d["name"]]
     images = list(images)  # a representative dataset is a generator; the tails need the count
     sampler = RangeSampler(expected_images=len(images), channel_axis=CHANNEL_AXIS)
-    names = {index: name for index, name in tensors}
     # A TFLite softmax runs over the last axis.
-    sampler.softmax_logits = {
-        names[int(op["inputs"][0])]: SoftmaxLogits(axis=-1, expected_images=len(images))
-        for op in interpreter._get_ops_details()
-        if op["op_name"] == "SOFTMAX" and int(op["inputs"][0]) in names}
+    sampler.softmax_logits = {name: SoftmaxLogits(axis=-1, expected_images=len(images))
+                              for name in softmax_inputs(model_bytes)}
     for sample in images:
         if isinstance(sample, (list, tuple)):
             sample = sample[0]
@@ -126,6 +123,16 @@ def sample_tensors(model_bytes, images):
     if not sampler.images:
         raise ValueError("`images` is empty: pass the calibration images. Received: no images")
     return sampler
+
+
+def softmax_inputs(model_bytes) -> list:
+    """Names of the tensors a SOFTMAX op of a `.tflite` file reads (its logits)."""
+    from keras_unet.export.quantization.tflite_graph import tensor_consumers, tensor_ops
+
+    ops, _ = tensor_ops(model_bytes)
+    softmax = {name for name, op in ops.items() if op == "SOFTMAX"}
+    return [tensor for tensor, readers in tensor_consumers(model_bytes).items()
+            if softmax.intersection(readers)]
 
 
 def widened_ranges(model_bytes, ranges, factor=1.5):
