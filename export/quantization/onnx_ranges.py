@@ -68,11 +68,7 @@ def sample_activations(float_path, images, input_name="image") -> Any:
     sampler.softmax_logits = {node.input[0]: SoftmaxLogits(axis=axis, expected_images=len(images))
                               for node, axis in _softmax_axes(model)}
     for image in images:
-        values = dict(zip(names, session.run(None, {input_name: image[None]})))
-        sampler.add(values)
-        for name, logits in sampler.softmax_logits.items():
-            if name in values:
-                logits.add(values[name])
+        sampler.add(dict(zip(names, session.run(None, {input_name: image[None]}))))
     if not sampler.images:
         raise ValueError("`images` is empty: pass the calibration images. Received: no images")
     return sampler

@@ -70,8 +70,8 @@ class RangeSampler:
         self.channel_axis = channel_axis
         self._channel_sums, self._channel_counts = {}, {}
         self.images = 0
-        # {softmax input tensor: softmax_range.SoftmaxLogits}, filled by the format's sampler
-        # (tflite_ranges.sample_tensors, onnx_ranges.sample_activations).
+        # {softmax input tensor: softmax_range.SoftmaxLogits}, set by the format's sampler
+        # (tflite_ranges.sample_tensors, onnx_ranges.sample_activations); `add` feeds them.
         self.softmax_logits = {}
 
     def _tail_size(self, size):
@@ -79,7 +79,11 @@ class RangeSampler:
         return math.ceil(share * size * self.expected_images) + 2
 
     def add(self, tensors):
-        """Record one image's `{tensor name: float array}`; empty arrays are skipped."""
+        """Record one image's `{tensor name: float array}`; empty arrays are skipped. The
+        softmax inputs among them also go to their `softmax_logits` entry."""
+        for name, logits in self.softmax_logits.items():
+            if name in tensors:
+                logits.add(tensors[name])
         for name, value in tensors.items():
             value = np.asarray(value)
             if value.size == 0 or not np.issubdtype(value.dtype, np.floating):

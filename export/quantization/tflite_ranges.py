@@ -117,9 +117,6 @@ def sample_tensors(model_bytes, images):
             except ValueError:  # constants folded away, tensors without data
                 continue
         sampler.add(values)
-        for name, logits in sampler.softmax_logits.items():
-            if name in values:
-                logits.add(values[name])
     if not sampler.images:
         raise ValueError("`images` is empty: pass the calibration images. Received: no images")
     return sampler
