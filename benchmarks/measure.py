@@ -9,7 +9,8 @@
    steps 1-3 are inside `PeakRSS`, giving `peak_rss_mb` and `model_rss_delta_mb`;
 4. latency: `warmup` untimed calls, then `runner.run(batch)` timed call by call. For `.tflite`
    files a bare `interpreter.invoke()` loop on the same batch is timed in alternating blocks
-   with the harness (`harness_overhead` = harness p50 / bare p50).
+   with the harness (`harness_overhead` = harness p50 / bare p50). The cores other processes
+   kept busy meanwhile are `other_load_cores` (`keras_unet.benchmarks.machine_load`).
 
 The settings shared by every model of a run are one `MeasureOptions`.
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from keras_unet.benchmarks import timing
 from keras_unet.benchmarks.environment import runtime_info
+from keras_unet.benchmarks.machine_load import OtherLoad
 from keras_unet.benchmarks.memory import PeakRSS
 from keras_unet.runtime.files import MB
 from keras_unet.benchmarks.quality import metadata_value, score_quality
@@ -197,15 +199,17 @@ def _time_latency(row, runner, batch, options, sync):
     """Time `runner.run(batch)` (and a bare invoke loop for .tflite) into `row`."""
     harness = lambda: runner.run(batch)  # noqa: E731 - the thin call is the thing timed
     budget = dict(warmup=options.warmup, runs=options.runs, seconds=options.seconds)
-    if options.compare_bare and row.format == "tflite":
-        invoke = timing.make_bare_invoke(row.model, threads=options.threads, batch=batch)
-        times = timing.time_interleaved(
-            {"harness": harness, "bare": invoke}, rounds=options.rounds, sync={"harness": sync}, **budget
-        )
-        harness_times = times["harness"]
-        row.bare_latency_p50_ms = timing.summarize(times["bare"], options.batch_size)["latency_p50_ms"]
-    else:
-        harness_times = timing.time_callable(harness, sync=sync, **budget)
+    with OtherLoad() as load:
+        if options.compare_bare and row.format == "tflite":
+            invoke = timing.make_bare_invoke(row.model, threads=options.threads, batch=batch)
+            times = timing.time_interleaved(
+                {"harness": harness, "bare": invoke}, rounds=options.rounds, sync={"harness": sync}, **budget
+            )
+            harness_times = times["harness"]
+            row.bare_latency_p50_ms = timing.summarize(times["bare"], options.batch_size)["latency_p50_ms"]
+        else:
+            harness_times = timing.time_callable(harness, sync=sync, **budget)
+    row.other_load_cores = load.cores
     for key, value in timing.summarize(harness_times, options.batch_size).items():
         setattr(row, key, value)
     if row.bare_latency_p50_ms:

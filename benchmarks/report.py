@@ -24,6 +24,7 @@ import math
 import os
 from pathlib import Path
 
+from keras_unet.benchmarks.machine_load import busy_lines
 from keras_unet.runtime.files import write_bytes_atomic, write_text_atomic
 
 
@@ -88,6 +89,7 @@ class BenchmarkRow:
     runtime_version: str = None
     execution_provider: str = None
     fastest_runtime: bool = None
+    other_load_cores: float = None
     error: str = None
     latency_runs_ms: list = None
 
@@ -314,6 +316,7 @@ class BenchmarkReport:
             if row.error is not None:
                 out.append(f"error in {row.name}: {row.error}")
         out.extend(_runtime_lines(self.rows, (self.settings or {}).get("agreement_target")))
+        out.extend(busy_lines(self.rows))
         overheads = [r for r in self.rows if r.harness_overhead is not None]
         for row in overheads:
             out.append(
