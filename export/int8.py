@@ -7,15 +7,20 @@ target* when its verified agreement does by `CONFIDENCE_Z` standard errors (the 
 file that meets the target by its verified figure alone may fall short of it on other images.
 Why: see docs/notes/2026-11-28-int8-matrix-history.md (the margin, the stem, the held-out
 images) and docs/notes/2026-11-27-percentile-ranges.md (the calibrations tried) and
-docs/notes/2026-12-07-bias-correction.md (the corrected variant).
+docs/notes/2026-12-07-bias-correction.md (the corrected variant) and
+docs/notes/2026-12-07-gptq-weight-rounding.md (the rounded one).
 
 1. Quantize with each calibration the format has (TFLite: ranges clipped at the 99.99th
    percentile, then min/max; ONNX: the same two, then onnxruntime's Entropy), every
    layer in int8, and verify each on held-out images (`keras_unet.export.holdout`). When
    the best of them does not meet the target, it is tried again with each convolution's
    bias corrected for its int8 weights (`"percentile+bias"`,
-   `keras_unet.export.quantization.bias_correction`), where the session can
-   (`can_correct_biases`). They cost no speed, so all are tried and the best is kept.
+   `keras_unet.export.quantization.bias_correction`), and with each convolution's weights
+   rounded against the calibration images (`"percentile+gptq"`,
+   `keras_unet.export.quantization.weight_rounding`), where the session can
+   (`can_correct_biases`, `can_round_weights`); a whole-model int16x8 file always tries
+   the rounded weights, which set its ceiling. They cost no speed, so all are tried and
+   the best is kept.
    `repair=False` tries only the first calibration, uncorrected.
 2. Best still below the target: repair (`keras_unet.export.repair`) keeps ops at a higher
    precision, chosen by their measured effect on the whole file: the stem, the head and
@@ -83,7 +88,7 @@ import typing
 from typing import Any, Callable, Optional
 
 from keras_unet.export import verify
-from keras_unet.export.quantization.bias_correction import BIAS_SUFFIX
+from keras_unet.export.quantization.variants import BIAS_SUFFIX, GPTQ_SUFFIX
 from keras_unet.runtime.timing import median_in_turn
 
 # What repair aims for: agreement a user cannot tell from the Keras masks.
@@ -258,14 +263,14 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
         attempt(variant, Kept(), None, quantized=first)
     # None when no calibration gave a file the runtime loads: repair may still find one.
     best_int8 = max(tried, key=lambda entry: entry.agreement) if tried else None
-    if (repair and session.can_correct_biases and best_int8 is not None
-            and not confident(best_int8.report)):
-        # Short of the target: the best calibration again, each convolution's bias
-        # corrected for its int8 weights. No speed cost, and kept only when it verifies
-        # better (it helped one CamVid model by a point and cost another 0.2; see
-        # quantization.bias_correction); a file that meets the target is not worth the
-        # extra quantization and verification.
-        attempt(best_int8.variant + BIAS_SUFFIX, Kept(), None)
+    if repair and best_int8 is not None:
+        for suffix in _weight_treatments(session, best_int8, confident):
+            # The best calibration again, its convolutions' biases corrected for the int8
+            # weights ("+bias"), or their weights rounded against the calibration images
+            # ("+gptq"). No speed cost; kept only when it verifies better (bias correction
+            # helped one CamVid model by a point and cost another 0.2; see
+            # quantization.bias_correction, quantization.weight_rounding).
+            attempt(best_int8.variant + suffix, Kept(), None)
         best_int8 = max(tried, key=lambda entry: entry.agreement)
     precisions = _precisions(session, integer_only)
     candidates: list = []
@@ -318,6 +323,23 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
 def _mode(session: Any) -> str:
     """The session's quantization mode: `"int8"` or `"int16x8"`."""
     return getattr(session.options, "quantize", None) or "int8"
+
+
+def _weight_treatments(session: Any, best: Any, confident: Any) -> list:
+    """The weight treatments (variant suffixes) to try on the best calibration.
+
+    An int8 file that meets the target is not worth the extra quantization and
+    verification. A whole-model int16x8 file always tries its weights rounded against the
+    data: its activations are fine, its int8 weights set its ceiling, and fidelity beyond
+    the target is what the mode is for (docs/notes/2026-12-07-gptq-weight-rounding.md).
+    """
+    treatments = []
+    int16x8 = _mode(session) == "int16x8"
+    if session.can_correct_biases and not confident(best.report):
+        treatments.append(BIAS_SUFFIX)
+    if session.can_round_weights and (int16x8 or not confident(best.report)):
+        treatments.append(GPTQ_SUFFIX)
+    return treatments
 
 
 def _precisions(session: Any, integer_only: bool) -> tuple:

@@ -43,12 +43,15 @@ class Int8Session(abc.ABC):
             accelerators still run.
         can_correct_biases: whether each variant has a `"+bias"` form, its convolutions'
             biases corrected for their int8 weights (`quantization.bias_correction`).
+        can_round_weights: whether each variant has a `"+gptq"` form, its convolutions'
+            weights rounded against the calibration images (`quantization.weight_rounding`).
     """
 
     variants: tuple = ()
     can_keep_float: bool = True
     can_keep_int16: bool = False
     can_correct_biases: bool = False
+    can_round_weights: bool = False
 
     def __init__(self, job: Any, options: Any, rewrites: tuple = ()) -> None:
         self.job = job

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Optional
 
 from keras_unet.export.decoder_form import export_form
 from keras_unet.export.onnx_calibration import READER_IMAGES, range_overrides
-from keras_unet.export.quantization.bias_correction import split_variant
+from keras_unet.export.quantization.variants import parse_variant
 from keras_unet.export.onnx_integer import float_ops, npu_fallbacks  # noqa: F401  (the format's answers)
 from keras_unet.export.options import DEFAULT_OPSET
 
@@ -66,7 +66,9 @@ class ONNXOptions:
             `keras_unet.export.quantization.onnx_ranges`), `"minmax"` (full calibration
             range) or `"entropy"` (onnxruntime's); with `"+bias"` (`"percentile+bias"`),
             each Conv's bias is also corrected for its int8 weights
-            (`keras_unet.export.quantization.bias_correction`).
+            (`keras_unet.export.quantization.bias_correction`); with `"+gptq"`, each
+            Conv's weights are rounded against the calibration images
+            (`keras_unet.export.quantization.weight_rounding`).
         keep_int16: int8: names of nodes of the float graph written with int16 activations
             (int8 weights), the rest int8; Q/DQ pairs convert between the two at the edges
             (`keras_unet.export.quantization.onnx_precision`).
@@ -96,10 +98,10 @@ class ONNXOptions:
                 f"`activation_type` must be 'uint8', 'int8' or 'auto'. "
                 f"Received: activation_type={self.activation_type!r}"
             )
-        if split_variant(self.calibrate_method)[0] not in CALIBRATE_METHODS:
+        if parse_variant(self.calibrate_method).base not in CALIBRATE_METHODS:
             raise ValueError(
                 f"`calibrate_method` must be one of {list(CALIBRATE_METHODS)}, or one of "
-                f"them with '+bias'. "
+                f"them with '+bias' or '+gptq'. "
                 f"Received: calibrate_method={self.calibrate_method!r}"
             )
         if self.integer_only and self.nodes_to_exclude:
@@ -198,10 +200,13 @@ def quantize_int8(job: Any, options: ONNXOptions) -> bytes:
     # calibration with each intermediate tensor's range overridden.
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.MinMax}
-    method, corrected = split_variant(options.calibrate_method)
+    variant = parse_variant(options.calibrate_method)
+    method = variant.base
     source = prepared_model(job, options.opset)
-    if corrected:
+    if variant.corrected:
         source = bias_corrected_model(job, options.opset, options.nodes_to_exclude)
+    elif variant.rounded:
+        source = weight_rounded_model(job, options.opset, options.nodes_to_exclude)
     extra = {}
     images = pin_input_range(job.calibration)
     if method in ("percentile", "minmax"):
@@ -262,6 +267,28 @@ def bias_corrected_model(job: Any, opset: int, exclude: tuple = ()) -> Path:
         return path
 
     return job.cached(("onnx_bias_corrected", opset, tuple(sorted(exclude))), build)
+
+
+def weight_rounded_model(job: Any, opset: int, exclude: tuple = ()) -> Path:
+    """The prepared float graph with each Conv's weights rounded against the calibration
+    images (`quantization.weight_rounding`), the nodes in `exclude` (kept in float) left as
+    they are; the moments once per job, the graph once per job and `exclude`."""
+    import onnx
+
+    from keras_unet.export.calibration import pin_input_range
+    from keras_unet.export.quantization.weight_rounding import (onnx_input_moments,
+                                                                onnx_round_weights)
+
+    prepared = prepared_model(job, opset)
+    moments = job.cached(("onnx_input_moments", opset), lambda: onnx_input_moments(
+        prepared, pin_input_range(job.calibration), INPUT_NAME, progress=job.progress))
+
+    def build():
+        path = job.new_path("weights_rounded", ".onnx")
+        onnx.save(onnx_round_weights(onnx.load(str(prepared)), moments, exclude), str(path))
+        return path
+
+    return job.cached(("onnx_weights_rounded", opset, tuple(sorted(exclude))), build)
 
 
 def _int16_overrides(job, options, activation, ranges):

@@ -50,6 +50,7 @@ class ONNXSession(Int8Session):
 
     can_keep_int16 = True  # per session: False with int8 activations (see __init__)
     can_correct_biases = True
+    can_round_weights = True
 
     def __init__(self, job: Any, options: ONNXOptions, rewrites: tuple = ()) -> None:
         super().__init__(job, options, rewrites)

@@ -147,10 +147,9 @@ class ExportResult:
 
 def _calibration_words(variant: str) -> str:
     """`"minmax+bias"` -> `"minmax calibration, biases corrected for the int8 weights"`."""
-    from keras_unet.export.quantization.bias_correction import split_variant
+    from keras_unet.export.quantization.variants import variant_words
 
-    method, corrected = split_variant(variant)
-    return f"{method} calibration" + (", biases corrected for the int8 weights" if corrected else "")
+    return variant_words(variant)
 
 
 def _kept_line(kept_float: list, kept_int16: list, tries: int, mode: str) -> str:

@@ -54,6 +54,7 @@ class TFLiteSession(Int8Session):
     # repair=False uses).
     variants = ("percentile", "minmax")
     can_correct_biases = True
+    can_round_weights = True
     can_keep_int16 = True
 
     def __init__(self, job: Any, options: TFLiteOptions, rewrites: tuple = ()) -> None:

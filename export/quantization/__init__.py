@@ -24,6 +24,9 @@ below load their module on first use.
   that TFLite's built-in kernels round twice, written as 1x1 depthwise convolutions.
 - `bias_correction`: each convolution's float bias corrected for the mean shift its int8
   weights cause (`tflite_correct_biases`, `onnx_correct_biases`), the `"+bias"` variants.
+- `weight_rounding`: each convolution's int8 weights rounded against its input over the
+  calibration images, GPTQ (`tflite_round_weights`, `onnx_round_weights`), the `"+gptq"` variants.
+- `variants`: a variant's calibration and weight treatment (`parse_variant`).
 
 Example:
 ```python

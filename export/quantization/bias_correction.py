@@ -14,7 +14,7 @@ file, fine enough to carry the correction. This is the empirical bias correction
 et al., "Data-Free Quantization Through Weight Equalization and Bias Correction" (2019), the
 correction OpenVINO's NNCF applies by default in its post-training quantization.
 
-It is a calibration variant of its own (`"percentile+bias"`): the int8 step tries the best
+It is a calibration variant of its own (`"percentile+bias"`, see `variants`): the int8 step tries the best
 calibration again with it when that one falls short of the target, and keeps it only when
 the file verifies better: it helped on one model and hurt on another.
 Ops kept in float keep their bias (their weights are not rounded). Why, and the
@@ -33,16 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-# A calibration variant with this suffix quantizes the bias-corrected float model.
-BIAS_SUFFIX = "+bias"
 WEIGHT_QMAX = 127
-
-
-def split_variant(variant: str) -> tuple:
-    """`("percentile", True)` for `"percentile+bias"`, `("minmax", False)` for `"minmax"`."""
-    if variant.endswith(BIAS_SUFFIX):
-        return variant[: -len(BIAS_SUFFIX)], True
-    return variant, False
 
 
 def weight_rounding_error(weights: Any) -> np.ndarray:

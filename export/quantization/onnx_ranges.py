@@ -42,16 +42,49 @@ def sample_activations(float_path, images, input_name="image") -> Any:
     ```
     """
     import onnx
+
+    images = np.asarray(images, dtype=np.float32)
+    sampler = RangeSampler(expected_images=len(images), channel_axis=CHANNEL_AXIS)
+    model = onnx.load(str(float_path))
+    sampler.softmax_logits = {node.input[0]: SoftmaxLogits(axis=axis, expected_images=len(images))
+                              for node, axis in _softmax_axes(model)}
+    for values in intermediate_values(model, images, input_name):
+        sampler.add(values)
+    if not sampler.images:
+        raise ValueError("`images` is empty: pass the calibration images. Received: no images")
+    return sampler
+
+
+def intermediate_values(model, images, input_name="image", names=None):
+    """Yield, per image, `{tensor name: value}` of a float ONNX graph's intermediate tensors
+    (those in `names` only, when given), read as graph outputs with fusion off.
+
+    Args:
+        model: a `ModelProto` (not changed) or the path of one.
+        images: `(N, H, W, C)` float images.
+        names: tensor names to read, or None for every node output but constants.
+
+    Example:
+    ```python
+    next(intermediate_values("prepared.onnx", images, names=["conv1"]))["conv1"].shape
+    ```
+    """
+    import onnx
     import onnxruntime
 
-    model = onnx.load(str(float_path))
-    graph = model.graph
+    if isinstance(model, onnx.ModelProto):
+        augmented = onnx.ModelProto()
+        augmented.CopyFrom(model)
+    else:
+        augmented = onnx.load(str(model))
+    graph = augmented.graph
     constants = {init.name for init in graph.initializer}
     constants |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
     outputs = {output.name for output in graph.output}
     for node in graph.node:
         for name in node.output:
-            if name and name not in constants and name not in outputs:
+            if (name and name not in constants and name not in outputs
+                    and (names is None or name in names)):
                 graph.output.append(onnx.ValueInfoProto(name=name))
                 outputs.add(name)
     options = onnxruntime.SessionOptions()
@@ -59,19 +92,12 @@ def sample_activations(float_path, images, input_name="image") -> Any:
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     with tempfile.TemporaryDirectory(prefix="keras_unet_ranges_") as work:
         path = Path(work) / "augmented.onnx"
-        onnx.save(model, str(path))
+        onnx.save(augmented, str(path))
         session = onnxruntime.InferenceSession(str(path), sess_options=options,
                                                providers=["CPUExecutionProvider"])
-    names = [output.name for output in session.get_outputs()]
-    images = np.asarray(images, dtype=np.float32)
-    sampler = RangeSampler(expected_images=len(images), channel_axis=CHANNEL_AXIS)
-    sampler.softmax_logits = {node.input[0]: SoftmaxLogits(axis=axis, expected_images=len(images))
-                              for node, axis in _softmax_axes(model)}
-    for image in images:
-        sampler.add(dict(zip(names, session.run(None, {input_name: image[None]}))))
-    if not sampler.images:
-        raise ValueError("`images` is empty: pass the calibration images. Received: no images")
-    return sampler
+    output_names = [output.name for output in session.get_outputs()]
+    for image in np.asarray(images, dtype=np.float32):
+        yield dict(zip(output_names, session.run(None, {input_name: image[None]})))
 
 
 def percentile_overrides(float_path, images, input_name="image", percentile=DEFAULT_PERCENTILE,

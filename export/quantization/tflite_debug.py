@@ -51,16 +51,18 @@ from typing import Any
 
 import numpy as np
 
-from keras_unet.export.quantization.bias_correction import BIAS_SUFFIX
+from keras_unet.export.quantization.variants import BIAS_SUFFIX, GPTQ_SUFFIX
 from keras_unet.export.quantization.report import (keras_layer_name, layer_names, make_row,
                                                    output_layer_names, sort_rows, sqnr_db)
 from keras_unet.export.quantization.tflite_graph import tensor_consumers, tensor_ops
 
 # Calibrations `TFLiteQuantizer` quantizes from (see `TFLiteQuantizer.calibrated_for`).
-# Each calibration also has a "+bias" form: its convolutions' biases corrected for the int8
-# weights (bias_correction).
+# Each calibration also has a "+bias" form, its convolutions' biases corrected for the int8
+# weights (bias_correction), and a "+gptq" form, their weights rounded against the
+# calibration data (weight_rounding).
 CALIBRATIONS = ("minmax", "percentile")
-VARIANTS = CALIBRATIONS + tuple(base + BIAS_SUFFIX for base in CALIBRATIONS)
+VARIANTS = CALIBRATIONS + tuple(base + suffix for suffix in (BIAS_SUFFIX, GPTQ_SUFFIX)
+                                for base in CALIBRATIONS)
 # Ops that multiply by weights: where a model's stem ends and its head starts
 # (`leading_ops`, `trailing_ops`).
 TFLITE_COMPUTE_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED",
@@ -191,7 +193,8 @@ class TFLiteQuantizer:
         self._ops, self._outputs = tensor_ops(calibrated)
         self._consumers = tensor_consumers(calibrated)
         self._calibrated = {"minmax": calibrated}
-        self._corrected: dict = {}  # (variant, ops kept in float) -> bias-corrected model
+        self._corrected: dict = {}  # (variant, ops kept in float) -> corrected or rounded model
+        self._moments = None  # input_moments
         # The debugger quantized the original calibration; re-quantize on first use.
         self._quantized_as = ("minmax", ()) if not changed else None
 
@@ -206,30 +209,48 @@ class TFLiteQuantizer:
         show (`softmax_range`: the exact extremes for `"minmax"`, the tails for
         `"percentile"`). A `"+bias"`
         variant has those ranges and each convolution's bias corrected for its int8
-        weights (`bias_correction`), except the ops in `keep_float`.
+        weights (`bias_correction`), a `"+gptq"` variant each convolution's weights rounded
+        against the calibration images (`weight_rounding`); the ops in `keep_float` keep
+        theirs.
         """
-        from keras_unet.export.quantization.bias_correction import (split_variant,
-                                                                    tflite_correct_biases)
+        from keras_unet.export.quantization.bias_correction import tflite_correct_biases
         from keras_unet.export.quantization.ranges import DEFAULT_PERCENTILE
         from keras_unet.export.quantization.softmax_range import softmax_ranges
         from keras_unet.export.quantization.tflite_ranges import set_ranges
+        from keras_unet.export.quantization.variants import parse_variant
+        from keras_unet.export.quantization.weight_rounding import tflite_round_weights
 
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {list(VARIANTS)}. Received: variant={variant!r}")
-        base, corrected = split_variant(variant)
+        parsed = parse_variant(variant)
+        base = parsed.base
         if base not in self._calibrated:
             clipped = self._sampler.ranges(DEFAULT_PERCENTILE)
             ranges = {name: clipped[name] for name in self._ops
                       if name in clipped and name not in self._outputs}
             ranges.update(softmax_ranges(self._softmax_logits, ranges, DEFAULT_PERCENTILE))
             self._calibrated[base] = set_ranges(self.calibrated_model, ranges)
-        if not corrected:
+        if parsed.treatment is None:
             return self._calibrated[base]
         key = (variant, tuple(sorted(keep_float)))
         if key not in self._corrected:
-            self._corrected[key] = tflite_correct_biases(
-                self._calibrated[base], self._sampler.channel_means(), keep=keep_float)
+            if parsed.corrected:
+                self._corrected[key] = tflite_correct_biases(
+                    self._calibrated[base], self._sampler.channel_means(), keep=keep_float)
+            else:
+                self._corrected[key] = tflite_round_weights(
+                    self._calibrated[base], self.input_moments(), keep=keep_float)
         return self._corrected[key]
+
+    def input_moments(self) -> dict:
+        """Each convolution's input moments over the calibration images (`weight_rounding`),
+        measured on first use: the float activations are the same for every calibration."""
+        from keras_unet.export.quantization.weight_rounding import tflite_input_moments
+
+        if self._moments is None:
+            self._moments = tflite_input_moments(self.calibrated_model,
+                                                 _calibration_samples(self.converter))
+        return self._moments
 
     def _calibrated_name(self, tensor_name):
         """The calibrated model's name for a tensor the debugger's quantized model names.

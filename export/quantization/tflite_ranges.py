@@ -83,10 +83,36 @@ def sample_tensors(model_bytes, images):
     sample_tensors(calibrated_model, pin_input_range(images)).ranges(99.99)
     ```
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     from keras_unet.export.quantization.ranges import RangeSampler
     from keras_unet.export.quantization.softmax_range import SoftmaxLogits
+
+    images = list(images)  # a representative dataset is a generator; the tails need the count
+    sampler = RangeSampler(expected_images=len(images), channel_axis=CHANNEL_AXIS)
+    # A TFLite softmax runs over the last axis.
+    sampler.softmax_logits = {name: SoftmaxLogits(axis=-1, expected_images=len(images))
+                              for name in softmax_inputs(model_bytes)}
+    for values in tensor_values(model_bytes, images):
+        sampler.add(values)
+    if not sampler.images:
+        raise ValueError("`images` is empty: pass the calibration images. Received: no images")
+    return sampler
+
+
+def tensor_values(model_bytes, images, names=None):
+    """Yield, per image, `{tensor name: value}` of the model's float tensors (those in `names`
+    only, when given), run without buffer sharing and without delegates.
+
+    Args:
+        model_bytes: a float `.tflite` model.
+        images: `(N, H, W, C)` images, or input lists as a `representative_dataset` yields.
+        names: tensor names to read, or None for every float tensor.
+
+    Example:
+    ```python
+    next(tensor_values(calibrated_model, images, names=["conv1"]))["conv1"].shape
+    ```
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     with warnings.catch_warnings():  # "preserve_all_tensors ... for debugging": it is
         warnings.filterwarnings("ignore", message=r".*experimental_preserve_all_tensors.*")
@@ -96,12 +122,8 @@ def sample_tensors(model_bytes, images):
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     tensors = [(d["index"], d["name"]) for d in interpreter.get_tensor_details()
-               if np.dtype(d["dtype"]) == np.float32 and d["name"]]
-    images = list(images)  # a representative dataset is a generator; the tails need the count
-    sampler = RangeSampler(expected_images=len(images), channel_axis=CHANNEL_AXIS)
-    # A TFLite softmax runs over the last axis.
-    sampler.softmax_logits = {name: SoftmaxLogits(axis=-1, expected_images=len(images))
-                              for name in softmax_inputs(model_bytes)}
+               if np.dtype(d["dtype"]) == np.float32 and d["name"]
+               and (names is None or d["name"] in names)]
     for sample in images:
         if isinstance(sample, (list, tuple)):
             sample = sample[0]
@@ -116,10 +138,7 @@ def sample_tensors(model_bytes, images):
                 values[name] = interpreter.get_tensor(index)
             except ValueError:  # constants folded away, tensors without data
                 continue
-        sampler.add(values)
-    if not sampler.images:
-        raise ValueError("`images` is empty: pass the calibration images. Received: no images")
-    return sampler
+        yield values
 
 
 def softmax_inputs(model_bytes) -> list:

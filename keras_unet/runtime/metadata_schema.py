@@ -158,7 +158,8 @@ FIELDS = (
 INT8_FIELDS = (
     Field("calibration", "str",
           "the ranges used: percentile, minmax, entropy (ONNX), or qat (learned in training); "
-          "+bias: convolution biases corrected for the int8 weights",
+          "+bias: convolution biases corrected for the int8 weights; "
+          "+gptq: convolution weights rounded against the calibration images",
           lambda v: isinstance(v, str)),
     Field("kept_float", "[str]", "Keras layers (else ops) left in float by the repair", _strings),
     Field("kept_int16", "[str]",

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_unet.export.quantization.bias_correction import (output_shift, split_variant,
-                                                            weight_rounding_error)
+from keras_unet.export.quantization.bias_correction import output_shift, weight_rounding_error
+from keras_unet.export.quantization.variants import Variant, parse_variant, variant_words
 
 
 def _conv(x, weights, groups=1):
@@ -49,8 +49,14 @@ def test_the_shift_is_the_mean_change_of_the_output_and_the_correction_removes_i
 
 def test_means_that_do_not_fit_the_kernel_give_no_shift():
     assert output_shift(np.ones((2, 3, 1, 1)), np.ones(4)) is None
-    assert split_variant("percentile+bias") == ("percentile", True)
-    assert split_variant("minmax") == ("minmax", False)
+
+
+def test_a_variant_names_its_calibration_and_what_was_done_to_the_weights():
+    assert parse_variant("percentile+bias") == Variant("percentile", "bias")
+    assert parse_variant("percentile+bias").corrected and not parse_variant("minmax+bias").rounded
+    assert parse_variant("minmax+gptq").rounded
+    assert parse_variant("minmax") == Variant("minmax")
+    assert variant_words("entropy+gptq") == "entropy calibration, weights rounded against the calibration data (GPTQ)"
 
 
 def test_onnx_convs_get_their_bias_corrected_except_the_excluded():

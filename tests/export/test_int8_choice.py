@@ -138,6 +138,39 @@ def test_short_of_the_target_the_best_calibration_is_tried_again_with_corrected_
     assert outcome.calibration == "b" and outcome.kept_float == ["layer2"]
 
 
+class RoundingSession(BiasSession):
+    """A format whose calibrations also have a `+gptq` form (weights rounded against the data)."""
+
+    can_round_weights = True
+
+
+class Int16x8RoundingSession(RoundingSession):
+    """A whole-model int16x8 file."""
+
+    def __init__(self, score, int16=False):
+        super().__init__(score, int16)
+        self.options = types.SimpleNamespace(quantize="int16x8")
+
+
+def test_short_of_the_target_both_weight_treatments_are_tried_and_the_best_kept(monkeypatch):
+    score = effects({"a": 0.95, "b": 0.975, "b+bias": 0.978, "b+gptq": 0.986}, {})
+    outcome, session = _choose(monkeypatch, score, session_class=RoundingSession)
+    assert [a.calibration for a in outcome.attempts] == ["a", "b", "b+bias", "b+gptq"]
+    assert outcome.calibration == "b+gptq" and outcome.kept_float == []
+    assert session.reports == 0  # the rounded file met the target: nothing to repair
+
+
+def test_an_int16x8_file_tries_rounded_weights_even_when_it_meets_the_target(monkeypatch):
+    # Its int8 weights set its ceiling; fidelity beyond the target is what the mode is for.
+    score = effects({"a": 0.991, "b": 0.99, "a+gptq": 0.996}, {})
+    outcome, _ = _choose(monkeypatch, score, session_class=Int16x8RoundingSession)
+    assert [a.calibration for a in outcome.attempts] == ["a", "b", "a+gptq"]
+    assert outcome.calibration == "a+gptq"
+    # An int8 file that meets the target is left as it is.
+    outcome, _ = _choose(monkeypatch, score, session_class=RoundingSession)
+    assert [a.calibration for a in outcome.attempts] == ["a", "b"]
+
+
 def test_a_calibration_that_meets_the_target_is_not_corrected(monkeypatch):
     outcome, _ = _choose(monkeypatch, effects({"a": 0.95, "b": 0.991}, {}),
                          session_class=BiasSession)
