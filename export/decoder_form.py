@@ -30,7 +30,10 @@ file could not be integer-only. A 1x1 convolution with the channel-reversing per
 kernel and `-mean` (BGR) as bias computes the same float32 numbers (each output is one input
 times 1 plus zeros, then the same subtraction) and quantizes like any other `Conv`: its uint8
 input over [0, 255] has scale 1, so integer pixels enter it exactly. TFLite quantizes the
-original ops (`SUB`, `REVERSE_V2`) itself and keeps them.
+original ops (`SUB`, `REVERSE_V2`) itself and keeps them. `InputNormalization("symmetric")`
+(`x / 127.5 - 1`, MobileNetV2) ends in a `Sub` onnxruntime leaves in float too; it becomes a
+1x1 convolution with kernel `I / 127.5` and bias -1, which differs from the division by at
+most one float32 rounding.
 
 Why: see docs/notes/2026-11-27-onnx-decoder-form-and-layout.md,
 docs/notes/2026-11-28-requantization-and-skip-scales.md and
@@ -43,7 +46,7 @@ from keras_unet.export.decoder_form import export_form
 
 model = UNet((128, 128, 3), filters=16)
 same = export_form(model)                              # float TFLite
-same_onnx = export_form(model, caffe_as_conv=True)     # ONNX
+same_onnx = export_form(model, normalization_as_conv=True)     # ONNX
 same_int8 = export_form(model, separate_skip_scales=True)   # full-integer TFLite
 ```
 """
@@ -119,8 +122,9 @@ def subpixel_transpose_type() -> Any:
 @functools.lru_cache(maxsize=None)
 def conv_normalization_type() -> Any:
     """`ConvInputNormalization`: an `InputNormalization` whose `"caffe"` mode is computed as a
-    1x1 convolution (channel reversal as kernel, `-mean` in BGR order as bias). Export-only;
-    other modes compute as `InputNormalization` does. Built on first use."""
+    1x1 convolution (channel reversal as kernel, `-mean` in BGR order as bias), and its
+    `"symmetric"` mode too (`I / 127.5` as kernel, -1 as bias). Export-only; other modes
+    compute as `InputNormalization` does. Built on first use."""
     from keras import ops
 
     from keras_unet.layers import InputNormalization
@@ -128,23 +132,32 @@ def conv_normalization_type() -> Any:
 
     class ConvInputNormalization(InputNormalization):
         def call(self, inputs):
-            if self.mode != "caffe":
+            if self.mode not in CONV_NORMALIZATION_MODES:
                 return super().call(inputs)
             x = ops.cast(inputs, self.compute_dtype)
-            # Output channel c reads input channel 2 - c: RGB -> BGR.
-            reverse = np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3)
-            kernel = ops.convert_to_tensor(reverse, dtype=self.compute_dtype)
-            bias = ops.convert_to_tensor(-np.asarray(CAFFE_BGR_MEAN, "float32"),
-                                         dtype=self.compute_dtype)
+            if self.mode == "caffe":
+                # Output channel c reads input channel 2 - c: RGB -> BGR.
+                kernel = np.eye(3, dtype="float32")[::-1]
+                bias = -np.asarray(CAFFE_BGR_MEAN, "float32")
+            else:  # symmetric: x / 127.5 - 1
+                channels = int(inputs.shape[-1])
+                kernel = np.eye(channels, dtype="float32") / np.float32(127.5)
+                bias = -np.ones(channels, "float32")
+            kernel = ops.convert_to_tensor(kernel[None, None], dtype=self.compute_dtype)
+            bias = ops.convert_to_tensor(bias, dtype=self.compute_dtype)
             return ops.conv(x, kernel, strides=1, padding="valid") + bias
 
     return ConvInputNormalization
 
 
-def _is_caffe_normalization(layer):
+# The InputNormalization modes whose ops onnxruntime's quantizer would leave in float.
+CONV_NORMALIZATION_MODES = ("caffe", "symmetric")
+
+
+def _is_conv_normalization(layer):
     from keras_unet.layers import InputNormalization
 
-    return type(layer) is InputNormalization and layer.mode == "caffe"
+    return type(layer) is InputNormalization and layer.mode in CONV_NORMALIZATION_MODES
 
 
 def _is_subpixel_transpose(layer):
@@ -219,21 +232,21 @@ def _export_copy(block, subpixel, separate_skip_scale):
     return twin
 
 
-def export_form(model, separate_skip_scales=False, caffe_as_conv=False) -> Any:
+def export_form(model, separate_skip_scales=False, normalization_as_conv=False) -> Any:
     """`model` with its `DecoderBlock`s (and, asked, its caffe normalisation) computed in the
     export form.
 
     2x2 up-convolutions become 1x1 convolutions plus a pixel shuffle; with
     `separate_skip_scales`, every skip connection also passes a per-channel identity (for
-    full-integer TFLite); with `caffe_as_conv`, `InputNormalization("caffe")` becomes a 1x1
-    convolution (for ONNX). Returns `model` itself when nothing changes (no such layer, or a
+    full-integer TFLite); with `normalization_as_conv`, `InputNormalization("caffe")` and
+    `InputNormalization("symmetric")` become a 1x1 convolution (for ONNX). Returns `model` itself when nothing changes (no such layer, or a
     quantization-aware model whose blocks were flattened). Other layers, and their weights,
     are shared with `model`; the rewritten layers hold copies of theirs.
 
     Args:
         model: a functional Keras model (a `keras_unet.UNet`, or any graph of its layers).
         separate_skip_scales: give each skip connection its own int8 scale.
-        caffe_as_conv: compute caffe normalisation as a 1x1 convolution.
+        normalization_as_conv: compute caffe and symmetric normalisation as a 1x1 convolution.
 
     Example:
     ```python
@@ -242,7 +255,7 @@ def export_form(model, separate_skip_scales=False, caffe_as_conv=False) -> Any:
     """
     swaps = {}
     for layer in getattr(model, "layers", []):
-        if caffe_as_conv and _is_caffe_normalization(layer) and layer.built:
+        if normalization_as_conv and _is_conv_normalization(layer) and layer.built:
             swaps[id(layer)] = _twin(layer, conv_normalization_type())
         if not _is_decoder_block(layer) or not layer.built:
             continue

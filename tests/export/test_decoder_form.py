@@ -188,35 +188,42 @@ def _caffe_model(mode="caffe"):
     return keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
 
 
-@pytest.mark.parametrize("mode", ["caffe", "symmetric"])
-def test_caffe_normalisation_as_a_convolution_gives_the_same_float32_numbers(mode):
+@pytest.mark.parametrize("mode", ["caffe", "symmetric", "unit"])
+def test_normalisation_as_a_convolution_gives_the_same_float32_numbers(mode):
     from keras_unet.export.decoder_form import conv_normalization_type, export_form
 
     model = _caffe_model(mode)
     assert export_form(model) is model  # only asked for (ONNX)
-    form = export_form(model, caffe_as_conv=True)
-    assert (form is not model) == (mode == "caffe")
-    if mode == "caffe":
+    form = export_form(model, normalization_as_conv=True)
+    assert (form is not model) == (mode != "unit")  # x / 255 quantizes as it is
+    if mode != "unit":
         assert isinstance(form.get_layer("normalization"), conv_normalization_type())
     # Every integer pixel value in every channel, and random ones.
     pixels = np.stack([np.arange(256.0)] * 3, -1).reshape(1, 16, 16, 3).astype("float32")
     pixels = np.concatenate([np.tile(pixels, (1, 2, 2, 1)), _images(1)])
-    np.testing.assert_array_equal(np.asarray(form.get_layer("normalization")(pixels)),
-                                  np.asarray(model.get_layer("normalization")(pixels)))
+    converted = np.asarray(form.get_layer("normalization")(pixels))
+    original = np.asarray(model.get_layer("normalization")(pixels))
+    if mode == "symmetric":  # x * (1 / 127.5) against x / 127.5: one float32 rounding apart
+        np.testing.assert_allclose(converted, original, rtol=0, atol=2.5e-7)
+        np.testing.assert_allclose(np.asarray(form(pixels)), np.asarray(model(pixels)), atol=1e-6)
+        return
+    np.testing.assert_array_equal(converted, original)
     np.testing.assert_array_equal(np.asarray(form(pixels)), np.asarray(model(pixels)))
 
 
 @pytest.mark.slow
-def test_an_integer_only_onnx_of_a_caffe_model_has_no_float_op(tmp_path):
-    """tf2onnx writes caffe normalisation as Sub, Transpose, ReverseSequence, Reshape, which
-    onnxruntime's quantizer leaves in float; the export's 1x1 convolution is quantized."""
+@pytest.mark.parametrize("mode", ["caffe", "symmetric"])
+def test_an_integer_only_onnx_of_a_normalising_model_has_no_float_op(tmp_path, mode):
+    """tf2onnx writes caffe normalisation as Sub, Transpose, ReverseSequence, Reshape, and
+    symmetric normalisation (MobileNetV2's) as Mul and Sub, which onnxruntime's quantizer
+    leaves in float in part; the export's 1x1 convolution is quantized."""
     import onnx
 
     from keras_unet.export.onnx import export_onnx
     from keras_unet.export.onnx_integer import float_ops
 
-    path = tmp_path / "caffe.onnx"
-    result = export_onnx(_caffe_model(), path, quantize="int8", integer_only=True,
+    path = tmp_path / "normalising.onnx"
+    result = export_onnx(_caffe_model(mode), path, quantize="int8", integer_only=True,
                          calibration_data=_nuclei(0, 16), verification_data=_nuclei(16, 8),
                          progress=False)
     model_bytes = path.read_bytes()
