@@ -118,6 +118,20 @@ def class_table(results, class_names) -> dict:
             "columns": columns, "rows": rows}
 
 
+def busy_notes(results) -> list:
+    """One note naming the files timed while other processes kept `BUSY_CORES` cores or more
+    busy (`machine_load`): their p50 ratios are the machine's, not the file's."""
+    from keras_unet.benchmarks.machine_load import BUSY_CORES
+
+    busy = [f"{name} {Path(row['model']).name} ({row['other_load_cores']:.1f})"
+            for name, bench, _, _ in results for row in bench["rows"]
+            if (row.get("other_load_cores") or 0) >= BUSY_CORES]
+    if not busy:
+        return []
+    return [f"Timed while other processes kept {BUSY_CORES:g} cores or more busy (cores in brackets), "
+            f"so their latencies are not comparable: {', '.join(busy)}."]
+
+
 def build_page(work, title, command, notes=(), class_names=None) -> dict:
     """The results file of the matrix in `work` (see the module docstring).
 
@@ -157,6 +171,7 @@ def build_page(work, title, command, notes=(), class_names=None) -> dict:
             "Targets: " + ", ".join(f"{key} {'>=' if key.endswith(('agreement', 'agreement_iou')) else '<='} {value:g}"
                                     for key, value in targets.items()) + ".",
             "Epochs trained: " + ", ".join(f"{name} {epochs}" for name, _, _, epochs in results) + ".",
+            *busy_notes(results),
             *notes,
         ],
     }
