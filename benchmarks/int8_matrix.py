@@ -176,7 +176,8 @@ def table_rows(name, bench_rows, exported=None, modes=("int8",)) -> list:
         multi-class: frequency-weighted IoU), `pixel_agreement`, `agreement_mean_iou`, `iou`
         (multi-class: mean IoU), `iou_drop`, `p50_ratio`, `vs_fp32_tflite`, `vs_int8` (p50
         over the same format's int8 file's), `kept_float`, `kept_int16`, `calibration` (the
-        export's chosen calibration, `"+bias"` when its biases were corrected), `num_classes`,
+        export's chosen calibration, `"+bias"` when its biases were corrected, `"+gptq"` when
+        its weights were rounded against the calibration images), `num_classes`,
         `error`; a file that was not written gets `error` "refused" and the best agreement
         its export report holds.
     """
