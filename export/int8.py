@@ -18,9 +18,9 @@ docs/notes/2026-12-07-gptq-weight-rounding.md (the rounded one).
    `keras_unet.export.quantization.bias_correction`), and with each convolution's weights
    rounded against the calibration images (`"percentile+gptq"`,
    `keras_unet.export.quantization.weight_rounding`), where the session can
-   (`can_correct_biases`, `can_round_weights`); a whole-model int16x8 file always tries
-   the rounded weights, which set its ceiling. They cost no speed, so all are tried and
-   the best is kept.
+   (`can_correct_biases`, `can_round_weights`); the rounded weights are also tried when
+   the best meets the target but agrees below `ROUNDING_BELOW` (0.995). They cost no
+   speed, so all are tried and the best is kept.
    `repair=False` tries only the first calibration, uncorrected.
 2. Best still below the target: repair (`keras_unet.export.repair`) keeps ops at a higher
    precision, chosen by their measured effect on the whole file: the stem, the head and
@@ -93,6 +93,11 @@ from keras_unet.runtime.timing import median_in_turn
 
 # What repair aims for: agreement a user cannot tell from the Keras masks.
 AGREEMENT_TARGET = 0.98
+# Below this verified agreement the best calibration is also tried with its weights rounded
+# against the calibration images ("+gptq"), even when it meets the target: it costs no
+# speed, only export time, and a whole-model int16x8 file (whose activations are fine)
+# gains the most from it. The matrix's int16x8 gate.
+ROUNDING_BELOW = 0.995
 # Standard errors of the verification agreement a file must clear the target by: one
 # sided, ~98% that the images' own noise did not lift it over.
 CONFIDENCE_Z = 2.0
@@ -328,16 +333,18 @@ def _mode(session: Any) -> str:
 def _weight_treatments(session: Any, best: Any, confident: Any) -> list:
     """The weight treatments (variant suffixes) to try on the best calibration.
 
-    An int8 file that meets the target is not worth the extra quantization and
-    verification. A whole-model int16x8 file always tries its weights rounded against the
-    data: its activations are fine, its int8 weights set its ceiling, and fidelity beyond
-    the target is what the mode is for (docs/notes/2026-12-07-gptq-weight-rounding.md).
+    Bias correction only when the best falls short of the target (it hurt one model; a
+    file that meets the target is not worth the extra quantization and verification).
+    Weights rounded against the data also whenever the best agrees below `ROUNDING_BELOW`:
+    it did better than bias correction on every model measured, and with 16-bit
+    activations the int8 weights set the ceiling
+    (docs/notes/2026-12-07-gptq-weight-rounding.md).
     """
     treatments = []
-    int16x8 = _mode(session) == "int16x8"
-    if session.can_correct_biases and not confident(best.report):
+    short = not confident(best.report)
+    if session.can_correct_biases and short:
         treatments.append(BIAS_SUFFIX)
-    if session.can_round_weights and (int16x8 or not confident(best.report)):
+    if session.can_round_weights and (short or best.agreement < ROUNDING_BELOW):
         treatments.append(GPTQ_SUFFIX)
     return treatments
 

@@ -144,14 +144,6 @@ class RoundingSession(BiasSession):
     can_round_weights = True
 
 
-class Int16x8RoundingSession(RoundingSession):
-    """A whole-model int16x8 file."""
-
-    def __init__(self, score, int16=False):
-        super().__init__(score, int16)
-        self.options = types.SimpleNamespace(quantize="int16x8")
-
-
 def test_short_of_the_target_both_weight_treatments_are_tried_and_the_best_kept(monkeypatch):
     score = effects({"a": 0.95, "b": 0.975, "b+bias": 0.978, "b+gptq": 0.986}, {})
     outcome, session = _choose(monkeypatch, score, session_class=RoundingSession)
@@ -160,14 +152,18 @@ def test_short_of_the_target_both_weight_treatments_are_tried_and_the_best_kept(
     assert session.reports == 0  # the rounded file met the target: nothing to repair
 
 
-def test_an_int16x8_file_tries_rounded_weights_even_when_it_meets_the_target(monkeypatch):
-    # Its int8 weights set its ceiling; fidelity beyond the target is what the mode is for.
+def test_a_file_that_meets_the_target_still_tries_rounded_weights_below_0_995(monkeypatch):
+    # They cost no speed; bias correction, which can hurt, is left for files short of the target.
     score = effects({"a": 0.991, "b": 0.99, "a+gptq": 0.996}, {})
-    outcome, _ = _choose(monkeypatch, score, session_class=Int16x8RoundingSession)
+    outcome, _ = _choose(monkeypatch, score, session_class=RoundingSession)
     assert [a.calibration for a in outcome.attempts] == ["a", "b", "a+gptq"]
     assert outcome.calibration == "a+gptq"
-    # An int8 file that meets the target is left as it is.
+    # Worse once rounded: the calibration as it was is written.
+    score = effects({"a": 0.991, "b": 0.99, "a+gptq": 0.989}, {})
     outcome, _ = _choose(monkeypatch, score, session_class=RoundingSession)
+    assert outcome.calibration == "a"
+    # At 0.995 and above there is little left to gain: nothing more is tried.
+    outcome, _ = _choose(monkeypatch, effects({"a": 0.996, "b": 0.99}, {}), session_class=RoundingSession)
     assert [a.calibration for a in outcome.attempts] == ["a", "b"]
 
 
