@@ -16,6 +16,7 @@ parse_variant("minmax+gptq")   # Variant(base='minmax', treatment='gptq')
 """
 
 import dataclasses
+from typing import Optional
 
 BIAS_SUFFIX = "+bias"
 GPTQ_SUFFIX = "+gptq"
@@ -29,7 +30,7 @@ class Variant:
     """`base`: the calibration; `treatment`: None, `"bias"` or `"gptq"`."""
 
     base: str
-    treatment: str = None
+    treatment: Optional[str] = None
 
     @property
     def corrected(self) -> bool:
