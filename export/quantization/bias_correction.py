@@ -33,18 +33,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-WEIGHT_QMAX = 127
-
 
 def weight_rounding_error(weights: Any) -> np.ndarray:
     """`Q(W) - W` of float `weights` `(out channels, ...)` quantized per output channel,
     symmetric int8 over [-127, 127] (a channel of zeros stays exact)."""
+    from keras_unet.export.quantization.weight_rounding import nearest_round
+
     weights = np.asarray(weights, np.float64)
-    flat = weights.reshape(len(weights), -1)
-    scale = np.abs(flat).max(axis=1) / WEIGHT_QMAX
-    scale = np.where(scale > 0, scale, 1.0)[:, None]
-    quantized = np.clip(np.round(flat / scale), -WEIGHT_QMAX, WEIGHT_QMAX) * scale
-    return (quantized - flat).reshape(weights.shape)
+    return nearest_round(weights) - weights
 
 
 def output_shift(weights: Any, input_means: Any, groups: int = 1) -> Optional[np.ndarray]:
@@ -80,7 +76,7 @@ def tflite_correct_biases(model_bytes: Any, means: dict, keep: Any = ()) -> byte
     from ai_edge_litert import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from keras_unet.export.quantization.tflite_graph import builtin_codes
+    from keras_unet.export.quantization.tflite_graph import builtin_codes, float_constant
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
     graph = model.subgraphs[0]
@@ -106,7 +102,7 @@ def tflite_correct_biases(model_bytes: Any, means: dict, keep: Any = ()) -> byte
             continue
         source, kernel, bias = (graph.tensors[index] for index in inputs[:3])
         mean = means.get(source.name.decode())
-        weights, biases = _tflite_constant(model, kernel), _tflite_constant(model, bias)
+        weights, biases = float_constant(model, kernel), float_constant(model, bias)
         if mean is None or weights is None or biases is None:
             continue
         if kind == "conv":  # (out, kh, kw, in / groups)
@@ -128,15 +124,6 @@ def tflite_correct_biases(model_bytes: Any, means: dict, keep: Any = ()) -> byte
             op.inputs[2] = len(graph.tensors) - 1
         model.buffers[bias.buffer].data = data
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _tflite_constant(model, tensor) -> Optional[np.ndarray]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
-    if tensor.type != schema.TensorType.FLOAT32 or data is None or len(data) == 0:
-        return None
-    return np.frombuffer(bytes(bytearray(data)), np.float32).reshape(list(tensor.shape))
 
 
 def onnx_correct_biases(model: Any, means: dict, exclude: Any = ()) -> Any:

@@ -98,3 +98,15 @@ def tensor_ops(model_bytes) -> tuple:
     outputs = [graph.Tensors(graph.Outputs(j)).Name().decode()
                for j in range(graph.OutputsLength())]
     return found, outputs
+
+
+def float_constant(model, tensor):
+    """The float32 data of a constant `tensor` of a flatbuffer object `model`, shaped, or
+    None when it is not a float32 constant (an activation, an int8 tensor)."""
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
+    if tensor.type != schema.TensorType.FLOAT32 or data is None or len(data) == 0:
+        return None
+    return np.frombuffer(bytes(bytearray(data)), np.float32).reshape(list(tensor.shape))

@@ -235,7 +235,7 @@ def _tflite_convs(model, keep=()) -> list:
     kernel, except those whose output is named in `keep`."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from keras_unet.export.quantization.tflite_graph import builtin_codes
+    from keras_unet.export.quantization.tflite_graph import builtin_codes, float_constant
 
     graph = model.subgraphs[0]
     codes = builtin_codes(model)
@@ -248,19 +248,10 @@ def _tflite_convs(model, keep=()) -> list:
         if kind is None or len(inputs) < 2 or min(inputs[:2]) < 0:
             continue
         name = graph.tensors[op.outputs[0]].name.decode()
-        if name in keep or _tflite_float_constant(model, graph.tensors[inputs[1]]) is None:
+        if name in keep or float_constant(model, graph.tensors[inputs[1]]) is None:
             continue
         found.append((op, kind, name))
     return found
-
-
-def _tflite_float_constant(model, tensor) -> Optional[np.ndarray]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
-    if tensor.type != schema.TensorType.FLOAT32 or data is None or len(data) == 0:
-        return None
-    return np.frombuffer(bytes(bytearray(data)), np.float32).reshape(list(tensor.shape))
 
 
 def _tflite_geometry(graph, op, kind) -> ConvGeometry:
@@ -319,6 +310,8 @@ def tflite_round_weights(model_bytes: Any, moments: dict, keep: Any = ()) -> byt
     """
     from tensorflow.lite.tools import flatbuffer_utils
 
+    from keras_unet.export.quantization.tflite_graph import float_constant
+
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
     graph = model.subgraphs[0]
     buffer_users: dict = {}
@@ -330,7 +323,7 @@ def tflite_round_weights(model_bytes: Any, moments: dict, keep: Any = ()) -> byt
             continue
         geometry = _tflite_geometry(graph, op, kind)
         kernel = graph.tensors[op.inputs[1]]
-        weights = _tflite_float_constant(model, kernel)
+        weights = float_constant(model, kernel)
         layout = _tflite_layout(weights, kind)
         if matrix.shape[0] != geometry.groups or len(layout) % geometry.groups:
             continue
