@@ -23,6 +23,22 @@ well as in the skip. A per-channel identity (a 1x1 depthwise convolution with we
 skip before the concatenation is a requantization in int8: the encoder keeps its own tight
 scale. ONNX does not need it (`QLinearConcat` requantizes each input).
 
+**Skip connections equalized with the tensor beside them** (int8, TFLite and ONNX). A
+per-tensor int8 scale is shared by the whole concatenation a decoder block's first
+convolution reads, so channels far below the tensor's range (an encoder's fine-detail
+features beside a wide upsampled tensor) keep a few of its 256 levels. `skip_equalization`
+measures each channel's largest magnitude over the calibration images and gives each a factor
+`s_k = min(sqrt(max / max_k), EQUALIZATION_CAP)` (never below 1): skip channels through a 1x1
+depthwise convolution with weights `s_k` (TFLite already has one there), upsampled channels
+folded into the 1x1 convolution of the pixel shuffle, and the convolution after the
+concatenation reading channel k with its kernel divided by `s_k`. The float numbers are the
+same up to rounding; the int8 file keeps more levels for those channels. The square root
+splits the gap between the channel's activations and its weights, whose rows shrink inside
+each output channel's int8 scale: scaling all the way to the largest channel cost the
+batch-norm models as much as it gained the others. Upsampled channels
+stay unscaled after other upsampling and where an attention gate reads them; a residual
+`ConvBlock` (whose shortcut also reads the concatenation) gets no factors.
+
 **Caffe normalisation as a 1x1 convolution** (ONNX). `InputNormalization("caffe")` reverses
 the channels and subtracts the ImageNet means; tf2onnx writes that as `Sub`, `Transpose`,
 `ReverseSequence` and `Reshape`, which onnxruntime's quantizer leaves in float, so a ResNet50
@@ -37,7 +53,8 @@ most one float32 rounding.
 
 Why: see docs/notes/2026-11-27-onnx-decoder-form-and-layout.md,
 docs/notes/2026-11-28-requantization-and-skip-scales.md and
-docs/notes/2026-12-07-caffe-normalisation-as-conv.md.
+docs/notes/2026-12-07-caffe-normalisation-as-conv.md and
+docs/notes/2026-12-07-skip-equalization.md.
 
 Example:
 ```python
@@ -48,13 +65,25 @@ model = UNet((128, 128, 3), filters=16)
 same = export_form(model)                              # float TFLite
 same_onnx = export_form(model, normalization_as_conv=True)     # ONNX
 same_int8 = export_form(model, separate_skip_scales=True)   # full-integer TFLite
+scales = skip_equalization(same_int8, calibration_images)      # int8
+equalized = export_form(model, separate_skip_scales=True, join_scales=scales)
 ```
 """
 
+import contextlib
+import contextvars
 import functools
-from typing import Any
+from typing import Any, Iterator, Optional
 
 import numpy as np
+
+# The largest factor a channel is scaled up by: each doubling gives its activations one bit
+# and can take one from its weights in the convolution after the join (their rows shrink
+# inside a per-output-channel scale). See docs/notes/2026-12-07-skip-equalization.md.
+EQUALIZATION_CAP = 8.0
+
+# `{block name: [upsampled max |x|, skip max |x|]}` while `join_ranges` records, else None.
+_RECORDING: contextvars.ContextVar = contextvars.ContextVar("join_ranges", default=None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,26 +101,35 @@ def export_decoder_block_type() -> Any:
     class ExportDecoderBlock(DecoderBlock):
         subpixel = False
         separate_skip_scale = False
+        up_scales: Optional[np.ndarray] = None    # folded into the pixel shuffle's 1x1 conv
+        skip_scales: Optional[np.ndarray] = None  # the skip's 1x1 depthwise weights
 
         def _upsample(self, below):
             if not self.subpixel:
                 return super()._upsample(below)
-            return subpixel_upsample(self.up, below)
+            return subpixel_upsample(self.up, below, self.up_scales)
 
         def _join(self, upsampled, skip):
-            if self.separate_skip_scale:
+            recording = _RECORDING.get()
+            if recording is not None:
+                _record(recording, self.name, upsampled, skip)
+            if self.separate_skip_scale or self.skip_scales is not None:
                 channels = skip.shape[-1]
-                identity = ops.convert_to_tensor(np.ones((1, 1, channels, 1), "float32"),
-                                                 dtype=skip.dtype)
-                skip = ops.depthwise_conv(skip, identity, strides=1, padding="valid")
+                weights = (np.ones(channels, "float32") if self.skip_scales is None
+                           else self.skip_scales.astype("float32"))
+                kernel = ops.convert_to_tensor(weights.reshape(1, 1, channels, 1),
+                                               dtype=skip.dtype)
+                skip = ops.depthwise_conv(skip, kernel, strides=1, padding="valid")
             return super()._join(upsampled, skip)
 
     return ExportDecoderBlock
 
 
-def subpixel_upsample(transposed, x) -> Any:
+def subpixel_upsample(transposed, x, scales=None) -> Any:
     """What the 2x2 stride-2 `Conv2DTranspose` `transposed` computes on `x`, as a 1x1
-    convolution to `4 * filters` channels and `depth_to_space(2)`."""
+    convolution to `4 * filters` channels and `depth_to_space(2)`; with `scales`
+    (`filters` factors), output channel c multiplied by `scales[c]`, folded into the 1x1
+    convolution's kernel and bias."""
     from keras import ops
 
     dtype = transposed.compute_dtype  # what Conv2DTranspose computes in (mixed precision)
@@ -100,9 +138,14 @@ def subpixel_upsample(transposed, x) -> Any:
     # Output channel (i * 2 + j) * filters + c of the 1x1 conv is kernel tap (i, j) of
     # channel c: the order depth_to_space (NHWC, DCR) reads it in.
     pointwise = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)), (1, 1, channels_in, 4 * filters))
+    tiled = None if scales is None else ops.convert_to_tensor(
+        np.tile(np.asarray(scales, "float32"), 4), dtype=dtype)
+    if tiled is not None:
+        pointwise = pointwise * tiled
     x = ops.conv(ops.cast(x, dtype), pointwise, strides=1, padding="valid")
     if transposed.use_bias:
-        x = x + ops.tile(ops.cast(transposed.bias, dtype), (4,))
+        bias = ops.tile(ops.cast(transposed.bias, dtype), (4,))
+        x = x + (bias if tiled is None else bias * tiled)
     return ops.depth_to_space(x, 2)
 
 
@@ -226,20 +269,39 @@ def _has_skip(block):
         isinstance(shape[0], (list, tuple))
 
 
-def _export_copy(block, subpixel, separate_skip_scale):
+def _export_copy(block, subpixel, separate_skip_scale, scales=None):
     twin = _twin(block, export_decoder_block_type())
     twin.subpixel, twin.separate_skip_scale = subpixel, separate_skip_scale
+    if scales is not None:
+        up_scales, skip_scales = scales
+        up_channels = int(twin.up.compute_output_shape(_input_shape(block)[0])[-1])
+        joined = np.concatenate([np.ones(up_channels) if up_scales is None else up_scales,
+                                 skip_scales]).astype("float32")
+        # The copy's own kernel (`_twin` copied the weights): channel k of the join is read
+        # with weights / s_k, so the equalized join gives the same sums.
+        conv = twin.block.conv1
+        conv.kernel.assign(np.asarray(conv.kernel) / joined[None, None, :, None])
+        twin.up_scales = None if up_scales is None else np.asarray(up_scales, "float32")
+        twin.skip_scales = np.asarray(skip_scales, "float32")
     return twin
 
 
-def export_form(model, separate_skip_scales=False, normalization_as_conv=False) -> Any:
+def _can_equalize(block) -> bool:
+    """Only `conv1` reads the join of `block` (no residual shortcut), so its kernel can take
+    the factors back."""
+    return _has_skip(block) and not block.block.residual
+
+
+def export_form(model, separate_skip_scales=False, normalization_as_conv=False,
+                join_scales=None) -> Any:
     """`model` with its `DecoderBlock`s (and, asked, its caffe normalisation) computed in the
     export form.
 
     2x2 up-convolutions become 1x1 convolutions plus a pixel shuffle; with
     `separate_skip_scales`, every skip connection also passes a per-channel identity (for
     full-integer TFLite); with `normalization_as_conv`, `InputNormalization("caffe")` and
-    `InputNormalization("symmetric")` become a 1x1 convolution (for ONNX). Returns `model` itself when nothing changes (no such layer, or a
+    `InputNormalization("symmetric")` become a 1x1 convolution (for ONNX); with
+    `join_scales` (from `skip_equalization`), the named blocks' joins are equalized. Returns `model` itself when nothing changes (no such layer, or a
     quantization-aware model whose blocks were flattened). Other layers, and their weights,
     are shared with `model`; the rewritten layers hold copies of theirs.
 
@@ -247,6 +309,7 @@ def export_form(model, separate_skip_scales=False, normalization_as_conv=False) 
         model: a functional Keras model (a `keras_unet.UNet`, or any graph of its layers).
         separate_skip_scales: give each skip connection its own int8 scale.
         normalization_as_conv: compute caffe and symmetric normalisation as a 1x1 convolution.
+        join_scales: `{block name: (upsampled factors or None, skip factors)}`.
 
     Example:
     ```python
@@ -261,6 +324,92 @@ def export_form(model, separate_skip_scales=False, normalization_as_conv=False) 
             continue
         subpixel = is_subpixel_candidate(layer)
         separate = bool(separate_skip_scales) and _has_skip(layer)
-        if subpixel or separate:
-            swaps[id(layer)] = _export_copy(layer, subpixel, separate)
+        scales = (join_scales or {}).get(layer.name) if _can_equalize(layer) else None
+        if subpixel or separate or scales is not None:
+            swaps[id(layer)] = _export_copy(layer, subpixel, separate, scales)
     return _with_swaps(model, swaps)
+
+
+def _record(recording, name, upsampled, skip):
+    maxima = [np.abs(np.asarray(t, "float32")).reshape(-1, t.shape[-1]).max(axis=0)
+              for t in (upsampled, skip)]
+    if name in recording:
+        maxima = [np.maximum(old, new) for old, new in zip(recording[name], maxima)]
+    recording[name] = maxima
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[dict]:
+    ranges: dict = {}
+    token = _RECORDING.set(ranges)
+    try:
+        yield ranges
+    finally:
+        _RECORDING.reset(token)
+
+
+def join_ranges(graph, images, batch_size=8) -> dict:
+    """`{block name: (upsampled, skip)}`: the largest magnitude of every channel of each
+    export-form decoder block's join in `graph` (a model from `export_form`, or a wrapper
+    around one) over `images`, computed eagerly; in batches of `batch_size`, or of the
+    graph's own batch when its input fixes one."""
+    inputs = getattr(graph, "inputs", None)
+    fixed = inputs[0].shape[0] if inputs else None
+    batch_size = fixed or batch_size
+    images = np.asarray(images, "float32")
+    if fixed and len(images) % fixed:
+        images = images[: len(images) - len(images) % fixed]
+    with _recording() as ranges:
+        for start in range(0, len(images), batch_size):
+            graph(np.asarray(images[start:start + batch_size], "float32"), training=False)
+    return {name: tuple(pair) for name, pair in ranges.items()}
+
+
+def equalizing_factors(up_range, skip_range, scale_upsampled, cap=EQUALIZATION_CAP) -> tuple:
+    """`(upsampled factors or None, skip factors)` that bring every channel of a join toward
+    its largest channel: `sqrt(max / max_k)`, at least 1 and at most `cap`; a channel that is
+    always 0 keeps 1. `scale_upsampled` False leaves the upsampled channels as they are.
+
+    Example:
+    ```python
+    equalizing_factors([4.0, 1.0], [0.25], True)   # (array([1., 2.]), array([4.]))
+    ```
+    """
+    top = float(max(np.max(up_range), np.max(skip_range)))
+
+    def factors(ranges):
+        ranges = np.asarray(ranges, "float64")
+        safe = np.where(ranges > 0, ranges, top if top > 0 else 1.0)
+        return np.clip(np.sqrt(top / safe), 1.0, cap).astype("float32")
+
+    return (factors(up_range) if scale_upsampled else None), factors(skip_range)
+
+
+def skip_equalization(model, graph, images, cap=EQUALIZATION_CAP) -> dict:
+    """`join_scales` for `export_form`: the factors of every decoder block of `model` that
+    can take them, from the joins `graph` (`model`'s export form, unequalized) computes on
+    `images` (calibration images, float32 in [0, 255]).
+
+    Upsampled channels are scaled only when they come from a 2x2 up-convolution (the factors
+    fold into its 1x1 form) and no attention gate reads them; a block whose `ConvBlock` is
+    residual gets none.
+
+    Example:
+    ```python
+    graph = export_form(model, separate_skip_scales=True)
+    scales = skip_equalization(model, graph, calibration_images)
+    equalized = export_form(model, separate_skip_scales=True, join_scales=scales)
+    ```
+    """
+    blocks = {layer.name: layer for layer in getattr(model, "layers", [])
+              if _is_decoder_block(layer) and layer.built and _can_equalize(layer)}
+    if not blocks:
+        return {}
+    scales = {}
+    for name, (up_range, skip_range) in join_ranges(graph, images).items():
+        if name in blocks:
+            # An attention gate reads the upsampled tensor too: it must see it unscaled.
+            block = blocks[name]
+            scale_upsampled = is_subpixel_candidate(block) and not block.use_attention
+            scales[name] = equalizing_factors(up_range, skip_range, scale_upsampled, cap)
+    return scales

@@ -52,6 +52,9 @@ class ExportJob:
             `facts["channels"]` when the file converts RGB to gray inside.
         quantize_aware: an int8 job of a quantize-aware model: its learned ranges replace
             calibration (`Converter.session` picks the QAT session).
+        join_scales: the equalized skip connections of an int8 job
+            (`decoder_form.skip_equalization`), which `static` and the ONNX graph compute;
+            empty for other jobs.
 
     Example:
     ```python
@@ -78,6 +81,7 @@ class ExportJob:
     threshold: float = 0.5
     input_channels: Optional[int] = None
     quantize_aware: bool = False
+    join_scales: dict = dataclasses.field(default_factory=dict)
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
     _counter: Iterator[int] = dataclasses.field(default_factory=itertools.count, repr=False)
 
@@ -198,6 +202,17 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
                 verification_size = None  # the held-out images, all of them, in order
         calibration = load_images(calibration_data, size, channels, options.calibration_size,
                                   progress=options.progress)
+    join_scales = {}
+    if quantize == "int8" and not quantize_aware and calibration is not None:
+        # 8-bit activations only: an int16x8 file is bounded by its weights, which the
+        # factors coarsen in the convolution after each join.
+        from keras_unet.export.decoder_form import skip_equalization
+
+        join_scales = skip_equalization(model, static, calibration)
+        if join_scales:
+            static = static_model(model, size, batch_size=options.batch,
+                                  input_channels=options.input_channels,
+                                  separate_skip_scales=True, join_scales=join_scales)
     with tempfile.TemporaryDirectory(prefix="keras_unet_export_") as work:
         yield ExportJob(
             model=model, source=source, facts=facts, size=size, export_size=export_size,
@@ -205,7 +220,7 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
             verification_data=verification_data, verification_size=verification_size,
             progress=options.progress, verification_masks=masks,
             verification_source=verification_source, input_channels=channels,
-            quantize_aware=quantize_aware,
+            quantize_aware=quantize_aware, join_scales=join_scales,
         )
 
 

@@ -142,9 +142,11 @@ def float_model(job: Any, opset: int) -> Path:
             # The same graph as job.static (1x1 conv + pixel shuffle for 2x2 up-convolutions:
             # onnxruntime has no int8 ConvTranspose; caffe and symmetric normalisation as a
             # 1x1 conv, which its quantizer quantizes where it leaves Sub and ReverseSequence
-            # in float), with the batch and size asked for.
+            # in float; the int8 job's equalized skip connections), with the batch and size
+            # asked for.
             graph = job.cached("export_form",
-                               lambda: export_form(job.model, normalization_as_conv=True))
+                               lambda: export_form(job.model, normalization_as_conv=True,
+                                                   join_scales=job.join_scales))
             with quiet_logs():
                 graph.export(str(path), format="onnx", verbose=False,
                              input_signature=[spec], opset_version=opset)

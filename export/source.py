@@ -154,7 +154,7 @@ def _check_input_channels(input_channels, channels):
 
 
 def static_model(model, input_size, batch_size=1, input_channels=None,
-                 separate_skip_scales=False) -> Any:
+                 separate_skip_scales=False, join_scales=None) -> Any:
     """A functional wrapper of `model` with a fixed `(batch, H, W, C)` input.
 
     TFLite wants static shapes: a `None` spatial size becomes `1x1` in the converted file
@@ -173,6 +173,7 @@ def static_model(model, input_size, batch_size=1, input_channels=None,
             an RGB -> gray conversion (ITU-R 601 luma, `rgb_to_gray_layer`) in front of
             it, so the file takes RGB (MediaPipe needs 3 channels). Default: the model's.
         separate_skip_scales: for full-integer TFLite (see `export_form`).
+        join_scales: equalized skip connections, for int8 (see `export_form`).
 
     Example:
     ```python
@@ -195,7 +196,8 @@ def static_model(model, input_size, batch_size=1, input_channels=None,
             0, 255, (batch_size or 1, height, width, model_channels)).astype("float32")
         expected = np.asarray(model(sample, training=False))
         x = inputs if channels == model_channels else rgb_to_gray_layer()(inputs)
-        graph = export_form(model, separate_skip_scales=separate_skip_scales)
+        graph = export_form(model, separate_skip_scales=separate_skip_scales,
+                            join_scales=join_scales)
         outputs = graph(x, training=False)
         fixed = keras.Model(inputs, outputs, name=model.name)
     except ValueError as error:

@@ -230,3 +230,122 @@ def test_an_integer_only_onnx_of_a_normalising_model_has_no_float_op(tmp_path, m
     assert result.integer_only and float_ops(model_bytes) == []
     ops = [node.op_type for node in onnx.load_from_string(model_bytes).graph.node]
     assert not {"Sub", "ReverseSequence"} & set(ops) and ops.count("Conv") == 3
+
+
+def test_equalizing_factors_bring_each_channel_toward_the_largest_within_the_cap():
+    from keras_unet.export.decoder_form import equalizing_factors
+
+    up, skip = equalizing_factors([4.0, 1.0], [0.5, 0.0, 2.0, 0.25, 0.01], True, cap=8.0)
+    np.testing.assert_allclose(up, [1.0, 2.0], rtol=1e-6)
+    # sqrt(4 / 0.5); a channel that is always 0 keeps 1; sqrt(4 / 0.01) = 20 is capped at 8.
+    np.testing.assert_allclose(skip, [np.sqrt(8.0), 1.0, np.sqrt(2.0), 4.0, 8.0], rtol=1e-6)
+    up, skip = equalizing_factors([4.0, 1.0], [1.0], False, cap=8.0)
+    assert up is None
+    np.testing.assert_allclose(skip, [2.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, upsampled_scaled", [
+    ({}, True), ({"upsample": "bilinear"}, False),
+    ({"use_batchnorm": True, "use_attention": True}, False), ({"residual": True}, None)])
+def test_equalized_joins_compute_what_the_model_computes(kwargs, upsampled_scaled):
+    from keras_unet.export.decoder_form import EQUALIZATION_CAP, export_form, skip_equalization
+
+    model = _unet(**kwargs)
+    rng = np.random.default_rng(2)
+    model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
+    before = [w.copy() for w in model.get_weights()]
+    images = _images(4)
+    scales = skip_equalization(model, export_form(model, separate_skip_scales=True), images)
+    if upsampled_scaled is None:  # the residual shortcut reads the join too: no factors
+        assert scales == {}
+        return
+    assert sorted(scales) == ["decoder_block_0", "decoder_block_1"]
+    for up, skip in scales.values():
+        assert (up is not None) == upsampled_scaled
+        for factors in (skip,) if up is None else (up, skip):
+            assert np.all(factors >= 1.0) and np.all(factors <= EQUALIZATION_CAP)
+    assert any(np.any(skip > 1.0) for _, skip in scales.values())
+    form = export_form(model, separate_skip_scales=True, join_scales=scales)
+    expected = np.asarray(model(images))
+    np.testing.assert_allclose(np.asarray(form(images)), expected, atol=1e-5)
+    for old, new in zip(before, model.get_weights()):  # the copies took the factors
+        np.testing.assert_array_equal(old, new)
+
+
+def _faint_skip_unet(faint):
+    """A UNet whose first skip connection is `faint` times fainter than before, computing the
+    same float numbers: the encoder's last kernel scaled down, what reads it scaled up."""
+    model = _unet()
+    encoder = model.get_layer("encoder_block_0").conv2
+    encoder.kernel.assign(np.asarray(encoder.kernel) / faint)
+    encoder.bias.assign(np.asarray(encoder.bias) / faint)
+    stage = model.get_layer("encoder_stage_1").block.conv1   # reads the pooled output
+    stage.kernel.assign(np.asarray(stage.kernel) * faint)
+    decoder = model.get_layer("decoder_block_0").block.conv1
+    kernel = np.asarray(decoder.kernel).copy()
+    kernel[:, :, kernel.shape[2] // 2:, :] *= faint  # the join is [upsampled, skip]
+    decoder.kernel.assign(kernel)
+    return model
+
+
+def _join_skip_error(path, model, images):
+    """Relative error of the skip channels in the TFLite file's last join (decoder_block_0),
+    against the Keras skip, the file's equalizing factors divided out."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(  # the builtin kernels: XNNPack would hide the join's tensor
+        str(path), experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    producers = {out: op for op in ops for out in op["outputs"]}
+    join = [op for op in ops if op["op_name"] == "CONCATENATION"][-1]
+    scaler = producers[join["inputs"][1]]
+    assert scaler["op_name"] == "DEPTHWISE_CONV_2D"
+    weights = tensors[scaler["inputs"][1]]
+    factors = (interpreter.get_tensor(weights["index"]).reshape(-1).astype("float64")
+               * weights["quantization_parameters"]["scales"])
+
+    def dequantized(index):
+        tensor = tensors[index]
+        scale, zero = tensor["quantization"]
+        return (interpreter.get_tensor(index).astype("float64") - zero) * scale
+
+    skip_model = keras.Model(model.inputs, model.get_layer("encoder_block_0").output)
+    errors, magnitudes = [], []
+    entry = interpreter.get_input_details()[0]
+    for image in images:
+        interpreter.set_tensor(entry["index"], np.round(image[None]).astype(entry["dtype"]))
+        interpreter.invoke()
+        joined = dequantized(join["outputs"][0])[0]
+        skip = joined[..., -len(factors):] / factors
+        expected = np.asarray(skip_model(image[None]))[0]
+        errors.append(np.abs(skip - expected).mean())
+        magnitudes.append(np.abs(expected).mean())
+    return float(np.sum(errors) / np.sum(magnitudes))
+
+
+@pytest.mark.slow
+def test_an_equalized_int8_tflite_keeps_the_levels_of_a_faint_skip_connection(tmp_path, monkeypatch):
+    """A skip 16x fainter than the upsampled tensor beside it keeps about 1/16 of the int8
+    levels of the join's shared scale; equalized (its channels scaled up by about
+    sqrt(16) = 4), it keeps about 4x more."""
+    from keras_unet.export import decoder_form, export_tflite
+
+    model = _faint_skip_unet(16.0)
+    images = _nuclei(8, 4)
+
+    def skip_error(equalize):
+        if not equalize:
+            monkeypatch.setattr(decoder_form, "skip_equalization", lambda *a, **k: {})
+        out = tmp_path / f"{equalize}.tflite"
+        export_tflite(model, out, quantize="int8", calibration_data=_nuclei(0, 8),
+                      verification_data=images, agreement_floor=0.0, repair=False,
+                      progress=False, check_speed=False)
+        monkeypatch.undo()
+        return _join_skip_error(out, model, images)
+
+    equalized, plain = skip_error(True), skip_error(False)
+    assert equalized < plain / 2, (equalized, plain)
