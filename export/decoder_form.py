@@ -65,15 +65,13 @@ model = UNet((128, 128, 3), filters=16)
 same = export_form(model)                              # float TFLite
 same_onnx = export_form(model, normalization_as_conv=True)     # ONNX
 same_int8 = export_form(model, separate_skip_scales=True)   # full-integer TFLite
-scales = skip_equalization(same_int8, calibration_images)      # int8
+scales = skip_equalization(model, calibration_images)          # int8
 equalized = export_form(model, separate_skip_scales=True, join_scales=scales)
 ```
 """
 
-import contextlib
-import contextvars
 import functools
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -81,9 +79,6 @@ import numpy as np
 # and can take one from its weights in the convolution after the join (their rows shrink
 # inside a per-output-channel scale). See docs/notes/2026-12-07-skip-equalization.md.
 EQUALIZATION_CAP = 8.0
-
-# `{block name: [upsampled max |x|, skip max |x|]}` while `join_ranges` records, else None.
-_RECORDING: contextvars.ContextVar = contextvars.ContextVar("join_ranges", default=None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,9 +105,6 @@ def export_decoder_block_type() -> Any:
             return subpixel_upsample(self.up, below, self.up_scales)
 
         def _join(self, upsampled, skip):
-            recording = _RECORDING.get()
-            if recording is not None:
-                _record(recording, self.name, upsampled, skip)
             if self.separate_skip_scale or self.skip_scales is not None:
                 channels = skip.shape[-1]
                 weights = (np.ones(channels, "float32") if self.skip_scales is None
@@ -330,38 +322,34 @@ def export_form(model, separate_skip_scales=False, normalization_as_conv=False,
     return _with_swaps(model, swaps)
 
 
-def _record(recording, name, upsampled, skip):
-    maxima = [np.abs(np.asarray(t, "float32")).reshape(-1, t.shape[-1]).max(axis=0)
-              for t in (upsampled, skip)]
-    if name in recording:
-        maxima = [np.maximum(old, new) for old, new in zip(recording[name], maxima)]
-    recording[name] = maxima
-
-
-@contextlib.contextmanager
-def _recording() -> Iterator[dict]:
-    ranges: dict = {}
-    token = _RECORDING.set(ranges)
-    try:
-        yield ranges
-    finally:
-        _RECORDING.reset(token)
-
-
-def join_ranges(graph, images, batch_size=8) -> dict:
+def join_ranges(model, images, batch_size=16) -> dict:
     """`{block name: (upsampled, skip)}`: the largest magnitude of every channel of each
-    export-form decoder block's join in `graph` (a model from `export_form`, or a wrapper
-    around one) over `images`, computed eagerly; in batches of `batch_size`, or of the
-    graph's own batch when its input fixes one."""
-    inputs = getattr(graph, "inputs", None)
-    fixed = inputs[0].shape[0] if inputs else None
-    batch_size = fixed or batch_size
-    images = np.asarray(images, "float32")
-    if fixed and len(images) % fixed:
-        images = images[: len(images) - len(images) % fixed]
-    with _recording() as ranges:
-        for start in range(0, len(images), batch_size):
-            graph(np.asarray(images[start:start + batch_size], "float32"), training=False)
+    decoder block's join in `model` (a functional graph of `DecoderBlock`s) over `images`.
+
+    The blocks' inputs come from one compiled sub-model of `model` (`predict`, in batches of
+    `batch_size`); each block's upsampling (and attention gate) then runs on them eagerly.
+    """
+    import keras
+
+    blocks = [layer for layer in getattr(model, "layers", [])
+              if _is_decoder_block(layer) and layer.built and _has_skip(layer)]
+    if not blocks:
+        return {}
+    taps = keras.Model(model.inputs, [tensor for block in blocks for tensor in block.input])
+    ranges: dict = {}
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start:start + batch_size], "float32")
+        outputs = taps.predict(batch, batch_size=batch_size, verbose=0)
+        for index, block in enumerate(blocks):
+            below, skip = outputs[2 * index], outputs[2 * index + 1]
+            upsampled = block._upsample(below)
+            if block.gate is not None:
+                skip = block.gate([skip, upsampled])
+            maxima = [np.abs(np.asarray(t, "float32")).reshape(-1, t.shape[-1]).max(axis=0)
+                      for t in (upsampled, skip)]
+            if block.name in ranges:
+                maxima = [np.maximum(old, new) for old, new in zip(ranges[block.name], maxima)]
+            ranges[block.name] = maxima
     return {name: tuple(pair) for name, pair in ranges.items()}
 
 
@@ -385,10 +373,10 @@ def equalizing_factors(up_range, skip_range, scale_upsampled, cap=EQUALIZATION_C
     return (factors(up_range) if scale_upsampled else None), factors(skip_range)
 
 
-def skip_equalization(model, graph, images, cap=EQUALIZATION_CAP) -> dict:
+def skip_equalization(model, images, cap=EQUALIZATION_CAP) -> dict:
     """`join_scales` for `export_form`: the factors of every decoder block of `model` that
-    can take them, from the joins `graph` (`model`'s export form, unequalized) computes on
-    `images` (calibration images, float32 in [0, 255]).
+    can take them, from the joins it computes on `images` (calibration images at the model's
+    input: float32 in [0, 255], its channels).
 
     Upsampled channels are scaled only when they come from a 2x2 up-convolution (the factors
     fold into its 1x1 form) and no attention gate reads them; a block whose `ConvBlock` is
@@ -396,8 +384,7 @@ def skip_equalization(model, graph, images, cap=EQUALIZATION_CAP) -> dict:
 
     Example:
     ```python
-    graph = export_form(model, separate_skip_scales=True)
-    scales = skip_equalization(model, graph, calibration_images)
+    scales = skip_equalization(model, calibration_images)
     equalized = export_form(model, separate_skip_scales=True, join_scales=scales)
     ```
     """
@@ -406,7 +393,7 @@ def skip_equalization(model, graph, images, cap=EQUALIZATION_CAP) -> dict:
     if not blocks:
         return {}
     scales = {}
-    for name, (up_range, skip_range) in join_ranges(graph, images).items():
+    for name, (up_range, skip_range) in join_ranges(model, images).items():
         if name in blocks:
             # An attention gate reads the upsampled tensor too: it must see it unscaled.
             block = blocks[name]

@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
+
 from keras_unet.export.options import STATIC_MODES, VERIFICATION_SIZE, ExportOptions
 
 
@@ -206,9 +208,7 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
     if quantize == "int8" and not quantize_aware and calibration is not None:
         # 8-bit activations only: an int16x8 file is bounded by its weights, which the
         # factors coarsen in the convolution after each join.
-        from keras_unet.export.decoder_form import skip_equalization
-
-        join_scales = skip_equalization(model, static, calibration)
+        join_scales = _equalized_joins(model, calibration)
         if join_scales:
             static = static_model(model, size, batch_size=options.batch,
                                   input_channels=options.input_channels,
@@ -222,6 +222,19 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
             verification_source=verification_source, input_channels=channels,
             quantize_aware=quantize_aware, join_scales=join_scales,
         )
+
+
+def _equalized_joins(model: Any, calibration: Any) -> dict:
+    """`decoder_form.skip_equalization` of `model` on the calibration images, RGB ones
+    turned gray for a 1-channel model as the file does."""
+    from keras_unet.export.decoder_form import skip_equalization
+    from keras_unet.export.source import rgb_to_gray_layer
+    from keras_unet.runtime.describe import model_input_shape
+
+    images = calibration
+    if images.shape[-1] != model_input_shape(model)[2]:
+        images = np.asarray(rgb_to_gray_layer()(images))
+    return skip_equalization(model, images)
 
 
 def is_quantize_aware(model: Any) -> bool:
