@@ -335,7 +335,10 @@ def join_ranges(model, images, batch_size=16) -> dict:
               if _is_decoder_block(layer) and layer.built and _has_skip(layer)]
     if not blocks:
         return {}
-    taps = keras.Model(model.inputs, [tensor for block in blocks for tensor in block.input])
+    try:
+        taps = keras.Model(model.inputs, [tensor for block in blocks for tensor in block.input])
+    except (AttributeError, ValueError):  # a block called more than once has no one input
+        return {}
     ranges: dict = {}
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size], "float32")
