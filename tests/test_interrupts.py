@@ -49,3 +49,38 @@ def test_the_block_end_raises_an_interrupt_nobody_checked():
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "interrupted at the end of the block" in done.stdout, done.stderr
+
+
+def test_an_interrupt_turned_into_another_error_still_stops_as_an_interrupt():
+    # pybind11 replaces a KeyboardInterrupt raised inside native code by a RuntimeError
+    # ("MISMATCH of original and normalized active exception types"): seen in CI when Ctrl-C
+    # landed while TensorFlow traced the training step.
+    code = DEFAULT_SIGINT + textwrap.dedent("""
+        from keras_unet.console.interrupts import reliable_interrupt
+
+        try:
+            with reliable_interrupt(resend_after_s=60):
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.5)
+                except KeyboardInterrupt as error:
+                    raise RuntimeError("pybind11::error_already_set: MISMATCH") from error
+        except KeyboardInterrupt as stop:
+            print("interrupted:", type(stop.__cause__).__name__)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "interrupted: RuntimeError" in done.stdout, done.stderr
+
+
+def test_an_error_without_an_interrupt_keeps_its_type():
+    code = DEFAULT_SIGINT + textwrap.dedent("""
+        from keras_unet.console.interrupts import reliable_interrupt
+
+        try:
+            with reliable_interrupt(resend_after_s=60):
+                raise RuntimeError("a real failure")
+        except RuntimeError as error:
+            print("kept:", error)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "kept: a real failure" in done.stdout, done.stderr

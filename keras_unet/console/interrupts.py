@@ -42,7 +42,11 @@ def reliable_interrupt(resend_after_s=1.0):
     would go on. While this is active, each SIGINT raises KeyboardInterrupt as usual and,
     unless that exception has left the block `resend_after_s` later, is delivered again;
     the swallowed one is not printed. Code that catches exceptions broadly can still eat it,
-    so loops also call `raise_if_interrupted()` at safe points. Where SIGINT is not Python's default (another
+    so loops also call `raise_if_interrupted()` at safe points. Any other exception that leaves
+    the block while a Ctrl-C is pending is raised as KeyboardInterrupt from it: a Ctrl-C that
+    lands inside native code (TensorFlow tracing a function through pybind11) can come out as
+    "RuntimeError: pybind11::error_already_set: MISMATCH ... REPLACED BY KeyboardInterrupt",
+    and the user asked to stop, not for an error. Where SIGINT is not Python's default (another
     handler, or a thread other than the main one) nothing changes.
     """
     if (threading.current_thread() is not threading.main_thread()
@@ -77,6 +81,11 @@ def reliable_interrupt(resend_after_s=1.0):
     except KeyboardInterrupt:
         _pending.clear()  # delivered: it stops the command
         raise
+    except Exception as error:
+        if not _pending.is_set():
+            raise
+        _pending.clear()  # the interrupt, turned into another type on its way out
+        raise KeyboardInterrupt from error
     finally:
         settled.set()
         sys.unraisablehook = previous_hook
