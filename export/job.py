@@ -154,6 +154,8 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
     from keras_unet.export.calibration import load_images, require_calibration
     from keras_unet.export.source import (
         DEFAULT_VERIFY_SIZE,
+        check_runs_at,
+        file_input_channels,
         load_source_model,
         model_facts,
         resolve_input_size,
@@ -185,12 +187,9 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
     export_size = (None, None) if options.dynamic_size else size
     if size == (None, None):
         size = DEFAULT_VERIFY_SIZE
-    # Full-integer TFLite wants each skip connection's own int8 scale (decoder_form); ONNX
-    # converts its own graph (onnx_convert.float_model) and the float modes gain nothing from it.
-    static = static_model(model, size, batch_size=options.batch,
-                          input_channels=options.input_channels,
-                          separate_skip_scales=quantize in STATIC_MODES)
-    channels = int(static.inputs[0].shape[-1])
+    channels = file_input_channels(model, options.input_channels)
+    if quantize in STATIC_MODES:
+        check_runs_at(model, size, options.batch)  # a bad size fails before the images load
     calibration, masks, verification_source = None, None, None
     if quantize in STATIC_MODES:
         if verification_data is None:
@@ -209,10 +208,11 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
         # 8-bit activations only: an int16x8 file is bounded by its weights, which the
         # factors coarsen in the convolution after each join.
         join_scales = _equalized_joins(model, calibration)
-        if join_scales:
-            static = static_model(model, size, batch_size=options.batch,
-                                  input_channels=options.input_channels,
-                                  separate_skip_scales=True, join_scales=join_scales)
+    # Full-integer TFLite wants each skip connection's own int8 scale (decoder_form); ONNX
+    # converts its own graph (onnx_convert.float_model) and the float modes gain nothing from it.
+    static = static_model(model, size, batch_size=options.batch,
+                          input_channels=options.input_channels,
+                          separate_skip_scales=quantize in STATIC_MODES, join_scales=join_scales)
     with tempfile.TemporaryDirectory(prefix="keras_unet_export_") as work:
         yield ExportJob(
             model=model, source=source, facts=facts, size=size, export_size=export_size,

@@ -93,6 +93,11 @@ class Candidate:
         cost: latency over that file in ms (`cost_unit` `"ms"`), or cost-model units
             (`"units"`).
         added: whether the greedy step kept it.
+        step: the order of the step that kept it (1 first; None: not kept). Candidates that
+            gained nothing alone may be kept together in one step (a file the runtime refused
+            alone can load with its neighbours kept too): they share a step.
+        step_gain: the agreement that step added to the file kept before it; the summary
+            reports this, not the candidate's gain alone (`gain`), which may be negative.
     """
 
     nodes: list
@@ -104,6 +109,8 @@ class Candidate:
     cost_unit: str = "ms"
     added: bool = False
     error: Optional[str] = None
+    step: Optional[int] = None
+    step_gain: Optional[float] = None
 
     @property
     def ratio(self) -> float:
@@ -172,8 +179,8 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
             entry = measure(trial)
             if entry is None or entry.agreement <= current_agreement:
                 continue  # it helped alone, not on top of what is kept now
+            _keep([candidate], entry.agreement - current_agreement, candidates)
             kept, current_agreement = trial, entry.agreement
-            candidate.added = True
             added_groups.add(nodes)
             if timed:
                 current_ms = time_ms(entry.quantized)
@@ -197,17 +204,27 @@ def _refused_together(candidates: list, measure: Callable, kept: Kept, agreement
     """Add the groups that gained nothing alone (refused files among them), cumulatively,
     keeping each file that loads and gains; returns `(kept, agreement, cleared)`."""
     trial = kept
+    pending: list = []  # added to the trial since the last file kept
     for candidate in [c for c in candidates if not c.added and not (c.gain or 0) > 0]:
         trial = trial.plus(candidate.nodes, candidate.precision)
         if len(trial) > limit:
             break
+        pending.append(candidate)
         entry = measure(trial)
         if entry is not None and entry.agreement > agreement:
-            candidate.added = True
+            _keep(pending, entry.agreement - agreement, candidates)
+            pending = []
             if cleared(entry.report):
                 return trial, entry.agreement, True
             kept, agreement = trial, entry.agreement
     return kept, agreement, False
+
+
+def _keep(together: list, gain: float, candidates: list) -> None:
+    """Mark `together` as kept in one step that gained `gain`."""
+    step = 1 + max((c.step for c in candidates if c.step is not None), default=0)
+    for candidate in together:
+        candidate.added, candidate.step, candidate.step_gain = True, step, round(gain, 6)
 
 
 def _shortlist(session: Any, rows: Optional[list], kept: Kept, ends: bool) -> list:

@@ -109,10 +109,8 @@ class ExportResult:
             if self.repair_candidates:
                 added = [c for c in self.repair_candidates if c.get("added")]
                 lines.append(f"repair measured {len(self.repair_candidates)} candidate(s) end to "
-                             f"end; the search added {len(added)}" + "".join(
-                                 f"; {_counted(c['names'])} at {c['precision']}: agreement "
-                                 f"{c['gain']:+.4f} for {c['cost']:g} {c['cost_unit']}"
-                                 for c in added))
+                             f"end; the search added {len(added)}"
+                             + "".join(f"; {step}" for step in _kept_steps(added)))
             cost = self.kept_float_latency_ms
             if (self.kept_float or self.kept_int16) and cost.get("all_int8"):
                 change = cost["this_file"] / cost["all_int8"] - 1.0
@@ -169,3 +167,28 @@ def _counted(names):
     from collections import Counter
 
     return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in Counter(names).items())
+
+
+def _kept_steps(added: list) -> list:
+    """One phrase per step of the repair search: what it kept and the agreement it added.
+
+    Candidates kept together (`Candidate.step`) are one phrase with the step's gain; a lone
+    candidate also gives its cost. Records from before steps were recorded give their own
+    gain."""
+    steps: dict = {}
+    for candidate in added:
+        steps.setdefault(candidate.get("step") or id(candidate), []).append(candidate)
+    phrases = []
+    for together in steps.values():
+        first = together[0]
+        gain = first.get("step_gain")
+        gain = first.get("gain") if gain is None else gain
+        names = [name for c in together for name in c["names"]]
+        precisions = sorted({c["precision"] for c in together})
+        what = f"{_counted(names)} at {'/'.join(precisions)}"
+        if len(together) == 1:
+            phrases.append(f"{what}: agreement {gain:+.4f} for {first['cost']:g} "
+                           f"{first['cost_unit']}")
+        else:
+            phrases.append(f"{what}, kept together: agreement {gain:+.4f}")
+    return phrases

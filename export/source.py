@@ -141,6 +141,13 @@ def rgb_to_gray_layer(name="rgb_to_gray") -> Any:
                                kernel_initializer=keras.initializers.Constant(weights))
 
 
+def file_input_channels(model, input_channels=None) -> int:
+    """The channels a file exported from `model` takes: the model's, or 3 where
+    `input_channels=3` puts an RGB -> gray step in front of a 1-channel model (`static_model`).
+    Raises ValueError for any other request."""
+    return _check_input_channels(input_channels, model_input_shape(model)[2])
+
+
 def _check_input_channels(input_channels, channels):
     if input_channels is None or input_channels == channels:
         return channels
@@ -189,12 +196,8 @@ def static_model(model, input_size, batch_size=1, input_channels=None,
     inputs = keras.Input(
         shape=(height, width, channels), batch_size=batch_size, name="image", dtype="float32"
     )
+    sample, expected = check_runs_at(model, (height, width), batch_size)
     try:
-        # Symbolic calls skip shape checks that only run on real tensors (a UNet's
-        # "multiple of 2**depth"); one real call surfaces them here, with their message.
-        sample = np.random.default_rng(0).uniform(
-            0, 255, (batch_size or 1, height, width, model_channels)).astype("float32")
-        expected = np.asarray(model(sample, training=False))
         x = inputs if channels == model_channels else rgb_to_gray_layer()(inputs)
         graph = export_form(model, separate_skip_scales=separate_skip_scales,
                             join_scales=join_scales)
@@ -207,6 +210,25 @@ def static_model(model, input_size, batch_size=1, input_channels=None,
     if graph is not model:
         _check_same_outputs(graph, sample, expected)
     return fixed
+
+
+def check_runs_at(model, input_size, batch_size=1):
+    """Run `model` once on a random batch at `input_size`; returns `(sample, output)`.
+
+    Symbolic calls skip shape checks that only run on real tensors (a UNet's "multiple of
+    2**depth"); this real call surfaces them as one ValueError naming the size, before an
+    export spends time on calibration images.
+    """
+    height, width = _check_size(input_size)
+    channels = model_input_shape(model)[2]
+    sample = np.random.default_rng(0).uniform(
+        0, 255, (batch_size or 1, height, width, channels)).astype("float32")
+    try:
+        return sample, np.asarray(model(sample, training=False))
+    except ValueError as error:
+        raise ValueError(
+            f"The model cannot run at input_size={(height, width)}: {error}"
+        ) from error
 
 
 def _check_same_outputs(graph, sample, expected):

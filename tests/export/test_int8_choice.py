@@ -394,3 +394,35 @@ def test_the_search_times_each_file_once():
     time_ms = repair._timed_once(session)
     assert [time_ms(b"a:layer1:"), time_ms(b"a:layer1:"), time_ms(b"a:layer2:")] == [2.0] * 3
     assert calls == [b"a:layer1:", b"a:layer2:"]
+
+
+def test_groups_that_only_gain_together_are_kept_as_one_step(monkeypatch):
+    # Each alone costs a little (a file the runtime runs worse with one of them in float);
+    # together they recover the target. The summary reports the step's gain, not the negative
+    # solo gains.
+    def score(variant, floats, int16s):
+        base = {"a": 0.95, "b": 0.97}[variant]
+        pair = {"layer0", "layer1"} & set(floats)
+        return base + (0.02 if len(pair) == 2 else -0.001 * len(pair))
+    outcome, _ = _choose(monkeypatch, score)
+    assert sorted(outcome.kept_float) == ["layer0", "layer1"]
+    added = [c for c in outcome.candidates if c.added]
+    assert [c.names for c in added] == [["layer0"], ["layer1"]]
+    assert {c.step for c in added} == {1} and all(c.gain < 0 for c in added)
+    assert all(c.step_gain == pytest.approx(0.02) for c in added)
+    from keras_unet.export.result import _kept_steps
+
+    (phrase,) = _kept_steps([c.to_dict() for c in added])
+    assert phrase == "layer0, layer1 at float, kept together: agreement +0.0200"
+
+
+def test_each_step_reports_the_gain_it_added_on_top_of_the_file_before():
+    from keras_unet.export.result import _kept_steps
+
+    steps = _kept_steps([
+        {"names": ["conv"], "precision": "float", "gain": 0.012, "step": 1, "step_gain": 0.01,
+         "cost": 0.2, "cost_unit": "ms"},
+        {"names": ["head"], "precision": "int16", "gain": 0.004, "step": 2, "step_gain": 0.003,
+         "cost": 1.0, "cost_unit": "units"}])
+    assert steps == ["conv at float: agreement +0.0100 for 0.2 ms",
+                     "head at int16: agreement +0.0030 for 1 units"]
