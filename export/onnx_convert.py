@@ -287,7 +287,8 @@ def weight_rounded_model(job: Any, opset: int, exclude: tuple = ()) -> Path:
 
     def build():
         path = job.new_path("weights_rounded", ".onnx")
-        onnx.save(onnx_round_weights(onnx.load(str(prepared)), moments, exclude), str(path))
+        memo = job.cached(("onnx_rounded_kernels", opset), dict)  # one GPTQ solve per kernel
+        onnx.save(onnx_round_weights(onnx.load(str(prepared)), moments, exclude, memo), str(path))
         return path
 
     return job.cached(("onnx_weights_rounded", opset, tuple(sorted(exclude))), build)

@@ -195,6 +195,7 @@ class TFLiteQuantizer:
         self._calibrated = {"minmax": calibrated}
         self._corrected: dict = {}  # (variant, ops kept in float) -> corrected or rounded model
         self._moments = None  # input_moments
+        self._rounded_kernels: dict = {}  # calibration -> weight_rounding.rounded_once's memo
         # The debugger quantized the original calibration; re-quantize on first use.
         self._quantized_as = ("minmax", ()) if not changed else None
 
@@ -239,7 +240,8 @@ class TFLiteQuantizer:
                     self._calibrated[base], self._sampler.channel_means(), keep=keep_float)
             else:
                 self._corrected[key] = tflite_round_weights(
-                    self._calibrated[base], self.input_moments(), keep=keep_float)
+                    self._calibrated[base], self.input_moments(), keep=keep_float,
+                    memo=self._rounded_kernels.setdefault(base, {}))
         return self._corrected[key]
 
     def input_moments(self) -> dict:

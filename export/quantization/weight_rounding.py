@@ -208,6 +208,26 @@ def gptq_round(kernel: Any, moments: Any, groups: int = 1) -> np.ndarray:
     return (steps * scale[:, None]).reshape(kernel.shape).astype(np.float32)
 
 
+def rounded_once(memo: Optional[dict], name: str, kernel: np.ndarray, moments: Any,
+                 groups: int) -> np.ndarray:
+    """`gptq_round(kernel, moments, groups)`, remembered in `memo` (None: not remembered).
+
+    Repair quantizes the file again for every set of ops it keeps in float, and a kernel's
+    rounding depends only on that kernel and its input's moments, not on what else is kept:
+    over a repair search the GPTQ solve (an inverse and a Cholesky per kernel) ran 9 times
+    per kernel, most of a 32x32 ONNX export's time. The key holds the kernel's bytes, so a
+    kernel changed in between is rounded anew.
+    """
+    if memo is None:
+        return gptq_round(kernel, moments, groups)
+    import hashlib
+
+    key = (name, groups, hashlib.sha1(np.ascontiguousarray(kernel).tobytes()).hexdigest())
+    if key not in memo:
+        memo[key] = gptq_round(kernel, moments, groups)
+    return memo[key]
+
+
 def _inverse_cholesky(hessian: np.ndarray) -> Optional[np.ndarray]:
     """Upper Cholesky factor of each damped `H^-1` (GPTQ's), or None if not positive definite."""
     size = hessian.shape[-1]
@@ -298,7 +318,8 @@ def tflite_input_moments(model_bytes: Any, images: Any, progress: bool = False) 
     return {name: entry.matrix() for name, entry in moments.items() if entry.count}
 
 
-def tflite_round_weights(model_bytes: Any, moments: dict, keep: Any = ()) -> bytes:
+def tflite_round_weights(model_bytes: Any, moments: dict, keep: Any = (),
+                         memo: Optional[dict] = None) -> bytes:
     """A float (calibrated) `.tflite` model with each convolution's kernel rounded by GPTQ
     (`gptq_round`) on its int8 grid; ops named in `keep` (kept in float) and ops without
     moments are left as they are.
@@ -307,6 +328,7 @@ def tflite_round_weights(model_bytes: Any, moments: dict, keep: Any = ()) -> byt
         model_bytes: a float `.tflite` model, e.g. `TFLiteQuantizer.calibrated_model`.
         moments: `tflite_input_moments` of that model.
         keep: output tensor names of ops left as they are.
+        memo: a dict kept across calls with the same `moments` (`rounded_once`).
     """
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -327,7 +349,7 @@ def tflite_round_weights(model_bytes: Any, moments: dict, keep: Any = ()) -> byt
         layout = _tflite_layout(weights, kind)
         if matrix.shape[0] != geometry.groups or len(layout) % geometry.groups:
             continue
-        rounded = gptq_round(layout, matrix, geometry.groups)
+        rounded = rounded_once(memo, name, layout, matrix, geometry.groups)
         rounded = rounded if kind == "conv" else rounded.transpose(3, 1, 2, 0)
         if buffer_users[kernel.buffer] > 1:  # shared with another tensor: a buffer of its own
             buffer_users[kernel.buffer] -= 1
@@ -394,7 +416,8 @@ def onnx_input_moments(model: Any, images: Any, input_name: str = "image", progr
     return {name: entry.matrix() for name, entry in moments.items() if entry.count}
 
 
-def onnx_round_weights(model: Any, moments: dict, exclude: Any = ()) -> Any:
+def onnx_round_weights(model: Any, moments: dict, exclude: Any = (),
+                       memo: Optional[dict] = None) -> Any:
     """A copy of a float ONNX `ModelProto` with each Conv's kernel rounded by GPTQ on its
     int8 grid; nodes named in `exclude` (kept in float) and Convs without moments are left
     as they are.
@@ -403,6 +426,7 @@ def onnx_round_weights(model: Any, moments: dict, exclude: Any = ()) -> Any:
         model: the float graph `quantize_static` reads (after `quant_pre_process`).
         moments: `onnx_input_moments` of that graph.
         exclude: node names left as they are.
+        memo: a dict kept across calls with the same `moments` (`rounded_once`).
     """
     import onnx
     from onnx import numpy_helper
@@ -420,7 +444,7 @@ def onnx_round_weights(model: Any, moments: dict, exclude: Any = ()) -> Any:
         if matrix is None or matrix.shape[0] != geometry.groups or kernel.dims[0] % geometry.groups:
             continue
         layout = numpy_helper.to_array(kernel).transpose(0, 2, 3, 1)  # (out, kh, kw, in / groups)
-        rounded = gptq_round(layout, matrix, geometry.groups).transpose(0, 3, 1, 2)
+        rounded = rounded_once(memo, node.name, layout, matrix, geometry.groups).transpose(0, 3, 1, 2)
         if readers[node.input[1]] > 1:  # shared with another node: an initializer of its own
             name = f"{node.name}_weights_rounded"
             graph.initializer.append(numpy_helper.from_array(rounded, name))

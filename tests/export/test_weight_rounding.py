@@ -197,3 +197,30 @@ def test_tflite_convs_are_rounded_and_the_int8_file_holds_the_steps_chosen():
     head = list(plain)[-1]
     kept = _tflite_kernels(quantizer.calibrated_for("minmax+gptq", keep_float=[head]))
     np.testing.assert_array_equal(kept[head], plain[head])
+
+
+def test_a_memo_rounds_each_kernel_once_and_changes_nothing(monkeypatch):
+    from keras_unet.export.quantization import weight_rounding
+    from keras_unet.export.quantization.weight_rounding import onnx_input_moments, onnx_round_weights
+
+    model = _onnx_model()
+    images = np.random.default_rng(4).uniform(0, 255, (6, 8, 8, 3)).astype("float32")
+    moments = onnx_input_moments(model, images, "image")
+    plain = {exclude: onnx_round_weights(model, moments, exclude=exclude)
+             for exclude in ((), ("kept",), ("conv1", "kept"))}
+    solves = []
+    real = weight_rounding.gptq_round
+    monkeypatch.setattr(weight_rounding, "gptq_round",
+                        lambda *args: solves.append(1) or real(*args))
+    memo: dict = {}
+    for exclude, expected in plain.items():  # as repair does: other ops kept each time
+        rounded = onnx_round_weights(model, moments, exclude=exclude, memo=memo)
+        assert rounded.SerializeToString() == expected.SerializeToString()
+    assert len(solves) == 3  # conv1, depthwise, kept: once each
+    # A kernel that changed (another calibration's bias pass, say) is rounded anew.
+    from onnx import numpy_helper
+
+    halved = numpy_helper.to_array(model.graph.initializer[0]) * 0.5
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(halved, "w1"))
+    onnx_round_weights(model, moments, memo=memo)
+    assert len(solves) == 4
