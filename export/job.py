@@ -188,8 +188,8 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
     if size == (None, None):
         size = DEFAULT_VERIFY_SIZE
     channels = file_input_channels(model, options.input_channels)
-    if quantize in STATIC_MODES:
-        check_runs_at(model, size, options.batch)  # a bad size fails before the images load
+    # One real call of the model: a bad size fails here, before the images load.
+    checked_run = check_runs_at(model, size, options.batch)
     calibration, masks, verification_source = None, None, None
     if quantize in STATIC_MODES:
         if verification_data is None:
@@ -212,7 +212,8 @@ def open_job(model_or_path: Any, options: ExportOptions) -> Iterator[ExportJob]:
     # converts its own graph (onnx_convert.float_model) and the float modes gain nothing from it.
     static = static_model(model, size, batch_size=options.batch,
                           input_channels=options.input_channels,
-                          separate_skip_scales=quantize in STATIC_MODES, join_scales=join_scales)
+                          separate_skip_scales=quantize in STATIC_MODES, join_scales=join_scales,
+                          checked_run=checked_run)
     with tempfile.TemporaryDirectory(prefix="keras_unet_export_") as work:
         yield ExportJob(
             model=model, source=source, facts=facts, size=size, export_size=export_size,

@@ -161,7 +161,7 @@ def _check_input_channels(input_channels, channels):
 
 
 def static_model(model, input_size, batch_size=1, input_channels=None,
-                 separate_skip_scales=False, join_scales=None) -> Any:
+                 separate_skip_scales=False, join_scales=None, checked_run=None) -> Any:
     """A functional wrapper of `model` with a fixed `(batch, H, W, C)` input.
 
     TFLite wants static shapes: a `None` spatial size becomes `1x1` in the converted file
@@ -181,6 +181,8 @@ def static_model(model, input_size, batch_size=1, input_channels=None,
             it, so the file takes RGB (MediaPipe needs 3 channels). Default: the model's.
         separate_skip_scales: for full-integer TFLite (see `export_form`).
         join_scales: equalized skip connections, for int8 (see `export_form`).
+        checked_run: `check_runs_at(model, input_size, batch_size)` where the caller ran it
+            already (the export job, before it loads calibration images); else it runs here.
 
     Example:
     ```python
@@ -196,7 +198,9 @@ def static_model(model, input_size, batch_size=1, input_channels=None,
     inputs = keras.Input(
         shape=(height, width, channels), batch_size=batch_size, name="image", dtype="float32"
     )
-    sample, expected = check_runs_at(model, (height, width), batch_size)
+    if checked_run is None:
+        checked_run = check_runs_at(model, (height, width), batch_size)
+    sample, expected = checked_run
     try:
         x = inputs if channels == model_channels else rgb_to_gray_layer()(inputs)
         graph = export_form(model, separate_skip_scales=separate_skip_scales,
