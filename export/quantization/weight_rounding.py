@@ -98,8 +98,7 @@ class InputMoments:
         self.per_image = max(1, math.ceil(samples / max(1, int(expected_images))))
         self._sum: Any = None
         self._summed = 0  # patches in the sum
-        self._pending: list = []  # (S, kh * kw * C) patches not yet in the sum
-        self._pending_count = 0
+        self._pending: list = []  # (S, kh, kw, C) patches not yet in the sum
         self._rng = np.random.default_rng(0)
 
     def add(self, value: Any) -> None:
@@ -109,10 +108,8 @@ class InputMoments:
             return
         if self.geometry.channels_first:
             value = value.transpose(0, 2, 3, 1)
-        patches = self._patches(value)  # (S, kh, kw, C)
-        self._pending.append(patches.reshape(len(patches), -1))
-        self._pending_count += len(patches)
-        if self._pending_count >= _FLUSH_SAMPLES:
+        self._pending.append(self._patches(value))
+        if self.count - self._summed >= _FLUSH_SAMPLES:
             self._flush()
 
     def _flush(self) -> None:
@@ -125,10 +122,10 @@ class InputMoments:
         if not self._pending:
             return
         patches = np.concatenate(self._pending)
-        self._pending, self._pending_count = [], 0
+        self._pending = []
         groups = self.geometry.groups
         samples = len(patches)
-        grouped = patches.reshape(samples, -1, groups, patches.shape[-1] // (groups * self._taps()))
+        grouped = patches.reshape(samples, -1, groups, patches.shape[-1] // groups)
         grouped = grouped.transpose(2, 0, 1, 3).reshape(groups, samples, -1)
         # (G, K, S) @ (G, S, K) in float32 BLAS (np.einsum would not use BLAS, float64 would
         # take twice as long), summed over flushes in float64.
@@ -141,11 +138,7 @@ class InputMoments:
     @property
     def count(self) -> int:
         """Patches added so far."""
-        return self._summed + self._pending_count
-
-    def _taps(self) -> int:
-        kh, kw = self.geometry.kernel
-        return kh * kw
+        return self._summed + sum(len(patches) for patches in self._pending)
 
     def _patches(self, value: np.ndarray) -> np.ndarray:
         g = self.geometry
