@@ -173,22 +173,19 @@ def _kept_steps(added: list) -> list:
     """One phrase per step of the repair search: what it kept and the agreement it added.
 
     Candidates kept together (`Candidate.step`) are one phrase with the step's gain; a lone
-    candidate also gives its cost. Records from before steps were recorded give their own
-    gain."""
+    candidate also gives its cost."""
     steps: dict = {}
     for candidate in added:
-        steps.setdefault(candidate.get("step") or id(candidate), []).append(candidate)
+        steps.setdefault(candidate["step"], []).append(candidate)
     phrases = []
     for together in steps.values():
         first = together[0]
-        gain = first.get("step_gain")
-        gain = first.get("gain") if gain is None else gain
         names = [name for c in together for name in c["names"]]
         precisions = sorted({c["precision"] for c in together})
         what = f"{_counted(names)} at {'/'.join(precisions)}"
         if len(together) == 1:
-            phrases.append(f"{what}: agreement {gain:+.4f} for {first['cost']:g} "
+            phrases.append(f"{what}: agreement {first['step_gain']:+.4f} for {first['cost']:g} "
                            f"{first['cost_unit']}")
         else:
-            phrases.append(f"{what}, kept together: agreement {gain:+.4f}")
+            phrases.append(f"{what}, kept together: agreement {first['step_gain']:+.4f}")
     return phrases
