@@ -12,8 +12,14 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 """
 
 
+def _run_child(body):
+    """Run `body` (indented Python) in a fresh interpreter with the interactive SIGINT."""
+    code = DEFAULT_SIGINT + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
 def test_a_swallowed_interrupt_is_raised_again_at_the_next_check():
-    code = DEFAULT_SIGINT + textwrap.dedent("""
+    done = _run_child("""
         from keras_unet.console.interrupts import raise_if_interrupted, reliable_interrupt
 
         with reliable_interrupt(resend_after_s=60):
@@ -28,13 +34,12 @@ def test_a_swallowed_interrupt_is_raised_again_at_the_next_check():
                 print("stopped at the check")
                 raise
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "stopped at the check" in done.stdout
     assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
 
 
 def test_the_block_end_raises_an_interrupt_nobody_checked():
-    code = DEFAULT_SIGINT + textwrap.dedent("""
+    done = _run_child("""
         from keras_unet.console.interrupts import reliable_interrupt
 
         try:
@@ -47,7 +52,6 @@ def test_the_block_end_raises_an_interrupt_nobody_checked():
         except KeyboardInterrupt:
             print("interrupted at the end of the block")
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "interrupted at the end of the block" in done.stdout, done.stderr
 
 
@@ -55,7 +59,7 @@ def test_an_interrupt_turned_into_another_error_still_stops_as_an_interrupt():
     # pybind11 replaces a KeyboardInterrupt raised inside native code by a RuntimeError
     # ("MISMATCH of original and normalized active exception types"): seen in CI when Ctrl-C
     # landed while TensorFlow traced the training step.
-    code = DEFAULT_SIGINT + textwrap.dedent("""
+    done = _run_child("""
         from keras_unet.console.interrupts import reliable_interrupt
 
         try:
@@ -68,12 +72,11 @@ def test_an_interrupt_turned_into_another_error_still_stops_as_an_interrupt():
         except KeyboardInterrupt as stop:
             print("interrupted:", type(stop.__cause__).__name__)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "interrupted: RuntimeError" in done.stdout, done.stderr
 
 
 def test_an_error_without_an_interrupt_keeps_its_type():
-    code = DEFAULT_SIGINT + textwrap.dedent("""
+    done = _run_child("""
         from keras_unet.console.interrupts import reliable_interrupt
 
         try:
@@ -82,5 +85,4 @@ def test_an_error_without_an_interrupt_keeps_its_type():
         except RuntimeError as error:
             print("kept:", error)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "kept: a real failure" in done.stdout, done.stderr
