@@ -195,7 +195,9 @@ class TFLiteQuantizer:
         self._calibrated = {"minmax": calibrated}
         self._corrected: dict = {}  # (variant, ops kept in float) -> corrected or rounded model
         self._moments = None  # input_moments
-        self._rounded_kernels: dict = {}  # calibration -> weight_rounding.rounded_once's memo
+        # weight_rounding.rounded_once's memo: the moments, hence each rounding, are the same
+        # for every calibration (input_moments).
+        self._rounded_kernels: dict = {}
         # The debugger quantized the original calibration; re-quantize on first use.
         self._quantized_as = ("minmax", ()) if not changed else None
 
@@ -241,7 +243,7 @@ class TFLiteQuantizer:
             else:
                 self._corrected[key] = tflite_round_weights(
                     self._calibrated[base], self.input_moments(), keep=keep_float,
-                    memo=self._rounded_kernels.setdefault(base, {}))
+                    memo=self._rounded_kernels)
         return self._corrected[key]
 
     def input_moments(self) -> dict:
