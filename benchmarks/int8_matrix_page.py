@@ -8,6 +8,11 @@ with their verdict against the targets, and for a multi-class matrix one table o
 agreement IoU per class (which classes int8 loses). Machine, versions and date come from the
 benchmarks' recorded environment.
 
+`--keep-rows-from` merges an earlier results file of the same matrix: the rows of the models
+this work folder holds no bench.json for are kept from it (judged again against today's
+targets, and named in a note with that file's date), so one model can be trained, exported and
+benchmarked again without redoing the others.
+
 Example:
 ```
 python -m keras_unet.benchmarks.int8_matrix_page --work runs/int8_camvid \\
@@ -26,6 +31,7 @@ from keras_unet.benchmarks.int8_matrix import (MODELS, MODES, failed_targets, mo
 
 FORMATS = {".tflite": "TFLite (LiteRT)", ".onnx": "ONNX Runtime"}
 MODE_LABELS = {"int8": "", "int16x8": " int16x8", "integer_only": " int8 integer-only"}
+EPOCHS_NOTE = "Epochs trained: "
 
 
 def runtime_label(file) -> str:
@@ -132,7 +138,7 @@ def busy_notes(results) -> list:
             f"so their latencies are not comparable: {', '.join(busy)}."]
 
 
-def build_page(work, title, command, notes=(), class_names=None) -> dict:
+def build_page(work, title, command, notes=(), class_names=None, previous=None) -> dict:
     """The results file of the matrix in `work` (see the module docstring).
 
     Args:
@@ -141,6 +147,8 @@ def build_page(work, title, command, notes=(), class_names=None) -> dict:
         command: the command that ran the matrix.
         notes: extra Markdown lines for the page's notes.
         class_names: names of the classes of a multi-class matrix (default: indices).
+        previous: an earlier results file of this matrix (a dict, as `build_page` returns
+            it): its rows of the models `work` has not benchmarked are kept.
 
     Raises:
         ValueError: no model of `work` holds a bench.json.
@@ -150,6 +158,12 @@ def build_page(work, title, command, notes=(), class_names=None) -> dict:
         raise ValueError(f"--work {work!r}: expected model folders with a bench.json, found none")
     environment = results[0][1].get("environment", {})
     rows = page_rows(results)
+    epochs = {name: epochs for name, _, _, epochs in results}
+    benchmarked = set(epochs)
+    kept_models: list = []
+    if previous is not None:
+        rows, kept_models = _with_kept_rows(rows, previous["tables"][0]["rows"], benchmarked)
+        epochs = {**_previous_epochs(previous), **epochs}
     measured = [row for row in rows if not row.get("error")]
     targets = targets_of(measured[0] if measured else {})
     versions = environment.get("versions", {})
@@ -170,15 +184,53 @@ def build_page(work, title, command, notes=(), class_names=None) -> dict:
         "notes": [
             "Targets: " + ", ".join(f"{key} {'>=' if key.endswith(('agreement', 'agreement_iou')) else '<='} {value:g}"
                                     for key, value in targets.items()) + ".",
-            "Epochs trained: " + ", ".join(f"{name} {epochs}" for name, _, _, epochs in results) + ".",
+            EPOCHS_NOTE + ", ".join(f"{name} {epochs[name]}" for name in _in_matrix_order(epochs))
+            + ".",
             *busy_notes(results),
+            *_kept_note(kept_models, previous),
             *notes,
         ],
     }
     if num_classes > 1:
         names = class_names or [str(index) for index in range(num_classes)]
-        page["tables"].append(class_table(results, names))
+        table = class_table(results, names)
+        if previous is not None and len(previous["tables"]) > 1:
+            table["rows"], _ = _with_kept_rows(table["rows"], previous["tables"][1]["rows"], benchmarked,
+                                               judge=False)
+        page["tables"].append(table)
     return page
+
+
+def _in_matrix_order(names) -> list:
+    return sorted(names, key=lambda name: list(MODELS).index(name) if name in MODELS else len(MODELS))
+
+
+def _with_kept_rows(rows: list, previous_rows: list, benchmarked: set, judge: bool = True) -> tuple:
+    """`rows` with the rows of `previous_rows` whose model is not in `benchmarked`, in `MODELS`
+    order (each model's rows in their own order); `(rows, kept models)`. Kept rows of the main
+    table get their verdict again against today's targets (`judge`)."""
+    kept = [dict(row, verdict=_verdict(row)) if judge else dict(row)
+            for row in previous_rows if row["model"] not in benchmarked]
+    order = {name: index for index, name in enumerate(_in_matrix_order({row["model"] for row in rows + kept}))}
+    merged = sorted(rows + kept, key=lambda row: order[row["model"]])  # stable: file order kept
+    return merged, _in_matrix_order({row["model"] for row in kept})
+
+
+def _previous_epochs(page: dict) -> dict:
+    """`{model: epochs}` from an earlier results file's epochs note (as `build_page` writes it)."""
+    for note in page.get("notes", []):
+        if note.startswith(EPOCHS_NOTE):
+            pairs = (item.rsplit(" ", 1) for item in note[len(EPOCHS_NOTE):].rstrip(".").split(", "))
+            return {name: None if epochs == "None" else int(epochs) for name, epochs in pairs}
+    return {}
+
+
+def _kept_note(kept_models: list, previous: dict) -> list:
+    if not kept_models:
+        return []
+    return [f"Rows of {', '.join(kept_models)} are kept from the results of {previous.get('date')} "
+            f"({previous.get('versions')}): those models were not trained, exported or benchmarked "
+            "again for this page."]
 
 
 def main(argv=None) -> int:
@@ -192,9 +244,21 @@ def main(argv=None) -> int:
     parser.add_argument("--summary", default="", help="a Markdown paragraph describing the setup")
     parser.add_argument("--note", action="append", default=[], help="a Markdown line for the notes")
     parser.add_argument("--class-names", nargs="+", metavar="NAME")
+    parser.add_argument("--keep-rows-from", metavar="FILE.json",
+                        help="an earlier results file of this matrix: keep its rows of the models "
+                             "this work folder has not benchmarked")
     args = parser.parse_args(argv)
+    previous = None
+    if args.keep_rows_from:
+        try:
+            previous = _read_json(args.keep_rows_from)
+        except (OSError, ValueError):
+            previous = None
+        if not isinstance(previous, dict) or not previous.get("tables"):
+            parser.error(f"--keep-rows-from {args.keep_rows_from!r}: expected a results file "
+                         "written by this command, with a table of rows")
     try:
-        page = build_page(args.work, args.title, args.command, args.note, args.class_names)
+        page = build_page(args.work, args.title, args.command, args.note, args.class_names, previous)
     except ValueError as error:
         parser.error(str(error))
     if args.summary:

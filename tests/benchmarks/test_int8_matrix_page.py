@@ -78,3 +78,39 @@ def test_a_work_folder_without_benchmarks_is_refused(tmp_path, capsys):
         int8_matrix_page.main(["--work", str(tmp_path), "--out", str(tmp_path / "x.json"), "--title", "t",
                                "--command", "c"])
     assert stopped.value.code == 2 and "found none" in capsys.readouterr().err
+
+
+def test_rows_of_models_not_benchmarked_again_are_kept_from_the_earlier_file(work, tmp_path, capsys):
+    earlier = int8_matrix_page.build_page(work, "CamVid", "python -m ...", [], NAMES)
+    # The earlier file also held a ResNet50 row (before vanilla_bn in the matrix's order) that
+    # met an older, looser target; this work folder has benchmarked vanilla_bn again only.
+    resnet = dict(earlier["tables"][0]["rows"][0], model="resnet50", agreement_iou=0.98,
+                  verdict="met")
+    earlier["tables"][0]["rows"].append(resnet)
+    earlier["tables"][1]["rows"].append(dict(earlier["tables"][1]["rows"][0], model="resnet50"))
+    earlier["notes"][1] = "Epochs trained: vanilla_bn 3, resnet50 20."
+    earlier["date"] = "2026-12-01"
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    out = tmp_path / "now.json"
+    assert int8_matrix_page.main(["--work", str(work), "--out", str(out), "--title", "CamVid",
+                                  "--command", "c", "--class-names", *NAMES,
+                                  "--keep-rows-from", str(path)]) == 0
+    page = json.loads(out.read_text())
+    main, classes = page["tables"]
+    assert [row["model"] for row in main["rows"]] == ["vanilla_bn", "vanilla_bn", "resnet50"]
+    assert [row["model"] for row in classes["rows"]] == ["vanilla_bn", "vanilla_bn", "resnet50"]
+    assert main["rows"][2]["verdict"].startswith("missed: agreement_iou")  # judged again
+    assert "Epochs trained: vanilla_bn 10, resnet50 20." in page["notes"]  # vanilla_bn's own run
+    assert any(note.startswith("Rows of resnet50 are kept from the results of 2026-12-01")
+               for note in page["notes"])
+
+
+def test_an_unreadable_earlier_results_file_is_refused(work, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit) as stopped:
+        int8_matrix_page.main(["--work", str(work), "--out", str(tmp_path / "x.json"), "--title", "t",
+                               "--command", "c", "--keep-rows-from", str(bad)])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2 and "--keep-rows-from" in error and "bad.json" in error
