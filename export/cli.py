@@ -11,7 +11,8 @@ candidates (the stem and the worst layers of the per-layer report) are measured 
 file at int16 activations or in float and kept by agreement gained per latency cost until 0.98
 holds by two standard errors of the verified agreement (the noise of the verification
 images); of the files that clear it the fastest is written, and when none does the all-int8
-file is kept if it meets the floor; --no-repair turns all that off (percentile calibration
+file is kept if it meets the floor, with a warning that says by how much it falls short and
+what keeps more (--quantize int16x8, or train --qat); --no-repair turns all that off (percentile calibration
 only). --integer-only (for NPUs) refuses any float op and repairs at int16 only; --quantize
 int16x8 writes every activation at 16 bits. --report FILE.json writes the per-layer report and
 the repair's candidates (also when the export is refused) and prints the worst layers. The file is written to a temporary name and renamed into

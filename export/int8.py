@@ -146,6 +146,9 @@ class Int8Outcome:
         latency_ms: with layers kept in float, `{"all_int8": ms, "this_file": ms}`: the
             best all-int8 file and the chosen one, timed in turn here (medians of
             `LATENCY_ROUNDS`); empty when nothing was kept or the session cannot time.
+        shortfall: when the chosen file does not meet the target (by its standard errors),
+            one sentence for the user: by how much, what repair tried, and what keeps more
+            (`--quantize int16x8`, quantization-aware training); None when it meets it.
     """
 
     file: Any
@@ -159,6 +162,7 @@ class Int8Outcome:
     kept_int16: list = dataclasses.field(default_factory=list)
     kept_int16_nodes: list = dataclasses.field(default_factory=list)
     candidates: list = dataclasses.field(default_factory=list)
+    shortfall: Optional[str] = None
 
     @property
     def model_bytes(self) -> bytes:
@@ -313,6 +317,9 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
                           list(kept.float), attempts, layer_report, latency,
                           kept_int16=_names(layer_report, kept.int16),
                           kept_int16_nodes=list(kept.int16), candidates=candidates)
+    if not confident(report):
+        outcome.shortfall = _shortfall(report, target, _mode(session), repair, integer_only,
+                                       len(candidates), len(kept))
     if not report.passed:
         error = verify.VerificationError(
             f"No {_mode(session)} file met agreement_iou >= {agreement_floor:g}: the best of "
@@ -328,6 +335,33 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
 def _mode(session: Any) -> str:
     """The session's quantization mode: `"int8"` or `"int16x8"`."""
     return getattr(session.options, "quantize", None) or "int8"
+
+
+def _shortfall(report: Any, target: float, mode: str, repair: bool, integer_only: bool,
+               measured: int, kept: int) -> str:
+    """Why the written file falls short of the target, and what keeps more (the
+    `Int8Outcome.shortfall` sentence)."""
+    where = (f"agreement {report.agreement_iou:.4f} (standard error {report.agreement_se:.4f}) "
+             f"does not clear the repair target {target:g} by {CONFIDENCE_Z:g} standard errors")
+    if not repair:
+        tried = "repair is off (--no-repair)"
+    elif measured == 0:
+        tried = "no op could be kept at a higher precision" + (
+            " (integer-only: int16 activations only)" if integer_only else "")
+    elif kept:
+        tried = (f"repair measured {measured} candidate(s) end to end and kept {kept} op(s) "
+                 f"above {mode} without clearing it")
+    else:
+        tried = (f"repair measured {measured} candidate(s) end to end, no set of them within "
+                 f"its op limit cleared it, so the fastest file, every op in {mode}, was kept")
+    if mode == "int16x8":
+        remedy = ("with 16-bit activations the int8 weights set this limit; --quantize fp16 "
+                  "keeps the float model's masks")
+    else:
+        remedy = ("16-bit activations (--quantize int16x8) or quantization-aware training "
+                  "(keras-unet train --qat --init MODEL.keras, then export with --quantize "
+                  "int8) keep more")
+    return f"{where}: {tried}; {remedy}."
 
 
 def _weight_treatments(session: Any, best: Any, confident: Any) -> list:

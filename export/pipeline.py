@@ -174,6 +174,8 @@ def diagnose(job: ExportJob, converter: Converter, conversion: Any,
     if getattr(conversion, "quantize", None) in STATIC_MODES and converter.npu_fallbacks is not None:
         diagnosis.npu_fallbacks = list(converter.npu_fallbacks(produced.file.model_bytes))
     outcome = produced.outcome
+    if outcome is not None and outcome.shortfall:
+        diagnosis.warnings.append(outcome.shortfall)
     refused = [a for a in outcome.attempts if a.error] if outcome else []
     if refused:
         diagnosis.warnings.append(

@@ -426,3 +426,30 @@ def test_each_step_reports_the_gain_it_added_on_top_of_the_file_before():
          "cost": 1.0, "cost_unit": "units"}])
     assert steps == ["conv at float: agreement +0.0100 for 0.2 ms",
                      "head at int16: agreement +0.0030 for 1 units"]
+
+
+def test_a_file_short_of_the_target_says_by_how_much_and_what_keeps_more(monkeypatch):
+    score = effects({"a": 0.96, "b": 0.95}, {name: 0.001 for name in LAYERS})  # never the target
+    outcome, _ = _choose(monkeypatch, score, se=0.002)
+    assert outcome.kept_float == [] and outcome.shortfall.startswith(
+        f"agreement 0.9600 (standard error 0.0020) does not clear the repair target "
+        f"{int8.AGREEMENT_TARGET:g} by 2 standard errors: repair measured")
+    assert "every op in int8, was kept" in outcome.shortfall
+    assert "--quantize int16x8" in outcome.shortfall and "--qat" in outcome.shortfall
+    outcome, _ = _choose(monkeypatch, score, repair_on=False)
+    assert "repair is off (--no-repair)" in outcome.shortfall
+
+
+def test_a_file_that_clears_the_target_has_no_shortfall(monkeypatch):
+    outcome, _ = _choose(monkeypatch, effects({"a": 0.999, "b": 0.95}, {}), se=0.001)
+    assert outcome.shortfall is None
+
+
+def test_the_shortfall_is_one_of_the_exports_warnings():
+    from keras_unet.export.pipeline import diagnose
+
+    outcome = types.SimpleNamespace(shortfall="agreement 0.9600 ... keep more.", attempts=[])
+    converter = types.SimpleNamespace(diagnose=None, npu_fallbacks=None)
+    diagnosis = diagnose(None, converter, types.SimpleNamespace(quantize="int8"),
+                         types.SimpleNamespace(outcome=outcome))
+    assert diagnosis.warnings == ["agreement 0.9600 ... keep more."]
