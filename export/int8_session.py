@@ -87,6 +87,13 @@ class Int8Session(abc.ABC):
         """`nodes` and what must stay float with them; by default `nodes` alone."""
         return list(nodes)
 
+    def layer_order(self) -> list:
+        """The Keras layer names of the job's model in topological order, nested models
+        flattened: the order repair cuts the model's contiguous segments in
+        (`keras_unet.export.repair`); empty when the job has no Keras model."""
+        model = getattr(self.job, "static", None)
+        return list(_flat_layer_names(model)) if model is not None else []
+
     def time_ms(self, model_bytes: bytes) -> Optional[float]:
         """Latency of a file here, or None when the session does not time files."""
         return None
@@ -119,3 +126,15 @@ class QATSession(Int8Session):
     @abc.abstractmethod
     def convert_qat(self) -> bytes:
         """The file from the model's learned ranges, as the converter writes it."""
+
+
+def _flat_layer_names(model: Any):
+    """The layer names of a Keras model in its (topological) order, each nested model's
+    layers in its place."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _flat_layer_names(layer)
+        else:
+            yield layer.name

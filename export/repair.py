@@ -9,8 +9,11 @@ on the whole file, as AIMET's AMP and the LiteRT quantizer's auto-quant recipes 
 1. **Candidates.** The stem (`Int8Session.leading_nodes`), the head
    (`Int8Session.trailing_nodes`: the classifier, what follows it and the convolution it
    reads; its error moves pixels across class boundaries, which no row of the report
-   shows) and the `SHORTLIST` worst rows of the report, each with what must change precision with it (`Int8Session.expand`), each at
-   precision the caller allows (`precisions`: `"float"`, or `"int16"`, 16-bit activations
+   shows), up to `MAX_SEGMENTS` contiguous stretches of the model in its layer order
+   (`Int8Session.layer_order`; int8 loss spread over many layers, as in MobileNetV3's
+   encoder, shows in no single row but in the stretch that holds it) and the `SHORTLIST`
+   worst rows of the report, each with what must change precision with it
+   (`Int8Session.expand`), each at precision the caller allows (`precisions`: `"float"`, or `"int16"`, 16-bit activations
    with 8-bit weights, for an integer-only file; `keras_unet.export.int8._precisions`).
 2. **Measured end to end.** Each candidate is added to what is kept, the whole file is
    quantized and verified on the verification images: its *gain* is the agreement over the
@@ -48,6 +51,12 @@ from typing import Any, Callable, Optional
 
 # Groups measured per round: each costs a quantization and a verification.
 SHORTLIST = 6
+# Contiguous stretches of the model measured in the first round, beside the stem, the head
+# and the worst rows: each holds at most half the ops repair may keep (two fit), and there
+# are at most MAX_SEGMENTS of them (each costs a quantization and a verification); a model
+# of fewer than MIN_SEGMENTS such stretches has none (its rows are candidates enough).
+MAX_SEGMENTS = 12
+MIN_SEGMENTS = 3
 MAX_ROUNDS = 2
 # Latency differences under this share of the file's own latency are timing noise.
 MIN_COST_SHARE = 0.02
@@ -152,7 +161,7 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
     for round_index in range(MAX_ROUNDS):
         if round_index:
             rows = session.report(images, list(kept.float), variant)
-        groups = _shortlist(session, rows, kept, ends=round_index == 0)
+        groups = _shortlist(session, rows, kept, ends=round_index == 0, limit=limit)
         measured = []
         for nodes in groups:
             for precision in precisions:
@@ -227,9 +236,9 @@ def _keep(together: list, gain: float, candidates: list) -> None:
         candidate.added, candidate.step, candidate.step_gain = True, step, round(gain, 6)
 
 
-def _shortlist(session: Any, rows: Optional[list], kept: Kept, ends: bool) -> list:
-    """The stem and the head (first round), then the `SHORTLIST` worst rows' groups not yet
-    kept."""
+def _shortlist(session: Any, rows: Optional[list], kept: Kept, ends: bool, limit: int) -> list:
+    """The stem, the head and the model's contiguous segments (first round), then the
+    `SHORTLIST` worst rows' groups not yet kept."""
     from keras_unet.export.quantization.report import worst_nodes
 
     groups: list = []
@@ -237,6 +246,9 @@ def _shortlist(session: Any, rows: Optional[list], kept: Kept, ends: bool) -> li
         for nodes in (session.leading_nodes(), session.trailing_nodes()):
             group = tuple(node for node in nodes if node not in kept.float)
             if group and group not in groups:
+                groups.append(group)
+        for group in _segments(session, rows, kept, limit):
+            if group not in groups:
                 groups.append(group)
     wanted = len(groups) + SHORTLIST
     passed_over = list(kept.nodes)
@@ -247,6 +259,31 @@ def _shortlist(session: Any, rows: Optional[list], kept: Kept, ends: bool) -> li
         passed_over += new
         group = tuple(node for node in session.expand(new) if node not in kept.float)
         if group and group not in groups:
+            groups.append(group)
+    return groups
+
+
+def _segments(session: Any, rows: Optional[list], kept: Kept, limit: int) -> list:
+    """Groups of the report's nodes, contiguous in the model's layer order (a row is placed at
+    the first of its layers; `name` joins fused layers with "+"), each of at most `limit // 2`
+    nodes (more when `MAX_SEGMENTS` would not cover the model), with what must change
+    precision with it; none when the order or the report is unknown, or the model is smaller
+    than `MIN_SEGMENTS` of them."""
+    order = {name: index for index, name in enumerate(session.layer_order())}
+    placed = []
+    for row in rows or []:
+        positions = [order[name] for name in row["name"].split("+") if name in order]
+        if positions and row["node"] not in kept.float:
+            placed.append((min(positions), row["node"]))
+    nodes = list(dict.fromkeys(node for _, node in sorted(placed, key=lambda item: item[0])))
+    size = max(limit // 2, 1)
+    if len(nodes) < MIN_SEGMENTS * size:
+        return []
+    size = max(size, -(-len(nodes) // MAX_SEGMENTS))
+    groups = []
+    for start in range(0, len(nodes), size):
+        group = tuple(n for n in session.expand(nodes[start:start + size]) if n not in kept.float)
+        if group:
             groups.append(group)
     return groups
 

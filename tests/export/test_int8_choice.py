@@ -86,6 +86,9 @@ def effects(base, gains, int16_share=1.0):
 
 def _choose(monkeypatch, score, floor=0.95, repair_on=True, session_class=ScriptedSession,
             se=0.0, finished=None, int16=False, integer_only=False):
+    # The scripted agreements are written around a target of 0.98; the rules are the same
+    # at any target.
+    monkeypatch.setattr(int8, "AGREEMENT_TARGET", 0.98)
     session = session_class(score, int16=int16)
 
     def verify_bytes(job, converter, model_bytes, quantization, agreement_floor, threshold,
@@ -432,8 +435,8 @@ def test_a_file_short_of_the_target_says_by_how_much_and_what_keeps_more(monkeyp
     score = effects({"a": 0.96, "b": 0.95}, {name: 0.001 for name in LAYERS})  # never the target
     outcome, _ = _choose(monkeypatch, score, se=0.002)
     assert outcome.kept_float == [] and outcome.shortfall.startswith(
-        f"agreement 0.9600 (standard error 0.0020) does not clear the repair target "
-        f"{int8.AGREEMENT_TARGET:g} by 2 standard errors: repair measured")
+        "agreement 0.9600 (standard error 0.0020) does not clear the repair target 0.98 by "
+        "2 standard errors: repair measured")
     assert "every op in int8, was kept" in outcome.shortfall
     assert "--quantize int16x8" in outcome.shortfall and "--qat" in outcome.shortfall
     outcome, _ = _choose(monkeypatch, score, repair_on=False)
@@ -453,3 +456,28 @@ def test_the_shortfall_is_one_of_the_exports_warnings():
     diagnosis = diagnose(None, converter, types.SimpleNamespace(quantize="int8"),
                          types.SimpleNamespace(outcome=outcome))
     assert diagnosis.warnings == ["agreement 0.9600 ... keep more."]
+
+
+class OrderedSession(ScriptedSession):
+    """A format whose model's layers run layer0, layer1, ... (`layer_order`)."""
+
+    def layer_order(self):
+        return ["input"] + LAYERS
+
+
+def test_loss_spread_over_a_stretch_of_layers_is_found_by_the_stretch_not_the_rows(monkeypatch):
+    # Keeping any one of layer10..layer14 gains nothing; keeping all five recovers the file.
+    # The report ranks layer0.. worst, so only the contiguous segment finds it.
+    stretch = {f"layer{i}" for i in range(10, 15)}
+
+    def score(variant, floats, int16s):
+        return {"a": 0.95, "b": 0.97}[variant] + 0.025 * stretch.issubset(floats)
+
+    outcome, _ = _choose(monkeypatch, score, session_class=OrderedSession)
+    assert sorted(outcome.kept_float) == sorted(stretch)
+    # Repair may keep 10 of the 30 ops (a third), so each segment holds 5: six of them.
+    segments = [c for c in outcome.candidates if len(c.nodes) == 5]
+    assert len(segments) == 6 and [c.added for c in segments].count(True) == 1
+    # Without a layer order (or with a model too small to cut) there are no segments.
+    outcome, _ = _choose(monkeypatch, score)
+    assert outcome.kept_float == [] and all(len(c.nodes) < 5 for c in outcome.candidates)
