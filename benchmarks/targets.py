@@ -19,7 +19,7 @@ TARGETS["agreement_iou"]   # 0.985
 ```
 """
 
-AGREEMENT_TARGET = 0.98
+AGREEMENT_TARGET = 0.985
 TARGETS = {"agreement_iou": 0.985, "iou_drop": 0.005, "p50_ratio": 0.30}
 MULTI_CLASS_TARGETS = {"agreement_iou": 0.985, "pixel_agreement": 0.99, "iou_drop": 0.005,
                        "p50_ratio": 0.30}

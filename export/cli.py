@@ -6,14 +6,14 @@ two models' masks, at or above --agreement-floor (0.95), or the command fails wi
 numbers and writes nothing. int8 verifies on images held out from --calibration-data
 (at least 32 where there are 64), not on the images it calibrated on. int8 tries each
 calibration (ranges clipped at the 99.99th percentile, min/max, and for ONNX Entropy) and
-keeps the best; below an agreement of 0.98 (or the floor, when higher) it is repaired:
-candidates (the stem and the worst layers of the per-layer report) are measured on the whole
-file at int16 activations or in float and kept by agreement gained per latency cost until 0.98
+keeps the best; below an agreement of 0.985 (or the floor, when higher) it is repaired:
+candidates (the stem, the head, contiguous stretches of the model and the worst layers of the
+per-layer report) are measured on the whole file at int16 activations or in float and kept by agreement gained per latency cost until 0.985
 holds by two standard errors of the verified agreement (the noise of the verification
 images); of the files that clear it the fastest is written, and when none does the all-int8
 file is kept if it meets the floor, with a warning that says by how much it falls short and
-what keeps more (--quantize int16x8, or train --qat); --no-repair turns all that off (percentile calibration
-only). --integer-only (for NPUs) refuses any float op and repairs at int16 only; --quantize
+what keeps more (--quantize int16x8, or train --qat); --no-repair turns all that off
+(percentile calibration only). --integer-only (for NPUs) refuses any float op and repairs at int16 only; --quantize
 int16x8 writes every activation at 16 bits. --report FILE.json writes the per-layer report and
 the repair's candidates (also when the export is refused) and prints the worst layers. The file is written to a temporary name and renamed into
 place, so a failed export leaves an earlier file untouched. An existing --out is only
@@ -89,7 +89,7 @@ def add_arguments(parser) -> None:
                              "frequency-weighted IoU for several classes) a quantized export "
                              f"may have, in [0, 1] (default {defaults.agreement_floor:g})")
     parser.add_argument("--repair", action=argparse.BooleanOptionalAction, default=None,
-                        help="int8/int16x8: try every calibration, and below agreement 0.98 (by "
+                        help="int8/int16x8: try every calibration, and below agreement 0.985 (by "
                              "two standard errors of the verification) keep the layers whose "
                              "measured effect is largest at int16 activations or in float, by "
                              "gain per latency cost, and write the fastest file that holds "

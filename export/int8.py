@@ -1,7 +1,7 @@
 """The int8 step of the export pipeline: quantize, verify, and repair what falls short.
 
 Two thresholds: `agreement_floor` (default 0.95), below which nothing is written, and
-`AGREEMENT_TARGET` (0.98, or the floor when higher), what repair aims for. A file *meets the
+`AGREEMENT_TARGET` (0.985, or the floor when higher), what repair aims for. A file *meets the
 target* when its verified agreement does by `CONFIDENCE_Z` standard errors (the bootstrap
 `agreement_se` over the verification images): 32 images carry noise of about 0.001, so a
 file that meets the target by its verified figure alone may fall short of it on other images.
@@ -91,8 +91,11 @@ from keras_unet.export import verify
 from keras_unet.export.quantization.variants import BIAS_SUFFIX, GPTQ_SUFFIX
 from keras_unet.runtime.timing import median_in_turn
 
-# What repair aims for: agreement a user cannot tell from the Keras masks.
-AGREEMENT_TARGET = 0.98
+# What repair aims for: agreement a user cannot tell from the Keras masks; the benchmarks'
+# int8 gate (`keras_unet.benchmarks.targets`). 0.98 until files verified above 0.98 by two
+# standard errors measured 0.982-0.984 on the test images, where the gate is 0.985
+# (docs/notes/2026-12-07-repair-target-and-segments.md).
+AGREEMENT_TARGET = 0.985
 # Below this verified agreement the best calibration is also tried with its weights rounded
 # against the calibration images ("+gptq"), even when it meets the target: it costs no
 # speed, only export time, and a whole-model int16x8 file (whose activations are fine)
