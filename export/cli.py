@@ -8,16 +8,17 @@ numbers and writes nothing. int8 verifies on images held out from --calibration-
 calibration (ranges clipped at the 99.99th percentile, min/max, and for ONNX Entropy) and
 keeps the best; below an agreement of 0.985 (or the floor, when higher) it is repaired:
 candidates (the stem, the head, contiguous stretches of the model and the worst layers of the
-per-layer report) are measured on the whole file at int16 activations or in float and kept by agreement gained per latency cost until 0.985
-holds by two standard errors of the verified agreement (the noise of the verification
-images); of the files that clear it the fastest is written, and when none does the all-int8
-file is kept if it meets the floor, with a warning that says by how much it falls short and
-what keeps more (--quantize int16x8, or train --qat); --no-repair turns all that off
-(percentile calibration only). --integer-only (for NPUs) refuses any float op and repairs at int16 only; --quantize
-int16x8 writes every activation at 16 bits. --report FILE.json writes the per-layer report and
-the repair's candidates (also when the export is refused) and prints the worst layers. The file is written to a temporary name and renamed into
-place, so a failed export leaves an earlier file untouched. An existing --out is only
-replaced with --force.
+per-layer report) are measured on the whole file at int16 activations or in float and kept by
+agreement gained per latency cost until 0.985 holds by two standard errors of the verified
+agreement (the noise of the verification images); of the files that clear it the fastest is
+written, and when none does the all-int8 file is kept if it meets the floor, with a warning
+that says by how much it falls short and what keeps more (--quantize int16x8, or train
+--qat); --no-repair turns all that off (percentile calibration only). --integer-only (for
+NPUs) refuses any float op and repairs at int16 only; --quantize int16x8 writes every
+activation at 16 bits. --report FILE.json writes the per-layer report and the repair's
+candidates (also when the export is refused) and prints the worst layers. The file is written
+to a temporary name and renamed into place, so a failed export leaves an earlier file
+untouched. An existing --out is only replaced with --force.
 
 Examples:
     keras-unet export model.keras --format tflite --out model.tflite

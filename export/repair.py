@@ -13,8 +13,9 @@ on the whole file, as AIMET's AMP and the LiteRT quantizer's auto-quant recipes 
    (`Int8Session.layer_order`; int8 loss spread over many layers, as in MobileNetV3's
    encoder, shows in no single row but in the stretch that holds it) and the `SHORTLIST`
    worst rows of the report, each with what must change precision with it
-   (`Int8Session.expand`), each at precision the caller allows (`precisions`: `"float"`, or `"int16"`, 16-bit activations
-   with 8-bit weights, for an integer-only file; `keras_unet.export.int8._precisions`).
+   (`Int8Session.expand`), each at precision the caller allows (`precisions`: `"float"`,
+   or `"int16"`, 16-bit activations with 8-bit weights, for an integer-only file;
+   `keras_unet.export.int8._precisions`).
 2. **Measured end to end.** Each candidate is added to what is kept, the whole file is
    quantized and verified on the verification images: its *gain* is the agreement over the
    current file's, its *cost* the latency over the current file's, timed here
