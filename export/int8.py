@@ -110,6 +110,8 @@ MAX_KEPT = 24
 # Repair toward the target from a file that already meets the floor keeps at most this
 # share of the quantized ops in float (a U-Net without batch norm needed 9 of 32).
 TARGET_SHARE = 1 / 3
+# How an attempt passed over for a float op in an integer-only export begins its `error`.
+NOT_INTEGER_ONLY = "not integer-only"
 # Rounds of timing the all-int8 and the repaired file in turn: the two alternate so that
 # a machine's drift reaches both.
 LATENCY_ROUNDS = 3
@@ -234,7 +236,8 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
         if quantized is None:
             quantized = session.quantize(list(kept.float), variant, kept.int16)
         names_float, names_int16 = _names(rows, kept.float), _names(rows, kept.int16)
-        refused = session.refusal(quantized)
+        refused = session.refusal(quantized) or (
+            _not_integer_only(stamp.converter, quantized) if integer_only else None)
         if refused is not None:
             attempts.append(Attempt(variant, names_float, None, None, False, error=refused,
                                     kept_int16=names_int16))
@@ -338,6 +341,18 @@ def quantize_verified(job: Any, session: Any, stamp: Callable, agreement_floor: 
 def _mode(session: Any) -> str:
     """The session's quantization mode: `"int8"` or `"int16x8"`."""
     return getattr(session.options, "quantize", None) or "int8"
+
+
+def _not_integer_only(converter: Any, model_bytes: bytes) -> Optional[str]:
+    """Why a file cannot be written as integer-only (the ops it computes in float), or None.
+
+    An op kept at int16 may leave a neighbour the runtime's quantizer does not cover at 16
+    bits in float (onnxruntime left a ReLU6 `Clip` between int16 nodes in float): such a
+    file is passed over like one the runtime refuses, so repair never chooses it."""
+    floats = converter.float_ops(model_bytes) if getattr(converter, "float_ops", None) else []
+    if not floats:
+        return None
+    return f"{NOT_INTEGER_ONLY}: {len(floats)} op(s) compute in float ({', '.join(floats[:3])})"
 
 
 def _shortfall(report: Any, target: float, mode: str, repair: bool, integer_only: bool,

@@ -36,7 +36,7 @@ from typing import Any, Optional
 
 from keras_unet.export.checks import iou_against_truth, with_mask_head
 from keras_unet.export.converter import Converter, Diagnosis, check_output
-from keras_unet.export.int8 import Int8Outcome, quantize_verified
+from keras_unet.export.int8 import NOT_INTEGER_ONLY, Int8Outcome, quantize_verified
 from keras_unet.export.job import ExportJob, open_job
 from keras_unet.export.options import STATIC_MODES, ExportOptions
 from keras_unet.export.result import ExportResult
@@ -176,11 +176,17 @@ def diagnose(job: ExportJob, converter: Converter, conversion: Any,
     outcome = produced.outcome
     if outcome is not None and outcome.shortfall:
         diagnosis.warnings.append(outcome.shortfall)
-    refused = [a for a in outcome.attempts if a.error] if outcome else []
+    errors = [a for a in outcome.attempts if a.error] if outcome else []
+    not_integer = [a for a in errors if a.error.startswith(NOT_INTEGER_ONLY)]
+    refused = [a for a in errors if a not in not_integer]
     if refused:
         diagnosis.warnings.append(
             f"{len(refused)} int8 file(s) tried did not load in the runtime, e.g. with "
             f"{len(refused[0].kept_float)} op(s) in float: {refused[0].error}")
+    if not_integer:
+        diagnosis.warnings.append(
+            f"{len(not_integer)} file(s) tried were passed over, e.g. with "
+            f"{len(not_integer[0].kept_int16)} op(s) at int16: {not_integer[0].error}")
     return diagnosis
 
 

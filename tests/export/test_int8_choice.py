@@ -85,7 +85,7 @@ def effects(base, gains, int16_share=1.0):
 
 
 def _choose(monkeypatch, score, floor=0.95, repair_on=True, session_class=ScriptedSession,
-            se=0.0, finished=None, int16=False, integer_only=False):
+            se=0.0, finished=None, int16=False, integer_only=False, float_ops=None):
     # The scripted agreements are written around a target of 0.98; the rules are the same
     # at any target.
     monkeypatch.setattr(int8, "AGREEMENT_TARGET", 0.98)
@@ -104,7 +104,7 @@ def _choose(monkeypatch, score, floor=0.95, repair_on=True, session_class=Script
     class Stamp:
         """Records each file's int8 metadata section; the bytes stay as they are."""
 
-        converter = types.SimpleNamespace(suffix=".scripted")
+        converter = types.SimpleNamespace(suffix=".scripted", float_ops=float_ops)
 
         def __call__(self, model_bytes, int8_section):
             if finished is not None:
@@ -481,3 +481,36 @@ def test_loss_spread_over_a_stretch_of_layers_is_found_by_the_stretch_not_the_ro
     # Without a layer order (or with a model too small to cut) there are no segments.
     outcome, _ = _choose(monkeypatch, score)
     assert outcome.kept_float == [] and all(len(c.nodes) < 5 for c in outcome.candidates)
+
+
+def test_an_integer_only_export_passes_over_files_with_a_float_op(monkeypatch):
+    # Keeping layer2 at int16 gains the most, but leaves a neighbour in float (onnxruntime
+    # left a ReLU6 Clip between int16 nodes in float): repair must keep layer3 instead.
+    score = effects({"a": 0.95, "b": 0.97}, {"layer2": 0.03, "layer3": 0.02})
+
+    def float_ops(model_bytes):
+        return ["Clip relu6"] if "layer2" in _decode(model_bytes)[2] else []
+
+    outcome, _ = _choose(monkeypatch, score, int16=True, integer_only=True, float_ops=float_ops)
+    assert outcome.kept_int16 == ["layer3"]
+    passed_over = [a for a in outcome.attempts if a.error]
+    assert passed_over and all(a.error.startswith(int8.NOT_INTEGER_ONLY) for a in passed_over)
+    assert all("layer2" in a.kept_int16 for a in passed_over)
+    # Off integer-only the same files are fine: nothing is passed over.
+    outcome, _ = _choose(monkeypatch, score, int16=True, float_ops=float_ops)
+    assert not [a for a in outcome.attempts if a.error]
+
+
+def test_files_passed_over_as_not_integer_only_are_named_apart_from_runtime_refusals():
+    from keras_unet.export.pipeline import diagnose
+
+    attempts = [int8.Attempt("a", [], None, None, False, error="XNNPACK refused it"),
+                int8.Attempt("a", [], None, None, False, kept_int16=["x", "y"],
+                             error=f"{int8.NOT_INTEGER_ONLY}: 1 op(s) compute in float (Clip c)")]
+    outcome = types.SimpleNamespace(shortfall=None, attempts=attempts)
+    diagnosis = diagnose(None, types.SimpleNamespace(diagnose=None, npu_fallbacks=None),
+                         types.SimpleNamespace(quantize="int8"), types.SimpleNamespace(outcome=outcome))
+    assert diagnosis.warnings == [
+        "1 int8 file(s) tried did not load in the runtime, e.g. with 0 op(s) in float: XNNPACK refused it",
+        "1 file(s) tried were passed over, e.g. with 2 op(s) at int16: not integer-only: 1 op(s) "
+        "compute in float (Clip c)"]
