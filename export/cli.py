@@ -11,14 +11,15 @@ candidates (the stem, the head, contiguous stretches of the model and the worst 
 per-layer report) are measured on the whole file at int16 activations or in float and kept by
 agreement gained per latency cost until 0.985 holds by two standard errors of the verified
 agreement (the noise of the verification images); of the files that clear it the fastest is
-written, and when none does the all-int8 file is kept if it meets the floor, with a warning
-that says by how much it falls short and what keeps more (--quantize int16x8, or train
---qat); --no-repair turns all that off (percentile calibration only). --integer-only (for
-NPUs) refuses any float op and repairs at int16 only; --quantize int16x8 writes every
-activation at 16 bits. --report FILE.json writes the per-layer report and the repair's
-candidates (also when the export is refused) and prints the worst layers. The file is written
-to a temporary name and renamed into place, so a failed export leaves an earlier file
-untouched. An existing --out is only replaced with --force.
+written; when none does, the fastest file within the noise of the best agreement found (the
+all-int8 file when repair gained no more than that noise), with a warning that says by how
+much it falls short and what keeps more (--quantize int16x8, or train --qat); --no-repair
+turns all that off (percentile calibration only). --integer-only (for NPUs) refuses any float
+op and repairs at int16 only; --quantize int16x8 writes every activation at 16 bits. --report
+FILE.json writes the per-layer report and the repair's candidates (also when the export is
+refused) and prints the worst layers. The file is written to a temporary name and renamed
+into place, so a failed export leaves an earlier file untouched. An existing --out is only
+replaced with --force.
 
 Examples:
     keras-unet export model.keras --format tflite --out model.tflite
