@@ -211,5 +211,6 @@ def _result(converter: Converter, options: ExportOptions, out: Any, data: bytes,
         kept_int16=list(outcome.kept_int16) if outcome else [],
         repair_candidates=[c.to_dict() for c in outcome.candidates] if outcome else [],
         integer_only=options.integer_only, npu_fallbacks=list(diagnosis.npu_fallbacks),
+        shortfall=outcome.shortfall if outcome else None,
         **truth,
     )

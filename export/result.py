@@ -47,6 +47,9 @@ class ExportResult:
         integer_only: the file has no float op (checked before writing).
         npu_fallbacks: ops a typical NPU delegate would not run, as far as the format's
             tools tell without a device (empty: none found).
+        shortfall: int8/int16x8: why the file falls short of the repair target and what
+            keeps more (`keras_unet.export.int8.Int8Outcome.shortfall`; also among
+            `warnings`), or None when it meets the target.
 
     Example:
     ```python
@@ -84,6 +87,7 @@ class ExportResult:
     repair_candidates: list = dataclasses.field(default_factory=list)
     integer_only: bool = False
     npu_fallbacks: list = dataclasses.field(default_factory=list)
+    shortfall: Optional[str] = None
 
     def summary(self, worst_layers=0) -> str:
         """A few lines for a terminal; `worst_layers` > 0 adds that many report rows."""

@@ -136,7 +136,9 @@ def test_exports_run_in_mediapipe_like_keras_unet_predict(models, test_images, t
         calibration_data=nuclei_path() if quantize == "int8" else None, calibration_size=48,
         agreement_floor=0.8, input_channels=3 if name == "gray" else None)
     assert result.metadata["channels"] == 3 and result.input_shape == (1, *SIZE, 3)
-    assert not result.warnings  # nothing MediaPipe would refuse
+    # Nothing MediaPipe would refuse; a tiny model's int8 file may fall short of the repair
+    # target, which the export says too.
+    assert [warning for warning in result.warnings if warning != result.shortfall] == []
     check_in_mediapipe(out, test_images, model.class_names)
     if quantize == "int8" and model.num_classes == 1:
         # The uint8 output has no code at exactly 0.5, where `>=` and `>` would differ.
