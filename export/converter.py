@@ -172,3 +172,21 @@ def check_output(converter: Converter, out: Any, quantize: str) -> None:
             f"The output file of a {converter.result_format} export must end in "
             f"'{suffix}'. Received: out='{out}'"
         )
+
+
+def float_ops_phrase(converter: Converter, model_bytes: bytes, shown: int = 6) -> Optional[str]:
+    """`"N op(s) compute in float (a, b ...)"` for the ops of a file that compute in float
+    (`Converter.float_ops`, the first `shown` named), or None when it has none or the format
+    cannot tell: what makes a file not integer-only, for the export's refusal and repair's
+    passing over.
+
+    Example:
+    ```python
+    float_ops_phrase(CONVERTER, model_bytes)   # None: an integer-only file
+    ```
+    """
+    floats = converter.float_ops(model_bytes) if converter.float_ops is not None else []
+    if not floats:
+        return None
+    more = " ..." if len(floats) > shown else ""
+    return f"{len(floats)} op(s) compute in float ({', '.join(floats[:shown])}{more})"

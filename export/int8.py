@@ -92,6 +92,7 @@ import typing
 from typing import Any, Callable, Optional
 
 from keras_unet.export import verify
+from keras_unet.export.converter import float_ops_phrase
 from keras_unet.export.quantization.variants import BIAS_SUFFIX, GPTQ_SUFFIX
 from keras_unet.runtime.timing import median_in_turn
 
@@ -353,10 +354,8 @@ def _not_integer_only(converter: Any, model_bytes: bytes) -> Optional[str]:
     An op kept at int16 may leave a neighbour the runtime's quantizer does not cover at 16
     bits in float (onnxruntime left a ReLU6 `Clip` between int16 nodes in float): such a
     file is passed over like one the runtime refuses, so repair never chooses it."""
-    floats = converter.float_ops(model_bytes) if getattr(converter, "float_ops", None) else []
-    if not floats:
-        return None
-    return f"{NOT_INTEGER_ONLY}: {len(floats)} op(s) compute in float ({', '.join(floats[:3])})"
+    floats = float_ops_phrase(converter, model_bytes, shown=3)
+    return f"{NOT_INTEGER_ONLY}: {floats}" if floats else None
 
 
 def _shortfall(report: Any, target: float, mode: str, repair: bool, integer_only: bool,

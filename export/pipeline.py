@@ -35,7 +35,7 @@ import warnings
 from typing import Any, Optional
 
 from keras_unet.export.checks import iou_against_truth, with_mask_head
-from keras_unet.export.converter import Converter, Diagnosis, check_output
+from keras_unet.export.converter import Converter, Diagnosis, check_output, float_ops_phrase
 from keras_unet.export.int8 import NOT_INTEGER_ONLY, Int8Outcome, quantize_verified
 from keras_unet.export.job import ExportJob, open_job
 from keras_unet.export.options import STATIC_MODES, ExportOptions
@@ -157,13 +157,12 @@ def require_integer_only(converter: Converter, options: ExportOptions, model_byt
         return
     if converter.float_ops is None:
         raise ValueError(f"`integer_only` is not available for {converter.result_format} files.")
-    floats = converter.float_ops(model_bytes)
+    floats = float_ops_phrase(converter, model_bytes)
     if floats:
         raise RuntimeError(
-            f"The {options.quantize} file is not integer-only: {len(floats)} op(s) compute in "
-            f"float ({', '.join(floats[:6])}{' ...' if len(floats) > 6 else ''}). Nothing was "
-            "written. Export without --integer-only to keep them in float, or replace the "
-            "layers they come from.")
+            f"The {options.quantize} file is not integer-only: {floats}. Nothing was written. "
+            "Export without --integer-only to keep them in float, or replace the layers they "
+            "come from.")
 
 
 def diagnose(job: ExportJob, converter: Converter, conversion: Any,
