@@ -201,8 +201,13 @@ def build_page(work, title, command, notes=(), class_names=None, previous=None) 
     return page
 
 
+def _matrix_position(name) -> int:
+    """Where a model stands in `MODELS` (a name it does not list goes last)."""
+    return list(MODELS).index(name) if name in MODELS else len(MODELS)
+
+
 def _in_matrix_order(names) -> list:
-    return sorted(names, key=lambda name: list(MODELS).index(name) if name in MODELS else len(MODELS))
+    return sorted(names, key=_matrix_position)
 
 
 def _with_kept_rows(rows: list, previous_rows: list, benchmarked: set, judge: bool = True) -> tuple:
@@ -211,8 +216,7 @@ def _with_kept_rows(rows: list, previous_rows: list, benchmarked: set, judge: bo
     table get their verdict again against today's targets (`judge`)."""
     kept = [dict(row, verdict=_verdict(row)) if judge else dict(row)
             for row in previous_rows if row["model"] not in benchmarked]
-    order = {name: index for index, name in enumerate(_in_matrix_order({row["model"] for row in rows + kept}))}
-    merged = sorted(rows + kept, key=lambda row: order[row["model"]])  # stable: file order kept
+    merged = sorted(rows + kept, key=lambda row: _matrix_position(row["model"]))  # stable
     return merged, _in_matrix_order({row["model"] for row in kept})
 
 
