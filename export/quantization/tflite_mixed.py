@@ -111,7 +111,46 @@ def quantize_mixed(calibrated_model, keep_int16=(), keep_float=(), io_dtype="uin
     with _no_progress_bars():
         result = engine.quantize(recorded_qsvs(model), enable_progress_bar=False,
                                  enable_progress_report=False)
-    return uint8_io_through_int8(inline_buffers(bytes(result.quantized_model)))
+    return uint8_io_through_int8(scalar_duplicates_restored(
+        inline_buffers(bytes(result.quantized_model))))
+
+
+def scalar_duplicates_restored(model_bytes) -> bytes:
+    """`model_bytes` with each duplicated scalar constant given its source's shape back.
+
+    When two ops read one constant at different precisions (a hard-sigmoid's 1/6 read by an
+    int8 MUL and by one kept at int16), the quantizer gives each its own copy,
+    `<name>_duplicated_<index>`. litert-quantizer 0.11 gives a copy of a scalar (a tensor
+    with no shape) the shape of its float buffer's bytes, [4], so the int16 copy declares
+    four values over a buffer of one, and the runtime refuses the whole file ("Tensor 274 is
+    invalidly specified in schema"). Squeeze-and-excite blocks have such scalars, so
+    MobileNetV3 files with a block kept at int16 were refused. A file without such a copy
+    comes back unchanged.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    changed = False
+    for graph in model.subgraphs:
+        by_name = {tensor.name: tensor for tensor in graph.tensors}
+        for tensor in graph.tensors:
+            source = by_name.get(re.sub(rb"_duplicated_\d+$", b"", tensor.name or b""))
+            if source is None or source is tensor or _dims(source.shape) == _dims(tensor.shape):
+                continue
+            if _dims(source.shape) == 0 and _dims(tensor.shape) != 0:
+                tensor.shape = source.shape
+                changed = True
+    if not changed:
+        return model_bytes
+    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _dims(shape) -> int:
+    """Number of dimensions of a schema tensor's `shape` (None or empty: a scalar)."""
+    return 0 if shape is None else len(shape)
 
 
 def uint8_io_through_int8(model_bytes) -> bytes:
