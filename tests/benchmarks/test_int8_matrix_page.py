@@ -82,14 +82,17 @@ def test_a_work_folder_without_benchmarks_is_refused(tmp_path, capsys):
 
 def test_rows_of_models_not_benchmarked_again_are_kept_from_the_earlier_file(work, tmp_path, capsys):
     earlier = int8_matrix_page.build_page(work, "CamVid", "python -m ...", [], NAMES)
+    assert {row["measured"] for row in earlier["tables"][0]["rows"]} == {"2026-12-07"}
     # The earlier file also held a ResNet50 row (before vanilla_bn in the matrix's order) that
-    # met an older, looser target; this work folder has benchmarked vanilla_bn again only.
+    # met an older, looser target, and a MobileNetV2 row kept there from a file of 2026-11-30,
+    # written before rows carried their date; this work folder benchmarked vanilla_bn again only.
     resnet = dict(earlier["tables"][0]["rows"][0], model="resnet50", agreement_iou=0.98,
-                  verdict="met")
-    earlier["tables"][0]["rows"].append(resnet)
+                  verdict="met", measured="2026-12-01", versions="keras-unet-edge 0.0.9")
+    older = {key: value for key, value in resnet.items() if key not in ("measured", "versions")}
+    earlier["tables"][0]["rows"] += [resnet, dict(older, model="mobilenet_v2")]
     earlier["tables"][1]["rows"].append(dict(earlier["tables"][1]["rows"][0], model="resnet50"))
-    earlier["notes"][1] = "Epochs trained: vanilla_bn 3, resnet50 20."
-    earlier["date"] = "2026-12-01"
+    earlier["notes"][1] = "Epochs trained: vanilla_bn 3, resnet50 20, mobilenet_v2 5."
+    earlier["date"], earlier["versions"] = "2026-12-03", "keras-unet-edge 0.1.0"
     path = tmp_path / "earlier.json"
     path.write_text(json.dumps(earlier))
     out = tmp_path / "now.json"
@@ -98,12 +101,25 @@ def test_rows_of_models_not_benchmarked_again_are_kept_from_the_earlier_file(wor
                                   "--keep-rows-from", str(path)]) == 0
     page = json.loads(out.read_text())
     main, classes = page["tables"]
-    assert [row["model"] for row in main["rows"]] == ["vanilla_bn", "vanilla_bn", "resnet50"]
+    assert [row["model"] for row in main["rows"]] == ["vanilla_bn", "vanilla_bn", "mobilenet_v2", "resnet50"]
     assert [row["model"] for row in classes["rows"]] == ["vanilla_bn", "vanilla_bn", "resnet50"]
-    assert main["rows"][2]["verdict"].startswith("missed: agreement_iou")  # judged again
-    assert "Epochs trained: vanilla_bn 10, resnet50 20." in page["notes"]  # vanilla_bn's own run
-    assert any(note.startswith("Rows of resnet50 are kept from the results of 2026-12-01")
-               for note in page["notes"])
+    assert main["rows"][3]["verdict"].startswith("missed: agreement_iou")  # judged again
+    assert "Epochs trained: vanilla_bn 10, mobilenet_v2 5, resnet50 20." in page["notes"]
+    # Each kept row keeps the date it was measured on; one without gets its file's date.
+    assert [row["measured"] for row in main["rows"]] == ["2026-12-07", "2026-12-07", "2026-12-03",
+                                                         "2026-12-01"]
+    kept = [note for note in page["notes"] if note.startswith("Rows of")]
+    assert kept == [
+        "Rows of mobilenet_v2 are kept from the results of 2026-12-03 (keras-unet-edge 0.1.0): "
+        "those models were not trained, exported or benchmarked again for this page.",
+        "Rows of resnet50 are kept from the results of 2026-12-01 (keras-unet-edge 0.0.9): "
+        "those models were not trained, exported or benchmarked again for this page."]
+    # Merged again into a later file, the kept rows still name the day they were measured.
+    again = tmp_path / "again.json"
+    assert int8_matrix_page.main(["--work", str(work), "--out", str(again), "--title", "CamVid",
+                                  "--command", "c", "--class-names", *NAMES,
+                                  "--keep-rows-from", str(out)]) == 0
+    assert [note for note in json.loads(again.read_text())["notes"] if note.startswith("Rows of")] == kept
 
 
 def test_an_unreadable_earlier_results_file_is_refused(work, tmp_path, capsys):
