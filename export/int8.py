@@ -32,8 +32,10 @@ docs/notes/2026-12-07-gptq-weight-rounding.md (the rounded one).
    (`TARGET_SHARE`) of the model's quantized ops (the target is worth a few layers, not a
    float model). The isolated report stays as the diagnosis (`--report`).
 3. The choice: of the files that meet the target, the fastest, timed in turn here (the
-   all-int8 file, when it meets it, is chosen without timing: nothing is faster); without
-   timings, the one with the fewest ops kept. Else the best calibration when it reaches
+   all-int8 file, when it meets it, is chosen without timing: nothing is faster), and of
+   those within timing noise of it the one with the fewest ops kept; without timings, the
+   one with the fewest ops kept. Repair's trims (`keras_unet.export.repair`, step 4) give
+   it files with fewer ops that still meet the target. Else the best calibration when it reaches
    the target by its verified figure alone (no margin); else the file with the fewest ops
    kept that does. Else, when the best calibration meets the floor: if no file beats it by
    more than `CONFIDENCE_Z` standard errors, it is written (kept ops would cost speed for
@@ -446,13 +448,20 @@ def _choose(session, best_int8, tried, target, confident):
 
 
 def _fastest(session: Any, entries: list) -> Any:
-    """The fastest of `entries`, timed in turn here (`LATENCY_ROUNDS`); without timings the
-    one with the fewest ops kept (the first of those)."""
+    """The fastest of `entries`, timed in turn here (`LATENCY_ROUNDS`): of those within
+    `MIN_COST_SHARE` of the fastest time (timing noise), the one with the fewest ops kept
+    (fewer ops above int8 fall back from an accelerator), then the faster. Without timings
+    the one with the fewest ops kept (the first of those)."""
+    from keras_unet.export.repair import MIN_COST_SHARE
+
     if len(entries) > 1:
         timings = median_in_turn({str(i): functools.partial(session.time_ms, entry.quantized)
                                   for i, entry in enumerate(entries)}, LATENCY_ROUNDS)
         if timings:
-            return entries[min(range(len(entries)), key=lambda i: timings[str(i)])]
+            fastest = min(timings.values())
+            near = [i for i in range(len(entries))
+                    if timings[str(i)] <= fastest * (1.0 + MIN_COST_SHARE)]
+            return entries[min(near, key=lambda i: (len(entries[i].kept), timings[str(i)]))]
     return min(entries, key=lambda entry: len(entry.kept))
 
 

@@ -29,6 +29,11 @@ on the whole file, as AIMET's AMP and the LiteRT quantizer's auto-quant recipes 
    `cleared`). When a round's shortlist is spent, the next round reports again with what is
    kept (keeping one op changes what the next sees) and shortlists anew, up to `MAX_ROUNDS`.
    Never more than `limit` ops are kept.
+4. **Trimmed back.** A file that clears the target with a group of at least `MIN_TRIM` ops
+   kept (a stretch, mostly) is tried again with half of that group back at int8, then
+   half of what is left, while the file still clears it (at most `TRIM_TRIALS` files):
+   a stretch holds the loss, not every op of it needs the higher precision. Each trial is
+   a `Candidate` with `trimmed` set; `added` marks the trims kept.
 
 Every file built is recorded by the caller (`measure`), so the choice among the files that
 clear the target (`keras_unet.export.int8`: the fastest one measured) sees them all.
@@ -60,6 +65,10 @@ SHORTLIST = 6
 MAX_SEGMENTS = 12
 MIN_SEGMENTS = 3
 MAX_ROUNDS = 2
+# Trimming what cleared the target: groups of at least MIN_TRIM ops are halved, at most
+# TRIM_TRIALS files in all (each costs a quantization and a verification).
+MIN_TRIM = 4
+TRIM_TRIALS = 6
 # Latency differences under this share of the file's own latency are timing noise.
 MIN_COST_SHARE = 0.02
 # Cost-model units of an op kept at int16 (an op kept in float costs 1).
@@ -109,6 +118,9 @@ class Candidate:
             alone can load with its neighbours kept too): they share a step.
         step_gain: the agreement that step added to the file kept before it; the summary
             reports this, not the candidate's gain alone (`gain`), which may be negative.
+        trimmed: a trial of `nodes` back at int8 in a file that cleared the target (its
+            `gain` and `cost` are the change that brings, mostly negative); `added`: the
+            file still cleared it, and the ops stayed at int8.
     """
 
     nodes: list
@@ -122,6 +134,7 @@ class Candidate:
     error: Optional[str] = None
     step: Optional[int] = None
     step_gain: Optional[float] = None
+    trimmed: bool = False
 
     @property
     def ratio(self) -> float:
@@ -196,7 +209,7 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
             if timed:
                 current_ms = time_ms(entry.quantized)
             if cleared(entry.report):
-                return candidates
+                return _trim(session, measure, kept, entry, cleared, candidates, time_ms, names)
         if not added_groups:
             # Nothing gained on its own; a file the runtime refused may load with its
             # neighbours kept too (XNNPack refuses an int8 op between float ones outside its
@@ -208,6 +221,59 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
         if rows is None or not measured:
             break
     return candidates
+
+
+def _trim(session: Any, measure: Callable, kept: Kept, entry: Any, cleared: Callable,
+          candidates: list, time_ms: Callable, names: Callable[[list], list] = list) -> list:
+    """Put halves of the large kept groups back at int8 while the file still clears the
+    target (step 4 of the module docstring); returns `candidates` with the trials added.
+
+    A half goes back with what must change precision with it: the ops left kept are expanded
+    again (`Int8Session.expand`), so an op reading a kept op's output stays kept."""
+    trials = TRIM_TRIALS
+    current_ms = time_ms(entry.quantized)
+    for group in [c for c in candidates if c.added and len(c.nodes) >= MIN_TRIM]:
+        left = [node for node in group.nodes if node in kept.nodes]
+        while len(left) >= 2 and trials:
+            half = len(left) // 2
+            for back in (left[half:], left[:half]):
+                if not trials:
+                    break
+                trial = _without(session, kept, back, group.precision)
+                if trial == kept:
+                    continue
+                trials -= 1
+                candidate = Candidate(list(back), names(list(back)), group.precision, trimmed=True)
+                candidates.append(candidate)
+                trimmed = measure(trial)
+                if trimmed is None:
+                    candidate.error = "the runtime refused the file"
+                    continue
+                candidate.agreement = trimmed.agreement
+                candidate.gain = round(trimmed.agreement - entry.agreement, 6)
+                ms = time_ms(trimmed.quantized)
+                if ms is not None and current_ms is not None:
+                    candidate.cost = round(ms - current_ms, 4)
+                else:
+                    candidate.cost, candidate.cost_unit = float(len(trial) - len(kept)), "units"
+                if cleared(trimmed.report):
+                    candidate.added = True
+                    kept, entry, current_ms = trial, trimmed, ms
+                    left = [node for node in left if node in kept.nodes]
+                    break
+            else:
+                break  # neither half can go back: the rest of this group stays
+    return candidates
+
+
+def _without(session: Any, kept: Kept, back: list, precision: str) -> Kept:
+    """`kept` with `back` returned to int8 at `precision`'s list, the rest expanded again."""
+    own = kept.float if precision == "float" else kept.int16
+    rest = [node for node in own if node not in back]
+    again = tuple(dict.fromkeys(n for n in session.expand(rest) if n in own)) if rest else ()
+    if precision == "float":
+        return Kept(again, kept.int16)
+    return Kept(kept.float, again)
 
 
 def _refused_together(candidates: list, measure: Callable, kept: Kept, agreement: float,

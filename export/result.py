@@ -111,10 +111,12 @@ class ExportResult:
                  else f"int8: {_calibration_words(self.calibration_method)}, ")
                 + _kept_line(self.kept_float, self.kept_int16, tries, self.quantization))
             if self.repair_candidates:
-                added = [c for c in self.repair_candidates if c.get("added")]
+                added = [c for c in self.repair_candidates
+                         if c.get("added") and not c.get("trimmed")]
                 lines.append(f"repair measured {len(self.repair_candidates)} candidate(s) end to "
                              f"end; the search added {len(added)}"
-                             + "".join(f"; {step}" for step in _kept_steps(added)))
+                             + "".join(f"; {step}" for step in _kept_steps(added))
+                             + _trimmed_phrase(self.repair_candidates))
             cost = self.kept_float_latency_ms
             if (self.kept_float or self.kept_int16) and cost.get("all_int8"):
                 change = cost["this_file"] / cost["all_int8"] - 1.0
@@ -171,6 +173,18 @@ def _counted(names):
     from collections import Counter
 
     return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in Counter(names).items())
+
+
+def _trimmed_phrase(candidates: list) -> str:
+    """`"; then 8 of those op(s) went back to int8 with the target still cleared (2
+    trial(s))"`, or ""
+    when repair trimmed nothing (`Candidate.trimmed`)."""
+    trials = [c for c in candidates if c.get("trimmed")]
+    if not trials:
+        return ""
+    back = sum(len(c["names"]) for c in trials if c.get("added"))
+    return (f"; then {back} of those op(s) went back to int8 with the target still cleared "
+            f"({len(trials)} trial(s))")
 
 
 def _kept_steps(added: list) -> list:

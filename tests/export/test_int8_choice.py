@@ -526,3 +526,51 @@ def test_files_passed_over_as_not_integer_only_are_named_apart_from_runtime_refu
         "1 int8 file(s) tried did not load in the runtime, e.g. with 0 op(s) in float: XNNPACK refused it",
         "1 file(s) tried were passed over, e.g. with 2 op(s) at int16: not integer-only: 1 op(s) "
         "compute in float (Clip c)"]
+
+
+def _pair_in_a_stretch(variant, floats, int16s):
+    """layer10 and layer11 together recover the file (neither alone); the stretch that holds
+    them (layer10..layer14) is what finds them."""
+    return {"a": 0.95, "b": 0.97}[variant] + 0.025 * {"layer10", "layer11"}.issubset(floats)
+
+
+class OrderedTimedSession(TimedSession):
+    def layer_order(self):
+        return ["input"] + LAYERS
+
+
+def test_a_stretch_that_cleared_is_trimmed_back_to_the_ops_that_matter(monkeypatch):
+    outcome, _ = _choose(monkeypatch, _pair_in_a_stretch, session_class=OrderedSession)
+    assert sorted(outcome.kept_float) == ["layer10", "layer11"]
+    trims = [c for c in outcome.candidates if c.trimmed]
+    # layer12..14 went back at once; then neither layer10 nor layer11 could.
+    assert [(c.names, c.added) for c in trims] == [
+        (["layer12", "layer13", "layer14"], True), (["layer11"], False), (["layer10"], False)]
+    assert trims[1].gain == pytest.approx(-0.025)
+    from keras_unet.export.result import _trimmed_phrase
+
+    phrase = _trimmed_phrase([c.to_dict() for c in outcome.candidates])
+    assert phrase == "; then 3 of those op(s) went back to int8 with the target still cleared (3 trial(s))"
+
+
+def test_a_trimmed_file_slower_than_timing_noise_is_not_chosen(monkeypatch):
+    # Kept in float, layer12..layer14 make the file faster (XNNPack ran some float stretches
+    # faster than int8): the trimmed file clears with fewer ops but is slower, so the
+    # stretch is written; within the timing noise the trimmed one would be.
+    monkeypatch.setattr(TimedSession, "cost", {"layer12": -0.1, "layer13": -0.1, "layer14": -0.1})
+    outcome, _ = _choose(monkeypatch, _pair_in_a_stretch, session_class=OrderedTimedSession)
+    assert sorted(outcome.kept_float) == [f"layer{i}" for i in range(10, 15)]
+    assert any(c.trimmed and c.added for c in outcome.candidates)
+    monkeypatch.setattr(TimedSession, "cost", {f"layer{i}": -0.001 for i in (12, 13, 14)})
+    outcome, _ = _choose(monkeypatch, _pair_in_a_stretch, session_class=OrderedTimedSession)
+    assert sorted(outcome.kept_float) == ["layer10", "layer11"]
+
+
+def test_small_groups_and_files_short_of_the_target_are_not_trimmed(monkeypatch):
+    score = effects({"a": 0.95, "b": 0.97}, {"layer2": 0.03})
+    outcome, _ = _choose(monkeypatch, score, session_class=OrderedSession)
+    assert outcome.kept_float == ["layer2"] and not any(c.trimmed for c in outcome.candidates)
+    short = effects({"a": 0.95, "b": 0.96}, {f"layer{i}": 0.002 for i in range(10, 15)})
+    outcome, _ = _choose(monkeypatch, short, session_class=OrderedSession)
+    assert outcome.verification.agreement_iou < 0.98
+    assert not any(c.trimmed for c in outcome.candidates)

@@ -1,5 +1,12 @@
-"""keras_unet.export.quantization.tflite_mixed: what it asks of the LiteRT quantizer."""
+"""keras_unet.export.quantization.tflite_mixed: what it asks of the LiteRT quantizer, and what
+it repairs in the files it writes.
 
+A scalar constant read by an int8 op and by one kept at int16 (MobileNetV3's hard sigmoid):
+the LiteRT quantizer gives each precision its own copy of the constant; the file must load
+and compute what the all-int8 file computes, to within int8's rounding.
+"""
+
+import numpy as np
 import pytest
 
 
@@ -20,3 +27,82 @@ def test_the_quantizers_progress_bars_stay_off_while_it_writes_a_file(capsys):
     with progress_utils.ProgressBar(total_steps=500, description="Applying", enable=True) as bar:
         bar.update_single_step()  # outside: the quantizer's own default again
     assert "Applying" in capsys.readouterr().err
+
+
+def _hard_swish_net():
+    """Two squeeze-style gates, x * relu6(conv(x) + 3) / 6 (a conv between, so the converter
+    does not fuse a HARD_SWISH); it folds both 1/6 into one scalar constant."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    for filters in (8, 8):
+        x = keras.layers.Conv2D(filters, 3, padding="same")(x)
+        gate = keras.layers.Conv2D(filters, 1)(x)
+        x = keras.layers.Multiply()([x, keras.layers.ReLU(6.0)(gate + 3.0) * (1.0 / 6.0)])
+    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _predict(model_bytes, images):
+    import tempfile
+    from pathlib import Path
+
+    from keras_unet.runtime.tflite import TFLiteRunner
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.tflite"
+        path.write_bytes(model_bytes)
+        with TFLiteRunner(path, threads=1) as runner:
+            return runner.predict(images)
+
+
+def _constant_sizes(model_bytes) -> dict:
+    """`{tensor name: (bytes its shape and type declare, bytes its buffer holds)}` of each
+    constant: what the runtime checks before it loads the file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    itemsize = {schema.TensorType.INT8: 1, schema.TensorType.UINT8: 1, schema.TensorType.INT16: 2,
+                schema.TensorType.INT32: 4, schema.TensorType.FLOAT32: 4, schema.TensorType.INT64: 8}
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    sizes = {}
+    for tensor in model.subgraphs[0].tensors:
+        data = model.buffers[tensor.buffer].data
+        if data is not None and len(data) and tensor.type in itemsize:
+            count = int(np.prod(tensor.shape)) if tensor.shape is not None else 1
+            sizes[tensor.name] = (count * itemsize[tensor.type], len(data))
+    return sizes
+
+
+@pytest.mark.slow
+def test_a_scalar_shared_by_int8_and_int16_ops_keeps_its_shape():
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export.job import open_job
+    from keras_unet.export.options import ExportOptions
+    from keras_unet.export.tflite import TFLITE_REWRITES, conversion_options
+    from keras_unet.export.tflite_int8 import TFLiteSession
+    from keras_unet.export.tflite_ops import _ops
+    from keras_unet.runtime import imageio
+
+    images, _ = imageio.load_dataset_arrays(nuclei_path(), size=(32, 32), channels=3)
+    images = images[:24].astype("float32")
+    options = ExportOptions(quantize="int8", calibration_data=images[:16],
+                            verification_data=images[16:], progress=False)
+    with open_job(_hard_swish_net(), options) as job:
+        session = TFLiteSession(job, conversion_options(ExportOptions(quantize="int8")),
+                                TFLITE_REWRITES)
+        variant = session.variants[0]
+        scaled = [node for node, op in session.quantizer._ops.items() if op == "MUL"
+                  and "multiply" not in node.split(";")[0]]
+        assert len(scaled) >= 2, session.quantizer._ops  # the two * (1/6)
+        int8 = session.quantize([], variant)
+        mixed = session.quantize([], variant, keep_int16=(scaled[-1],))
+        assert session.refusal(mixed) is None
+    # One MUL reads the 1/6 at int16, the other at int8: two copies, each the size it says.
+    sizes = _constant_sizes(mixed)
+    copies = [name for name in sizes if b"_duplicated_" in name]
+    assert copies, sorted(sizes)
+    assert all(declared == stored for declared, stored in sizes.values()), sizes
+    reference = _predict(int8, images[16:])
+    assert np.abs(_predict(mixed, images[16:]) - reference).max() < 0.05
