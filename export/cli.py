@@ -10,8 +10,9 @@ keeps the best; below an agreement of 0.985 (or the floor, when higher) it is re
 candidates (the stem, the head, contiguous stretches of the model and the worst layers of the
 per-layer report) are measured on the whole file at int16 activations or in float and kept by
 agreement gained per latency cost until 0.985 holds by two standard errors of the verified
-agreement (the noise of the verification images); of the files that clear it the fastest is
-written; when none does, the fastest file within the noise of the best agreement found (the
+agreement (the noise of the verification images), then halves of a kept stretch go back to
+int8 while it still holds; of the files that clear it the fastest is written (of those within
+2% of it, the one keeping the fewest ops); when none does, the fastest file within the noise of the best agreement found (the
 all-int8 file when repair gained no more than that noise), with a warning that says by how
 much it falls short and what keeps more (--quantize int16x8, or train --qat); --no-repair
 turns all that off (percentile calibration only). --integer-only (for NPUs) refuses any float
