@@ -111,8 +111,40 @@ def quantize_mixed(calibrated_model, keep_int16=(), keep_float=(), io_dtype="uin
     with _no_progress_bars():
         result = engine.quantize(recorded_qsvs(model), enable_progress_bar=False,
                                  enable_progress_report=False)
-    return uint8_io_through_int8(scalar_duplicates_restored(
-        inline_buffers(bytes(result.quantized_model))))
+    return uint8_io_through_int8(general_int16_additions(scalar_duplicates_restored(
+        inline_buffers(bytes(result.quantized_model)))))
+
+
+def general_int16_additions(model_bytes) -> bytes:
+    """`model_bytes` with each int16 ADD and SUB on TFLite's general rescaling path.
+
+    Their options default to `pot_scale_int16`, which sends an op whose three scales are all
+    near powers of two to a kernel written for LSTM cells, where no input may have a coarser
+    scale than the output. MobileNetV3's input rescaling kept at int16 has such scales (the
+    image at 2/32767, the -1 and the output at 1/32767), and the runtime refused the file
+    ("data->input1_shift <= 0 was not true ... ADD failed to prepare"). TF's own 16x8
+    converter writes these ops with the flag off. A file without such an op comes back
+    unchanged.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    from keras_unet.export.quantization.tflite_graph import builtin_codes
+
+    arithmetic = {schema.BuiltinOperator.ADD, schema.BuiltinOperator.SUB}
+
+    def edit(model) -> bool:
+        codes, changed = builtin_codes(model), False
+        for graph in model.subgraphs:
+            for op in graph.operators:
+                options = op.builtinOptions
+                if (codes[op.opcodeIndex] in arithmetic and options is not None
+                        and getattr(options, "potScaleInt16", False)
+                        and graph.tensors[op.outputs[0]].type == schema.TensorType.INT16):
+                    options.potScaleInt16 = False
+                    changed = True
+        return changed
+
+    return _edited(model_bytes, edit)
 
 
 def scalar_duplicates_restored(model_bytes) -> bytes:
@@ -127,21 +159,30 @@ def scalar_duplicates_restored(model_bytes) -> bytes:
     MobileNetV3 files with a block kept at int16 were refused. A file without such a copy
     comes back unchanged.
     """
+    def edit(model) -> bool:
+        changed = False
+        for graph in model.subgraphs:
+            by_name = {tensor.name: tensor for tensor in graph.tensors}
+            for tensor in graph.tensors:
+                source = by_name.get(re.sub(rb"_duplicated_\d+$", b"", tensor.name or b""))
+                if source is None or source is tensor:
+                    continue
+                if _dims(source.shape) == 0 and _dims(tensor.shape) != 0:
+                    tensor.shape = source.shape
+                    changed = True
+        return changed
+
+    return _edited(model_bytes, edit)
+
+
+def _edited(model_bytes, edit) -> bytes:
+    """`model_bytes` after `edit(model)` on its object form (`ModelT`); the same bytes when
+    `edit` returns False (it changed nothing)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
-    changed = False
-    for graph in model.subgraphs:
-        by_name = {tensor.name: tensor for tensor in graph.tensors}
-        for tensor in graph.tensors:
-            source = by_name.get(re.sub(rb"_duplicated_\d+$", b"", tensor.name or b""))
-            if source is None or source is tensor or _dims(source.shape) == _dims(tensor.shape):
-                continue
-            if _dims(source.shape) == 0 and _dims(tensor.shape) != 0:
-                tensor.shape = source.shape
-                changed = True
-    if not changed:
+    if not edit(model):
         return model_bytes
     builder = flatbuffers.Builder(len(model_bytes) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
@@ -164,38 +205,35 @@ def uint8_io_through_int8(model_bytes) -> bytes:
     same values, one more requantization of 8-bit codes that maps each exactly. A file
     without such an op comes back unchanged.
     """
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     from keras_unet.export.quantization.tflite_graph import builtin_codes
 
     if schema.Model.GetRootAs(model_bytes, 0).SubgraphsLength() != 1:
         return model_bytes
-    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
-    graph = model.subgraphs[0]
-    codes = builtin_codes(model)
     pair = {schema.TensorType.UINT8, schema.TensorType.INT16}
-    operators, changed = [], False
-    for op in graph.operators:
-        operators.append(op)
-        if codes[op.opcodeIndex] != schema.BuiltinOperator.QUANTIZE:
-            continue
-        source, target = op.inputs[0], op.outputs[0]
-        if {graph.tensors[source].type, graph.tensors[target].type} != pair:
-            continue
-        uint8 = source if graph.tensors[source].type == schema.TensorType.UINT8 else target
-        middle = _int8_twin(graph, schema, graph.tensors[uint8])
-        second = schema.OperatorT()
-        second.opcodeIndex, second.inputs, second.outputs = op.opcodeIndex, [middle], [target]
-        op.outputs = [middle]
-        operators.append(second)
-        changed = True
-    if not changed:
-        return model_bytes
-    graph.operators = operators
-    builder = flatbuffers.Builder(len(model_bytes) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+
+    def edit(model) -> bool:
+        graph, codes = model.subgraphs[0], builtin_codes(model)
+        operators, changed = [], False
+        for op in graph.operators:
+            operators.append(op)
+            if codes[op.opcodeIndex] != schema.BuiltinOperator.QUANTIZE:
+                continue
+            source, target = op.inputs[0], op.outputs[0]
+            if {graph.tensors[source].type, graph.tensors[target].type} != pair:
+                continue
+            uint8 = source if graph.tensors[source].type == schema.TensorType.UINT8 else target
+            middle = _int8_twin(graph, schema, graph.tensors[uint8])
+            second = schema.OperatorT()
+            second.opcodeIndex, second.inputs, second.outputs = op.opcodeIndex, [middle], [target]
+            op.outputs = [middle]
+            operators.append(second)
+            changed = True
+        graph.operators = operators
+        return changed
+
+    return _edited(model_bytes, edit)
 
 
 def _int8_twin(graph, schema, tensor) -> int:

@@ -106,3 +106,45 @@ def test_a_scalar_shared_by_int8_and_int16_ops_keeps_its_shape():
     assert all(declared == stored for declared, stored in sizes.values()), sizes
     reference = _predict(int8, images[16:])
     assert np.abs(_predict(mixed, images[16:]) - reference).max() < 0.05
+
+
+@pytest.mark.slow
+def test_an_input_rescaling_kept_at_int16_takes_the_general_add_kernel():
+    """MobileNetV3's x / 127.5 - 1 at int16, over images that span 0..255: the three scales of
+    its ADD are powers of two to TFLite's tolerance (2/32767, 1/32767, 1/32767), which sends
+    it to the LSTM kernel that refuses a coarser input than output."""
+    import keras
+    from ai_edge_litert import schema_py_generated as schema
+
+    from keras_unet.datasets import nuclei_path
+    from keras_unet.export.job import open_job
+    from keras_unet.export.options import ExportOptions
+    from keras_unet.export.quantization.tflite_mixed import general_int16_additions
+    from keras_unet.export.tflite import TFLITE_REWRITES, conversion_options
+    from keras_unet.export.tflite_int8 import TFLiteSession
+    from keras_unet.runtime import imageio
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
+    images, _ = imageio.load_dataset_arrays(nuclei_path(), size=(32, 32), channels=3)
+    images = images[:24].astype("float32")
+    images[:, :4, :4], images[:, -4:, -4:] = 0.0, 255.0  # the full input range
+    options = ExportOptions(quantize="int8", calibration_data=images[:16],
+                            verification_data=images[16:], progress=False)
+    with open_job(model, options) as job:
+        session = TFLiteSession(job, conversion_options(ExportOptions(quantize="int8",
+                                                                      integer_only=True)),
+                                TFLITE_REWRITES)
+        variant = session.variants[0]
+        int8 = session.quantize([], variant)
+        mixed = session.quantize([], variant, keep_int16=tuple(session.leading_nodes()))
+        assert session.refusal(mixed) is None
+    adds = [op for op in schema.ModelT.InitFromPackedBuf(bytearray(mixed), 0).subgraphs[0].operators
+            if isinstance(op.builtinOptions, schema.AddOptionsT)]
+    assert adds and not any(op.builtinOptions.potScaleInt16 for op in adds)
+    assert general_int16_additions(int8) is int8  # no int16 ADD: unchanged
+    reference = _predict(int8, images[16:])
+    assert np.abs(_predict(mixed, images[16:]) - reference).max() < 0.05
