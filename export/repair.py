@@ -184,13 +184,9 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
                 if len(trial) > limit or trial == kept:
                     continue
                 candidate = Candidate(list(nodes), names(list(nodes)), precision)
-                candidates.append(candidate)
-                entry = measure(trial)
+                entry = _measured(candidate, trial, measure, candidates, current_agreement)
                 if entry is None:
-                    candidate.error = "the runtime refused the file"
                     continue
-                candidate.agreement = entry.agreement
-                candidate.gain = round(entry.agreement - current_agreement, 6)
                 candidate.cost, candidate.cost_unit = _cost(time_ms, entry, kept, trial,
                                                             current_ms)
                 measured.append((candidate, tuple(nodes), precision))
@@ -223,6 +219,20 @@ def search(session: Any, measure: Callable[[Kept], Any], images: Any, variant: s
     return candidates
 
 
+def _measured(candidate: Candidate, trial: Kept, measure: Callable, candidates: list,
+              agreement: float) -> Any:
+    """Record `candidate`, measure the file with `trial` kept, and set the candidate's
+    agreement and its gain over `agreement`; the entry, or None when the runtime refused it."""
+    candidates.append(candidate)
+    entry = measure(trial)
+    if entry is None:
+        candidate.error = "the runtime refused the file"
+        return None
+    candidate.agreement = entry.agreement
+    candidate.gain = round(entry.agreement - agreement, 6)
+    return entry
+
+
 def _trim(session: Any, measure: Callable, kept: Kept, entry: Any, cleared: Callable,
           candidates: list, time_ms: Callable, names: Callable[[list], list] = list) -> list:
     """Put halves of the large kept groups back at int8 while the file still clears the
@@ -244,13 +254,9 @@ def _trim(session: Any, measure: Callable, kept: Kept, entry: Any, cleared: Call
                     continue
                 trials -= 1
                 candidate = Candidate(list(back), names(list(back)), group.precision, trimmed=True)
-                candidates.append(candidate)
-                trimmed = measure(trial)
+                trimmed = _measured(candidate, trial, measure, candidates, entry.agreement)
                 if trimmed is None:
-                    candidate.error = "the runtime refused the file"
                     continue
-                candidate.agreement = trimmed.agreement
-                candidate.gain = round(trimmed.agreement - entry.agreement, 6)
                 ms = time_ms(trimmed.quantized)
                 if ms is not None and current_ms is not None:
                     candidate.cost = round(ms - current_ms, 4)
