@@ -253,7 +253,9 @@ def _trim(session: Any, measure: Callable, kept: Kept, entry: Any, cleared: Call
                 if trial == kept:
                     continue
                 trials -= 1
-                candidate = Candidate(list(back), names(list(back)), group.precision, trimmed=True)
+                # What actually goes back: expanding the rest may keep some of `back`.
+                gone = [node for node in kept.nodes if node not in trial.nodes]
+                candidate = Candidate(gone, names(gone), group.precision, trimmed=True)
                 trimmed = _measured(candidate, trial, measure, candidates, entry.agreement)
                 if trimmed is None:
                     continue

@@ -574,3 +574,21 @@ def test_small_groups_and_files_short_of_the_target_are_not_trimmed(monkeypatch)
     outcome, _ = _choose(monkeypatch, short, session_class=OrderedSession)
     assert outcome.verification.agreement_iou < 0.98
     assert not any(c.trimmed for c in outcome.candidates)
+
+
+class ConsumerSession(OrderedSession):
+    """A format where an op's reader stays kept with it (TFLite's `expand`): layerN+1 reads
+    layerN."""
+
+    def expand(self, nodes):
+        readers = [f"layer{int(n[5:]) + 1}" for n in nodes if n.startswith("layer")]
+        return list(dict.fromkeys(list(nodes) + [r for r in readers if r in LAYERS]))
+
+
+def test_a_trim_records_only_the_ops_that_went_back(monkeypatch):
+    # The stretch layer10..14 is kept with its reader layer15. Putting its second half
+    # (layer13..15) back keeps layer13, which reads layer12: only layer14 and layer15 go back.
+    outcome, _ = _choose(monkeypatch, _pair_in_a_stretch, session_class=ConsumerSession)
+    first = next(c for c in outcome.candidates if c.trimmed)
+    assert first.names == ["layer14", "layer15"] and first.added
+    assert {"layer10", "layer11"} <= set(outcome.kept_float)
