@@ -25,6 +25,7 @@ python -m keras_unet.benchmarks.int8_matrix_page --work runs/int8_camvid \\
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -35,6 +36,9 @@ from keras_unet.benchmarks.int8_matrix import (MODELS, MODES, failed_targets, mo
 FORMATS = {".tflite": "TFLite (LiteRT)", ".onnx": "ONNX Runtime"}
 MODE_LABELS = {"int8": "", "int16x8": " int16x8", "integer_only": " int8 integer-only"}
 EPOCHS_NOTE = "Epochs trained: "
+# The note `_kept_notes` writes, read back by `_previous_provenance`.
+KEPT_NOTE = re.compile(r"Rows of (?P<models>.+?) are kept from the results of (?P<date>[0-9-]+) "
+                       r"\((?P<versions>.*)\): those models")
 
 
 def runtime_label(file) -> str:
@@ -227,16 +231,18 @@ def _with_kept_rows(rows: list, previous_rows: list, benchmarked: set, judge: bo
     """`rows` with the rows of `previous_rows` whose model is not in `benchmarked`, in `MODELS`
     order (each model's rows in their own order); `(rows, kept models)`. Kept rows of the main
     table get their verdict again against today's targets (`judge`). A kept row without its
-    own `measured` date and `versions` (written before rows carried them) gets those of the
-    `previous` file it comes from."""
+    own `measured` date and `versions` (written before rows carried them) gets those the
+    `previous` file's notes give its model (`_previous_provenance`), else the file's own."""
     origin = {"measured": (previous or {}).get("date"), "versions": (previous or {}).get("versions")}
+    noted = _previous_provenance(previous or {})
     kept = []
     for row in previous_rows:
         if row["model"] in benchmarked:
             continue
         row = dict(row, verdict=_verdict(row)) if judge else dict(row)
         if previous is not None:
-            row.update({key: value for key, value in origin.items() if not row.get(key)})
+            known = noted.get(row["model"], origin)
+            row.update({key: value for key, value in known.items() if not row.get(key)})
         kept.append(row)
     merged = sorted(rows + kept, key=lambda row: _matrix_position(row["model"]))  # stable
     return merged, _in_matrix_order({row["model"] for row in kept})
@@ -249,6 +255,18 @@ def _previous_epochs(page: dict) -> dict:
             pairs = (item.rsplit(" ", 1) for item in note[len(EPOCHS_NOTE):].rstrip(".").split(", "))
             return {name: None if epochs == "None" else int(epochs) for name, epochs in pairs}
     return {}
+
+
+def _previous_provenance(page: dict) -> dict:
+    """`{model: {"measured", "versions"}}` from an earlier results file's notes on kept rows (as
+    `_kept_notes` writes them): what a file written before rows carried their date knew."""
+    found = {}
+    for note in page.get("notes", []):
+        match = KEPT_NOTE.match(note)
+        if match:
+            for name in match["models"].split(", "):
+                found[name] = {"measured": match["date"], "versions": match["versions"]}
+    return found
 
 
 def _kept_notes(rows: list, kept_models: list) -> list:

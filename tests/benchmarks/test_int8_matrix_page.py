@@ -130,3 +130,21 @@ def test_an_unreadable_earlier_results_file_is_refused(work, tmp_path, capsys):
                                "--command", "c", "--keep-rows-from", str(bad)])
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert stopped.value.code == 2 and "--keep-rows-from" in error and "bad.json" in error
+
+
+def test_a_kept_row_without_a_date_takes_the_one_the_earlier_files_note_gave_it(work, tmp_path):
+    # An earlier file written before rows carried their date: its own date is that of its
+    # newest rows, and its note says which rows it had kept, from when.
+    earlier = int8_matrix_page.build_page(work, "CamVid", "python -m ...", [], NAMES)
+    older = {key: value for key, value in earlier["tables"][0]["rows"][0].items()
+             if key not in ("measured", "versions")}
+    earlier["tables"][0]["rows"] = [dict(older, model="resnet50"), dict(older, model="attention")]
+    earlier["tables"].pop()
+    earlier["date"], earlier["versions"] = "2026-12-08", "keras-unet-edge 0.1.0, keras 3.15.1"
+    earlier["notes"].append("Rows of resnet50 are kept from the results of 2026-12-05 (keras-unet-edge "
+                            "0.1.0, keras 3.14.0): those models were not trained, exported or "
+                            "benchmarked again for this page.")
+    page = int8_matrix_page.build_page(work, "CamVid", "c", [], NAMES, previous=earlier)
+    dates = {row["model"]: (row["measured"], row["versions"]) for row in page["tables"][0]["rows"]}
+    assert dates["resnet50"] == ("2026-12-05", "keras-unet-edge 0.1.0, keras 3.14.0")
+    assert dates["attention"] == ("2026-12-08", "keras-unet-edge 0.1.0, keras 3.15.1")
