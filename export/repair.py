@@ -38,7 +38,8 @@ on the whole file, as AIMET's AMP and the LiteRT quantizer's auto-quant recipes 
 Every file built is recorded by the caller (`measure`), so the choice among the files that
 clear the target (`keras_unet.export.int8`: the fastest one measured) sees them all.
 Why: see docs/notes/2026-12-06-sensitivity-driven-repair.md and, for the stretches,
-docs/notes/2026-12-07-repair-target-and-segments.md.
+docs/notes/2026-12-07-repair-target-and-segments.md, and for the trim
+docs/notes/2026-12-08-trim-and-int16-writer.md.
 
 Example:
 ```python

@@ -18,7 +18,8 @@ quantizer, byte for byte as before: the two quantizers differ in details (e.g. t
 LiteRT one has no DEPTH_TO_SPACE, written as RESHAPE/TRANSPOSE/RESHAPE here first,
 `tflite_depth_to_space`), and replacing one with the other would change every int8 file.
 
-Why: see docs/notes/2026-12-06-tflite-int16x8.md.
+Why: see docs/notes/2026-12-06-tflite-int16x8.md; for the repairs of the written file
+(`scalar_duplicates_restored`, `general_int16_additions`), docs/notes/2026-12-08-trim-and-int16-writer.md.
 
 Example:
 ```python
