@@ -112,8 +112,9 @@ def quantize_mixed(calibrated_model, keep_int16=(), keep_float=(), io_dtype="uin
     with _no_progress_bars():
         result = engine.quantize(recorded_qsvs(model), enable_progress_bar=False,
                                  enable_progress_report=False)
-    return uint8_io_through_int8(general_int16_additions(scalar_duplicates_restored(
-        inline_buffers(bytes(result.quantized_model)))))
+    # The three repairs of the written file in one parse and one pack of the model.
+    return _edited(inline_buffers(bytes(result.quantized_model)), _restore_scalar_duplicates,
+                   _take_general_int16_additions, _bridge_uint8_io_through_int8)
 
 
 def general_int16_additions(model_bytes) -> bytes:
@@ -127,25 +128,26 @@ def general_int16_additions(model_bytes) -> bytes:
     converter writes these ops with the flag off. A file without such an op comes back
     unchanged.
     """
+    return _edited(model_bytes, _take_general_int16_additions)
+
+
+def _take_general_int16_additions(model) -> bool:
+    """`general_int16_additions`'s edit of a `ModelT`; True when it changed an op."""
     from ai_edge_litert import schema_py_generated as schema
 
     from keras_unet.export.quantization.tflite_graph import builtin_codes
 
     arithmetic = {schema.BuiltinOperator.ADD, schema.BuiltinOperator.SUB}
-
-    def edit(model) -> bool:
-        codes, changed = builtin_codes(model), False
-        for graph in model.subgraphs:
-            for op in graph.operators:
-                options = op.builtinOptions
-                if (codes[op.opcodeIndex] in arithmetic and options is not None
-                        and getattr(options, "potScaleInt16", False)
-                        and graph.tensors[op.outputs[0]].type == schema.TensorType.INT16):
-                    options.potScaleInt16 = False
-                    changed = True
-        return changed
-
-    return _edited(model_bytes, edit)
+    codes, changed = builtin_codes(model), False
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            options = op.builtinOptions
+            if (codes[op.opcodeIndex] in arithmetic and options is not None
+                    and getattr(options, "potScaleInt16", False)
+                    and graph.tensors[op.outputs[0]].type == schema.TensorType.INT16):
+                options.potScaleInt16 = False
+                changed = True
+    return changed
 
 
 def scalar_duplicates_restored(model_bytes) -> bytes:
@@ -160,30 +162,33 @@ def scalar_duplicates_restored(model_bytes) -> bytes:
     MobileNetV3 files with a block kept at int16 were refused. A file without such a copy
     comes back unchanged.
     """
-    def edit(model) -> bool:
-        changed = False
-        for graph in model.subgraphs:
-            by_name = {tensor.name: tensor for tensor in graph.tensors}
-            for tensor in graph.tensors:
-                source = by_name.get(re.sub(rb"_duplicated_\d+$", b"", tensor.name or b""))
-                if source is None or source is tensor:
-                    continue
-                if _dims(source.shape) == 0 and _dims(tensor.shape) != 0:
-                    tensor.shape = source.shape
-                    changed = True
-        return changed
-
-    return _edited(model_bytes, edit)
+    return _edited(model_bytes, _restore_scalar_duplicates)
 
 
-def _edited(model_bytes, edit) -> bytes:
-    """`model_bytes` after `edit(model)` on its object form (`ModelT`); the same bytes when
-    `edit` returns False (it changed nothing)."""
+def _restore_scalar_duplicates(model) -> bool:
+    """`scalar_duplicates_restored`'s edit of a `ModelT`; True when it changed a tensor."""
+    changed = False
+    for graph in model.subgraphs:
+        by_name = {tensor.name: tensor for tensor in graph.tensors}
+        for tensor in graph.tensors:
+            source = by_name.get(re.sub(rb"_duplicated_\d+$", b"", tensor.name or b""))
+            if source is None or source is tensor:
+                continue
+            if _dims(source.shape) == 0 and _dims(tensor.shape) != 0:
+                tensor.shape = source.shape
+                changed = True
+    return changed
+
+
+def _edited(model_bytes, *edits) -> bytes:
+    """`model_bytes` after each of `edits` on its object form (`ModelT`), parsed and packed
+    once; the same bytes when every edit returns False (none changed anything)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
-    if not edit(model):
+    changed = [edit(model) for edit in edits]  # every edit runs, whatever the others did
+    if not any(changed):
         return model_bytes
     builder = flatbuffers.Builder(len(model_bytes) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
@@ -206,35 +211,37 @@ def uint8_io_through_int8(model_bytes) -> bytes:
     same values, one more requantization of 8-bit codes that maps each exactly. A file
     without such an op comes back unchanged.
     """
+    return _edited(model_bytes, _bridge_uint8_io_through_int8)
+
+
+def _bridge_uint8_io_through_int8(model) -> bool:
+    """`uint8_io_through_int8`'s edit of a `ModelT` (one subgraph only); True when it added
+    an op."""
     from ai_edge_litert import schema_py_generated as schema
 
     from keras_unet.export.quantization.tflite_graph import builtin_codes
 
-    if schema.Model.GetRootAs(model_bytes, 0).SubgraphsLength() != 1:
-        return model_bytes
+    if len(model.subgraphs) != 1:
+        return False
     pair = {schema.TensorType.UINT8, schema.TensorType.INT16}
-
-    def edit(model) -> bool:
-        graph, codes = model.subgraphs[0], builtin_codes(model)
-        operators, changed = [], False
-        for op in graph.operators:
-            operators.append(op)
-            if codes[op.opcodeIndex] != schema.BuiltinOperator.QUANTIZE:
-                continue
-            source, target = op.inputs[0], op.outputs[0]
-            if {graph.tensors[source].type, graph.tensors[target].type} != pair:
-                continue
-            uint8 = source if graph.tensors[source].type == schema.TensorType.UINT8 else target
-            middle = _int8_twin(graph, schema, graph.tensors[uint8])
-            second = schema.OperatorT()
-            second.opcodeIndex, second.inputs, second.outputs = op.opcodeIndex, [middle], [target]
-            op.outputs = [middle]
-            operators.append(second)
-            changed = True
-        graph.operators = operators
-        return changed
-
-    return _edited(model_bytes, edit)
+    graph, codes = model.subgraphs[0], builtin_codes(model)
+    operators, changed = [], False
+    for op in graph.operators:
+        operators.append(op)
+        if codes[op.opcodeIndex] != schema.BuiltinOperator.QUANTIZE:
+            continue
+        source, target = op.inputs[0], op.outputs[0]
+        if {graph.tensors[source].type, graph.tensors[target].type} != pair:
+            continue
+        uint8 = source if graph.tensors[source].type == schema.TensorType.UINT8 else target
+        middle = _int8_twin(graph, schema, graph.tensors[uint8])
+        second = schema.OperatorT()
+        second.opcodeIndex, second.inputs, second.outputs = op.opcodeIndex, [middle], [target]
+        op.outputs = [middle]
+        operators.append(second)
+        changed = True
+    graph.operators = operators
+    return changed
 
 
 def _int8_twin(graph, schema, tensor) -> int:

@@ -592,3 +592,16 @@ def test_a_trim_records_only_the_ops_that_went_back(monkeypatch):
     first = next(c for c in outcome.candidates if c.trimmed)
     assert first.names == ["layer14", "layer15"] and first.added
     assert {"layer10", "layer11"} <= set(outcome.kept_float)
+
+
+def test_a_trim_at_int16_is_costed_by_the_searchs_cost_model(monkeypatch):
+    # Integer-only: the stretch is kept at int16, and a trim takes INT16_UNITS off per op.
+    def score(variant, floats, int16s):
+        return {"a": 0.95, "b": 0.97}[variant] + 0.025 * {"layer10", "layer11"}.issubset(int16s)
+
+    outcome, _ = _choose(monkeypatch, score, session_class=OrderedSession, int16=True,
+                         integer_only=True)
+    assert sorted(outcome.kept_int16) == ["layer10", "layer11"]
+    first = next(c for c in outcome.candidates if c.trimmed)
+    assert first.cost_unit == "units"
+    assert first.cost == pytest.approx(-repair.INT16_UNITS * len(first.names))
