@@ -264,7 +264,11 @@ def _trim(session: Any, measure: Callable, kept: Kept, entry: Any, cleared: Call
                 if ms is not None and current_ms is not None:
                     candidate.cost = round(ms - current_ms, 4)
                 else:
-                    candidate.cost, candidate.cost_unit = float(len(trial) - len(kept)), "units"
+                    # The search's cost model (`_cost`): a float op 1 unit, an int16 op
+                    # INT16_UNITS; here what the ops going back take off.
+                    candidate.cost_unit = "units"
+                    candidate.cost = float(len(trial.float) - len(kept.float) + INT16_UNITS
+                                           * (len(trial.int16) - len(kept.int16)))
                 if cleared(trimmed.report):
                     candidate.added = True
                     kept, entry, current_ms = trial, trimmed, ms
